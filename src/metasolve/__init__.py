@@ -1,0 +1,41 @@
+"""metasolve: learn to accelerate iterative numerical solvers on a distribution of problems.
+
+The frame is that of gradient-based meta-solving (GBMS paper, sec. 2.1): a task family, a
+classical iterative method ``Phi(tau; theta)``, a meta-solver ``Psi(tau; omega) -> theta``, a loss,
+and a trainer. See DESIGN.md and README.md.
+"""
+
+__version__ = "0.1.0"
+
+from .artifact import ArtifactError, load, save  # noqa: E402
+from .learned import (  # noqa: E402
+    BasisHead,
+    ConstantMetaSolver,
+    IdentityHead,
+    IntervalHead,
+    LearnedSolver,
+    MetaSolver,
+    NetworkMetaSolver,
+    PositiveHead,
+)
+from .problems import LinearSystem  # noqa: E402
+from .solution import ConvergenceError, Solution, Status  # noqa: E402
+from .solvers import IterativeMethod, Jacobi, register_method, run  # noqa: E402
+from .tasks import (  # noqa: E402
+    Poisson1DFamily,
+    TaskBatch,
+    TaskFamily,
+    make_splits,
+    register_family,
+    sine_basis,
+)
+from .training import FixedIterationLoss, IterationSurrogateLoss, Trainer, TrainingConfig  # noqa: E402
+
+__all__ = [
+    "ArtifactError", "BasisHead", "ConstantMetaSolver", "ConvergenceError",
+    "FixedIterationLoss", "IdentityHead", "IntervalHead", "IterationSurrogateLoss",
+    "IterativeMethod", "Jacobi", "LearnedSolver", "LinearSystem", "MetaSolver",
+    "NetworkMetaSolver", "PositiveHead", "Poisson1DFamily", "Solution", "Status", "TaskBatch",
+    "TaskFamily", "Trainer", "TrainingConfig", "__version__", "load", "make_splits", "register_family",
+    "register_method", "run", "save", "sine_basis",
+]

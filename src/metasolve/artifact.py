@@ -1,0 +1,145 @@
+"""Saving and loading trained solvers: safetensors for tensors, JSON for everything else.
+
+One file holds both: the tensors of the meta-solver, and in the safetensors header a JSON
+document (family, method, meta-solver architecture, training settings, metasolve version) plus
+a SHA-256 of the tensor bytes. Loading never unpickles anything; it checks the format tag, the
+checksum, and that every tensor matches the architecture the JSON describes, and raises
+:class:`ArtifactError` (a ``ValueError``) saying what is wrong otherwise.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from . import __version__
+
+FORMAT = "metasolve-artifact"
+FORMAT_VERSION = 1
+
+
+class ArtifactError(ValueError):
+    """A model or checkpoint file is missing, corrupted, truncated or does not match."""
+
+
+def _digest(tensors: dict[str, torch.Tensor]) -> str:
+    h = hashlib.sha256()
+    for name in sorted(tensors):
+        t = tensors[name].detach().contiguous().cpu()
+        h.update(name.encode())
+        h.update(str(t.dtype).encode() + str(tuple(t.shape)).encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
+def write_tensors(path, tensors: dict[str, torch.Tensor], document: dict) -> Path:
+    """Atomically write ``tensors`` with ``document`` (JSON) and a checksum in the header."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tensors = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
+    header = {"format": FORMAT, "format_version": str(FORMAT_VERSION),
+              "document": json.dumps(document, sort_keys=True),
+              "sha256": _digest(tensors)}
+    tmp = path.with_name(path.name + ".tmp")
+    save_file(tensors, str(tmp), metadata=header)
+    os.replace(tmp, path)
+    return path
+
+
+def read_tensors(path) -> tuple[dict[str, torch.Tensor], dict]:
+    """Read and verify a file written by :func:`write_tensors`."""
+    path = Path(path)
+    if not path.is_file():
+        raise ArtifactError(f"no metasolve file at {path}")
+    try:
+        from safetensors import safe_open
+
+        with safe_open(str(path), framework="pt") as handle:
+            header = handle.metadata() or {}
+        tensors = load_file(str(path))
+    except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
+        raise ArtifactError(f"{path} is not a readable safetensors file (corrupted or "
+                            f"truncated?): {exc}") from exc
+    if header.get("format") != FORMAT:
+        raise ArtifactError(f"{path} is a safetensors file but not a metasolve artifact "
+                            f"(format tag {header.get('format')!r}, expected {FORMAT!r})")
+    if header.get("format_version") != str(FORMAT_VERSION):
+        raise ArtifactError(f"{path} has artifact format version "
+                            f"{header.get('format_version')!r}; this metasolve reads "
+                            f"{FORMAT_VERSION}")
+    if header.get("sha256") != _digest(tensors):
+        raise ArtifactError(f"{path}: tensor data does not match its checksum (corrupted file)")
+    try:
+        document = json.loads(header["document"])
+    except (KeyError, json.JSONDecodeError) as exc:
+        raise ArtifactError(f"{path}: the JSON description is missing or invalid: {exc}") from exc
+    return tensors, document
+
+
+def save(solver, path) -> Path:
+    """Save a :class:`~metasolve.learned.solver.LearnedSolver` to ``path``."""
+    document = {
+        "kind": "learned_solver",
+        "metasolve_version": __version__,
+        "method": {"name": solver.method.name, "config": solver.method.config()},
+        "metasolver": solver.metasolver.config(),
+        "family": None if solver.family is None else {"name": solver.family.name,
+                                                      "config": solver.family.config()},
+        "monitor": solver.monitor,
+        "settings": solver.settings,
+    }
+    return write_tensors(path, solver.metasolver.state_dict(), document)
+
+
+def load(path, family=None):
+    """Load a solver saved by :func:`save`.
+
+    Args:
+        family: optionally the task family to attach; it must match the stored one. If omitted,
+            the stored family is rebuilt when its class is registered (imported).
+    """
+    from .learned.metasolver import metasolver_from_config
+    from .learned.solver import LearnedSolver
+    from .solvers.registry import method_from_config
+    from .tasks.base import FAMILIES, family_from_config
+
+    tensors, document = read_tensors(path)
+    if document.get("kind") != "learned_solver":
+        raise ArtifactError(f"{path} holds a {document.get('kind')!r}, not a learned solver")
+    try:
+        method = method_from_config(document["method"]["name"], document["method"]["config"])
+        metasolver = metasolver_from_config(document["metasolver"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ArtifactError(f"{path}: cannot rebuild the solver from its JSON: {exc}") from exc
+    expected = metasolver.state_dict()
+    missing = sorted(set(expected) - set(tensors))
+    extra = sorted(set(tensors) - set(expected))
+    if missing or extra:
+        raise ArtifactError(f"{path}: tensors do not match the stored architecture "
+                            f"(missing {missing}, unexpected {extra})")
+    for name, value in expected.items():
+        if tuple(value.shape) != tuple(tensors[name].shape):
+            raise ArtifactError(f"{path}: tensor {name!r} has shape "
+                                f"{tuple(tensors[name].shape)}, the architecture needs "
+                                f"{tuple(value.shape)}")
+    metasolver.load_state_dict(tensors)
+    stored = document.get("family")
+    if family is not None:
+        if stored is not None and (stored["name"] != family.name
+                                   or stored["config"] != family.config()):
+            raise ArtifactError(f"{path} was trained on family {stored['name']} "
+                                f"{stored['config']}, but {family.name} {family.config()} "
+                                "was given")
+    elif stored is not None and stored["name"] in FAMILIES:
+        family = family_from_config(stored["name"], stored["config"])
+    solver = LearnedSolver(method, metasolver, family=family,
+                           monitor=document.get("monitor", "residual"),
+                           settings=document.get("settings"))
+    solver.metasolver.eval()
+    return solver

@@ -1,0 +1,7 @@
+"""Metrics, result records, tables and plots."""
+
+from .metrics import IterationStats, WallClock, compare_wall_clock, iteration_stats
+from .records import read_records, record, write_records
+
+__all__ = ["IterationStats", "WallClock", "compare_wall_clock", "iteration_stats",
+           "read_records", "record", "write_records"]

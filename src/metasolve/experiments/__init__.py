@@ -1,0 +1,54 @@
+"""Paper experiments: each one a task family, solver, meta-solver, loss and settings, plus the
+paper's numbers, so ``metasolve reproduce NAME`` prints ours beside theirs (DESIGN.md, conv. 10).
+
+An experiment module defines ``NAME``, ``TITLE``, ``SCALES``, ``jobs(scale, out_dir)``, a
+module-level ``run_cell(job)`` (one independent unit of work, run in a worker process),
+``table(records)`` and ``plot(results, path)``.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from ..evaluation.records import write_records
+from ..parallel import map_jobs
+from ..training.progress import progress_bar
+from ..validation import check_choice
+from . import poisson_jacobi
+
+EXPERIMENTS = {module.NAME: module for module in (poisson_jacobi,)}
+
+
+def get(name: str):
+    if name not in EXPERIMENTS:
+        raise ValueError(f"unknown experiment {name!r}; available: {sorted(EXPERIMENTS)}")
+    return EXPERIMENTS[name]
+
+
+def reproduce(name: str, scale: str = "full", out_dir="metasolve-out", json_path=None,
+              workers: int = 1, progress: bool = True) -> dict:
+    """Run experiment ``name`` at ``scale``; write records (JSON) and its plot under ``out_dir``.
+
+    Returns a dict with ``records``, ``table`` (a rich renderable), ``json`` and ``plot`` paths and
+    ``seconds``. Interrupted runs resume: each training checkpoints under ``out_dir``.
+    """
+    module = get(name)
+    check_choice("scale", scale, tuple(module.SCALES))
+    out_dir = Path(out_dir) / name / scale
+    start = time.perf_counter()
+    jobs = module.jobs(scale, out_dir)
+    # One live display at a time: a single worker shows each training's bar, a pool shows jobs.
+    for job in jobs:
+        job["progress"] = progress and workers == 1
+    with progress_bar(progress and workers > 1, total=len(jobs),
+                      description=f"{name} ({scale})") as bar:
+        results = map_jobs(module.run_cell, jobs, workers=workers,
+                           on_done=lambda r: bar.advance(f"done p={r['p']:g} {r['row']}"))
+    records = [r for result in results for r in result["records"]]
+    seconds = time.perf_counter() - start
+    json_path = Path(json_path) if json_path else out_dir / f"{name}.json"
+    write_records(json_path, records)
+    plot_path = module.plot(results, out_dir / f"{name}.png")
+    return {"records": records, "table": module.table(records), "json": json_path,
+            "plot": plot_path, "seconds": seconds, "results": results}

@@ -1,0 +1,8 @@
+"""Meta-solvers (what is learned) and their constrained heads."""
+
+from .heads import BasisHead, Head, IdentityHead, IntervalHead, PositiveHead
+from .metasolver import ConstantMetaSolver, MetaSolver, NetworkMetaSolver, metasolver_from_config
+from .solver import LearnedSolver
+
+__all__ = ["BasisHead", "ConstantMetaSolver", "Head", "IdentityHead", "IntervalHead",
+           "LearnedSolver", "MetaSolver", "NetworkMetaSolver", "PositiveHead", "metasolver_from_config"]

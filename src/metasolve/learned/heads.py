@@ -1,0 +1,124 @@
+"""Constrained output heads: map unconstrained network outputs ``z`` to valid solver parameters.
+
+Each head reads ``n_outputs`` columns of the last layer and returns one parameter ``theta``
+per instance. Heads are data: ``config()`` rebuilds them from an artifact's JSON; tensors they hold
+(a basis) are buffers saved in the safetensors file.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+import torch
+from torch import nn
+
+from ..validation import check_count, check_tensor
+
+HEADS: dict[str, type] = {}
+
+
+def _register(cls):
+    HEADS[cls.kind] = cls
+    return cls
+
+
+class Head(nn.Module):
+    kind: ClassVar[str] = ""
+    n_outputs: int
+
+    def config(self) -> dict:
+        return {}
+
+
+@_register
+class IdentityHead(Head):
+    """``theta = z`` with ``dim`` entries (an unconstrained vector, e.g. an initial guess)."""
+
+    kind = "identity"
+
+    def __init__(self, dim: int):
+        super().__init__()
+        self.n_outputs = check_count("dim", dim, minimum=1)
+
+    def config(self):
+        return {"dim": self.n_outputs}
+
+    def forward(self, z):
+        return z
+
+
+@_register
+class IntervalHead(Head):
+    """``theta = low + (high - low) sigmoid(z)``, a scalar in ``(low, high)``.
+
+    Eq. (48) of the GBMS paper is the case ``(low, high) = (1, 2)`` for a relaxation factor.
+    """
+
+    kind = "interval"
+
+    def __init__(self, low: float, high: float):
+        super().__init__()
+        if not (isinstance(low, (int, float)) and isinstance(high, (int, float))) or low >= high:
+            raise ValueError(f"IntervalHead needs numbers low < high, got ({low}, {high})")
+        self.low, self.high = float(low), float(high)
+        self.n_outputs = 1
+
+    def config(self):
+        return {"low": self.low, "high": self.high}
+
+    def forward(self, z):
+        return self.low + (self.high - self.low) * torch.sigmoid(z[:, 0])
+
+
+@_register
+class PositiveHead(Head):
+    """``theta = softplus(z) + minimum``, a positive scalar (a shift, a step size)."""
+
+    kind = "positive"
+
+    def __init__(self, minimum: float = 0.0):
+        super().__init__()
+        self.minimum = float(minimum)
+        self.n_outputs = 1
+
+    def config(self):
+        return {"minimum": self.minimum}
+
+    def forward(self, z):
+        return nn.functional.softplus(z[:, 0]) + self.minimum
+
+
+@_register
+class BasisHead(Head):
+    """``theta = basis @ z``: the network outputs coefficients in a fixed basis.
+
+    The GBMS paper's ``Psi_nn`` (Appendix C.1) outputs the coefficients ``c_i`` of
+    ``u^(0) = sum_i c_i v_i`` in the sine basis.
+
+    Args:
+        basis: ``(N, K)``, one basis vector per column.
+    """
+
+    kind = "basis"
+
+    def __init__(self, basis: torch.Tensor | None = None, *, shape: list[int] | None = None):
+        super().__init__()
+        if basis is None:
+            if shape is None:
+                raise ValueError("BasisHead needs a basis tensor (or its shape when loading)")
+            basis = torch.zeros(*shape, dtype=torch.float64)
+        check_tensor("basis", basis, ndim=2)
+        self.register_buffer("basis", basis.clone())
+        self.n_outputs = int(basis.shape[1])
+
+    def config(self):
+        return {"shape": list(self.basis.shape)}
+
+    def forward(self, z):
+        return z @ self.basis.T
+
+
+def head_from_config(kind: str, config: dict) -> Head:
+    if kind not in HEADS:
+        raise ValueError(f"unknown head kind {kind!r}; known: {sorted(HEADS)}")
+    return HEADS[kind](**config)

@@ -1,0 +1,153 @@
+"""Meta-solvers ``Psi(tau; omega) -> theta`` (GBMS paper, sec. 2.1).
+
+A meta-solver maps a batch of task features ``(B, F)`` to a dict of solver parameters, one entry
+per head (``{"x0": (B, N)}``, ``{"omega": (B,)}``, ...). Two kinds:
+
+* :class:`ConstantMetaSolver`: ``theta`` is the same for every task (one learned relaxation
+  factor, R2N2's weights); ``omega`` is the head's pre-activation.
+* :class:`NetworkMetaSolver`: a fully connected network of the features with constrained heads.
+
+``Psi_base`` of the paper (a zero initial guess) needs no meta-solver at all: run the method with
+no ``params``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import torch
+from torch import nn
+
+from ..validation import check_count, check_tensor
+from .heads import Head, head_from_config
+
+ACTIVATIONS = {"silu": nn.SiLU, "relu": nn.ReLU, "tanh": nn.Tanh, "gelu": nn.GELU}
+
+
+class MetaSolver(nn.Module):
+    """Base: ``forward(features) -> {name: theta}``; ``config()`` describes the architecture."""
+
+    kind = ""
+
+    def __init__(self, heads: Mapping[str, Head]):
+        super().__init__()
+        if not heads:
+            raise ValueError("a meta-solver needs at least one head")
+        for name, head in heads.items():
+            if not isinstance(head, Head):
+                raise TypeError(f"heads[{name!r}] must be a Head, got {type(head).__name__}")
+        self.heads = nn.ModuleDict(dict(heads))
+
+    @property
+    def n_outputs(self) -> int:
+        return sum(h.n_outputs for h in self.heads.values())
+
+    def _split(self, z: torch.Tensor) -> dict[str, torch.Tensor]:
+        out, start = {}, 0
+        for name, head in self.heads.items():
+            out[name] = head(z[:, start:start + head.n_outputs])
+            start += head.n_outputs
+        return out
+
+    def heads_config(self) -> dict:
+        return {name: {"kind": h.kind, "config": h.config()} for name, h in self.heads.items()}
+
+    def config(self) -> dict:
+        raise NotImplementedError
+
+
+class ConstantMetaSolver(MetaSolver):
+    """The same ``theta`` for every task; learns the head's pre-activation ``z``.
+
+    Args:
+        heads: name -> head.
+        init: optional name -> initial pre-activation (a float or a tensor of the head's size).
+    """
+
+    kind = "constant"
+
+    def __init__(self, heads: Mapping[str, Head], init: Mapping[str, float] | None = None,
+                 in_features: int | None = None):
+        super().__init__(heads)
+        self.in_features = in_features
+        z = torch.zeros(self.n_outputs, dtype=torch.float64)
+        start = 0
+        for name, head in self.heads.items():
+            if init and name in init:
+                z[start:start + head.n_outputs] = torch.as_tensor(init[name], dtype=torch.float64)
+            start += head.n_outputs
+        self.z = nn.Parameter(z)
+
+    def config(self) -> dict:
+        return {"kind": self.kind, "heads": self.heads_config(), "in_features": self.in_features}
+
+    def forward(self, features: torch.Tensor) -> dict[str, torch.Tensor]:
+        check_tensor("features", features, ndim=2)
+        return self._split(self.z.expand(features.shape[0], -1))
+
+
+class NetworkMetaSolver(MetaSolver):
+    """A fully connected network ``features -> hidden layers -> heads``.
+
+    ``Psi_nn`` of the GBMS paper's Poisson example (Appendix C.1) is
+    ``NetworkMetaSolver(16, {"x0": BasisHead(sine_basis(16))}, hidden=(15, 15), activation="silu")``.
+
+    Args:
+        in_features: ``F``, the width of the task features.
+        heads: name -> head; the last layer has the heads' total width.
+        hidden: widths of the hidden layers.
+        activation: one of ``silu``, ``relu``, ``tanh``, ``gelu``.
+        feature_scale: optional ``(F,)`` divisor applied to the features before the first layer.
+        zero_init: start the last layer at zero, so the untrained meta-solver predicts ``head(0)``
+            for every task (a zero initial guess, the middle of an interval). Training then starts
+            from the classical method's default instead of from random parameters.
+    """
+
+    kind = "network"
+
+    def __init__(self, in_features: int, heads: Mapping[str, Head],
+                 hidden: Sequence[int] = (15, 15), activation: str = "silu",
+                 feature_scale: torch.Tensor | None = None, zero_init: bool = False):
+        super().__init__(heads)
+        self.in_features = check_count("in_features", in_features, minimum=1)
+        self.hidden = [check_count("hidden", int(w), minimum=1) for w in hidden]
+        if activation not in ACTIVATIONS:
+            raise ValueError(f"activation must be one of {sorted(ACTIVATIONS)}, got {activation!r}")
+        self.activation = activation
+        layers, width = [], in_features
+        for w in self.hidden:
+            layers += [nn.Linear(width, w, dtype=torch.float64), ACTIVATIONS[activation]()]
+            width = w
+        layers.append(nn.Linear(width, self.n_outputs, dtype=torch.float64))
+        self.net = nn.Sequential(*layers)
+        if zero_init:
+            nn.init.zeros_(layers[-1].weight)
+            nn.init.zeros_(layers[-1].bias)
+        scale = torch.ones(in_features, dtype=torch.float64) if feature_scale is None \
+            else check_tensor("feature_scale", feature_scale, shape=(in_features,)).double()
+        self.register_buffer("feature_scale", scale.clone())
+
+    def config(self) -> dict:
+        return {"kind": self.kind, "in_features": self.in_features, "hidden": self.hidden,
+                "activation": self.activation, "heads": self.heads_config()}
+
+    def forward(self, features: torch.Tensor) -> dict[str, torch.Tensor]:
+        check_tensor("features", features, ndim=2)
+        if features.shape[1] != self.in_features:
+            raise ValueError(f"features must have {self.in_features} columns (the meta-solver's "
+                             f"in_features), got shape {tuple(features.shape)}")
+        z = self.net(features.to(torch.float64) / self.feature_scale)
+        return self._split(z)
+
+
+def metasolver_from_config(config: dict) -> MetaSolver:
+    """Rebuild an (untrained) meta-solver from :meth:`MetaSolver.config`."""
+    config = dict(config)
+    kind = config.pop("kind", None)
+    heads = {name: head_from_config(h["kind"], h["config"])
+             for name, h in config.pop("heads").items()}
+    if kind == "network":
+        return NetworkMetaSolver(heads=heads, **config)
+    if kind == "constant":
+        return ConstantMetaSolver(heads=heads, **config)
+    raise ValueError(f"unknown meta-solver kind {kind!r}; known: 'network', 'constant'")

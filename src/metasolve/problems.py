@@ -1,0 +1,103 @@
+"""Batched problem containers that solvers consume.
+
+A :class:`LinearSystem` is a batch of ``A_b x_b = rhs_b``. The matrix is shared by the batch
+(shape ``(N, N)``, dense or sparse) or given per instance (``(B, N, N)``). Input is validated here,
+once, where it enters (DESIGN.md, convention 5).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from .validation import check_batch, check_tensor
+
+
+@dataclass(frozen=True)
+class LinearSystem:
+    """A batch of linear systems ``A x = b``.
+
+    Args:
+        matrix: ``(N, N)`` dense or sparse (shared by every instance) or ``(B, N, N)`` dense.
+        rhs: ``(B, N)`` right-hand sides.
+        solution: optional ``(B, N)`` exact solutions, used by the error monitor and losses.
+    """
+
+    matrix: torch.Tensor
+    rhs: torch.Tensor
+    solution: torch.Tensor | None = None
+
+    def __post_init__(self):
+        check_tensor("rhs", self.rhs, ndim=2)
+        n = self.rhs.shape[1]
+        check_tensor("matrix", self.matrix, ndim=(2, 3))
+        if self.matrix.ndim == 2:
+            if tuple(self.matrix.shape) != (n, n):
+                raise ValueError(f"matrix must have shape ({n}, {n}) to match rhs of shape "
+                                 f"{tuple(self.rhs.shape)}, got {tuple(self.matrix.shape)}")
+        else:
+            if self.matrix.is_sparse:
+                raise ValueError("a batched (B, N, N) matrix must be dense; share one sparse "
+                                 "(N, N) matrix across the batch instead")
+            if tuple(self.matrix.shape) != (self.rhs.shape[0], n, n):
+                raise ValueError(f"matrix must have shape ({self.rhs.shape[0]}, {n}, {n}) to "
+                                 f"match rhs of shape {tuple(self.rhs.shape)}, "
+                                 f"got {tuple(self.matrix.shape)}")
+        if self.matrix.dtype != self.rhs.dtype:
+            raise TypeError(f"matrix and rhs must share a dtype, got {self.matrix.dtype} and "
+                            f"{self.rhs.dtype}")
+        if self.solution is not None:
+            check_tensor("solution", self.solution, shape=tuple(self.rhs.shape))
+
+    @property
+    def batch_size(self) -> int:
+        return int(self.rhs.shape[0])
+
+    @property
+    def size(self) -> int:
+        return int(self.rhs.shape[1])
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.rhs.dtype
+
+    @property
+    def shared_matrix(self) -> bool:
+        return self.matrix.ndim == 2
+
+    def matvec(self, x: torch.Tensor) -> torch.Tensor:
+        """``A x`` for a batch ``x`` of shape ``(B, N)``."""
+        if self.matrix.is_sparse or self.matrix.layout == torch.sparse_csr:
+            return (self.matrix @ x.T).T
+        if self.shared_matrix:
+            return x @ self.matrix.T
+        return torch.bmm(self.matrix, x.unsqueeze(-1)).squeeze(-1)
+
+    def residual(self, x: torch.Tensor) -> torch.Tensor:
+        """``b - A x``."""
+        return self.rhs - self.matvec(x)
+
+    def diagonal(self) -> torch.Tensor:
+        """The diagonal of ``A``: ``(N,)`` if shared, else ``(B, N)``."""
+        if self.matrix.is_sparse or self.matrix.layout == torch.sparse_csr:
+            coo = self.matrix.to_sparse_coo().coalesce()
+            idx, val = coo.indices(), coo.values()
+            on_diag = idx[0] == idx[1]
+            diag = torch.zeros(self.size, dtype=self.dtype)
+            return diag.index_put_((idx[0, on_diag],), val[on_diag], accumulate=True)
+        return torch.diagonal(self.matrix, dim1=-2, dim2=-1)
+
+    def index(self, idx) -> LinearSystem:
+        """The sub-batch at ``idx`` (a slice, index tensor or boolean mask)."""
+        matrix = self.matrix if self.shared_matrix else self.matrix[idx]
+        sol = None if self.solution is None else self.solution[idx]
+        return LinearSystem(matrix, self.rhs[idx], sol)
+
+    def check_batch(self, name: str, value: torch.Tensor) -> torch.Tensor:
+        check_tensor(name, value, ndim=2)
+        check_batch(name, value, self.batch_size)
+        if value.shape[1] != self.size:
+            raise ValueError(f"{name} must have shape ({self.batch_size}, {self.size}), "
+                             f"got {tuple(value.shape)}")
+        return value

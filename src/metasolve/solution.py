@@ -1,0 +1,94 @@
+"""The result of a batched iterative solve: :class:`Solution` and its :class:`Status` codes.
+
+Not converging is a status, not an exception (DESIGN.md, convention 3). Callers who prefer an
+exception pass ``throw=True`` to :func:`metasolve.solve`, which raises :class:`ConvergenceError`.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+
+import torch
+
+
+class Status(enum.IntEnum):
+    """Per-instance outcome of an iterative solve."""
+
+    CONVERGED = 0
+    MAX_ITERATIONS = 1
+    DIVERGED = 2
+    BREAKDOWN = 3
+    INVALID_INPUT = 4
+
+
+class ConvergenceError(RuntimeError):
+    """Raised by ``solve(..., throw=True)`` when some instance did not converge."""
+
+    def __init__(self, message: str, solution: Solution):
+        super().__init__(message)
+        self.solution = solution
+
+
+@dataclass
+class Solution:
+    """Outcome of a batched solve; every per-instance field has the batch as leading dimension.
+
+    Attributes:
+        x: final iterates, shape ``(B, ...)``. Differentiable when the solve ran with autograd on.
+        status: ``(B,)`` int64 tensor of :class:`Status` codes.
+        iterations: ``(B,)`` int64 tensor, iterations each instance took before it stopped.
+        residual_history: ``(K + 1, B)`` monitored norm before iteration 0..K, where K is the
+            number of driver iterations. An instance is frozen after it stops, so its entries repeat.
+        reference_norm: ``(B,)`` the norm the relative tolerance multiplies (``||b||`` for the
+            residual monitor, ``||x*||`` for the error monitor).
+        threshold: ``(B,)`` ``max(rtol * reference_norm, atol)``, the stopping threshold.
+        wall_time: seconds spent in the driver loop.
+    """
+
+    x: torch.Tensor
+    status: torch.Tensor
+    iterations: torch.Tensor
+    residual_history: torch.Tensor
+    reference_norm: torch.Tensor
+    threshold: torch.Tensor
+    wall_time: float
+    info: dict = field(default_factory=dict)
+
+    @property
+    def batch_size(self) -> int:
+        return int(self.status.shape[0])
+
+    @property
+    def converged(self) -> torch.Tensor:
+        """``(B,)`` bool mask of the instances that reached the tolerance."""
+        return self.status == Status.CONVERGED
+
+    @property
+    def residual(self) -> torch.Tensor:
+        """``(B,)`` final monitored norm."""
+        return self.residual_history[-1]
+
+    @property
+    def relative_history(self) -> torch.Tensor:
+        """``(K + 1, B)`` monitored norm divided by the reference norm."""
+        return self.residual_history / self.reference_norm.clamp_min(torch.finfo(
+            self.reference_norm.dtype).tiny)
+
+    def iterations_to(self, rtol: float) -> torch.Tensor:
+        """Iterations each instance needed to reach ``||.|| <= rtol * reference_norm``.
+
+        Read off the recorded history, so one solve to the smallest tolerance answers every
+        larger one. Instances that never reached it get -1.
+        """
+        reached = self.relative_history.detach() <= rtol
+        first = torch.argmax(reached.to(torch.int8), dim=0)
+        return torch.where(reached.any(dim=0), first, torch.full_like(first, -1))
+
+    def summary(self) -> str:
+        counts = {s.name.lower(): int((self.status == s).sum()) for s in Status}
+        parts = ", ".join(f"{k}={v}" for k, v in counts.items() if v)
+        return (f"Solution(batch={self.batch_size}, {parts}, "
+                f"mean_iterations={self.iterations.double().mean().item():.2f})")
+
+    __repr__ = summary

@@ -1,0 +1,203 @@
+"""The solver interface and the one driver loop every method runs in.
+
+A method (DESIGN.md, convention 2) implements three things on a batch:
+
+* ``init(problem, x0, params) -> state``: the state before iteration 0 (a dict of tensors, each
+  with the batch as leading dimension; ``state["x"]`` is the iterate);
+* ``step(problem, state, params) -> state``: one iteration, ``phi`` in the GBMS paper (sec. 2.1);
+* ``residual(problem, state) -> (B,)``: the norm the default stopping test reads.
+
+:func:`run` owns the loop, the stopping test, masking of finished instances, the history and the
+timing. The method's parameters ``theta`` (GBMS paper, sec. 2.1) arrive in ``params``: a dict of
+per-instance tensors produced by a meta-solver ``Psi`` or given by hand.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping
+from typing import Any, ClassVar
+
+import torch
+
+from ..solution import ConvergenceError, Solution, Status
+from ..validation import check_choice, check_count, check_nonnegative, check_options
+
+State = dict[str, torch.Tensor]
+
+
+class IterativeMethod:
+    """Base class of a batched, differentiable iterative method.
+
+    Subclasses set ``name`` and ``parameters`` (the names of the ``theta`` entries they read
+    from ``params`` besides ``x0``) and implement ``init``, ``step`` and ``residual``.
+    """
+
+    name: ClassVar[str] = ""
+    parameters: ClassVar[tuple[str, ...]] = ()
+    problem_type: ClassVar[type] = object
+
+    def config(self) -> dict[str, Any]:
+        """JSON-serialisable constructor arguments (stored in artifacts)."""
+        return {}
+
+    def validate(self, problem) -> None:
+        """Check method-specific requirements on ``problem`` (square, SPD, ...)."""
+        if not isinstance(problem, self.problem_type):
+            raise TypeError(f"problem must be a {self.problem_type.__name__} for "
+                            f"{self.name}, got {type(problem).__name__}")
+
+    def init(self, problem, x0: torch.Tensor, params: Mapping[str, torch.Tensor]) -> State:
+        return {"x": x0}
+
+    def step(self, problem, state: State, params: Mapping[str, torch.Tensor]) -> State:
+        raise NotImplementedError(f"{type(self).__name__} must implement step()")
+
+    def residual(self, problem, state: State) -> torch.Tensor:
+        raise NotImplementedError(f"{type(self).__name__} must implement residual()")
+
+    def reference_norm(self, problem) -> torch.Tensor:
+        """``||b||``: what ``rtol`` multiplies under the residual monitor."""
+        return torch.linalg.vector_norm(problem.rhs, dim=1)
+
+    def zero_guess(self, problem) -> torch.Tensor:
+        return torch.zeros_like(problem.rhs)
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in self.config().items())
+        return f"{type(self).__name__}({args})"
+
+
+MONITORS = ("residual", "error")
+
+
+def _monitor(method: IterativeMethod, problem, state: State, monitor: str) -> torch.Tensor:
+    if monitor == "residual":
+        return method.residual(problem, state)
+    return torch.linalg.vector_norm(state["x"] - problem.solution, dim=1)
+
+
+def run(method: IterativeMethod, problem, *, params: Mapping[str, torch.Tensor] | None = None,
+        x0: torch.Tensor | None = None, rtol: float = 1e-5, atol: float = 0.0,
+        maxiter: int | None = None, fixed_iterations: int | None = None,
+        monitor: str = "residual", callback: Callable | None = None,
+        truncate: int | None = None, divergence_factor: float = 1e8,
+        throw: bool = False, **options) -> Solution:
+    """Run ``method`` on a batch of problems; the one driver loop of metasolve.
+
+    Stopping (SciPy's vocabulary, DESIGN.md convention 4): instance ``i`` converges at the first
+    ``k`` with ``||r_k|| <= max(rtol * ||b||, atol)``. With ``monitor="error"`` the error
+    ``||x_k - x*||`` against ``problem.solution`` and ``||x*||`` are used instead (the criterion of
+    the GBMS paper's Poisson example, sec. 2.2.1). Finished instances are frozen by a mask, so
+    their counts are exact; the loop ends when all have stopped or after ``maxiter`` iterations.
+
+    With ``fixed_iterations=m`` every instance takes exactly ``m`` iterations (``Phi_m`` of the
+    GBMS paper); the status then says whether the tolerance holds at the end.
+
+    Args:
+        params: the method's parameters ``theta``, per instance; ``params["x0"]`` is an initial
+            guess (same as ``x0``).
+        truncate: if set, gradients flow through at most that many consecutive iterations
+            (truncated backpropagation); ``None`` is full unrolling. Autograd itself is the
+            caller's choice (``torch.no_grad()`` for none).
+        divergence_factor: an instance whose monitored norm exceeds this factor times its
+            initial value, or becomes non-finite, stops with ``Status.DIVERGED``.
+        callback: ``callback(k, state, norms)`` after each iteration.
+        throw: raise :class:`ConvergenceError` if any instance did not converge.
+
+    Returns:
+        A :class:`~metasolve.solution.Solution`.
+    """
+    check_options("run()", options, ())
+    method.validate(problem)
+    rtol = check_nonnegative("rtol", rtol)
+    atol = check_nonnegative("atol", atol)
+    check_choice("monitor", monitor, MONITORS)
+    check_count("fixed_iterations", fixed_iterations, allow_none=True)
+    check_count("truncate", truncate, minimum=1, allow_none=True)
+    check_nonnegative("divergence_factor", divergence_factor)
+    if fixed_iterations is not None:
+        if maxiter is not None and maxiter != fixed_iterations:
+            raise ValueError(f"give either maxiter ({maxiter}) or fixed_iterations "
+                             f"({fixed_iterations}), not both")
+        maxiter = fixed_iterations
+    elif maxiter is None:
+        maxiter = 10 * problem.size
+    check_count("maxiter", maxiter)
+    if monitor == "error" and getattr(problem, "solution", None) is None:
+        raise ValueError("monitor='error' needs problem.solution (the exact solutions)")
+
+    params = dict(params or {})
+    unknown = sorted(set(params) - set(method.parameters) - {"x0"})
+    if unknown:
+        raise TypeError(f"params has unknown entries {unknown} for {method.name}; "
+                        f"allowed: {sorted(set(method.parameters) | {'x0'})}")
+    if x0 is not None and "x0" in params:
+        raise ValueError("give the initial guess either as x0 or as params['x0'], not both")
+    x0 = params.pop("x0", x0)
+    x0 = method.zero_guess(problem) if x0 is None else problem.check_batch("x0", x0)
+
+    start = time.perf_counter()
+    state = method.init(problem, x0, params)
+    norms = _monitor(method, problem, state, monitor)
+    if monitor == "error":
+        reference = torch.linalg.vector_norm(problem.solution, dim=1)
+    else:
+        reference = method.reference_norm(problem)
+    reference = reference.detach()
+    threshold = torch.clamp(rtol * reference, min=atol)
+    batch = norms.shape[0]
+    initial = norms.detach()
+
+    # Each instance stops at the first iterate that meets its threshold or leaves the
+    # divergence bound (NaN compares false, so it leaves it too); its norm is frozen from then on
+    # and the final norms alone tell the statuses apart.
+    limit = divergence_factor * initial.clamp_min(torch.finfo(initial.dtype).tiny)
+    iterations = torch.zeros(batch, dtype=torch.int64)
+    history = [norms]
+    active = torch.ones(batch, dtype=torch.bool)
+    if fixed_iterations is None:
+        active = (initial > threshold) & (initial <= limit)
+
+    for k in range(maxiter):
+        if not bool(active.any()):
+            break
+        if truncate is not None and k % truncate == 0 and k > 0:
+            state = {key: value.detach() for key, value in state.items()}
+        stepped = method.step(problem, state, params)
+        state = _masked_update(active, stepped, state)
+        norms = torch.where(active, _monitor(method, problem, state, monitor), norms)
+        history.append(norms)
+        iterations += active
+        if fixed_iterations is None:
+            value = norms.detach()
+            active = active & (value > threshold) & (value <= limit)
+        if callback is not None:
+            callback(k, state, norms)
+
+    final = norms.detach()
+    status = torch.full((batch,), int(Status.MAX_ITERATIONS), dtype=torch.int64)
+    status[final <= threshold] = int(Status.CONVERGED)
+    status[~(final <= limit) | ~torch.isfinite(final)] = int(Status.DIVERGED)
+
+    solution = Solution(x=state["x"], status=status, iterations=iterations,
+                        residual_history=torch.stack(history), reference_norm=reference,
+                        threshold=threshold, wall_time=time.perf_counter() - start,
+                        info={"method": method.name, "monitor": monitor, "rtol": rtol,
+                              "atol": atol, "maxiter": maxiter})
+    if throw and not bool(solution.converged.all()):
+        raise ConvergenceError(f"{method.name}: {solution.summary()}", solution)
+    return solution
+
+
+def _masked_update(active: torch.Tensor, new: State, old: State) -> State:
+    """Take the new state only where the instance is still active (DESIGN.md, convention 1)."""
+    out = {}
+    for key, value in new.items():
+        prev = old.get(key)
+        if value is prev or prev is None or prev.shape != value.shape:
+            out[key] = value
+            continue
+        mask = active.reshape((-1,) + (1,) * (value.ndim - 1))
+        out[key] = torch.where(mask, value, prev)
+    return out

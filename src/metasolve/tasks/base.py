@@ -1,0 +1,96 @@
+"""Task families: reproducible samplers of problem instances (GBMS paper, sec. 2.1: the task space
+``(T, P)``).
+
+A :class:`TaskFamily` draws a :class:`TaskBatch` (the problems plus the features a learned model
+may look at) from a seed. :func:`make_splits` draws train/validation/test sets from one random
+stream and partitions it, so the splits never share an instance.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import torch
+
+from ..validation import check_count
+
+FAMILIES: dict[str, type] = {}
+
+
+def register_family(cls):
+    """Class decorator: make a family constructible by name from an artifact's JSON."""
+    if not cls.name:
+        raise ValueError(f"{cls.__name__} must set a non-empty `name`")
+    FAMILIES[cls.name] = cls
+    return cls
+
+
+def family_from_config(name: str, config: dict) -> TaskFamily:
+    if name not in FAMILIES:
+        raise ValueError(f"unknown task family {name!r}; registered: {sorted(FAMILIES)} "
+                         "(import the module that defines it before loading)")
+    return FAMILIES[name](**config)
+
+
+@dataclass(frozen=True)
+class TaskBatch:
+    """A batch of tasks: ``problem`` for the solver, ``features`` ``(B, F)`` for the meta-solver."""
+
+    problem: Any
+    features: torch.Tensor
+
+    def __len__(self) -> int:
+        return int(self.features.shape[0])
+
+    def index(self, idx) -> TaskBatch:
+        return TaskBatch(self.problem.index(idx), self.features[idx])
+
+
+class TaskFamily:
+    """A distribution of tasks. Subclasses set ``name`` and implement :meth:`sample_with`.
+
+    ``config()`` returns the constructor arguments so an artifact can rebuild the family.
+    """
+
+    name: ClassVar[str] = ""
+
+    def config(self) -> dict[str, Any]:
+        return {}
+
+    @property
+    def feature_dim(self) -> int:
+        raise NotImplementedError(f"{type(self).__name__} must define feature_dim")
+
+    def sample_with(self, n: int, generator: torch.Generator) -> TaskBatch:
+        raise NotImplementedError(f"{type(self).__name__} must implement sample_with()")
+
+    def sample(self, n: int, seed: int = 0) -> TaskBatch:
+        """``n`` tasks drawn reproducibly from ``seed``."""
+        check_count("n", n, minimum=1)
+        check_count("seed", seed)
+        generator = torch.Generator().manual_seed(seed)
+        return self.sample_with(n, generator)
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in self.config().items())
+        return f"{type(self).__name__}({args})"
+
+
+@dataclass(frozen=True)
+class Splits:
+    train: TaskBatch
+    validation: TaskBatch
+    test: TaskBatch
+
+
+def make_splits(family: TaskFamily, n_train: int, n_validation: int, n_test: int,
+                seed: int = 0) -> Splits:
+    """Draw ``n_train + n_validation + n_test`` tasks in one stream and partition them."""
+    for name, value in (("n_train", n_train), ("n_validation", n_validation),
+                        ("n_test", n_test)):
+        check_count(name, value, minimum=1)
+    tasks = family.sample(n_train + n_validation + n_test, seed)
+    a, b = n_train, n_train + n_validation
+    return Splits(tasks.index(slice(0, a)), tasks.index(slice(a, b)),
+                  tasks.index(slice(b, None)))

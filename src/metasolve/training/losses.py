@@ -1,0 +1,125 @@
+"""Training losses of gradient-based meta-solving (GBMS paper, sec. 2.2 and 3.2).
+
+A loss says how the solver is run while training (``run_options()``: a fixed number of iterations
+``m``, or a tolerance with a cap) and how the resulting :class:`~metasolve.solution.Solution` is
+scored per instance (``__call__``). Both are chosen per experiment, never hard-wired.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+import torch
+
+from ..solution import Solution
+from ..validation import check_count, check_positive
+
+LOSSES: dict[str, type] = {}
+
+
+def _register(cls):
+    LOSSES[cls.kind] = cls
+    return cls
+
+
+class Loss:
+    kind: ClassVar[str] = ""
+
+    def run_options(self) -> dict:
+        raise NotImplementedError
+
+    def __call__(self, solution: Solution) -> torch.Tensor:
+        raise NotImplementedError
+
+    def config(self) -> dict:
+        raise NotImplementedError
+
+    @property
+    def label(self) -> str:
+        raise NotImplementedError
+
+
+@_register
+class FixedIterationLoss(Loss):
+    """``L_m``: the squared relative error (or residual) after exactly ``m`` iterations.
+
+    GBMS paper, sec. 2.2.1: ``L_m = ||u^(m) - A^{-1} f||^2 / ||A^{-1} f||^2`` under the error
+    monitor; ``m = 0`` is supervised learning of the solution itself.
+    """
+
+    kind = "fixed"
+
+    def __init__(self, m: int):
+        self.m = check_count("m", m)
+
+    def run_options(self) -> dict:
+        return {"fixed_iterations": self.m, "rtol": 0.0}
+
+    def __call__(self, solution: Solution) -> torch.Tensor:
+        return solution.relative_history[-1] ** 2
+
+    def config(self) -> dict:
+        return {"kind": self.kind, "m": self.m}
+
+    @property
+    def label(self) -> str:
+        return f"L_m (m={self.m})"
+
+
+@_register
+class IterationSurrogateLoss(Loss):
+    """``L~_eps^(m)`` of eq. (10): a smooth count of the iterations spent above tolerance.
+
+    ``L~ = sum_{k < K_i} sigmoid(a * (log L_k - log eps))``, where ``L_k`` is the monitored norm
+    at iteration ``k``, ``eps`` its stopping threshold (``max(rtol * reference, atol)``) and ``K_i``
+    the iterations instance ``i`` ran before it converged or hit the cap ``m`` (``Phi_{eps,m}`` of
+    sec. 3.2). Each term replaces the indicator ``1[L_k > eps]`` of eq. (9).
+
+    We compare on a log scale: the paper leaves the gain ``a`` open, and a linear-scale sigmoid
+    of ``L_k - eps`` would need ``a`` of order ``1/eps`` at every ``eps``, with gradients that vanish
+    for all but the last iterate. On the log scale one gain serves every tolerance, and the
+    sigmoid's width, about ``4/a`` in ``log L``, spans the several iterations around the
+    crossing. ``log_scale=False`` gives the literal linear form.
+    """
+
+    kind = "surrogate"
+
+    def __init__(self, eps: float, maxiter: int, gain: float = 1.0, log_scale: bool = True):
+        self.eps = check_positive("eps", eps)
+        self.maxiter = check_count("maxiter", maxiter, minimum=1)
+        self.gain = check_positive("gain", gain)
+        self.log_scale = bool(log_scale)
+
+    def run_options(self) -> dict:
+        return {"rtol": self.eps, "maxiter": self.maxiter}
+
+    def __call__(self, solution: Solution) -> torch.Tensor:
+        history = solution.residual_history[:-1]  # L_0 .. L_{K-1}
+        steps = torch.arange(history.shape[0]).unsqueeze(1)
+        counted = steps < solution.iterations.unsqueeze(0)
+        if self.log_scale:
+            tiny = torch.finfo(history.dtype).tiny
+            gap = torch.log(history.clamp_min(tiny)) - torch.log(solution.threshold)
+        else:
+            gap = history - solution.threshold
+        terms = torch.sigmoid(self.gain * gap)
+        return torch.where(counted, terms, torch.zeros_like(terms)).sum(dim=0)
+
+    def config(self) -> dict:
+        return {"kind": self.kind, "eps": self.eps, "maxiter": self.maxiter, "gain": self.gain,
+                "log_scale": self.log_scale}
+
+    @property
+    def label(self) -> str:
+        return f"L~_eps (eps={self.eps:g})"
+
+
+def loss_from_config(config: dict) -> Loss:
+    config = dict(config)
+    kind = config.pop("kind", None)
+    if kind not in LOSSES:
+        raise ValueError(f"unknown loss kind {kind!r}; known: {sorted(LOSSES)}")
+    return LOSSES[kind](**config)
+
+
+__all__ = ["FixedIterationLoss", "IterationSurrogateLoss", "Loss", "loss_from_config"]

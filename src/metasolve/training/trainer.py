@@ -1,0 +1,196 @@
+"""Gradient-based meta-solving (GBMS paper, Algorithm 1) with the training protocol of its
+Appendix C.1: Adam, learning rate cut by a factor when the validation loss stalls, and the model
+with the best validation loss kept.
+
+Every epoch ends with a checkpoint (safetensors + JSON, written atomically). A run that is killed
+resumes from it: ``fit()`` on a trainer with the same settings and checkpoint path continues at
+the next epoch with the same model, optimizer, scheduler and random stream, so a resumed run ends
+where an uninterrupted one would.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+
+from ..artifact import ArtifactError, read_tensors, write_tensors
+from ..learned.solver import LearnedSolver
+from ..solvers.base import run
+from ..tasks.base import TaskBatch
+from ..validation import check_count, check_positive
+from .losses import Loss
+from .progress import progress_bar
+
+
+@dataclass
+class TrainingConfig:
+    """Hyper-parameters; the defaults are those of the GBMS paper's Appendix C.1."""
+
+    epochs: int = 2500
+    batch_size: int = 256
+    lr: float = 0.01
+    betas: tuple[float, float] = (0.999, 0.999)
+    plateau_patience: int = 100
+    plateau_factor: float = 0.2
+    seed: int = 0
+
+    def __post_init__(self):
+        check_count("epochs", self.epochs, minimum=1)
+        check_count("batch_size", self.batch_size, minimum=1)
+        check_positive("lr", self.lr)
+        check_count("plateau_patience", self.plateau_patience)
+        check_positive("plateau_factor", self.plateau_factor)
+        check_count("seed", self.seed)
+        self.betas = tuple(float(b) for b in self.betas)
+        if len(self.betas) != 2 or not all(0 <= b < 1 for b in self.betas):
+            raise ValueError(f"betas must be two numbers in [0, 1), got {self.betas}")
+
+
+@dataclass
+class TrainingHistory:
+    epoch: list[int] = field(default_factory=list)
+    train_loss: list[float] = field(default_factory=list)
+    validation_loss: list[float] = field(default_factory=list)
+    lr: list[float] = field(default_factory=list)
+    best_epoch: int = -1
+    best_validation_loss: float = float("inf")
+    skipped_steps: int = 0
+
+
+class Trainer:
+    """Train ``solver.metasolver`` on ``train`` tasks, select on ``validation`` tasks.
+
+    Args:
+        solver: the :class:`LearnedSolver` whose meta-solver is trained in place.
+        loss: how the solver is run and scored while training.
+        config: :class:`TrainingConfig`.
+        checkpoint: file to checkpoint to after every epoch and resume from; ``None`` disables.
+        progress: show a progress bar.
+    """
+
+    def __init__(self, solver: LearnedSolver, loss: Loss, config: TrainingConfig | None = None,
+                 checkpoint: str | Path | None = None, progress: bool = True):
+        if not isinstance(solver, LearnedSolver):
+            raise TypeError(f"solver must be a LearnedSolver, got {type(solver).__name__}")
+        if not isinstance(loss, Loss):
+            raise TypeError(f"loss must be a metasolve Loss, got {type(loss).__name__}")
+        self.solver = solver
+        self.loss = loss
+        self.config = config or TrainingConfig()
+        self.checkpoint = None if checkpoint is None else Path(checkpoint)
+        self.progress = progress
+        self.history = TrainingHistory()
+
+    def _identity(self) -> dict:
+        """What a checkpoint must agree on to be resumed by this trainer."""
+        cfg = asdict(self.config)
+        cfg["betas"] = list(cfg["betas"])
+        return {"config": cfg, "loss": self.loss.config(),
+                "metasolver": self.solver.metasolver.config(),
+                "method": {"name": self.solver.method.name,
+                           "config": self.solver.method.config()}}
+
+    def batch_loss(self, tasks: TaskBatch) -> torch.Tensor:
+        """Mean loss of the solver on ``tasks`` (differentiable if autograd is on)."""
+        params = self.solver.params(tasks.features)
+        solution = run(self.solver.method, tasks.problem, params=params,
+                       monitor=self.solver.monitor, **self.loss.run_options())
+        return self.loss(solution).mean()
+
+    def fit(self, train: TaskBatch, validation: TaskBatch) -> TrainingHistory:
+        """Run (or resume) training; leaves the best-validation model in ``solver.metasolver``."""
+        for name, tasks in (("train", train), ("validation", validation)):
+            if not isinstance(tasks, TaskBatch):
+                raise TypeError(f"{name} must be a TaskBatch, got {type(tasks).__name__}")
+        cfg = self.config
+        model = self.solver.metasolver
+        torch.manual_seed(cfg.seed)
+        generator = torch.Generator().manual_seed(cfg.seed)
+        optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, betas=cfg.betas)
+        scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
+            optimizer, mode="min", factor=cfg.plateau_factor, patience=cfg.plateau_patience,
+            threshold=0.0)
+        best_state = copy.deepcopy(model.state_dict())
+        start_epoch = 0
+        if self.checkpoint is not None and self.checkpoint.exists():
+            start_epoch, best_state = self._resume(optimizer, scheduler, generator)
+
+        n = len(train)
+        with progress_bar(self.progress, total=cfg.epochs, completed=start_epoch,
+                          description=f"training {self.loss.label}") as bar:
+            for epoch in range(start_epoch, cfg.epochs):
+                model.train()
+                total, count = 0.0, 0
+                for idx in torch.randperm(n, generator=generator).split(cfg.batch_size):
+                    value = self.batch_loss(train.index(idx))
+                    if not torch.isfinite(value):
+                        self.history.skipped_steps += 1
+                        continue
+                    optimizer.zero_grad()
+                    value.backward()
+                    optimizer.step()
+                    total += float(value.detach()) * len(idx)
+                    count += len(idx)
+                model.eval()
+                with torch.no_grad():
+                    val = float(self.batch_loss(validation))
+                scheduler.step(val)
+                h = self.history
+                h.epoch.append(epoch)
+                h.train_loss.append(total / max(count, 1))
+                h.validation_loss.append(val)
+                h.lr.append(optimizer.param_groups[0]["lr"])
+                if val < h.best_validation_loss:
+                    h.best_validation_loss, h.best_epoch = val, epoch
+                    best_state = copy.deepcopy(model.state_dict())
+                if self.checkpoint is not None:
+                    self._save(epoch + 1, optimizer, scheduler, generator, best_state)
+                bar.advance(f"val {val:.4g} best {h.best_validation_loss:.4g} "
+                            f"lr {h.lr[-1]:.1e}")
+        model.load_state_dict(best_state)
+        model.eval()
+        self.solver.settings["training"] = {
+            **self._identity(), "best_epoch": self.history.best_epoch,
+            "best_validation_loss": self.history.best_validation_loss,
+            "train_size": len(train), "validation_size": len(validation)}
+        return self.history
+
+    def _save(self, next_epoch, optimizer, scheduler, generator, best_state):
+        tensors = {f"model.{k}": v for k, v in self.solver.metasolver.state_dict().items()}
+        tensors.update({f"best.{k}": v for k, v in best_state.items()})
+        state = optimizer.state_dict()
+        for pid, pstate in state["state"].items():
+            for key, value in pstate.items():
+                tensors[f"optim.{pid}.{key}"] = torch.as_tensor(value)
+        tensors["rng"] = generator.get_state()
+        document = {"kind": "checkpoint", "identity": self._identity(),
+                    "next_epoch": next_epoch, "param_groups": state["param_groups"],
+                    "scheduler": scheduler.state_dict(), "history": asdict(self.history)}
+        write_tensors(self.checkpoint, tensors, json.loads(json.dumps(document)))
+
+    def _resume(self, optimizer, scheduler, generator):
+        tensors, document = read_tensors(self.checkpoint)
+        if document.get("kind") != "checkpoint":
+            raise ArtifactError(f"{self.checkpoint} is not a training checkpoint")
+        if document["identity"] != json.loads(json.dumps(self._identity())):
+            raise ArtifactError(f"{self.checkpoint} was written by a run with different "
+                                "settings (config, loss, meta-solver or method); remove it or "
+                                "choose another checkpoint path")
+        model = self.solver.metasolver
+        model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
+        best_state = {k[5:]: v for k, v in tensors.items() if k.startswith("best.")}
+        optim_state: dict = {}
+        for key, value in tensors.items():
+            if key.startswith("optim."):
+                _, pid, name = key.split(".", 2)
+                optim_state.setdefault(int(pid), {})[name] = value
+        optimizer.load_state_dict({"state": optim_state,
+                                   "param_groups": document["param_groups"]})
+        scheduler.load_state_dict(document["scheduler"])
+        generator.set_state(tensors["rng"])
+        self.history = TrainingHistory(**document["history"])
+        return int(document["next_epoch"]), best_state

@@ -1,0 +1,90 @@
+"""The one place where input is checked (DESIGN.md, convention 5).
+
+Every message names the argument, what was received and what was expected.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping
+
+import torch
+
+
+def check_tensor(name: str, value, *, ndim: int | Iterable[int] | None = None,
+                 shape: tuple | None = None, floating: bool = True,
+                 finite: bool = True) -> torch.Tensor:
+    """Check that ``value`` is a tensor of the expected rank/shape, floating and finite."""
+    if not isinstance(value, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(value).__name__}")
+    if ndim is not None:
+        allowed = (ndim,) if isinstance(ndim, int) else tuple(ndim)
+        if value.ndim not in allowed:
+            raise ValueError(f"{name} must have {' or '.join(map(str, allowed))} dimensions, "
+                             f"got shape {tuple(value.shape)}")
+    if shape is not None:
+        if len(shape) != value.ndim or any(
+                s is not None and s != v for s, v in zip(shape, value.shape, strict=False)):
+            want = tuple("*" if s is None else s for s in shape)
+            raise ValueError(f"{name} must have shape {want}, got {tuple(value.shape)}")
+    if floating and not value.is_floating_point():
+        raise TypeError(f"{name} must be a floating-point tensor, got dtype {value.dtype}")
+    if finite and value.is_floating_point():
+        data = value.detach()
+        if data.is_sparse:
+            data = data.coalesce().values()
+        if not bool(torch.isfinite(data).all()):
+            bad = int((~torch.isfinite(data)).sum())
+            raise ValueError(f"{name} contains {bad} NaN or Inf entries; expected finite values")
+    return value
+
+
+def check_nonnegative(name: str, value, *, allow_none: bool = False) -> float | None:
+    """A tolerance-like scalar: a finite real number >= 0."""
+    if value is None and allow_none:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{name} must be a real number, got {type(value).__name__}")
+    if not math.isfinite(value) or value < 0:
+        raise ValueError(f"{name} must be a finite number >= 0, got {value}")
+    return float(value)
+
+
+def check_positive(name: str, value) -> float:
+    value = check_nonnegative(name, value)
+    if value == 0:
+        raise ValueError(f"{name} must be > 0, got 0")
+    return value
+
+
+def check_count(name: str, value, *, minimum: int = 0, allow_none: bool = False) -> int | None:
+    """An iteration count or size: an int >= ``minimum``."""
+    if value is None and allow_none:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
+    if value < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {value}")
+    return value
+
+
+def check_choice(name: str, value, choices: Iterable):
+    choices = tuple(choices)
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {choices}, got {value!r}")
+    return value
+
+
+def check_options(where: str, given: Mapping, allowed: Iterable[str]) -> None:
+    """Unknown options raise ``TypeError``; they are never silently ignored."""
+    unknown = sorted(set(given) - set(allowed))
+    if unknown:
+        raise TypeError(f"{where} got unknown option(s) {unknown}; "
+                        f"allowed: {sorted(allowed)}")
+
+
+def check_batch(name: str, value: torch.Tensor, batch: int) -> torch.Tensor:
+    if value.shape[0] != batch:
+        raise ValueError(f"{name} must have batch size {batch} (leading dimension), "
+                         f"got shape {tuple(value.shape)}")
+    return value
