@@ -53,6 +53,23 @@ def reproduce(
 
 
 @app.command()
+def results(
+    paths: list[Path] = typer.Argument(..., help="record files written by `reproduce --json`"),
+) -> None:
+    """Render result records (JSON) as Markdown tables, ours beside the paper's."""
+    from .evaluation.records import read_records
+    from .experiments import render_markdown
+
+    records = []
+    for path in paths:
+        try:
+            records += read_records(path)
+        except (OSError, ValueError) as exc:
+            raise typer.BadParameter(f"{path}: {exc}", param_hint="PATHS") from exc
+    typer.echo(render_markdown(records), nl=False)
+
+
+@app.command()
 def demo(
     out: Path = typer.Option(Path("metasolve-out"), "--out", help="output directory"),
     workers: int = typer.Option(min(2, os.cpu_count() or 1), "--workers"),

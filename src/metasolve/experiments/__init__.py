@@ -52,3 +52,12 @@ def reproduce(name: str, scale: str = "full", out_dir="metasolve-out", json_path
     plot_path = module.plot(results, out_dir / f"{name}.png")
     return {"records": records, "table": module.table(records), "json": json_path,
             "plot": plot_path, "seconds": seconds, "results": results}
+
+
+def render_markdown(records: list[dict]) -> str:
+    """Markdown tables for every experiment present in ``records`` (for docs/RESULTS.md)."""
+    parts = []
+    for name in sorted({r["experiment"] for r in records}):
+        module = get(name)
+        parts.append(f"## {name}: {module.TITLE}\n\n{module.markdown(records)}")
+    return "\n".join(parts)

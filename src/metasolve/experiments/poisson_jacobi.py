@@ -216,32 +216,60 @@ def describe(scale: str) -> dict:
     return copy.deepcopy(d)
 
 
-def table(records: list[dict]):
-    """Table 3 as a rich table: ours beside the paper's, one row per (meta-solver, loss)."""
-    from rich.table import Table
-
+def _grid(records: list[dict]):
+    """The mean-iteration cells of Table 3 found in ``records``: ``(ps, rows, cell)``, where
+    ``cell(p, row, eps)`` is the text ``ours (paper)``."""
     means = {}
     for r in records:
-        if r["metric"] == "mean_iterations":
+        if r["experiment"] == NAME and r["metric"] == "mean_iterations":
             row = "base" if r["loss"] is None else (
                 (r["loss"], r["m"]) if r["loss"] == "L_m" else (r["loss"], r["train_eps"]))
             means[(r["p"], row, r["test_eps"])] = (r["value"], r["paper"])
     ps = sorted({k[0] for k in means})
     rows = ["base"] + [r for r in ALL_ROWS if any(k[1] == r for k in means)]
+
+    def cell(p, row, eps):
+        ours, paper = means.get((p, row, eps), (None, None))
+        if ours is None:
+            return "-"
+        return f"{ours:.2f}" + ("" if paper is None else f" ({paper:.2f})")
+
+    return ps, rows, cell
+
+
+def table(records: list[dict]):
+    """Table 3 as a rich table: ours beside the paper's, one row per (meta-solver, loss)."""
+    from rich.table import Table
+
+    ps, rows, cell = _grid(records)
     t = Table(title=f"{TITLE}\nmean iterations to test tolerance: ours (paper)")
     t.add_column("meta-solver / training")
     for p in ps:
         for eps in TEST_EPS:
             t.add_column(f"p={p:g}\n{eps:g}", justify="right")
     for row in rows:
-        cells = []
-        for p in ps:
-            for eps in TEST_EPS:
-                ours, paper = means.get((p, row, eps), (None, None))
-                cells.append("-" if ours is None else
-                             f"{ours:.2f}" + ("" if paper is None else f" ({paper:.2f})"))
-        t.add_row(row_label(row), *cells)
+        t.add_row(row_label(row), *[cell(p, row, eps) for p in ps for eps in TEST_EPS])
     return t
+
+
+def markdown(records: list[dict]) -> str:
+    """Table 3 and the wall-clock ratios as Markdown, for docs/RESULTS.md."""
+    ps, rows, cell = _grid(records)
+    head = ["meta-solver / training"] + [f"p={p:g}, {eps:g}" for p in ps for eps in TEST_EPS]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for row in rows:
+        lines.append("| " + " | ".join([row_label(row)] + [cell(p, row, eps) for p in ps
+                                                           for eps in TEST_EPS]) + " |")
+    ratios = [r for r in records if r["experiment"] == NAME and r["metric"] == "wall_time_ratio"]
+    if ratios:
+        lines += ["", "Wall-clock of the learned solve (inference included) over the zero-guess "
+                  "solve, test set, to 1e-6, median of repeated timings in one run:", "",
+                  "| p | meta-solver / training | learned / baseline |", "|---|---|---|"]
+        for r in sorted(ratios, key=lambda r: (r["p"], str(r["loss"]), r["m"] or 0,
+                                               -(r["train_eps"] or 0))):
+            row = (r["loss"], r["m"]) if r["loss"] == "L_m" else (r["loss"], r["train_eps"])
+            lines.append(f"| {r['p']:g} | {row_label(row)} | {r['value']:.3f} |")
+    return "\n".join(lines) + "\n"
 
 
 def plot(results: list[dict], path: Path) -> Path | None:

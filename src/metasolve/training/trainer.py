@@ -70,10 +70,12 @@ class Trainer:
         config: :class:`TrainingConfig`.
         checkpoint: file to checkpoint to after every epoch and resume from; ``None`` disables.
         progress: show a progress bar.
+        on_epoch: optional ``on_epoch(epoch, history)`` called after every epoch (logging).
     """
 
     def __init__(self, solver: LearnedSolver, loss: Loss, config: TrainingConfig | None = None,
-                 checkpoint: str | Path | None = None, progress: bool = True):
+                 checkpoint: str | Path | None = None, progress: bool = True,
+                 on_epoch=None):
         if not isinstance(solver, LearnedSolver):
             raise TypeError(f"solver must be a LearnedSolver, got {type(solver).__name__}")
         if not isinstance(loss, Loss):
@@ -83,6 +85,7 @@ class Trainer:
         self.config = config or TrainingConfig()
         self.checkpoint = None if checkpoint is None else Path(checkpoint)
         self.progress = progress
+        self.on_epoch = on_epoch
         self.history = TrainingHistory()
 
     def _identity(self) -> dict:
@@ -149,6 +152,8 @@ class Trainer:
                     best_state = copy.deepcopy(model.state_dict())
                 if self.checkpoint is not None:
                     self._save(epoch + 1, optimizer, scheduler, generator, best_state)
+                if self.on_epoch is not None:
+                    self.on_epoch(epoch, h)
                 bar.advance(f"val {val:.4g} best {h.best_validation_loss:.4g} "
                             f"lr {h.lr[-1]:.1e}")
         model.load_state_dict(best_state)
