@@ -16,8 +16,11 @@ Where we depart from Appendix C.1, and why:
 * Features are ``h^2 f`` (unit scale) rather than ``f`` (scale ``1/h^2``).
 * The last layer starts at zero, so training starts from ``Psi_base``: with random outputs, the
   untrained guess has error in the slowest Jacobi modes and costs the iteration cap.
-* Epochs, learning rate and plateau patience are chosen for a 2-core budget and are written in
-  every record (``FULL`` below); the paper trains 2500 epochs at learning rate 0.01.
+* Optimizer settings are chosen for a 2-core budget of under an hour for the whole table:
+  300 epochs, learning rate 1e-3, betas (0.9, 0.999), plateau patience 30 (``FULL`` below; the
+  epochs and learning rate are in every record). The paper trains 2500 epochs at learning rate
+  0.01 with betas (0.999, 0.999) and patience 100, which takes hours here; at 100 epochs that
+  protocol was still worse than ``Psi_base`` in our runs.
 * ``L~_eps`` is trained with the cap ``m = TRAIN_CAP`` iterations (``Phi_{eps,m}``, sec. 3.2);
   the paper does not state its ``m``.
 """
@@ -42,7 +45,7 @@ NAME = "poisson-jacobi"
 TITLE = "Learned initial guesses for Jacobi on 1D Poisson (GBMS paper, Table 3)"
 TEST_EPS = (1e-2, 1e-4, 1e-6, 1e-8)
 TEST_CAP = 20000
-TRAIN_CAP = 1000
+TRAIN_CAP = 400
 
 # Table 3 of the GBMS paper: mean iterations to test tolerance 1e-2, 1e-4, 1e-6, 1e-8.
 # Keys: (p, row) where row is "base", ("L_m", m) or ("L_eps", eps).
@@ -88,8 +91,8 @@ class Settings:
 
 
 FULL = Settings(ps=(0.0, 0.01), rows=ALL_ROWS, n_train=1000, n_validation=1000, n_test=1000,
-                training=TrainingConfig(epochs=400, batch_size=256, lr=1e-3,
-                                        betas=(0.999, 0.999), plateau_patience=20))
+                training=TrainingConfig(epochs=300, batch_size=256, lr=1e-3,
+                                        betas=(0.9, 0.999), plateau_patience=30))
 QUICK = replace(FULL, ps=(0.0, 0.01), rows=(("L_m", 25), ("L_eps", 1e-6)),
                 training=replace(FULL.training, epochs=40), wall_clock_repeats=3)
 SMOKE = replace(FULL, ps=(0.01,), rows=(("L_m", 5), ("L_eps", 1e-2)), n_train=64,

@@ -34,6 +34,7 @@ class TrainingConfig:
     batch_size: int = 256
     lr: float = 0.01
     betas: tuple[float, float] = (0.999, 0.999)
+    adam_eps: float = 1e-8
     plateau_patience: int = 100
     plateau_factor: float = 0.2
     seed: int = 0
@@ -44,6 +45,7 @@ class TrainingConfig:
         check_positive("lr", self.lr)
         check_count("plateau_patience", self.plateau_patience)
         check_positive("plateau_factor", self.plateau_factor)
+        check_positive("adam_eps", self.adam_eps)
         check_count("seed", self.seed)
         self.betas = tuple(float(b) for b in self.betas)
         if len(self.betas) != 2 or not all(0 <= b < 1 for b in self.betas):
@@ -113,7 +115,8 @@ class Trainer:
         model = self.solver.metasolver
         torch.manual_seed(cfg.seed)
         generator = torch.Generator().manual_seed(cfg.seed)
-        optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, betas=cfg.betas)
+        optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, betas=cfg.betas,
+                                     eps=cfg.adam_eps)
         scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
             optimizer, mode="min", factor=cfg.plateau_factor, patience=cfg.plateau_patience,
             threshold=0.0)
