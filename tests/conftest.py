@@ -2,12 +2,18 @@
 
 Everything runs in float64 on one intra-op thread: the problems are tiny, and on small
 machines torch's OpenMP pool makes a 16x16 matmul orders of magnitude slower than one thread.
+The environment variables reach the subprocesses that tests start.
 """
 
 from __future__ import annotations
 
-import pytest
-import torch
+import os
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+os.environ.setdefault("MKL_NUM_THREADS", "1")
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
 
 torch.set_num_threads(1)
 

@@ -46,3 +46,10 @@ def plain_jacobi(A: np.ndarray, b: np.ndarray, x0: np.ndarray, *, rtol: float, m
         x = x + omega * (b - A @ x) / d
         k += 1
     return x, k
+
+
+def job_threads(job):
+    """A picklable job for process-pool tests: echo the job and report the worker's threads."""
+    import os
+
+    return job, torch.get_num_threads(), os.getpid()

@@ -169,6 +169,9 @@ def test_plain_safetensors_file_without_metasolve_header(tmp_path):
     _assert_artifact_error(path, "not a metasolve artifact")
     save_file({"w": torch.zeros(3)}, str(path), metadata={"format": "something-else"})
     _assert_artifact_error(path, "not a metasolve artifact")
+    save_file({"w": torch.zeros(3)}, str(path),
+              metadata={"format": "metasolve-artifact", "format_version": "999"})
+    _assert_artifact_error(path, "format version")
 
 
 def test_mismatched_family(saved):

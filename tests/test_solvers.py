@@ -49,6 +49,21 @@ def test_jacobi_matches_dense_solve(layout):
     assert torch.allclose(sol.threshold, rtol * torch.linalg.vector_norm(rhs, dim=1))
 
 
+def test_jacobi_sparse_csr_matrix():
+    """A CSR matrix is as valid as COO: problems.py handles ``torch.sparse_csr`` in ``matvec`` and
+    ``diagonal``, but input validation must not choke on it (it currently raises a bare
+    ``RuntimeError: unsupported tensor layout: SparseCsr`` from ``torch.isfinite``)."""
+    dense = diag_dominant(N, seed=1)
+    rhs = randn(B, N, seed=2)
+    problem = ms.LinearSystem(dense.to_sparse_csr(), rhs)
+    sol = ms.run(ms.Jacobi(), problem, rtol=1e-10, maxiter=2000)
+    _assert_solves(problem, dense, 1e-10, sol)
+    bad = dense.clone()
+    bad[1, 2] = float("nan")
+    with pytest.raises(ValueError, match="matrix"):
+        ms.LinearSystem(bad.to_sparse_csr(), rhs)
+
+
 def test_jacobi_matches_scipy_solve():
     dense = diag_dominant(N, seed=3)
     rhs = randn(B, N, seed=4)

@@ -29,13 +29,18 @@ from .tasks import (  # noqa: E402
     register_family,
     sine_basis,
 )
-from .training import FixedIterationLoss, IterationSurrogateLoss, Trainer, TrainingConfig  # noqa: E402
+from .training import (  # noqa: E402
+    FixedIterationLoss,
+    IterationSurrogateLoss,
+    Trainer,
+    TrainingConfig,
+)
 
 __all__ = [
     "ArtifactError", "BasisHead", "ConstantMetaSolver", "ConvergenceError",
     "FixedIterationLoss", "IdentityHead", "IntervalHead", "IterationSurrogateLoss",
     "IterativeMethod", "Jacobi", "LearnedSolver", "LinearSystem", "MetaSolver",
     "NetworkMetaSolver", "PositiveHead", "Poisson1DFamily", "Solution", "Status", "TaskBatch",
-    "TaskFamily", "Trainer", "TrainingConfig", "__version__", "load", "make_splits", "register_family",
-    "register_method", "run", "save", "sine_basis",
+    "TaskFamily", "Trainer", "TrainingConfig", "__version__", "load", "make_splits",
+    "register_family", "register_method", "run", "save", "sine_basis",
 ]

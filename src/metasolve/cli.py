@@ -34,7 +34,8 @@ def reproduce(
     progress: bool = typer.Option(True, "--progress/--no-progress"),
 ) -> None:
     """Train and evaluate a paper experiment; print our numbers beside the paper's."""
-    from .experiments import get, reproduce as run_experiment
+    from .experiments import get
+    from .experiments import reproduce as run_experiment
 
     try:
         get(name)

@@ -1,7 +1,9 @@
 """Map a function over independent jobs: in-process, or in a pool of worker processes.
 
-Each worker is a fresh (spawned) interpreter limited to one intra-op thread, so ``workers``
-processes use ``workers`` cores without oversubscribing them.
+Jobs run on one intra-op thread: the experiments' problems are small, and torch's thread pool
+slows small dense kernels down by orders of magnitude when cores are shared. Each worker is a
+fresh (spawned) interpreter, so ``workers`` processes use ``workers`` cores without
+oversubscribing them; in-process, the caller's thread count is restored afterwards.
 """
 
 from __future__ import annotations
@@ -29,11 +31,16 @@ def map_jobs(fn: Callable, jobs: Iterable, workers: int = 1,
     check_count("workers", workers, minimum=1)
     jobs = list(jobs)
     if workers == 1 or len(jobs) <= 1:
-        results = []
-        for job in jobs:
-            results.append(fn(job))
-            if on_done is not None:
-                on_done(results[-1])
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            results = []
+            for job in jobs:
+                results.append(fn(job))
+                if on_done is not None:
+                    on_done(results[-1])
+        finally:
+            torch.set_num_threads(threads)
         return results
     context = multiprocessing.get_context("spawn")
     with cf.ProcessPoolExecutor(max_workers=min(workers, len(jobs)), mp_context=context,

@@ -84,7 +84,7 @@ class LinearSystem:
             coo = self.matrix.to_sparse_coo().coalesce()
             idx, val = coo.indices(), coo.values()
             on_diag = idx[0] == idx[1]
-            diag = torch.zeros(self.size, dtype=self.dtype)
+            diag = torch.zeros(self.size, dtype=self.dtype, device=val.device)
             return diag.index_put_((idx[0, on_diag],), val[on_diag], accumulate=True)
         return torch.diagonal(self.matrix, dim1=-2, dim2=-1)
 

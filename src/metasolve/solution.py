@@ -39,7 +39,7 @@ class Solution:
         status: ``(B,)`` int64 tensor of :class:`Status` codes.
         iterations: ``(B,)`` int64 tensor, iterations each instance took before it stopped.
         residual_history: ``(K + 1, B)`` monitored norm before iteration 0..K, where K is the
-            number of driver iterations. An instance is frozen after it stops, so its entries repeat.
+            number of driver iterations. A stopped instance is frozen, so its entries repeat.
         reference_norm: ``(B,)`` the norm the relative tolerance multiplies (``||b||`` for the
             residual monitor, ``||x*||`` for the error monitor).
         threshold: ``(B,)`` ``max(rtol * reference_norm, atol)``, the stopping threshold.

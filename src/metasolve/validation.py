@@ -31,8 +31,8 @@ def check_tensor(name: str, value, *, ndim: int | Iterable[int] | None = None,
         raise TypeError(f"{name} must be a floating-point tensor, got dtype {value.dtype}")
     if finite and value.is_floating_point():
         data = value.detach()
-        if data.is_sparse:
-            data = data.coalesce().values()
+        if data.layout != torch.strided:
+            data = data.to_sparse_coo().coalesce().values()
         if not bool(torch.isfinite(data).all()):
             bad = int((~torch.isfinite(data)).sum())
             raise ValueError(f"{name} contains {bad} NaN or Inf entries; expected finite values")

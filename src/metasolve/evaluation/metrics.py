@@ -43,7 +43,8 @@ def iteration_stats(iterations: torch.Tensor, cap: int) -> IterationStats:
     return IterationStats(mean=float(counts.mean()),
                           std=float(counts.std(unbiased=False)) if counts.numel() > 1 else 0.0,
                           median=float(q[1]), p10=float(q[0]), p90=float(q[2]),
-                          max=float(counts.max()), converged_fraction=float(reached.double().mean()),
+                          max=float(counts.max()),
+                          converged_fraction=float(reached.double().mean()),
                           count=int(counts.numel()))
 
 

@@ -5,4 +5,5 @@ from .metasolver import ConstantMetaSolver, MetaSolver, NetworkMetaSolver, metas
 from .solver import LearnedSolver
 
 __all__ = ["BasisHead", "ConstantMetaSolver", "Head", "IdentityHead", "IntervalHead",
-           "LearnedSolver", "MetaSolver", "NetworkMetaSolver", "PositiveHead", "metasolver_from_config"]
+           "LearnedSolver", "MetaSolver", "NetworkMetaSolver", "PositiveHead",
+           "metasolver_from_config"]

@@ -90,7 +90,7 @@ class NetworkMetaSolver(MetaSolver):
     """A fully connected network ``features -> hidden layers -> heads``.
 
     ``Psi_nn`` of the GBMS paper's Poisson example (Appendix C.1) is
-    ``NetworkMetaSolver(16, {"x0": BasisHead(sine_basis(16))}, hidden=(15, 15), activation="silu")``.
+    ``NetworkMetaSolver(16, {"x0": BasisHead(sine_basis(16))}, hidden=(15, 15))`` (SiLU).
 
     Args:
         in_features: ``F``, the width of the task features.

@@ -21,7 +21,14 @@ from typing import Any, ClassVar
 import torch
 
 from ..solution import ConvergenceError, Solution, Status
-from ..validation import check_choice, check_count, check_nonnegative, check_options
+from ..validation import (
+    check_batch,
+    check_choice,
+    check_count,
+    check_nonnegative,
+    check_options,
+    check_tensor,
+)
 
 State = dict[str, torch.Tensor]
 
@@ -115,7 +122,8 @@ def run(method: IterativeMethod, problem, *, params: Mapping[str, torch.Tensor] 
     check_choice("monitor", monitor, MONITORS)
     check_count("fixed_iterations", fixed_iterations, allow_none=True)
     check_count("truncate", truncate, minimum=1, allow_none=True)
-    check_nonnegative("divergence_factor", divergence_factor)
+    if check_nonnegative("divergence_factor", divergence_factor) < 1:
+        raise ValueError(f"divergence_factor must be >= 1, got {divergence_factor}")
     if fixed_iterations is not None:
         if maxiter is not None and maxiter != fixed_iterations:
             raise ValueError(f"give either maxiter ({maxiter}) or fixed_iterations "
@@ -134,6 +142,9 @@ def run(method: IterativeMethod, problem, *, params: Mapping[str, torch.Tensor] 
                         f"allowed: {sorted(set(method.parameters) | {'x0'})}")
     if x0 is not None and "x0" in params:
         raise ValueError("give the initial guess either as x0 or as params['x0'], not both")
+    for name, value in params.items():
+        check_tensor(f"params[{name!r}]", value, ndim=(1, 2))
+        check_batch(f"params[{name!r}]", value, problem.batch_size)
     x0 = params.pop("x0", x0)
     x0 = method.zero_guess(problem) if x0 is None else problem.check_batch("x0", x0)
 
@@ -153,9 +164,10 @@ def run(method: IterativeMethod, problem, *, params: Mapping[str, torch.Tensor] 
     # divergence bound (NaN compares false, so it leaves it too); its norm is frozen from then on
     # and the final norms alone tell the statuses apart.
     limit = divergence_factor * initial.clamp_min(torch.finfo(initial.dtype).tiny)
-    iterations = torch.zeros(batch, dtype=torch.int64)
+    device = initial.device
+    iterations = torch.zeros(batch, dtype=torch.int64, device=device)
     history = [norms]
-    active = torch.ones(batch, dtype=torch.bool)
+    active = torch.ones(batch, dtype=torch.bool, device=device)
     if fixed_iterations is None:
         active = (initial > threshold) & (initial <= limit)
 
@@ -176,7 +188,7 @@ def run(method: IterativeMethod, problem, *, params: Mapping[str, torch.Tensor] 
             callback(k, state, norms)
 
     final = norms.detach()
-    status = torch.full((batch,), int(Status.MAX_ITERATIONS), dtype=torch.int64)
+    status = torch.full((batch,), int(Status.MAX_ITERATIONS), dtype=torch.int64, device=device)
     status[final <= threshold] = int(Status.CONVERGED)
     status[~(final <= limit) | ~torch.isfinite(final)] = int(Status.DIVERGED)
 

@@ -1,7 +1,14 @@
 """Task families (the GBMS paper's task space) and the built-in ones."""
 
-from .base import (FAMILIES, Splits, TaskBatch, TaskFamily, family_from_config, make_splits,
-                   register_family)
+from .base import (
+                   FAMILIES,
+                   Splits,
+                   TaskBatch,
+                   TaskFamily,
+                   family_from_config,
+                   make_splits,
+                   register_family,
+)
 from .poisson1d import Poisson1DFamily, poisson1d_matrix, sine_basis
 
 __all__ = ["FAMILIES", "Poisson1DFamily", "Splits", "TaskBatch", "TaskFamily",

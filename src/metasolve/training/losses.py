@@ -75,11 +75,11 @@ class IterationSurrogateLoss(Loss):
     the iterations instance ``i`` ran before it converged or hit the cap ``m`` (``Phi_{eps,m}`` of
     sec. 3.2). Each term replaces the indicator ``1[L_k > eps]`` of eq. (9).
 
-    We compare on a log scale: the paper leaves the gain ``a`` open, and a linear-scale sigmoid
-    of ``L_k - eps`` would need ``a`` of order ``1/eps`` at every ``eps``, with gradients that vanish
-    for all but the last iterate. On the log scale one gain serves every tolerance, and the
-    sigmoid's width, about ``4/a`` in ``log L``, spans the several iterations around the
-    crossing. ``log_scale=False`` gives the literal linear form.
+    We compare on a log scale: the paper leaves the gain ``a`` open, and a linear-scale
+    sigmoid of ``L_k - eps`` would need ``a`` of order ``1/eps`` at every ``eps``, with gradients
+    that vanish for all but the last iterate. On the log scale one gain serves every
+    tolerance, and the sigmoid's width, about ``4/a`` in ``log L``, spans the several
+    iterations around the crossing. ``log_scale=False`` gives the literal linear form.
     """
 
     kind = "surrogate"

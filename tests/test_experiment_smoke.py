@@ -1,0 +1,115 @@
+"""`metasolve reproduce poisson-jacobi` at the seconds-long smoke scale, as a function and a CLI."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+import metasolve as ms
+from metasolve.cli import app
+from metasolve.experiments import reproduce
+
+# GBMS paper, Table 3, Psi_base row, p = 0.01 (the smoke scale's only p).
+PAPER_BASE_P001 = {1e-2: 30.15, 1e-4: 96.52, 1e-6: 164.41, 1e-8: 232.30}
+KEYS = {"experiment", "method", "metric", "value", "paper"}
+
+
+@pytest.fixture(scope="module")
+def smoke(tmp_path_factory):
+    out = tmp_path_factory.mktemp("smoke")
+    return reproduce("poisson-jacobi", scale="smoke", out_dir=out, workers=1, progress=False)
+
+
+def test_records_have_the_record_keys(smoke):
+    records = smoke["records"]
+    assert records
+    for r in records:
+        assert KEYS <= set(r), r
+        assert r["experiment"] == "poisson-jacobi"
+        assert r["method"] in {"baseline", "learned"}
+    metrics = {r["metric"] for r in records}
+    assert {"mean_iterations", "converged_fraction", "wall_time_ratio"} <= metrics
+
+
+def test_baseline_records_carry_the_paper_numbers(smoke):
+    base = [r for r in smoke["records"]
+            if r["method"] == "baseline" and r["metric"] == "mean_iterations"]
+    assert {r["test_eps"] for r in base} == set(PAPER_BASE_P001)
+    for r in base:
+        assert r["p"] == 0.01
+        assert r["paper"] == pytest.approx(PAPER_BASE_P001[r["test_eps"]])
+        # 32 test tasks: ours should still be in the paper's neighbourhood.
+        assert abs(r["value"] - r["paper"]) < 0.1 * r["paper"]
+    learned = [r for r in smoke["records"]
+               if r["method"] == "learned" and r["metric"] == "mean_iterations"]
+    assert {(r["loss"], r["m"], r["train_eps"]) for r in learned} == {("L_m", 5, None),
+                                                                      ("L_eps", None, 0.01)}
+    assert all(r["paper"] is not None for r in learned)
+    assert all(r["value"] is not None and r["value"] >= 0 for r in learned)
+
+
+def test_json_and_plot_are_written(smoke):
+    path = smoke["json"]
+    assert path.is_file()
+    assert json.loads(path.read_text()) == json.loads(json.dumps(smoke["records"]))
+    assert smoke["plot"] is not None and smoke["plot"].is_file()
+    assert smoke["plot"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    models = list(path.parent.glob("models/*.safetensors"))
+    assert len(models) == 2
+    for model in models:
+        assert isinstance(ms.load(model), ms.LearnedSolver)
+
+
+def test_reproduce_rejects_unknown_names_and_scales(tmp_path):
+    with pytest.raises(ValueError, match="unknown experiment"):
+        reproduce("no-such-experiment", scale="smoke", out_dir=tmp_path, progress=False)
+    with pytest.raises(ValueError, match="scale"):
+        reproduce("poisson-jacobi", scale="huge", out_dir=tmp_path, progress=False)
+
+
+runner = CliRunner()
+
+
+def test_cli_list():
+    result = runner.invoke(app, ["list"])
+    assert result.exit_code == 0, result.output
+    assert "poisson-jacobi" in result.output
+
+
+def test_cli_reproduce_smoke_and_results(tmp_path):
+    json_path = tmp_path / "records.json"
+    result = runner.invoke(app, ["reproduce", "poisson-jacobi", "--smoke", "--out",
+                                 str(tmp_path / "out"), "--workers", "1", "--no-progress",
+                                 "--json", str(json_path)])
+    assert result.exit_code == 0, result.output
+    assert "164.41" in result.output  # the paper's number printed beside ours
+    records = json.loads(json_path.read_text())
+    assert any(r["metric"] == "mean_iterations" for r in records)
+    assert list((tmp_path / "out").rglob("*.png"))
+
+    rendered = runner.invoke(app, ["results", str(json_path)])
+    assert rendered.exit_code == 0, rendered.output
+    assert "| Psi_base |" in rendered.output and "(164.41)" in rendered.output
+
+
+def test_cli_rejects_unknown_experiment(tmp_path):
+    result = runner.invoke(app, ["reproduce", "no-such-experiment", "--smoke", "--out",
+                                 str(tmp_path), "--workers", "1", "--no-progress"])
+    assert result.exit_code != 0
+    assert "unknown experiment" in result.output
+    assert not list(tmp_path.iterdir())
+
+
+def test_cli_rejects_quick_and_smoke_together(tmp_path):
+    result = runner.invoke(app, ["reproduce", "poisson-jacobi", "--smoke", "--quick", "--out",
+                                 str(tmp_path), "--workers", "1", "--no-progress"])
+    assert result.exit_code != 0
+
+
+def test_cli_results_rejects_a_bad_file(tmp_path):
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"not": "a list"}')
+    result = runner.invoke(app, ["results", str(bad)])
+    assert result.exit_code != 0

@@ -1,0 +1,172 @@
+"""Losses, the trainer, and checkpoint/resume."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import metasolve as ms
+from metasolve.training import loss_from_config
+
+
+@pytest.fixture(scope="module")
+def splits():
+    return ms.make_splits(ms.Poisson1DFamily(n=16, p=0.0), 64, 32, 8, seed=0)
+
+
+def _solver(seed=0):
+    torch.manual_seed(seed)
+    family = ms.Poisson1DFamily(n=16, p=0.0)
+    psi = ms.NetworkMetaSolver(16, {"x0": ms.BasisHead(ms.sine_basis(16))}, hidden=(15, 15))
+    return ms.LearnedSolver(ms.Jacobi(), psi, family=family, monitor="error")
+
+
+def _params(solver):
+    return {k: v.detach().clone() for k, v in solver.metasolver.state_dict().items()}
+
+
+def test_fixed_iteration_loss_is_squared_relative_error(splits):
+    tasks = splits.validation
+    loss = ms.FixedIterationLoss(5)
+    assert loss.run_options() == {"fixed_iterations": 5, "rtol": 0.0}
+    sol = ms.run(ms.Jacobi(), tasks.problem, monitor="error", **loss.run_options())
+    err = torch.linalg.vector_norm(sol.x - tasks.problem.solution, dim=1)
+    ref = torch.linalg.vector_norm(tasks.problem.solution, dim=1)
+    assert torch.allclose(loss(sol), (err / ref) ** 2)
+    # m = 0 is supervised learning of the solution itself: a zero guess scores exactly 1.
+    zero = ms.FixedIterationLoss(0)
+    sol0 = ms.run(ms.Jacobi(), tasks.problem, monitor="error", **zero.run_options())
+    assert torch.allclose(zero(sol0), torch.ones(len(tasks), dtype=torch.float64))
+
+
+def test_loss_configs_round_trip():
+    for loss in (ms.FixedIterationLoss(7), ms.IterationSurrogateLoss(1e-4, 300, gain=2.0,
+                                                                      log_scale=False)):
+        again = loss_from_config(loss.config())
+        assert type(again) is type(loss) and again.config() == loss.config()
+    with pytest.raises(ValueError, match="loss kind"):
+        loss_from_config({"kind": "nope"})
+
+
+def test_linear_scale_surrogate_is_the_literal_form(splits):
+    tasks = splits.validation
+    loss = ms.IterationSurrogateLoss(1e-2, 500, gain=3.0, log_scale=False)
+    sol = ms.run(ms.Jacobi(), tasks.problem, monitor="error", **loss.run_options())
+    k = sol.iterations
+    expected = torch.stack([torch.sigmoid(3.0 * (sol.residual_history[:k[i], i]
+                                                 - sol.threshold[i])).sum()
+                            for i in range(len(tasks))])
+    assert torch.allclose(loss(sol), expected)
+
+
+def test_tiny_training_lowers_validation_loss(splits):
+    solver = _solver()
+    before = _params(solver)
+    loss = ms.FixedIterationLoss(5)
+    trainer = ms.Trainer(solver, loss, ms.TrainingConfig(epochs=3, batch_size=32, lr=1e-3),
+                         progress=False)
+    with torch.no_grad():
+        initial = float(trainer.batch_loss(splits.validation))
+    history = trainer.fit(splits.train, splits.validation)
+    assert history.epoch == [0, 1, 2]
+    assert len(history.train_loss) == len(history.validation_loss) == len(history.lr) == 3
+    assert all(torch.isfinite(torch.tensor(history.validation_loss)))
+    assert history.best_validation_loss == min(history.validation_loss)
+    assert history.validation_loss[history.best_epoch] == history.best_validation_loss
+    assert history.best_validation_loss < initial
+    # The model left in the solver is the best one, and it really changed.
+    with torch.no_grad():
+        assert float(trainer.batch_loss(splits.validation)) == pytest.approx(
+            history.best_validation_loss, rel=1e-12)
+    assert any(not torch.equal(before[k], v) for k, v in _params(solver).items())
+    assert solver.settings["training"]["best_epoch"] == history.best_epoch
+    assert solver.settings["training"]["train_size"] == 64
+
+
+class _Interrupt(Exception):
+    pass
+
+
+def _config():
+    return ms.TrainingConfig(epochs=4, batch_size=32, lr=0.1, seed=3, plateau_patience=0,
+                             plateau_factor=0.5)
+
+
+def test_resumed_training_ends_where_an_uninterrupted_run_does(splits, tmp_path):
+    loss = ms.FixedIterationLoss(5)
+
+    # Run A: four epochs in one go.
+    solver_a = _solver(seed=1)
+    history_a = ms.Trainer(solver_a, loss, _config(), progress=False).fit(splits.train,
+                                                                          splits.validation)
+    # With this (large) learning rate and patience 0 the run has an epoch that does not improve:
+    # the scheduler cuts the rate after the resume point and the best model is not the last one,
+    # so scheduler state and best-model bookkeeping must both survive the resume.
+    assert len(history_a.epoch) == 4
+    assert history_a.lr[-1] < history_a.lr[0]
+    assert 1 < history_a.best_epoch < 3
+
+    # Run B: killed right after the checkpoint of epoch 2 ...
+    ckpt = tmp_path / "ckpt.safetensors"
+    seen = []
+
+    def die_after_two_epochs(epoch, history):
+        seen.append(epoch)
+        if epoch == 1:
+            raise _Interrupt
+
+    with pytest.raises(_Interrupt):
+        ms.Trainer(_solver(seed=1), loss, _config(), checkpoint=ckpt, progress=False,
+                   on_epoch=die_after_two_epochs).fit(splits.train, splits.validation)
+    assert seen == [0, 1] and ckpt.exists()
+
+    # ... and resumed by a fresh trainer (its model deliberately initialised differently).
+    solver_b = _solver(seed=99)
+    trainer_b = ms.Trainer(solver_b, loss, _config(), checkpoint=ckpt, progress=False)
+    history_b = trainer_b.fit(splits.train, splits.validation)
+    assert history_b.epoch == [0, 1, 2, 3]
+    assert history_b.validation_loss == pytest.approx(history_a.validation_loss, rel=1e-12)
+    assert history_b.lr == history_a.lr
+    assert history_b.best_epoch == history_a.best_epoch
+    params_a, params_b = _params(solver_a), _params(solver_b)
+    for name in params_a:
+        assert torch.allclose(params_a[name], params_b[name], rtol=0, atol=1e-12), name
+
+    # A finished checkpoint resumes to the same final model without training further.
+    solver_c = _solver(seed=5)
+    history_c = ms.Trainer(solver_c, loss, _config(), checkpoint=ckpt,
+                           progress=False).fit(splits.train, splits.validation)
+    assert history_c.epoch == [0, 1, 2, 3]
+    for name, value in _params(solver_c).items():
+        assert torch.allclose(value, params_a[name], rtol=0, atol=1e-12)
+
+
+def test_checkpoint_from_other_settings_is_refused(splits, tmp_path):
+    ckpt = tmp_path / "ckpt.safetensors"
+    loss = ms.FixedIterationLoss(1)
+    config = ms.TrainingConfig(epochs=1, batch_size=64, lr=1e-3)
+    ms.Trainer(_solver(), loss, config, checkpoint=ckpt, progress=False).fit(
+        splits.train, splits.validation)
+    for other_loss, other_config in ((loss, ms.TrainingConfig(epochs=1, batch_size=64, lr=1e-2)),
+                                     (ms.FixedIterationLoss(2), config)):
+        trainer = ms.Trainer(_solver(), other_loss, other_config, checkpoint=ckpt,
+                             progress=False)
+        with pytest.raises(ms.ArtifactError, match="different settings"):
+            trainer.fit(splits.train, splits.validation)
+    # A solver artifact is not a checkpoint either.
+    model = tmp_path / "model.safetensors"
+    _solver().save(model)
+    with pytest.raises(ms.ArtifactError, match="checkpoint"):
+        ms.Trainer(_solver(), loss, config, checkpoint=model, progress=False).fit(
+            splits.train, splits.validation)
+
+
+def test_trainer_rejects_bad_arguments(splits):
+    with pytest.raises(TypeError, match="solver"):
+        ms.Trainer("solver", ms.FixedIterationLoss(1))
+    with pytest.raises(TypeError, match="loss"):
+        ms.Trainer(_solver(), lambda sol: sol.residual)
+    trainer = ms.Trainer(_solver(), ms.FixedIterationLoss(1),
+                         ms.TrainingConfig(epochs=1), progress=False)
+    with pytest.raises(TypeError, match="validation"):
+        trainer.fit(splits.train, splits.validation.problem)
