@@ -32,8 +32,14 @@ def reproduce(
     workers: int = typer.Option(min(2, os.cpu_count() or 1), "--workers",
                                 help="worker processes for independent trainings"),
     progress: bool = typer.Option(True, "--progress/--no-progress"),
+    restart: bool = typer.Option(False, "--restart",
+                                 help="discard checkpoints of an earlier run instead of resuming"),
 ) -> None:
-    """Train and evaluate a paper experiment; print our numbers beside the paper's."""
+    """Train and evaluate a paper experiment; print our numbers beside the paper's.
+
+    Every training checkpoints under --out after each epoch; running the same command again
+    resumes an interrupted run.
+    """
     from .experiments import get
     from .experiments import reproduce as run_experiment
 
@@ -44,13 +50,29 @@ def reproduce(
     if quick and smoke:
         raise typer.BadParameter("choose one of --quick and --smoke")
     scale = "smoke" if smoke else "quick" if quick else "full"
-    result = run_experiment(name, scale=scale, out_dir=out, json_path=json_path,
-                            workers=workers, progress=progress)
+    result = _run(name, scale, out, json_path, workers, progress, restart)
     console.print(result["table"])
     console.print(f"records: {result['json']}")
     if result["plot"] is not None:
         console.print(f"plot:    {result['plot']}")
     console.print(f"took {result['seconds']:.1f} s ({scale} scale, {workers} worker(s))")
+
+
+def _run(name, scale, out, json_path, workers, progress, restart):
+    """Run an experiment; a stale or damaged checkpoint is reported, not dumped as a traceback."""
+    import shutil
+
+    from .artifact import ArtifactError
+    from .experiments import reproduce as run_experiment
+
+    if restart:
+        shutil.rmtree(Path(out) / name / scale / "checkpoints", ignore_errors=True)
+    try:
+        return run_experiment(name, scale=scale, out_dir=out, json_path=json_path,
+                              workers=workers, progress=progress)
+    except ArtifactError as exc:
+        console.print(f"[red]error:[/red] {exc}\nRerun with --restart to start over.")
+        raise typer.Exit(1) from exc
 
 
 @app.command()
@@ -76,11 +98,9 @@ def demo(
     workers: int = typer.Option(min(2, os.cpu_count() or 1), "--workers"),
 ) -> None:
     """Run the quick Poisson/Jacobi reproduction and say where its table and plot are."""
-    from .experiments import reproduce as run_experiment
-
     console.print("metasolve demo: learning initial guesses for Jacobi on 1D Poisson "
                   "(GBMS paper, Table 3, quick scale)")
-    result = run_experiment("poisson-jacobi", scale="quick", out_dir=out, workers=workers)
+    result = _run("poisson-jacobi", "quick", out, None, workers, True, False)
     console.print(result["table"])
     console.print(f"table records (JSON): {result['json']}")
     console.print(f"iteration histograms (PNG): {result['plot']}")

@@ -241,18 +241,21 @@ def _grid(records: list[dict]):
 
 
 def table(records: list[dict]):
-    """Table 3 as a rich table: ours beside the paper's, one row per (meta-solver, loss)."""
+    """Table 3 as rich tables, one per ``p``: ours beside the paper's, a row per training."""
+    from rich.console import Group
     from rich.table import Table
 
     ps, rows, cell = _grid(records)
-    t = Table(title=f"{TITLE}\nmean iterations to test tolerance: ours (paper)")
-    t.add_column("meta-solver / training")
+    tables = []
     for p in ps:
+        t = Table(title=f"{TITLE}, p = {p:g}\nmean iterations to test tolerance: ours (paper)")
+        t.add_column("meta-solver / training")
         for eps in TEST_EPS:
-            t.add_column(f"p={p:g}\n{eps:g}", justify="right")
-    for row in rows:
-        t.add_row(row_label(row), *[cell(p, row, eps) for p in ps for eps in TEST_EPS])
-    return t
+            t.add_column(f"eps={eps:g}", justify="right")
+        for row in rows:
+            t.add_row(row_label(row), *[cell(p, row, eps) for eps in TEST_EPS])
+        tables.append(t)
+    return Group(*tables)
 
 
 def markdown(records: list[dict]) -> str:
