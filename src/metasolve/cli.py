@@ -32,6 +32,8 @@ def reproduce(
     workers: int = typer.Option(min(2, os.cpu_count() or 1), "--workers",
                                 help="worker processes for independent trainings"),
     progress: bool = typer.Option(True, "--progress/--no-progress"),
+    epochs: int = typer.Option(None, "--epochs", min=1,
+                               help="override the scale's training epochs (budget runs)"),
     restart: bool = typer.Option(False, "--restart",
                                  help="discard checkpoints of an earlier run instead of resuming"),
 ) -> None:
@@ -41,7 +43,6 @@ def reproduce(
     resumes an interrupted run.
     """
     from .experiments import get
-    from .experiments import reproduce as run_experiment
 
     try:
         get(name)
@@ -50,7 +51,7 @@ def reproduce(
     if quick and smoke:
         raise typer.BadParameter("choose one of --quick and --smoke")
     scale = "smoke" if smoke else "quick" if quick else "full"
-    result = _run(name, scale, out, json_path, workers, progress, restart)
+    result = _run(name, scale, out, json_path, workers, progress, restart, epochs)
     console.print(result["table"])
     console.print(f"records: {result['json']}")
     if result["plot"] is not None:
@@ -58,7 +59,7 @@ def reproduce(
     console.print(f"took {result['seconds']:.1f} s ({scale} scale, {workers} worker(s))")
 
 
-def _run(name, scale, out, json_path, workers, progress, restart):
+def _run(name, scale, out, json_path, workers, progress, restart, epochs):
     """Run an experiment; a stale or damaged checkpoint is reported, not dumped as a traceback."""
     import shutil
 
@@ -69,7 +70,7 @@ def _run(name, scale, out, json_path, workers, progress, restart):
         shutil.rmtree(Path(out) / name / scale / "checkpoints", ignore_errors=True)
     try:
         return run_experiment(name, scale=scale, out_dir=out, json_path=json_path,
-                              workers=workers, progress=progress)
+                              workers=workers, progress=progress, epochs=epochs)
     except ArtifactError as exc:
         console.print(f"[red]error:[/red] {exc}\nRerun with --restart to start over.")
         raise typer.Exit(1) from exc
@@ -100,7 +101,7 @@ def demo(
     """Run the quick Poisson/Jacobi reproduction and say where its table and plot are."""
     console.print("metasolve demo: learning initial guesses for Jacobi on 1D Poisson "
                   "(GBMS paper, Table 3, quick scale)")
-    result = _run("poisson-jacobi", "quick", out, None, workers, True, False)
+    result = _run("poisson-jacobi", "quick", out, None, workers, True, False, None)
     console.print(result["table"])
     console.print(f"table records (JSON): {result['json']}")
     console.print(f"iteration histograms (PNG): {result['plot']}")

@@ -1,7 +1,7 @@
 """Paper experiments: each one a task family, solver, meta-solver, loss and settings, plus the
 paper's numbers, so ``metasolve reproduce NAME`` prints ours beside theirs (DESIGN.md, conv. 10).
 
-An experiment module defines ``NAME``, ``TITLE``, ``SCALES``, ``jobs(scale, out_dir)``, a
+An experiment module defines ``NAME``, ``TITLE``, ``SCALES``, ``jobs(scale, out_dir, epochs)``, a
 module-level ``run_cell(job)`` (one independent unit of work, run in a worker process),
 ``table(records)`` and ``plot(results, path)``.
 """
@@ -14,7 +14,7 @@ from pathlib import Path
 from ..evaluation.records import write_records
 from ..parallel import map_jobs
 from ..training.progress import progress_bar
-from ..validation import check_choice
+from ..validation import check_choice, check_count
 from . import poisson_jacobi
 
 EXPERIMENTS = {module.NAME: module for module in (poisson_jacobi,)}
@@ -27,17 +27,19 @@ def get(name: str):
 
 
 def reproduce(name: str, scale: str = "full", out_dir="metasolve-out", json_path=None,
-              workers: int = 1, progress: bool = True) -> dict:
+              workers: int = 1, progress: bool = True, epochs: int | None = None) -> dict:
     """Run experiment ``name`` at ``scale``; write records (JSON) and its plot under ``out_dir``.
 
     Returns a dict with ``records``, ``table`` (a rich renderable), ``json`` and ``plot`` paths and
     ``seconds``. Interrupted runs resume: each training checkpoints under ``out_dir``.
+    ``epochs`` overrides the scale's training epochs (a budget run; records carry the value).
     """
     module = get(name)
     check_choice("scale", scale, tuple(module.SCALES))
+    check_count("epochs", epochs, minimum=1, allow_none=True)
     out_dir = Path(out_dir) / name / scale
     start = time.perf_counter()
-    jobs = module.jobs(scale, out_dir)
+    jobs = module.jobs(scale, out_dir, epochs)
     # One live display at a time: a single worker shows each training's bar, a pool shows jobs.
     for job in jobs:
         job["progress"] = progress and workers == 1

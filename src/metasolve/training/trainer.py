@@ -113,7 +113,6 @@ class Trainer:
                 raise TypeError(f"{name} must be a TaskBatch, got {type(tasks).__name__}")
         cfg = self.config
         model = self.solver.metasolver
-        torch.manual_seed(cfg.seed)
         generator = torch.Generator().manual_seed(cfg.seed)
         optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, betas=cfg.betas,
                                      eps=cfg.adam_eps)
