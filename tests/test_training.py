@@ -170,3 +170,21 @@ def test_trainer_rejects_bad_arguments(splits):
                          ms.TrainingConfig(epochs=1), progress=False)
     with pytest.raises(TypeError, match="validation"):
         trainer.fit(splits.train, splits.validation.problem)
+
+
+def test_a_finished_run_is_extended_by_asking_for_more_epochs(splits, tmp_path):
+    loss = ms.FixedIterationLoss(5)
+    solver_a = _solver(seed=1)
+    history_a = ms.Trainer(solver_a, loss, _config(), progress=False).fit(splits.train,
+                                                                          splits.validation)
+    ckpt = tmp_path / "ckpt.safetensors"
+    short = ms.TrainingConfig(**{**_config().__dict__, "epochs": 2})
+    ms.Trainer(_solver(seed=1), loss, short, checkpoint=ckpt, progress=False).fit(
+        splits.train, splits.validation)
+    solver_b = _solver(seed=7)
+    history_b = ms.Trainer(solver_b, loss, _config(), checkpoint=ckpt, progress=False).fit(
+        splits.train, splits.validation)
+    assert history_b.epoch == [0, 1, 2, 3]
+    assert history_b.validation_loss == pytest.approx(history_a.validation_loss, rel=1e-12)
+    for name, value in _params(solver_b).items():
+        assert torch.allclose(value, _params(solver_a)[name], rtol=0, atol=1e-12), name

@@ -5,7 +5,8 @@ with the best validation loss kept.
 Every epoch ends with a checkpoint (safetensors + JSON, written atomically). A run that is killed
 resumes from it: ``fit()`` on a trainer with the same settings and checkpoint path continues at
 the next epoch with the same model, optimizer, scheduler and random stream, so a resumed run ends
-where an uninterrupted one would.
+where an uninterrupted one would. A trainer asking for more epochs than a finished checkpoint
+holds extends that run.
 """
 
 from __future__ import annotations
@@ -61,6 +62,14 @@ class TrainingHistory:
     best_epoch: int = -1
     best_validation_loss: float = float("inf")
     skipped_steps: int = 0
+
+
+def _resumable(identity: dict) -> dict:
+    """The settings a checkpoint must share with the trainer resuming it: all but ``epochs``,
+    so a finished run can be extended by asking for more epochs."""
+    identity = json.loads(json.dumps(identity))
+    identity["config"].pop("epochs", None)
+    return identity
 
 
 class Trainer:
@@ -183,7 +192,7 @@ class Trainer:
         tensors, document = read_tensors(self.checkpoint)
         if document.get("kind") != "checkpoint":
             raise ArtifactError(f"{self.checkpoint} is not a training checkpoint")
-        if document["identity"] != json.loads(json.dumps(self._identity())):
+        if _resumable(document["identity"]) != _resumable(self._identity()):
             raise ArtifactError(f"{self.checkpoint} was written by a run with different "
                                 "settings (config, loss, meta-solver or method); remove it or "
                                 "choose another checkpoint path")
