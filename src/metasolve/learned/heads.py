@@ -12,14 +12,11 @@ from typing import ClassVar
 import torch
 from torch import nn
 
+from ..registry import Registry
 from ..validation import check_count, check_tensor
 
-HEADS: dict[str, type] = {}
-
-
-def _register(cls):
-    HEADS[cls.kind] = cls
-    return cls
+HEADS = Registry("head kind", key="kind")
+_register = HEADS.register
 
 
 class Head(nn.Module):
@@ -119,6 +116,4 @@ class BasisHead(Head):
 
 
 def head_from_config(kind: str, config: dict) -> Head:
-    if kind not in HEADS:
-        raise ValueError(f"unknown head kind {kind!r}; known: {sorted(HEADS)}")
-    return HEADS[kind](**config)
+    return HEADS.build(kind, config)

@@ -2,18 +2,8 @@
 
 from __future__ import annotations
 
-METHODS: dict[str, type] = {}
+from ..registry import Registry
 
-
-def register_method(cls):
-    """Class decorator: make ``cls`` constructible from ``{"name": ..., "config": {...}}``."""
-    if not cls.name:
-        raise ValueError(f"{cls.__name__} must set a non-empty `name`")
-    METHODS[cls.name] = cls
-    return cls
-
-
-def method_from_config(name: str, config: dict):
-    if name not in METHODS:
-        raise ValueError(f"unknown method {name!r}; registered: {sorted(METHODS)}")
-    return METHODS[name](**config)
+METHODS = Registry("method")
+register_method = METHODS.register
+method_from_config = METHODS.build

@@ -13,24 +13,12 @@ from typing import Any, ClassVar
 
 import torch
 
+from ..registry import Registry
 from ..validation import check_count
 
-FAMILIES: dict[str, type] = {}
-
-
-def register_family(cls):
-    """Class decorator: make a family constructible by name from an artifact's JSON."""
-    if not cls.name:
-        raise ValueError(f"{cls.__name__} must set a non-empty `name`")
-    FAMILIES[cls.name] = cls
-    return cls
-
-
-def family_from_config(name: str, config: dict) -> TaskFamily:
-    if name not in FAMILIES:
-        raise ValueError(f"unknown task family {name!r}; registered: {sorted(FAMILIES)} "
-                         "(import the module that defines it before loading)")
-    return FAMILIES[name](**config)
+FAMILIES = Registry("task family", hint=" (import the module that defines it before loading)")
+register_family = FAMILIES.register
+family_from_config = FAMILIES.build
 
 
 @dataclass(frozen=True)

@@ -11,15 +11,12 @@ from typing import ClassVar
 
 import torch
 
+from ..registry import Registry
 from ..solution import Solution
 from ..validation import check_count, check_positive
 
-LOSSES: dict[str, type] = {}
-
-
-def _register(cls):
-    LOSSES[cls.kind] = cls
-    return cls
+LOSSES = Registry("loss kind", key="kind")
+_register = LOSSES.register
 
 
 class Loss:
@@ -117,9 +114,7 @@ class IterationSurrogateLoss(Loss):
 def loss_from_config(config: dict) -> Loss:
     config = dict(config)
     kind = config.pop("kind", None)
-    if kind not in LOSSES:
-        raise ValueError(f"unknown loss kind {kind!r}; known: {sorted(LOSSES)}")
-    return LOSSES[kind](**config)
+    return LOSSES.build(kind, config)
 
 
 __all__ = ["FixedIterationLoss", "IterationSurrogateLoss", "Loss", "loss_from_config"]
