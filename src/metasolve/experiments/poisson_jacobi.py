@@ -45,7 +45,7 @@ NAME = "poisson-jacobi"
 TITLE = "Learned initial guesses for Jacobi on 1D Poisson (GBMS paper, Table 3)"
 TEST_EPS = (1e-2, 1e-4, 1e-6, 1e-8)
 TEST_CAP = 20000
-TRAIN_CAP = 400
+TRAIN_CAP = 1000
 
 # Table 3 of the GBMS paper: mean iterations to test tolerance 1e-2, 1e-4, 1e-6, 1e-8.
 # Keys: (p, row) where row is "base", ("L_m", m) or ("L_eps", eps).

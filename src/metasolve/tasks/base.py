@@ -2,8 +2,9 @@
 ``(T, P)``).
 
 A :class:`TaskFamily` draws a :class:`TaskBatch` (the problems plus the features a learned model
-may look at) from a seed. :func:`make_splits` draws train/validation/test sets from one random
-stream and partitions it, so the splits never share an instance.
+may look at) from a seed. :func:`make_splits` draws the test, validation and training sets from
+three separate random streams derived from one seed, so the splits are independent draws (never
+the same instance), and the test set does not change when the training budget does.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from typing import Any, ClassVar
 import torch
 
 from ..registry import Registry
-from ..validation import check_count
+from ..validation import check_count, check_tensor
 
 FAMILIES = Registry("task family", hint=" (import the module that defines it before loading)")
 register_family = FAMILIES.register
@@ -27,6 +28,12 @@ class TaskBatch:
 
     problem: Any
     features: torch.Tensor
+
+    def __post_init__(self):
+        check_tensor("features", self.features, ndim=2)
+        if self.features.shape[0] != self.problem.batch_size:
+            raise ValueError(f"features has {self.features.shape[0]} rows but the problem batch "
+                             f"has {self.problem.batch_size} instances")
 
     def __len__(self) -> int:
         return int(self.features.shape[0])
@@ -74,11 +81,14 @@ class Splits:
 
 def make_splits(family: TaskFamily, n_train: int, n_validation: int, n_test: int,
                 seed: int = 0) -> Splits:
-    """Draw ``n_train + n_validation + n_test`` tasks in one stream and partition them."""
+    """Draw the three splits from separate streams derived from ``seed``."""
     for name, value in (("n_train", n_train), ("n_validation", n_validation),
                         ("n_test", n_test)):
         check_count(name, value, minimum=1)
-    tasks = family.sample(n_train + n_validation + n_test, seed)
-    a, b = n_train, n_train + n_validation
-    return Splits(tasks.index(slice(0, a)), tasks.index(slice(a, b)),
-                  tasks.index(slice(b, None)))
+    check_count("seed", seed)
+    streams = torch.Generator().manual_seed(seed)
+    sub_seeds = torch.randint(0, 2**62, (3,), generator=streams).tolist()
+    test, validation, train = (
+        family.sample_with(n, torch.Generator().manual_seed(s))
+        for n, s in zip((n_test, n_validation, n_train), sub_seeds, strict=True))
+    return Splits(train, validation, test)
