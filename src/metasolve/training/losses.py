@@ -12,7 +12,7 @@ from typing import ClassVar
 import torch
 
 from ..registry import Registry
-from ..solution import Solution
+from ..solution import Solution, Status
 from ..validation import check_count, check_positive
 
 LOSSES = Registry("loss kind", key="kind")
@@ -76,7 +76,12 @@ class IterationSurrogateLoss(Loss):
     sigmoid of ``L_k - eps`` would need ``a`` of order ``1/eps`` at every ``eps``, with gradients
     that vanish for all but the last iterate. On the log scale one gain serves every
     tolerance, and the sigmoid's width, about ``4/a`` in ``log L``, spans the several
-    iterations around the crossing. ``log_scale=False`` gives the literal linear form.
+    iterations around the crossing. ``log_scale=False`` gives the literal form
+    ``sigmoid(a * (L_k / reference - eps))`` on the relative norm.
+
+    An instance the driver stopped early because it diverged or broke down is charged one full
+    count for each iteration up to the cap, as the indicator would; otherwise stopping early
+    would make divergence look cheap.
     """
 
     kind = "surrogate"
@@ -92,15 +97,20 @@ class IterationSurrogateLoss(Loss):
 
     def __call__(self, solution: Solution) -> torch.Tensor:
         history = solution.residual_history[:-1]  # L_0 .. L_{K-1}
-        steps = torch.arange(history.shape[0]).unsqueeze(1)
+        steps = torch.arange(history.shape[0], device=history.device).unsqueeze(1)
         counted = steps < solution.iterations.unsqueeze(0)
         if self.log_scale:
             tiny = torch.finfo(history.dtype).tiny
             gap = torch.log(history.clamp_min(tiny)) - torch.log(solution.threshold)
         else:
-            gap = history - solution.threshold
+            gap = (history - solution.threshold) / solution.reference_norm
         terms = torch.sigmoid(self.gain * gap)
-        return torch.where(counted, terms, torch.zeros_like(terms)).sum(dim=0)
+        # where() rather than a product: a diverged instance's terms may be NaN.
+        count = torch.where(counted & torch.isfinite(terms), terms,
+                            torch.zeros_like(terms)).sum(dim=0)
+        failed = (solution.status == Status.DIVERGED) | (solution.status == Status.BREAKDOWN)
+        remaining = (self.maxiter - solution.iterations).clamp_min(0).to(count.dtype)
+        return count + torch.where(failed, remaining, torch.zeros_like(remaining))
 
     def config(self) -> dict:
         return {"kind": self.kind, "eps": self.eps, "maxiter": self.maxiter, "gain": self.gain,
