@@ -184,10 +184,10 @@ def test_tensors_not_matching_the_stored_architecture(saved, tmp_path):
     _, path = saved
     tensors, document = read_tensors(path)
     wrong = dict(tensors)
-    wrong["net.0.weight"] = torch.zeros(7, 16, dtype=torch.float64)
+    wrong["metasolver.net.0.weight"] = torch.zeros(7, 16, dtype=torch.float64)
     write_tensors(tmp_path / "shape.safetensors", wrong, document)
     _assert_artifact_error(tmp_path / "shape.safetensors", "net.0.weight")
-    missing = {k: v for k, v in tensors.items() if k != "net.0.bias"}
+    missing = {k: v for k, v in tensors.items() if k != "metasolver.net.0.bias"}
     write_tensors(tmp_path / "missing.safetensors", missing, document)
     _assert_artifact_error(tmp_path / "missing.safetensors", "net.0.bias")
 
@@ -204,5 +204,22 @@ def test_save_writes_no_pickle_and_a_readable_json_description(saved):
     assert document["method"] == {"name": "jacobi", "config": {"omega": 1.0}}
     assert document["family"] == {"name": "poisson1d", "config": {"n": 16, "p": 0.01}}
     assert document["metasolve_version"] == ms.__version__
-    assert set(tensors) == set(solver.metasolver.state_dict())
+    assert set(tensors) == {f"metasolver.{k}" for k in solver.metasolver.state_dict()}
     assert not list(path.parent.glob("*.tmp"))
+
+
+def test_checksum_covers_the_json_description(saved, tmp_path):
+    import json
+
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    _, path = saved
+    with safe_open(str(path), framework="pt") as handle:
+        header = dict(handle.metadata())
+        tensors = {k: handle.get_tensor(k) for k in handle.keys()}
+    document = json.loads(header["document"])
+    document["method"]["config"]["omega"] = 0.5  # valid JSON, different solver
+    header["document"] = json.dumps(document, sort_keys=True)
+    save_file(tensors, str(tmp_path / "tampered.safetensors"), metadata=header)
+    _assert_artifact_error(tmp_path / "tampered.safetensors", "checksum")

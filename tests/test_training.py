@@ -211,3 +211,54 @@ def test_a_finished_run_is_extended_by_asking_for_more_epochs(splits, tmp_path):
     assert history_b.validation_loss == pytest.approx(history_a.validation_loss, rel=1e-12)
     for name, value in _params(solver_b).items():
         assert torch.allclose(value, _params(solver_a)[name], rtol=0, atol=1e-12), name
+
+
+def test_fit_twice_without_a_checkpoint_starts_a_fresh_history(splits):
+    solver = _solver()
+    trainer = ms.Trainer(solver, ms.FixedIterationLoss(5),
+                         ms.TrainingConfig(epochs=2, batch_size=32, lr=1e-3), progress=False)
+    trainer.fit(splits.train, splits.validation)
+    second = trainer.fit(splits.train, splits.validation)
+    assert second.epoch == [0, 1]
+    assert second.best_epoch in (0, 1)
+
+
+def test_a_checkpoint_with_more_epochs_than_asked_is_refused(splits, tmp_path):
+    ckpt = tmp_path / "ckpt.safetensors"
+    loss = ms.FixedIterationLoss(5)
+    ms.Trainer(_solver(), loss, ms.TrainingConfig(epochs=3, batch_size=32, lr=1e-3),
+               checkpoint=ckpt, progress=False).fit(splits.train, splits.validation)
+    with pytest.raises(ms.ArtifactError, match="3 trained epochs"):
+        ms.Trainer(_solver(), loss, ms.TrainingConfig(epochs=2, batch_size=32, lr=1e-3),
+                   checkpoint=ckpt, progress=False).fit(splits.train, splits.validation)
+
+
+@ms.register_method
+class _LearnedDampingJacobi(ms.Jacobi, torch.nn.Module):
+    """Jacobi whose damping is a weight of the method itself (a model inside the step)."""
+
+    name = "test-learned-damping-jacobi"
+
+    def __init__(self, omega: float = 0.8):
+        torch.nn.Module.__init__(self)
+        ms.Jacobi.__init__(self, omega)
+        self.log_omega = torch.nn.Parameter(torch.tensor(float(omega), dtype=torch.float64).log())
+
+    def step(self, problem, state, params):
+        return super().step(problem, state, {"omega": self.log_omega.exp().expand(
+            problem.batch_size)})
+
+
+def test_weights_inside_the_method_are_trained_and_saved(splits, tmp_path):
+    family = ms.Poisson1DFamily(n=16, p=0.0)
+    psi = ms.ConstantMetaSolver({"x0": ms.IdentityHead(16)}, in_features=16)
+    solver = ms.LearnedSolver(_LearnedDampingJacobi(0.5), psi, family=family, monitor="error")
+    before = solver.method.log_omega.item()
+    ms.Trainer(solver, ms.FixedIterationLoss(10),
+               ms.TrainingConfig(epochs=3, batch_size=32, lr=1e-2, betas=(0.9, 0.999)),
+               progress=False).fit(splits.train, splits.validation)
+    after = solver.method.log_omega.item()
+    assert after > before  # damping 0.5 is too small for Jacobi on Poisson: it grows
+    solver.save(tmp_path / "m.safetensors")
+    loaded = ms.load(tmp_path / "m.safetensors")
+    assert loaded.method.log_omega.item() == after

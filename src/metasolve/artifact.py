@@ -1,10 +1,10 @@
 """Saving and loading trained solvers: safetensors for tensors, JSON for everything else.
 
-One file holds both: the tensors of the meta-solver, and in the safetensors header a JSON
-document (family, method, meta-solver architecture, training settings, metasolve version) plus
-a SHA-256 of the tensor bytes. Loading never unpickles anything; it checks the format tag, the
-checksum, and that every tensor matches the architecture the JSON describes, and raises
-:class:`ArtifactError` (a ``ValueError``) saying what is wrong otherwise.
+One file holds both: the trained tensors (``LearnedSolver.model``), and in the safetensors header
+a JSON document (family, method, meta-solver architecture, training settings, metasolve version)
+plus a SHA-256 of the document and the tensor bytes. Loading never unpickles anything; it checks
+the format tag, the checksum, and that every tensor matches the architecture the JSON describes,
+and raises :class:`ArtifactError` (a ``ValueError``) saying what is wrong otherwise.
 """
 
 from __future__ import annotations
@@ -28,8 +28,9 @@ class ArtifactError(ValueError):
     """A model or checkpoint file is missing, corrupted, truncated or does not match."""
 
 
-def _digest(tensors: dict[str, torch.Tensor]) -> str:
-    h = hashlib.sha256()
+def _digest(tensors: dict[str, torch.Tensor], document: str) -> str:
+    """SHA-256 over the JSON document and every tensor's name, dtype, shape and bytes."""
+    h = hashlib.sha256(document.encode())
     for name in sorted(tensors):
         t = tensors[name].detach().contiguous().cpu()
         h.update(name.encode())
@@ -43,9 +44,9 @@ def write_tensors(path, tensors: dict[str, torch.Tensor], document: dict) -> Pat
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tensors = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
-    header = {"format": FORMAT, "format_version": str(FORMAT_VERSION),
-              "document": json.dumps(document, sort_keys=True),
-              "sha256": _digest(tensors)}
+    text = json.dumps(document, sort_keys=True)
+    header = {"format": FORMAT, "format_version": str(FORMAT_VERSION), "document": text,
+              "sha256": _digest(tensors, text)}
     tmp = path.with_name(path.name + ".tmp")
     save_file(tensors, str(tmp), metadata=header)
     os.replace(tmp, path)
@@ -73,8 +74,8 @@ def read_tensors(path) -> tuple[dict[str, torch.Tensor], dict]:
         raise ArtifactError(f"{path} has artifact format version "
                             f"{header.get('format_version')!r}; this metasolve reads "
                             f"{FORMAT_VERSION}")
-    if header.get("sha256") != _digest(tensors):
-        raise ArtifactError(f"{path}: tensor data does not match its checksum (corrupted file)")
+    if header.get("sha256") != _digest(tensors, header.get("document", "")):
+        raise ArtifactError(f"{path}: contents do not match their checksum (corrupted file)")
     try:
         document = json.loads(header["document"])
     except (KeyError, json.JSONDecodeError) as exc:
@@ -94,7 +95,7 @@ def save(solver, path) -> Path:
         "monitor": solver.monitor,
         "settings": solver.settings,
     }
-    return write_tensors(path, solver.metasolver.state_dict(), document)
+    return write_tensors(path, solver.model.state_dict(), document)
 
 
 def load(path, family=None):
@@ -112,34 +113,36 @@ def load(path, family=None):
     tensors, document = read_tensors(path)
     if document.get("kind") != "learned_solver":
         raise ArtifactError(f"{path} holds a {document.get('kind')!r}, not a learned solver")
+    stored = document.get("family")
+    if stored is not None and not (isinstance(stored, dict) and "name" in stored):
+        raise ArtifactError(f"{path}: the stored family description is malformed: {stored!r}")
+    if family is not None and stored is not None and (
+            stored.get("name") != family.name or stored.get("config") != family.config()):
+        raise ArtifactError(f"{path} was trained on family {stored.get('name')} "
+                            f"{stored.get('config')}, but {family.name} {family.config()} "
+                            "was given")
     try:
         method = method_from_config(document["method"]["name"], document["method"]["config"])
         metasolver = metasolver_from_config(document["metasolver"])
+        if family is None and stored is not None and stored["name"] in FAMILIES:
+            family = family_from_config(stored["name"], stored["config"])
+        solver = LearnedSolver(method, metasolver, family=family,
+                               monitor=document.get("monitor", "residual"),
+                               settings=document.get("settings"))
     except (KeyError, TypeError, ValueError) as exc:
         raise ArtifactError(f"{path}: cannot rebuild the solver from its JSON: {exc}") from exc
-    expected = metasolver.state_dict()
+    expected = solver.model.state_dict()
     missing = sorted(set(expected) - set(tensors))
     extra = sorted(set(tensors) - set(expected))
     if missing or extra:
         raise ArtifactError(f"{path}: tensors do not match the stored architecture "
                             f"(missing {missing}, unexpected {extra})")
     for name, value in expected.items():
-        if tuple(value.shape) != tuple(tensors[name].shape):
-            raise ArtifactError(f"{path}: tensor {name!r} has shape "
-                                f"{tuple(tensors[name].shape)}, the architecture needs "
-                                f"{tuple(value.shape)}")
-    metasolver.load_state_dict(tensors)
-    stored = document.get("family")
-    if family is not None:
-        if stored is not None and (stored["name"] != family.name
-                                   or stored["config"] != family.config()):
-            raise ArtifactError(f"{path} was trained on family {stored['name']} "
-                                f"{stored['config']}, but {family.name} {family.config()} "
-                                "was given")
-    elif stored is not None and stored["name"] in FAMILIES:
-        family = family_from_config(stored["name"], stored["config"])
-    solver = LearnedSolver(method, metasolver, family=family,
-                           monitor=document.get("monitor", "residual"),
-                           settings=document.get("settings"))
-    solver.metasolver.eval()
+        got = tensors[name]
+        if tuple(value.shape) != tuple(got.shape) or value.dtype != got.dtype:
+            raise ArtifactError(f"{path}: tensor {name!r} is {got.dtype} of shape "
+                                f"{tuple(got.shape)}, the architecture needs {value.dtype} of "
+                                f"shape {tuple(value.shape)}")
+    solver.model.load_state_dict(tensors)
+    solver.model.eval()
     return solver

@@ -6,6 +6,7 @@ import time
 from typing import Any
 
 import torch
+from torch import nn
 
 from ..solution import Solution
 from ..solvers.base import MONITORS, IterativeMethod, run
@@ -16,6 +17,9 @@ from .metasolver import MetaSolver
 
 class LearnedSolver:
     """``Phi(tau; Psi(tau; omega))``: run ``method`` with the parameters ``metasolver`` predicts.
+
+    ``model`` holds what is trained and saved: the meta-solver, plus the method when the method
+    is itself an ``nn.Module`` with learned weights.
 
     Args:
         method: the classical iterative method ``Phi``.
@@ -51,6 +55,12 @@ class LearnedSolver:
                              f"{family.name} provides {family.feature_dim}")
         self.method = method
         self.metasolver = metasolver
+        # Everything trainable, under stable names: the meta-solver, and the method itself when
+        # it carries learned weights (an acceleration model applied inside each step).
+        parts = {"metasolver": metasolver}
+        if isinstance(method, nn.Module):
+            parts["method"] = method
+        self.model = nn.ModuleDict(parts)
         self.family = family
         self.monitor = check_choice("monitor", monitor, MONITORS)
         self.settings = dict(settings or {})

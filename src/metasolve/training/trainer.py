@@ -116,12 +116,12 @@ class Trainer:
         return self.loss(solution).mean()
 
     def fit(self, train: TaskBatch, validation: TaskBatch) -> TrainingHistory:
-        """Run (or resume) training; leaves the best-validation model in ``solver.metasolver``."""
+        """Run (or resume) training; leaves the best-validation weights in ``solver.model``."""
         for name, tasks in (("train", train), ("validation", validation)):
             if not isinstance(tasks, TaskBatch):
                 raise TypeError(f"{name} must be a TaskBatch, got {type(tasks).__name__}")
         cfg = self.config
-        model = self.solver.metasolver
+        model = self.solver.model
         generator = torch.Generator().manual_seed(cfg.seed)
         optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, betas=cfg.betas,
                                      eps=cfg.adam_eps)
@@ -130,8 +130,13 @@ class Trainer:
             threshold=0.0)
         best_state = copy.deepcopy(model.state_dict())
         start_epoch = 0
+        self.history = TrainingHistory()
         if self.checkpoint is not None and self.checkpoint.exists():
             start_epoch, best_state = self._resume(optimizer, scheduler, generator)
+            if start_epoch > cfg.epochs:
+                raise ArtifactError(f"{self.checkpoint} holds {start_epoch} trained epochs, more "
+                                    f"than the {cfg.epochs} asked for; ask for at least "
+                                    f"{start_epoch} or use another checkpoint path")
 
         n = len(train)
         with progress_bar(self.progress, total=cfg.epochs, completed=start_epoch,
@@ -146,6 +151,12 @@ class Trainer:
                         continue
                     optimizer.zero_grad()
                     value.backward()
+                    # A NaN or Inf gradient (e.g. from an instance that overflowed before it
+                    # was frozen) would poison Adam's moments for good: skip the step.
+                    if not all(torch.isfinite(p.grad).all() for p in model.parameters()
+                               if p.grad is not None):
+                        self.history.skipped_steps += 1
+                        continue
                     optimizer.step()
                     total += float(value.detach()) * len(idx)
                     count += len(idx)
@@ -176,7 +187,7 @@ class Trainer:
         return self.history
 
     def _save(self, next_epoch, optimizer, scheduler, generator, best_state):
-        tensors = {f"model.{k}": v for k, v in self.solver.metasolver.state_dict().items()}
+        tensors = {f"model.{k}": v for k, v in self.solver.model.state_dict().items()}
         tensors.update({f"best.{k}": v for k, v in best_state.items()})
         state = optimizer.state_dict()
         for pid, pstate in state["state"].items():
@@ -196,7 +207,7 @@ class Trainer:
             raise ArtifactError(f"{self.checkpoint} was written by a run with different "
                                 "settings (config, loss, meta-solver or method); remove it or "
                                 "choose another checkpoint path")
-        model = self.solver.metasolver
+        model = self.solver.model
         model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
         best_state = {k[5:]: v for k, v in tensors.items() if k.startswith("best.")}
         optim_state: dict = {}
