@@ -249,3 +249,72 @@ def test_callback_sees_every_iteration():
                  callback=lambda k, state, norms: seen.append((k, norms.clone())))
     assert [k for k, _ in seen] == list(range(int(sol.iterations.max())))
     assert torch.equal(seen[-1][1], sol.residual)
+
+
+class _GuardedJacobi(ms.Jacobi):
+    """Jacobi that reports a breakdown for instances whose first rhs entry is negative, after
+    two iterations: the way a method flags a per-instance failure (a bad pivot)."""
+
+    name = "test-guarded-jacobi"
+
+    def init(self, problem, x0, params):
+        state = super().init(problem, x0, params)
+        state["breakdown"] = torch.zeros(problem.batch_size, dtype=torch.bool)
+        state["k"] = torch.zeros(problem.batch_size, dtype=torch.int64)
+        return state
+
+    def step(self, problem, state, params):
+        new = super().step(problem, state, params)
+        new["k"] = state["k"] + 1
+        new["breakdown"] = (problem.rhs[:, 0] < 0) & (new["k"] >= 2)
+        return new
+
+
+def test_a_method_can_report_per_instance_breakdown():
+    A = torch.tensor([[4.0, 1.0], [1.0, 3.0]], dtype=torch.float64)
+    b = torch.tensor([[1.0, 2.0], [-1.0, 2.0]], dtype=torch.float64)
+    sol = ms.run(_GuardedJacobi(), ms.LinearSystem(A, b), rtol=1e-10, maxiter=100)
+    assert sol.status.tolist() == [ms.Status.CONVERGED, ms.Status.BREAKDOWN]
+    assert sol.iterations[1] == 2
+    assert sol.iterations[0] > 2
+
+
+class _LooseJacobi(ms.Jacobi):
+    name = "test-loose-jacobi"
+
+    def converged(self, problem, state, norms, threshold):
+        return norms <= 100 * threshold  # a method-specific stopping test
+
+
+def test_a_method_can_define_its_own_stopping_test():
+    A = torch.tensor([[4.0, 1.0], [1.0, 3.0]], dtype=torch.float64)
+    b = torch.tensor([[1.0, 2.0]], dtype=torch.float64)
+    system = ms.LinearSystem(A, b)
+    loose = ms.run(_LooseJacobi(), system, rtol=1e-10, maxiter=200)
+    strict = ms.run(ms.Jacobi(), system, rtol=1e-10, maxiter=200)
+    assert loose.status.tolist() == [ms.Status.CONVERGED]
+    assert loose.iterations[0] < strict.iterations[0]
+    assert loose.residual[0] <= 100 * loose.threshold[0]
+
+
+class _ShapeChangingJacobi(ms.Jacobi):
+    name = "test-shape-changing-jacobi"
+
+    def step(self, problem, state, params):
+        new = super().step(problem, state, params)
+        new["x"] = torch.cat([new["x"], new["x"]], dim=1)
+        return new
+
+
+def test_state_entries_that_change_shape_are_refused():
+    A = torch.tensor([[4.0, 1.0], [1.0, 3.0]], dtype=torch.float64)
+    system = ms.LinearSystem(A, torch.tensor([[1.0, 2.0]], dtype=torch.float64))
+    with pytest.raises(ValueError, match="'x'"):
+        ms.run(_ShapeChangingJacobi(), system, rtol=1e-8, maxiter=10)
+
+
+def test_initial_guess_of_another_dtype_is_refused():
+    A = torch.tensor([[4.0, 1.0], [1.0, 3.0]], dtype=torch.float64)
+    system = ms.LinearSystem(A, torch.tensor([[1.0, 2.0]], dtype=torch.float64))
+    with pytest.raises(TypeError, match="x0"):
+        ms.run(ms.Jacobi(), system, x0=torch.zeros(1, 2, dtype=torch.float32))

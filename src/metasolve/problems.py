@@ -37,7 +37,7 @@ class LinearSystem:
                 raise ValueError(f"matrix must have shape ({n}, {n}) to match rhs of shape "
                                  f"{tuple(self.rhs.shape)}, got {tuple(self.matrix.shape)}")
         else:
-            if self.matrix.is_sparse:
+            if self.matrix.layout != torch.strided:
                 raise ValueError("a batched (B, N, N) matrix must be dense; share one sparse "
                                  "(N, N) matrix across the batch instead")
             if tuple(self.matrix.shape) != (self.rhs.shape[0], n, n):
@@ -63,12 +63,16 @@ class LinearSystem:
         return self.rhs.dtype
 
     @property
+    def sparse(self) -> bool:
+        return self.matrix.layout != torch.strided
+
+    @property
     def shared_matrix(self) -> bool:
         return self.matrix.ndim == 2
 
     def matvec(self, x: torch.Tensor) -> torch.Tensor:
         """``A x`` for a batch ``x`` of shape ``(B, N)``."""
-        if self.matrix.is_sparse or self.matrix.layout == torch.sparse_csr:
+        if self.sparse:
             return (self.matrix @ x.T).T
         if self.shared_matrix:
             return x @ self.matrix.T
@@ -80,7 +84,7 @@ class LinearSystem:
 
     def diagonal(self) -> torch.Tensor:
         """The diagonal of ``A``: ``(N,)`` if shared, else ``(B, N)``."""
-        if self.matrix.is_sparse or self.matrix.layout == torch.sparse_csr:
+        if self.sparse:
             coo = self.matrix.to_sparse_coo().coalesce()
             idx, val = coo.indices(), coo.values()
             on_diag = idx[0] == idx[1]
@@ -95,7 +99,11 @@ class LinearSystem:
         return LinearSystem(matrix, self.rhs[idx], sol)
 
     def check_batch(self, name: str, value: torch.Tensor) -> torch.Tensor:
+        """Validate a per-instance vector such as an initial guess."""
         check_tensor(name, value, ndim=2)
+        if value.dtype != self.dtype or value.device != self.rhs.device:
+            raise TypeError(f"{name} must be {self.dtype} on {self.rhs.device} like the system, "
+                            f"got {value.dtype} on {value.device}")
         check_batch(name, value, self.batch_size)
         if value.shape[1] != self.size:
             raise ValueError(f"{name} must have shape ({self.batch_size}, {self.size}), "

@@ -6,7 +6,7 @@ Every message names the argument, what was received and what was expected.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 
 import torch
 
@@ -73,14 +73,6 @@ def check_choice(name: str, value, choices: Iterable):
     if value not in choices:
         raise ValueError(f"{name} must be one of {choices}, got {value!r}")
     return value
-
-
-def check_options(where: str, given: Mapping, allowed: Iterable[str]) -> None:
-    """Unknown options raise ``TypeError``; they are never silently ignored."""
-    unknown = sorted(set(given) - set(allowed))
-    if unknown:
-        raise TypeError(f"{where} got unknown option(s) {unknown}; "
-                        f"allowed: {sorted(allowed)}")
 
 
 def check_batch(name: str, value: torch.Tensor, batch: int) -> torch.Tensor:

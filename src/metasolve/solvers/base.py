@@ -7,9 +7,21 @@ A method (DESIGN.md, convention 2) implements three things on a batch:
 * ``step(problem, state, params) -> state``: one iteration, ``phi`` in the GBMS paper (sec. 2.1);
 * ``residual(problem, state) -> (B,)``: the norm the default stopping test reads.
 
+and may override ``converged`` (a stopping test other than one norm against a threshold, e.g.
+primal and dual residuals together), ``reference_norm`` and ``zero_guess``. A state entry that is
+not per-instance (a matrix shared by the batch) must be passed on unchanged (the same object);
+every other entry has the batch as leading dimension. A method signals a per-instance failure
+(a non-positive pivot, a zero denominator) by setting ``state["breakdown"]``, a ``(B,)`` bool:
+those instances are frozen and end with ``Status.BREAKDOWN``.
+
 :func:`run` owns the loop, the stopping test, masking of finished instances, the history and the
 timing. The method's parameters ``theta`` (GBMS paper, sec. 2.1) arrive in ``params``: a dict of
 per-instance tensors produced by a meta-solver ``Psi`` or given by hand.
+
+A *problem* is any object with ``batch_size``, ``size`` (unknowns per instance, the scale of the
+default ``maxiter``), ``index(idx)`` (a sub-batch, for minibatches) and
+``check_batch(name, x)`` (validates an initial guess); ``solution`` (exact answers) enables the
+error monitor. :class:`~metasolve.problems.LinearSystem` is one.
 """
 
 from __future__ import annotations
@@ -26,7 +38,6 @@ from ..validation import (
     check_choice,
     check_count,
     check_nonnegative,
-    check_options,
     check_tensor,
 )
 
@@ -68,7 +79,14 @@ class IterativeMethod:
         return torch.linalg.vector_norm(problem.rhs, dim=1)
 
     def zero_guess(self, problem) -> torch.Tensor:
+        """The initial guess when none is given (``Psi_base`` of the GBMS paper)."""
         return torch.zeros_like(problem.rhs)
+
+    def converged(self, problem, state: State, norms: torch.Tensor,
+                  threshold: torch.Tensor) -> torch.Tensor:
+        """``(B,)`` bool: which instances meet the stopping test. Default: the monitored norm
+        is at most its threshold ``max(rtol * reference, atol)``."""
+        return norms <= threshold
 
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in self.config().items())
@@ -81,7 +99,7 @@ MONITORS = ("residual", "error")
 def _monitor(method: IterativeMethod, problem, state: State, monitor: str) -> torch.Tensor:
     if monitor == "residual":
         return method.residual(problem, state)
-    return torch.linalg.vector_norm(state["x"] - problem.solution, dim=1)
+    return torch.linalg.vector_norm((state["x"] - problem.solution).flatten(1), dim=1)
 
 
 def run(method: IterativeMethod, problem, *, params: Mapping[str, torch.Tensor] | None = None,
@@ -89,7 +107,7 @@ def run(method: IterativeMethod, problem, *, params: Mapping[str, torch.Tensor] 
         maxiter: int | None = None, fixed_iterations: int | None = None,
         monitor: str = "residual", callback: Callable | None = None,
         truncate: int | None = None, divergence_factor: float = 1e8,
-        throw: bool = False, **options) -> Solution:
+        throw: bool = False) -> Solution:
     """Run ``method`` on a batch of problems; the one driver loop of metasolve.
 
     Stopping (SciPy's vocabulary, DESIGN.md convention 4): instance ``i`` converges at the first
@@ -115,7 +133,6 @@ def run(method: IterativeMethod, problem, *, params: Mapping[str, torch.Tensor] 
     Returns:
         A :class:`~metasolve.solution.Solution`.
     """
-    check_options("run()", options, ())
     method.validate(problem)
     rtol = check_nonnegative("rtol", rtol)
     atol = check_nonnegative("atol", atol)
@@ -143,8 +160,11 @@ def run(method: IterativeMethod, problem, *, params: Mapping[str, torch.Tensor] 
     if x0 is not None and "x0" in params:
         raise ValueError("give the initial guess either as x0 or as params['x0'], not both")
     for name, value in params.items():
-        check_tensor(f"params[{name!r}]", value, ndim=(1, 2))
+        check_tensor(f"params[{name!r}]", value)
         check_batch(f"params[{name!r}]", value, problem.batch_size)
+        if value.dtype != problem.dtype:
+            raise TypeError(f"params[{name!r}] has dtype {value.dtype}, the problem has "
+                            f"{problem.dtype}")
     x0 = params.pop("x0", x0)
     x0 = method.zero_guess(problem) if x0 is None else problem.check_batch("x0", x0)
 
@@ -152,7 +172,7 @@ def run(method: IterativeMethod, problem, *, params: Mapping[str, torch.Tensor] 
     state = method.init(problem, x0, params)
     norms = _monitor(method, problem, state, monitor)
     if monitor == "error":
-        reference = torch.linalg.vector_norm(problem.solution, dim=1)
+        reference = torch.linalg.vector_norm(problem.solution.flatten(1), dim=1)
     else:
         reference = method.reference_norm(problem)
     reference = reference.detach()
@@ -160,16 +180,25 @@ def run(method: IterativeMethod, problem, *, params: Mapping[str, torch.Tensor] 
     batch = norms.shape[0]
     initial = norms.detach()
 
-    # Each instance stops at the first iterate that meets its threshold or leaves the
-    # divergence bound (NaN compares false, so it leaves it too); its norm is frozen from then on
-    # and the final norms alone tell the statuses apart.
+    # Each instance stops at the first iterate that passes the stopping test, breaks down, or
+    # leaves the divergence bound (NaN compares false, so it leaves it too); it is frozen from
+    # then on, and its final state tells the statuses apart.
     limit = divergence_factor * initial.clamp_min(torch.finfo(initial.dtype).tiny)
     device = initial.device
     iterations = torch.zeros(batch, dtype=torch.int64, device=device)
     history = [norms]
+    no_breakdown = torch.zeros(batch, dtype=torch.bool, device=device)
+
+    def still_running(state, norms):
+        value = norms.detach()
+        stop = method.converged(problem, state, value, threshold) | ~(value <= limit)
+        return ~(stop | state.get("breakdown", no_breakdown))
+
     active = torch.ones(batch, dtype=torch.bool, device=device)
     if fixed_iterations is None:
-        active = (initial > threshold) & (initial <= limit)
+        active = still_running(state, norms)
+    else:
+        active = ~state.get("breakdown", no_breakdown)
 
     for k in range(maxiter):
         if not bool(active.any()):
@@ -177,20 +206,22 @@ def run(method: IterativeMethod, problem, *, params: Mapping[str, torch.Tensor] 
         if truncate is not None and k % truncate == 0 and k > 0:
             state = {key: value.detach() for key, value in state.items()}
         stepped = method.step(problem, state, params)
-        state = _masked_update(active, stepped, state)
+        state = _masked_update(active, stepped, state, batch)
         norms = torch.where(active, _monitor(method, problem, state, monitor), norms)
         history.append(norms)
         iterations += active
         if fixed_iterations is None:
-            value = norms.detach()
-            active = active & (value > threshold) & (value <= limit)
+            active = active & still_running(state, norms)
+        else:
+            active = active & ~state.get("breakdown", no_breakdown)
         if callback is not None:
             callback(k, state, norms)
 
     final = norms.detach()
     status = torch.full((batch,), int(Status.MAX_ITERATIONS), dtype=torch.int64, device=device)
-    status[final <= threshold] = int(Status.CONVERGED)
+    status[method.converged(problem, state, final, threshold)] = int(Status.CONVERGED)
     status[~(final <= limit) | ~torch.isfinite(final)] = int(Status.DIVERGED)
+    status[state.get("breakdown", no_breakdown)] = int(Status.BREAKDOWN)
 
     solution = Solution(x=state["x"], status=status, iterations=iterations,
                         residual_history=torch.stack(history), reference_norm=reference,
@@ -202,14 +233,19 @@ def run(method: IterativeMethod, problem, *, params: Mapping[str, torch.Tensor] 
     return solution
 
 
-def _masked_update(active: torch.Tensor, new: State, old: State) -> State:
+def _masked_update(active: torch.Tensor, new: State, old: State, batch: int) -> State:
     """Take the new state only where the instance is still active (DESIGN.md, convention 1)."""
     out = {}
     for key, value in new.items():
         prev = old.get(key)
-        if value is prev or prev is None or prev.shape != value.shape:
+        if value is prev:  # shared, unchanged data (a matrix, a factorization)
             out[key] = value
             continue
+        if prev is None or value.shape[:1] != (batch,) or prev.shape != value.shape:
+            raise ValueError(f"state entry {key!r} changed from "
+                             f"{None if prev is None else tuple(prev.shape)} to "
+                             f"{tuple(value.shape)}: entries must keep one shape with the batch "
+                             f"({batch}) as leading dimension, or be passed on unchanged")
         mask = active.reshape((-1,) + (1,) * (value.ndim - 1))
         out[key] = torch.where(mask, value, prev)
     return out
