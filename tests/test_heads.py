@@ -86,3 +86,21 @@ def test_constant_metasolver_is_the_same_for_every_task():
     # Its one parameter vector receives gradient from every task.
     out["omega"].sum().backward()
     assert psi.z.grad is not None and psi.z.grad[0] != 0
+
+
+def test_heads_and_metasolvers_reject_bad_configuration():
+    with pytest.raises(ValueError, match="low"):
+        ms.IntervalHead(float("nan"), 2.0)
+    with pytest.raises(ValueError, match="low < high"):
+        ms.IntervalHead(2.0, 1.0)
+    with pytest.raises(ValueError, match="minimum"):
+        ms.PositiveHead(float("inf"))
+    with pytest.raises(TypeError, match="hidden"):
+        ms.NetworkMetaSolver(4, {"x0": ms.IdentityHead(4)}, hidden=(2.7,))
+    with pytest.raises(ValueError, match="feature_scale"):
+        ms.NetworkMetaSolver(2, {"x0": ms.IdentityHead(2)},
+                             feature_scale=torch.tensor([1.0, 0.0], dtype=torch.float64))
+    with pytest.raises(ValueError, match="not heads"):
+        ms.ConstantMetaSolver({"omega": ms.IntervalHead(0, 2)}, init={"omgea": 0.0})
+    with pytest.raises(ValueError, match="entries"):
+        ms.ConstantMetaSolver({"x0": ms.IdentityHead(3)}, init={"x0": [1.0, 2.0]})

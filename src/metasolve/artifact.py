@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import warnings
 from pathlib import Path
 
 import torch
@@ -124,8 +125,12 @@ def load(path, family=None):
     try:
         method = method_from_config(document["method"]["name"], document["method"]["config"])
         metasolver = metasolver_from_config(document["metasolver"])
-        if family is None and stored is not None and stored["name"] in FAMILIES:
-            family = family_from_config(stored["name"], stored["config"])
+        if family is None and stored is not None:
+            if stored["name"] in FAMILIES:
+                family = family_from_config(stored["name"], stored["config"])
+            else:
+                warnings.warn(f"{path}: task family {stored['name']!r} is not registered (import "
+                              "the module that defines it); loading without it", stacklevel=2)
         solver = LearnedSolver(method, metasolver, family=family,
                                monitor=document.get("monitor", "residual"),
                                settings=document.get("settings"))

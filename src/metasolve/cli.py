@@ -29,7 +29,7 @@ def reproduce(
     smoke: bool = typer.Option(False, "--smoke", hidden=True, help="seconds-long test scale"),
     json_path: Path = typer.Option(None, "--json", help="write result records to this file"),
     out: Path = typer.Option(Path("metasolve-out"), "--out", help="output directory"),
-    workers: int = typer.Option(min(2, os.cpu_count() or 1), "--workers",
+    workers: int = typer.Option(min(2, os.cpu_count() or 1), "--workers", min=1,
                                 help="worker processes for independent trainings"),
     progress: bool = typer.Option(True, "--progress/--no-progress"),
     epochs: int = typer.Option(None, "--epochs", min=1,
@@ -96,7 +96,7 @@ def results(
 @app.command()
 def demo(
     out: Path = typer.Option(Path("metasolve-out"), "--out", help="output directory"),
-    workers: int = typer.Option(min(2, os.cpu_count() or 1), "--workers"),
+    workers: int = typer.Option(min(2, os.cpu_count() or 1), "--workers", min=1),
 ) -> None:
     """Run the quick Poisson/Jacobi reproduction and say where its table and plot are."""
     console.print("metasolve demo: learning initial guesses for Jacobi on 1D Poisson "

@@ -1,7 +1,7 @@
 """The result of a batched iterative solve: :class:`Solution` and its :class:`Status` codes.
 
 Not converging is a status, not an exception (DESIGN.md, convention 3). Callers who prefer an
-exception pass ``throw=True`` to :func:`metasolve.solve`, which raises :class:`ConvergenceError`.
+exception pass ``throw=True`` to :func:`metasolve.run`, which raises :class:`ConvergenceError`.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ class Status(enum.IntEnum):
 
 
 class ConvergenceError(RuntimeError):
-    """Raised by ``solve(..., throw=True)`` when some instance did not converge."""
+    """Raised by ``run(..., throw=True)`` when some instance did not converge."""
 
     def __init__(self, message: str, solution: Solution):
         super().__init__(message)

@@ -39,6 +39,15 @@ def check_tensor(name: str, value, *, ndim: int | Iterable[int] | None = None,
     return value
 
 
+def check_finite_number(name: str, value) -> float:
+    """A finite real number."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{name} must be a real number, got {type(value).__name__}")
+    if not math.isfinite(value):
+        raise ValueError(f"{name} must be finite, got {value}")
+    return float(value)
+
+
 def check_nonnegative(name: str, value, *, allow_none: bool = False) -> float | None:
     """A tolerance-like scalar: a finite real number >= 0."""
     if value is None and allow_none:

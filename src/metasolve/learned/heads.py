@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from ..registry import Registry
-from ..validation import check_count, check_tensor
+from ..validation import check_count, check_finite_number, check_tensor
 
 HEADS = Registry("head kind", key="kind")
 _register = HEADS.register
@@ -55,9 +55,11 @@ class IntervalHead(Head):
 
     def __init__(self, low: float, high: float):
         super().__init__()
-        if not (isinstance(low, (int, float)) and isinstance(high, (int, float))) or low >= high:
-            raise ValueError(f"IntervalHead needs numbers low < high, got ({low}, {high})")
-        self.low, self.high = float(low), float(high)
+        low = check_finite_number("low", low)
+        high = check_finite_number("high", high)
+        if low >= high:
+            raise ValueError(f"IntervalHead needs low < high, got ({low}, {high})")
+        self.low, self.high = low, high
         self.n_outputs = 1
 
     def config(self):
@@ -75,7 +77,7 @@ class PositiveHead(Head):
 
     def __init__(self, minimum: float = 0.0):
         super().__init__()
-        self.minimum = float(minimum)
+        self.minimum = check_finite_number("minimum", minimum)
         self.n_outputs = 1
 
     def config(self):
@@ -105,7 +107,7 @@ class BasisHead(Head):
                 raise ValueError("BasisHead needs a basis tensor (or its shape when loading)")
             basis = torch.zeros(*shape, dtype=torch.float64)
         check_tensor("basis", basis, ndim=2)
-        self.register_buffer("basis", basis.clone())
+        self.register_buffer("basis", basis.detach().to(torch.float64).clone())
         self.n_outputs = int(basis.shape[1])
 
     def config(self):

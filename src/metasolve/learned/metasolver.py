@@ -70,11 +70,19 @@ class ConstantMetaSolver(MetaSolver):
                  in_features: int | None = None):
         super().__init__(heads)
         self.in_features = in_features
+        init = dict(init or {})
+        unknown = sorted(set(init) - set(self.heads))
+        if unknown:
+            raise ValueError(f"init names {unknown} are not heads; heads: {sorted(self.heads)}")
         z = torch.zeros(self.n_outputs, dtype=torch.float64)
         start = 0
         for name, head in self.heads.items():
-            if init and name in init:
-                z[start:start + head.n_outputs] = torch.as_tensor(init[name], dtype=torch.float64)
+            if name in init:
+                value = torch.as_tensor(init[name], dtype=torch.float64).reshape(-1)
+                if value.numel() not in (1, head.n_outputs):
+                    raise ValueError(f"init[{name!r}] must have 1 or {head.n_outputs} entries, "
+                                     f"got {value.numel()}")
+                z[start:start + head.n_outputs] = value
             start += head.n_outputs
         self.z = nn.Parameter(z)
 
@@ -110,7 +118,7 @@ class NetworkMetaSolver(MetaSolver):
                  feature_scale: torch.Tensor | None = None, zero_init: bool = False):
         super().__init__(heads)
         self.in_features = check_count("in_features", in_features, minimum=1)
-        self.hidden = [check_count("hidden", int(w), minimum=1) for w in hidden]
+        self.hidden = [check_count("hidden", w, minimum=1) for w in hidden]
         if activation not in ACTIVATIONS:
             raise ValueError(f"activation must be one of {sorted(ACTIVATIONS)}, got {activation!r}")
         self.activation = activation
@@ -125,6 +133,8 @@ class NetworkMetaSolver(MetaSolver):
             nn.init.zeros_(layers[-1].bias)
         scale = torch.ones(in_features, dtype=torch.float64) if feature_scale is None \
             else check_tensor("feature_scale", feature_scale, shape=(in_features,)).double()
+        if not bool((scale > 0).all()):
+            raise ValueError("feature_scale must be positive (it divides the features)")
         self.register_buffer("feature_scale", scale.clone())
 
     def config(self) -> dict:

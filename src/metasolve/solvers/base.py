@@ -137,6 +137,8 @@ def run(method: IterativeMethod, problem, *, params: Mapping[str, torch.Tensor] 
     rtol = check_nonnegative("rtol", rtol)
     atol = check_nonnegative("atol", atol)
     check_choice("monitor", monitor, MONITORS)
+    if callback is not None and not callable(callback):
+        raise TypeError(f"callback must be callable, got {type(callback).__name__}")
     check_count("fixed_iterations", fixed_iterations, allow_none=True)
     check_count("truncate", truncate, minimum=1, allow_none=True)
     if check_nonnegative("divergence_factor", divergence_factor) < 1:
