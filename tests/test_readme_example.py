@@ -14,14 +14,15 @@ def readme_examples() -> dict[str, str]:
     return dict(blocks)
 
 
-def test_readme_declares_the_three_example_files():
-    assert set(readme_examples()) == {"my_family.py", "train.py", "solve.py"}
+def test_readme_declares_its_example_files():
+    assert set(readme_examples()) == {"quickstart.py", "my_family.py", "train.py", "solve.py"}
 
 
 def test_readme_user_family_trains_saves_loads_and_solves(tmp_path):
     for name, code in readme_examples().items():
         (tmp_path / name).write_text(code)
-    for script in ("train.py", "solve.py"):  # separate processes: load needs no live objects
+    # Separate processes: loading must not depend on objects of the training run.
+    for script in ("quickstart.py", "train.py", "solve.py"):
         result = subprocess.run([sys.executable, script], cwd=tmp_path, capture_output=True,
                                 text=True, timeout=300)
         assert result.returncode == 0, result.stderr
