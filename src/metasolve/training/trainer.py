@@ -20,7 +20,6 @@ import torch
 
 from ..artifact import ArtifactError, read_tensors, write_tensors
 from ..learned.solver import LearnedSolver
-from ..solvers.base import run
 from ..tasks.base import TaskBatch
 from ..validation import check_count, check_positive
 from .losses import Loss
@@ -110,10 +109,7 @@ class Trainer:
 
     def batch_loss(self, tasks: TaskBatch) -> torch.Tensor:
         """Mean loss of the solver on ``tasks`` (differentiable if autograd is on)."""
-        params = self.solver.params(tasks.features)
-        solution = run(self.solver.method, tasks.problem, params=params,
-                       monitor=self.solver.monitor, **self.loss.run_options())
-        return self.loss(solution).mean()
+        return self.loss(self.solver.solve(tasks, **self.loss.run_options())).mean()
 
     def fit(self, train: TaskBatch, validation: TaskBatch) -> TrainingHistory:
         """Run (or resume) training; leaves the best-validation weights in ``solver.model``."""
