@@ -28,9 +28,8 @@ Where we depart from Appendix C.1, and why:
 
 from __future__ import annotations
 
-import copy
 import math
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
@@ -247,12 +246,6 @@ def jobs(scale: str, out_dir: Path, epochs: int | None = None) -> list[dict]:
     return [{"settings": settings, "p": p, "row": row, "out_dir": str(out_dir),
              "scale": scale, "epochs": epochs} for p, row in cells]
 
-
-def describe(scale: str) -> dict:
-    settings = SCALES[scale]
-    d = asdict(settings)
-    d["training"]["betas"] = list(d["training"]["betas"])
-    return copy.deepcopy(d)
 
 
 def _grid(records: list[dict]):
