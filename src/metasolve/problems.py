@@ -37,7 +37,7 @@ class LinearSystem:
                 raise ValueError(f"matrix must have shape ({n}, {n}) to match rhs of shape "
                                  f"{tuple(self.rhs.shape)}, got {tuple(self.matrix.shape)}")
         else:
-            if self.matrix.layout != torch.strided:
+            if self.sparse:
                 raise ValueError("a batched (B, N, N) matrix must be dense; share one sparse "
                                  "(N, N) matrix across the batch instead")
             if tuple(self.matrix.shape) != (self.rhs.shape[0], n, n):

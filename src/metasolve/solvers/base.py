@@ -192,16 +192,14 @@ def run(method: IterativeMethod, problem, *, params: Mapping[str, torch.Tensor] 
     no_breakdown = torch.zeros(batch, dtype=torch.bool, device=device)
 
     def still_running(state, norms):
-        value = norms.detach()
-        stop = method.converged(problem, state, value, threshold) | ~(value <= limit)
-        return ~(stop | state.get("breakdown", no_breakdown))
+        running = ~state.get("breakdown", no_breakdown)
+        if fixed_iterations is None:  # Phi_m runs all m iterations; only a breakdown stops it
+            value = norms.detach()
+            stop = method.converged(problem, state, value, threshold) | ~(value <= limit)
+            running = running & ~stop
+        return running
 
-    active = torch.ones(batch, dtype=torch.bool, device=device)
-    if fixed_iterations is None:
-        active = still_running(state, norms)
-    else:
-        active = ~state.get("breakdown", no_breakdown)
-
+    active = still_running(state, norms)
     for k in range(maxiter):
         if not bool(active.any()):
             break
@@ -212,10 +210,7 @@ def run(method: IterativeMethod, problem, *, params: Mapping[str, torch.Tensor] 
         norms = torch.where(active, _monitor(method, problem, state, monitor), norms)
         history.append(norms)
         iterations += active
-        if fixed_iterations is None:
-            active = active & still_running(state, norms)
-        else:
-            active = active & ~state.get("breakdown", no_breakdown)
+        active = active & still_running(state, norms)
         if callback is not None:
             callback(k, state, norms)
 
