@@ -2,8 +2,9 @@
 paper's numbers, so ``metasolve reproduce NAME`` prints ours beside theirs (DESIGN.md, conv. 10).
 
 An experiment module defines ``NAME``, ``TITLE``, ``SCALES``, ``jobs(scale, out_dir, epochs)``, a
-module-level ``run_cell(job)`` (one independent unit of work, run in a worker process),
-``table(records)`` and ``plot(results, path)``.
+module-level ``run_cell(job)`` (one independent unit of work, run in a worker process, returning a
+dict with ``records`` and a short ``label`` for the progress display), ``table(records)``,
+``markdown(records)`` and ``plot(results, path)``.
 """
 
 from __future__ import annotations
@@ -46,7 +47,7 @@ def reproduce(name: str, scale: str = "full", out_dir="metasolve-out", json_path
     with progress_bar(progress and workers > 1, total=len(jobs),
                       description=f"{name} ({scale})") as bar:
         results = map_jobs(module.run_cell, jobs, workers=workers,
-                           on_done=lambda r: bar.advance(f"done p={r['p']:g} {r['row']}"))
+                           on_done=lambda r: bar.advance(f"done {r['label']}"))
     records = [r for result in results for r in result["records"]]
     seconds = time.perf_counter() - start
     json_path = Path(json_path) if json_path else out_dir / f"{name}.json"
