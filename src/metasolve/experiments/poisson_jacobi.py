@@ -200,7 +200,8 @@ def run_cell(job: dict) -> dict:
                            monitor="error")
             records, counts = _iteration_records(p, row, "baseline", solution)
             records += _large_sample_baseline(family, settings)
-        return {"p": p, "row": row, "records": records, "counts": counts, "label": f"p={p:g} {row_label(row)}"}
+        label = f"p={p:g} {row_label(row)}"
+        return {"p": p, "row": row, "records": records, "counts": counts, "label": label}
 
     torch.manual_seed(settings.seed)
     solver = make_solver(family)
@@ -226,7 +227,8 @@ def run_cell(job: dict) -> dict:
     records.append(record(NAME, "learned", "wall_time_ratio", clock.ratio, **cell))
     records.append(record(NAME, "learned", "wall_time_seconds", clock.learned_seconds, **cell))
     records.append(record(NAME, "baseline", "wall_time_seconds", clock.baseline_seconds, **cell))
-    return {"p": p, "row": row, "records": records, "counts": counts, "label": f"p={p:g} {row_label(row)}"}
+    label = f"p={p:g} {row_label(row)}"
+    return {"p": p, "row": row, "records": records, "counts": counts, "label": label}
 
 
 def _cost(row) -> float:
