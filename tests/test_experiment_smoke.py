@@ -113,3 +113,35 @@ def test_cli_results_rejects_a_bad_file(tmp_path):
     bad.write_text('{"not": "a list"}')
     result = runner.invoke(app, ["results", str(bad)])
     assert result.exit_code != 0
+
+
+@pytest.fixture(scope="module")
+def robertson_smoke(tmp_path_factory):
+    out = tmp_path_factory.mktemp("robertson")
+    return reproduce("robertson-newton-sor", scale="smoke", out_dir=out, workers=1,
+                     progress=False)
+
+
+def test_robertson_smoke_records_and_files(robertson_smoke):
+    records = robertson_smoke["records"]
+    for r in records:
+        assert KEYS <= set(r), r
+        assert r["experiment"] == "robertson-newton-sor"
+    base = {r["metric"]: r for r in records if r["method"] == "baseline"
+            and r["meta_solver"] == "base"}
+    assert base["relaxation"]["paper"] == pytest.approx(1.37)
+    assert 1.0 <= base["relaxation"]["value"] < 2.0
+    assert base["mean_iterations"]["paper"] == pytest.approx(70.51)
+    assert base["converged_fraction"]["value"] > 0.5
+    learned = {(r["meta_solver"], r["loss"]) for r in records if r["method"] == "learned"
+               and r["metric"] == "mean_iterations"}
+    assert learned == {("both", "L_m"), ("relax", "L_eps")}
+    assert any(r["metric"] == "wall_time_ratio" and r["value"] > 0 for r in records)
+    assert robertson_smoke["plot"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    models = list(robertson_smoke["json"].parent.glob("models/*.safetensors"))
+    assert len(models) == 2
+    for model in models:
+        solver = ms.load(model)
+        assert isinstance(solver.method, ms.NewtonSOR)
+    text = ms.experiments.render_markdown(records)
+    assert "(70.51)" in text and "Psi_relax, L_eps (eps=1e-09)" in text

@@ -105,3 +105,28 @@ def test_heads_and_metasolvers_reject_bad_configuration():
         ms.ConstantMetaSolver({"omega": ms.IntervalHead(0, 2)}, init={"omgea": 0.0})
     with pytest.raises(ValueError, match="entries"):
         ms.ConstantMetaSolver({"x0": ms.IdentityHead(3)}, init={"x0": [1.0, 2.0]})
+
+
+def test_bounded_head_is_a_scaled_tanh():
+    head = ms.BoundedHead(3, bound=0.5)
+    z = randn(10, 3, seed=4) * 10
+    out = head(z)
+    assert out.shape == (10, 3)
+    assert (out.abs() <= 0.5).all()
+    torch.testing.assert_close(out, 0.5 * torch.tanh(z))
+    with pytest.raises(ValueError, match="bound"):
+        ms.BoundedHead(3, bound=0.0)
+
+
+def test_head_bias_sets_the_initial_output_of_one_head():
+    heads = {"log_guess_shift": ms.BoundedHead(3), "relaxation": ms.IntervalHead(1.0, 2.0)}
+    psi = ms.NetworkMetaSolver(7, heads, hidden=(8,), zero_init=True,
+                               head_bias={"relaxation": -1.0})
+    out = psi(randn(5, 7, seed=5))
+    torch.testing.assert_close(out["relaxation"],
+                               torch.full((5,), 1 + 1 / (1 + torch.e), dtype=DTYPE))
+    torch.testing.assert_close(out["log_guess_shift"], torch.zeros(5, 3, dtype=DTYPE))
+    with pytest.raises(ValueError, match="head_bias names"):
+        ms.NetworkMetaSolver(7, heads, head_bias={"omega": 1.0})
+    with pytest.raises(ValueError, match="head_bias"):
+        ms.NetworkMetaSolver(7, heads, head_bias={"relaxation": float("nan")})

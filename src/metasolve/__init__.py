@@ -10,6 +10,7 @@ __version__ = "0.1.0"
 from .artifact import ArtifactError, load, save  # noqa: E402
 from .learned import (  # noqa: E402
     BasisHead,
+    BoundedHead,
     ConstantMetaSolver,
     IdentityHead,
     IntervalHead,
@@ -18,11 +19,12 @@ from .learned import (  # noqa: E402
     NetworkMetaSolver,
     PositiveHead,
 )
-from .problems import LinearSystem  # noqa: E402
+from .problems import LinearSystem, NonlinearSystem  # noqa: E402
 from .solution import ConvergenceError, Solution, Status  # noqa: E402
-from .solvers import IterativeMethod, Jacobi, register_method, run  # noqa: E402
+from .solvers import IterativeMethod, Jacobi, NewtonSOR, register_method, run  # noqa: E402
 from .tasks import (  # noqa: E402
     Poisson1DFamily,
+    RobertsonFamily,
     TaskBatch,
     TaskFamily,
     make_splits,
@@ -37,10 +39,11 @@ from .training import (  # noqa: E402
 )
 
 __all__ = [
-    "ArtifactError", "BasisHead", "ConstantMetaSolver", "ConvergenceError",
+    "ArtifactError", "BasisHead", "BoundedHead", "ConstantMetaSolver", "ConvergenceError",
     "FixedIterationLoss", "IdentityHead", "IntervalHead", "IterationSurrogateLoss",
     "IterativeMethod", "Jacobi", "LearnedSolver", "LinearSystem", "MetaSolver",
-    "NetworkMetaSolver", "PositiveHead", "Poisson1DFamily", "Solution", "Status", "TaskBatch",
+    "NetworkMetaSolver", "NewtonSOR", "NonlinearSystem", "PositiveHead", "Poisson1DFamily",
+    "RobertsonFamily", "Solution", "Status", "TaskBatch",
     "TaskFamily", "Trainer", "TrainingConfig", "__version__", "load", "make_splits",
     "register_family", "register_method", "run", "save", "sine_basis",
 ]

@@ -1,7 +1,8 @@
 """Batched problem containers that solvers consume.
 
 A :class:`LinearSystem` is a batch of ``A_b x_b = rhs_b``. The matrix is shared by the batch
-(shape ``(N, N)``, dense or sparse) or given per instance (``(B, N, N)``). Input is validated here,
+(shape ``(N, N)``, dense or sparse) or given per instance (``(B, N, N)``). A
+:class:`NonlinearSystem` is a batch of ``g_b(y_b) = 0`` with Jacobians. Input is validated here,
 once, where it enters (DESIGN.md, convention 5).
 """
 
@@ -100,12 +101,59 @@ class LinearSystem:
 
     def check_batch(self, name: str, value: torch.Tensor) -> torch.Tensor:
         """Validate a per-instance vector such as an initial guess."""
-        check_tensor(name, value, ndim=2)
-        if value.dtype != self.dtype or value.device != self.rhs.device:
-            raise TypeError(f"{name} must be {self.dtype} on {self.rhs.device} like the system, "
-                            f"got {value.dtype} on {value.device}")
-        check_batch(name, value, self.batch_size)
-        if value.shape[1] != self.size:
-            raise ValueError(f"{name} must have shape ({self.batch_size}, {self.size}), "
-                             f"got {tuple(value.shape)}")
-        return value
+        return check_vectors(name, value, like=self.rhs)
+
+
+def check_vectors(name: str, value: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """``value`` must be a finite ``(B, N)`` batch with the shape, dtype and device of ``like``."""
+    check_tensor(name, value, ndim=2)
+    if value.dtype != like.dtype or value.device != like.device:
+        raise TypeError(f"{name} must be {like.dtype} on {like.device} like the system, "
+                        f"got {value.dtype} on {value.device}")
+    check_batch(name, value, like.shape[0])
+    if value.shape[1] != like.shape[1]:
+        raise ValueError(f"{name} must have shape {tuple(like.shape)}, got {tuple(value.shape)}")
+    return value
+
+
+class NonlinearSystem:
+    """A batch of nonlinear systems ``g(y) = 0``, one per instance, each of size ``N``.
+
+    Subclasses hold their per-instance data (batch-leading tensors), set :attr:`start` (the
+    default initial guess, ``(B, N)``) and implement :meth:`function` (``g``, batched) and
+    :meth:`jacobian` (``dg/dy``, ``(B, N, N)``) and :meth:`index`. Both must be differentiable in
+    ``y`` and in the data, so a meta-solver can be trained through them.
+
+    A nonlinear system has no right-hand side to measure ``g`` against, so the stopping test is
+    absolute unless the subclass overrides :meth:`reference_norm`: ``rtol`` then multiplies 1.
+    """
+
+    start: torch.Tensor
+    solution: torch.Tensor | None = None
+
+    @property
+    def batch_size(self) -> int:
+        return int(self.start.shape[0])
+
+    @property
+    def size(self) -> int:
+        return int(self.start.shape[1])
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.start.dtype
+
+    def function(self, y: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError(f"{type(self).__name__} must implement function()")
+
+    def jacobian(self, y: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError(f"{type(self).__name__} must implement jacobian()")
+
+    def index(self, idx) -> NonlinearSystem:
+        raise NotImplementedError(f"{type(self).__name__} must implement index()")
+
+    def reference_norm(self) -> torch.Tensor:
+        return torch.ones(self.batch_size, dtype=self.dtype, device=self.start.device)
+
+    def check_batch(self, name: str, value: torch.Tensor) -> torch.Tensor:
+        return check_vectors(name, value, like=self.start)

@@ -1,9 +1,9 @@
 """Meta-solvers (what is learned) and their constrained heads."""
 
-from .heads import BasisHead, Head, IdentityHead, IntervalHead, PositiveHead
+from .heads import BasisHead, BoundedHead, Head, IdentityHead, IntervalHead, PositiveHead
 from .metasolver import ConstantMetaSolver, MetaSolver, NetworkMetaSolver, metasolver_from_config
 from .solver import LearnedSolver
 
-__all__ = ["BasisHead", "ConstantMetaSolver", "Head", "IdentityHead", "IntervalHead",
+__all__ = ["BasisHead", "BoundedHead", "ConstantMetaSolver", "Head", "IdentityHead", "IntervalHead",
            "LearnedSolver", "MetaSolver", "NetworkMetaSolver", "PositiveHead",
            "metasolver_from_config"]

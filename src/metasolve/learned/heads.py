@@ -70,6 +70,31 @@ class IntervalHead(Head):
 
 
 @_register
+class BoundedHead(Head):
+    """``theta = bound * tanh(z)`` with ``dim`` entries, each in ``(-bound, bound)``.
+
+    The GBMS paper's ``Psi_ini`` (eq. 47) modifies the previous time step's solution in log scale
+    by ``tanh(W x)``: with ``bound = 1`` this head gives that shift (Newton-SOR's
+    ``log_guess_shift``).
+    """
+
+    kind = "bounded"
+
+    def __init__(self, dim: int, bound: float = 1.0):
+        super().__init__()
+        self.n_outputs = check_count("dim", dim, minimum=1)
+        self.bound = check_finite_number("bound", bound)
+        if self.bound <= 0:
+            raise ValueError(f"bound must be > 0, got {bound}")
+
+    def config(self):
+        return {"dim": self.n_outputs, "bound": self.bound}
+
+    def forward(self, z):
+        return self.bound * torch.tanh(z)
+
+
+@_register
 class PositiveHead(Head):
     """``theta = softplus(z) + minimum``, a positive scalar (a shift, a step size)."""
 

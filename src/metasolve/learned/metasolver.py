@@ -18,7 +18,7 @@ from collections.abc import Mapping, Sequence
 import torch
 from torch import nn
 
-from ..validation import check_count, check_tensor
+from ..validation import check_count, check_finite_number, check_tensor
 from .heads import Head, head_from_config
 
 ACTIVATIONS = {"silu": nn.SiLU, "relu": nn.ReLU, "tanh": nn.Tanh, "gelu": nn.GELU}
@@ -109,13 +109,16 @@ class NetworkMetaSolver(MetaSolver):
         zero_init: start the last layer at zero, so the untrained meta-solver predicts ``head(0)``
             for every task (a zero initial guess, the middle of an interval). Training then starts
             from the classical method's default instead of from random parameters.
+        head_bias: optional head name -> initial bias of that head's outputs in the last layer
+            (App. C.2 starts the relaxation factor's bias at -1, ``r = 1 + sigmoid(-1)``).
     """
 
     kind = "network"
 
     def __init__(self, in_features: int, heads: Mapping[str, Head],
                  hidden: Sequence[int] = (15, 15), activation: str = "silu",
-                 feature_scale: torch.Tensor | None = None, zero_init: bool = False):
+                 feature_scale: torch.Tensor | None = None, zero_init: bool = False,
+                 head_bias: Mapping[str, float] | None = None):
         super().__init__(heads)
         self.in_features = check_count("in_features", in_features, minimum=1)
         self.hidden = [check_count("hidden", w, minimum=1) for w in hidden]
@@ -131,6 +134,18 @@ class NetworkMetaSolver(MetaSolver):
         if zero_init:
             nn.init.zeros_(layers[-1].weight)
             nn.init.zeros_(layers[-1].bias)
+        head_bias = dict(head_bias or {})
+        unknown = sorted(set(head_bias) - set(self.heads))
+        if unknown:
+            raise ValueError(f"head_bias names {unknown} are not heads; "
+                             f"heads: {sorted(self.heads)}")
+        start = 0
+        with torch.no_grad():
+            for name, head in self.heads.items():
+                if name in head_bias:
+                    value = check_finite_number(f"head_bias[{name!r}]", head_bias[name])
+                    layers[-1].bias[start:start + head.n_outputs] = value
+                start += head.n_outputs
         scale = torch.ones(in_features, dtype=torch.float64) if feature_scale is None \
             else check_tensor("feature_scale", feature_scale, shape=(in_features,)).double()
         if not bool((scale > 0).all()):

@@ -2,6 +2,8 @@
 
 from .base import IterativeMethod, run
 from .jacobi import Jacobi
+from .newton_sor import NewtonSOR
 from .registry import METHODS, method_from_config, register_method
 
-__all__ = ["IterativeMethod", "Jacobi", "METHODS", "method_from_config", "register_method", "run"]
+__all__ = ["IterativeMethod", "Jacobi", "METHODS", "NewtonSOR", "method_from_config",
+           "register_method", "run"]

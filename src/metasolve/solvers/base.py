@@ -10,7 +10,10 @@ A method (DESIGN.md, convention 2) implements three things on a batch:
 and may override ``converged`` (a stopping test other than one norm against a threshold, e.g.
 primal and dual residuals together), ``reference_norm`` and ``zero_guess``. A state entry that is
 not per-instance (a matrix shared by the batch) must be passed on unchanged (the same object);
-every other entry has the batch as leading dimension. A method signals a per-instance failure
+every other entry has the batch as leading dimension. A method whose state entries are *all*
+per-instance sets ``per_instance_state = True``; the driver may then step only the instances still
+running (a gathered sub-batch of the problem, state and parameters), which makes a long tail of
+slow instances cheap. A method signals a per-instance failure
 (a non-positive pivot, a zero denominator) by setting ``state["breakdown"]``, a ``(B,)`` bool:
 those instances are frozen and end with ``Status.BREAKDOWN``.
 
@@ -54,6 +57,9 @@ class IterativeMethod:
     name: ClassVar[str] = ""
     parameters: ClassVar[tuple[str, ...]] = ()
     problem_type: ClassVar[type] = object
+    #: Every state entry has the batch as leading dimension (none is shared), so the driver may
+    #: step a gathered sub-batch of the running instances.
+    per_instance_state: ClassVar[bool] = False
 
     def config(self) -> dict[str, Any]:
         """JSON-serialisable constructor arguments (stored in artifacts)."""
@@ -201,13 +207,17 @@ def run(method: IterativeMethod, problem, *, params: Mapping[str, torch.Tensor] 
 
     active = still_running(state, norms)
     for k in range(maxiter):
-        if not bool(active.any()):
+        n_active = int(active.sum())
+        if n_active == 0:
             break
         if truncate is not None and k % truncate == 0 and k > 0:
             state = {key: value.detach() for key, value in state.items()}
-        stepped = method.step(problem, state, params)
-        state = _masked_update(active, stepped, state, batch)
-        norms = torch.where(active, _monitor(method, problem, state, monitor), norms)
+        if method.per_instance_state and n_active <= SUBSET_FRACTION * batch:
+            state, norms = _subset_step(method, problem, state, params, active, norms, monitor)
+        else:
+            stepped = method.step(problem, state, params)
+            state = _masked_update(active, stepped, state, batch)
+            norms = torch.where(active, _monitor(method, problem, state, monitor), norms)
         history.append(norms)
         iterations += active
         active = active & still_running(state, norms)
@@ -228,6 +238,36 @@ def run(method: IterativeMethod, problem, *, params: Mapping[str, torch.Tensor] 
     if throw and not bool(solution.converged.all()):
         raise ConvergenceError(f"{method.name}: {solution.summary()}", solution)
     return solution
+
+
+#: Step a gathered sub-batch once at most this fraction of the instances is still running; the
+#: gather and scatter cost less than stepping the frozen majority.
+SUBSET_FRACTION = 0.5
+
+
+def _subset_step(method: IterativeMethod, problem, state: State, params, active: torch.Tensor,
+                 norms: torch.Tensor, monitor: str) -> tuple[State, torch.Tensor]:
+    """One step of the running instances only; frozen ones keep their state and norms.
+
+    Equivalent to the masked full step (the same per-instance arithmetic), and differentiable:
+    the scatter is the out-of-place ``index_put``.
+    """
+    idx = active.nonzero().squeeze(1)
+    sub_problem = problem.index(idx)
+    sub_state = {key: value[idx] for key, value in state.items()}
+    sub_params = {key: value[idx] for key, value in params.items()}
+    stepped = method.step(sub_problem, sub_state, sub_params)
+    if set(stepped) != set(state):
+        raise ValueError(f"{method.name}.step returned state entries {sorted(stepped)}, "
+                         f"init gave {sorted(state)}: the entries must stay the same")
+    new_state = {}
+    for key, value in stepped.items():
+        if value.shape != sub_state[key].shape:
+            raise ValueError(f"state entry {key!r} changed from {tuple(sub_state[key].shape)} "
+                             f"to {tuple(value.shape)}")
+        new_state[key] = state[key].index_put((idx,), value)
+    sub_norms = _monitor(method, sub_problem, stepped, monitor)
+    return new_state, norms.index_put((idx,), sub_norms)
 
 
 def _masked_update(active: torch.Tensor, new: State, old: State, batch: int) -> State:

@@ -10,7 +10,8 @@ from .base import (
                    register_family,
 )
 from .poisson1d import Poisson1DFamily, poisson1d_matrix, sine_basis
+from .robertson import RobertsonFamily, RobertsonStep
 
-__all__ = ["FAMILIES", "Poisson1DFamily", "Splits", "TaskBatch", "TaskFamily",
-           "family_from_config", "make_splits", "poisson1d_matrix", "register_family",
-           "sine_basis"]
+__all__ = ["FAMILIES", "Poisson1DFamily", "RobertsonFamily", "RobertsonStep", "Splits",
+           "TaskBatch", "TaskFamily", "family_from_config", "make_splits", "poisson1d_matrix",
+           "register_family", "sine_basis"]
