@@ -85,9 +85,9 @@ class Settings:
     train_cap: int = TRAIN_CAP
 
 
-FULL = Settings(rows=ALL_ROWS, train_sets=200, validation_sets=50, test_sets=500,
-                training=TrainingConfig(epochs=30, batch_size=1024, lr=1e-3, betas=(0.9, 0.999),
-                                        plateau_patience=4, plateau_factor=0.2))
+FULL = Settings(rows=ALL_ROWS, train_sets=100, validation_sets=20, test_sets=500,
+                training=TrainingConfig(epochs=20, batch_size=1024, lr=1e-3, betas=(0.9, 0.999),
+                                        plateau_patience=3, plateau_factor=0.2))
 QUICK = replace(FULL, rows=(("both", "L_m", 25), ("both", "L_eps", TRAIN_EPS)), train_sets=50,
                 validation_sets=10, test_sets=50, hidden=(256, 256),
                 training=replace(FULL.training, epochs=8), wall_clock_repeats=3)
