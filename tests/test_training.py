@@ -262,3 +262,24 @@ def test_weights_inside_the_method_are_trained_and_saved(splits, tmp_path):
     solver.save(tmp_path / "m.safetensors")
     loaded = ms.load(tmp_path / "m.safetensors")
     assert loaded.method.log_omega.item() == after
+
+
+def test_grad_clip_bounds_the_gradient_adam_sees(splits, monkeypatch):
+    seen = []
+    original = torch.nn.utils.clip_grad_norm_
+
+    def spy(parameters, max_norm):
+        parameters = list(parameters)
+        total = original(parameters, max_norm)
+        seen.append(float(torch.linalg.vector_norm(
+            torch.stack([torch.linalg.vector_norm(p.grad) for p in parameters]))))
+        return total
+
+    monkeypatch.setattr(torch.nn.utils, "clip_grad_norm_", spy)
+    config = ms.TrainingConfig(epochs=1, batch_size=32, lr=1e-3, grad_clip=1e-3)
+    ms.Trainer(_solver(), ms.FixedIterationLoss(5), config, progress=False).fit(
+        splits.train, splits.validation)
+    assert len(seen) == 2  # 64 training tasks, batch 32
+    assert all(norm <= 1e-3 * (1 + 1e-6) for norm in seen)
+    with pytest.raises(ValueError, match="grad_clip"):
+        ms.TrainingConfig(grad_clip=-1.0)

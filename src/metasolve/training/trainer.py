@@ -28,7 +28,12 @@ from .progress import progress_bar
 
 @dataclass
 class TrainingConfig:
-    """Hyper-parameters; the defaults are those of the GBMS paper's Appendix C.1."""
+    """Hyper-parameters; the defaults are those of the GBMS paper's Appendix C.1.
+
+    ``grad_clip``, if set, rescales each step's gradient to at most that Euclidean norm: one large
+    step can push a relaxation factor into the region where iterations diverge, where the
+    iteration-count loss is flat (a diverged instance is charged the cap) and gives no way back.
+    """
 
     epochs: int = 2500
     batch_size: int = 256
@@ -38,6 +43,7 @@ class TrainingConfig:
     plateau_patience: int = 100
     plateau_factor: float = 0.2
     seed: int = 0
+    grad_clip: float | None = None
 
     def __post_init__(self):
         check_count("epochs", self.epochs, minimum=1)
@@ -47,6 +53,8 @@ class TrainingConfig:
         check_positive("plateau_factor", self.plateau_factor)
         check_positive("adam_eps", self.adam_eps)
         check_count("seed", self.seed)
+        if self.grad_clip is not None:
+            check_positive("grad_clip", self.grad_clip)
         self.betas = tuple(float(b) for b in self.betas)
         if len(self.betas) != 2 or not all(0 <= b < 1 for b in self.betas):
             raise ValueError(f"betas must be two numbers in [0, 1), got {self.betas}")
@@ -102,6 +110,8 @@ class Trainer:
         """What a checkpoint must agree on to be resumed by this trainer."""
         cfg = asdict(self.config)
         cfg["betas"] = list(cfg["betas"])
+        if cfg["grad_clip"] is None:  # so checkpoints written before the option still resume
+            del cfg["grad_clip"]
         return {"config": cfg, "loss": self.loss.config(),
                 "metasolver": self.solver.metasolver.config(),
                 "method": {"name": self.solver.method.name,
@@ -153,6 +163,8 @@ class Trainer:
                                if p.grad is not None):
                         self.history.skipped_steps += 1
                         continue
+                    if cfg.grad_clip is not None:
+                        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
                     optimizer.step()
                     total += float(value.detach()) * len(idx)
                     count += len(idx)
