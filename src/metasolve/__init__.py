@@ -20,8 +20,9 @@ from .learned import (  # noqa: E402
 )
 from .problems import LinearSystem  # noqa: E402
 from .solution import ConvergenceError, Solution, Status  # noqa: E402
-from .solvers import IterativeMethod, Jacobi, register_method, run  # noqa: E402
+from .solvers import ICCG, IterativeMethod, Jacobi, register_method, run  # noqa: E402
 from .tasks import (  # noqa: E402
+    ElasticBeamFamily,
     Poisson1DFamily,
     TaskBatch,
     TaskFamily,
@@ -30,6 +31,7 @@ from .tasks import (  # noqa: E402
     sine_basis,
 )
 from .training import (  # noqa: E402
+    FailurePenaltyLoss,
     FixedIterationLoss,
     IterationSurrogateLoss,
     Trainer,
@@ -37,8 +39,9 @@ from .training import (  # noqa: E402
 )
 
 __all__ = [
-    "ArtifactError", "BasisHead", "ConstantMetaSolver", "ConvergenceError",
-    "FixedIterationLoss", "IdentityHead", "IntervalHead", "IterationSurrogateLoss",
+    "ArtifactError", "BasisHead", "ConstantMetaSolver", "ConvergenceError", "ElasticBeamFamily",
+    "FailurePenaltyLoss", "FixedIterationLoss", "ICCG", "IdentityHead", "IntervalHead",
+    "IterationSurrogateLoss",
     "IterativeMethod", "Jacobi", "LearnedSolver", "LinearSystem", "MetaSolver",
     "NetworkMetaSolver", "PositiveHead", "Poisson1DFamily", "Solution", "Status", "TaskBatch",
     "TaskFamily", "Trainer", "TrainingConfig", "__version__", "load", "make_splits",

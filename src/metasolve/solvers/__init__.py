@@ -1,7 +1,9 @@
 """Batched, differentiable iterative methods sharing one driver loop (:func:`run`)."""
 
 from .base import IterativeMethod, run
+from .iccg import ICCG, incomplete_cholesky
 from .jacobi import Jacobi
 from .registry import METHODS, method_from_config, register_method
 
-__all__ = ["IterativeMethod", "Jacobi", "METHODS", "method_from_config", "register_method", "run"]
+__all__ = ["ICCG", "IterativeMethod", "Jacobi", "METHODS", "incomplete_cholesky",
+           "method_from_config", "register_method", "run"]

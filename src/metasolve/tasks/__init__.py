@@ -9,8 +9,9 @@ from .base import (
                    make_splits,
                    register_family,
 )
+from .elasticity import ElasticBeamFamily
 from .poisson1d import Poisson1DFamily, poisson1d_matrix, sine_basis
 
-__all__ = ["FAMILIES", "Poisson1DFamily", "Splits", "TaskBatch", "TaskFamily",
+__all__ = ["FAMILIES", "ElasticBeamFamily", "Poisson1DFamily", "Splits", "TaskBatch", "TaskFamily",
            "family_from_config", "make_splits", "poisson1d_matrix", "register_family",
            "sine_basis"]
