@@ -16,9 +16,9 @@ from ..evaluation.records import write_records
 from ..parallel import map_jobs
 from ..training.progress import progress_bar
 from ..validation import check_choice, check_count
-from . import poisson_jacobi
+from . import elasticity_iccg, poisson_jacobi
 
-EXPERIMENTS = {module.NAME: module for module in (poisson_jacobi,)}
+EXPERIMENTS = {module.NAME: module for module in (poisson_jacobi, elasticity_iccg)}
 
 
 def get(name: str):
