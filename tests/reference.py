@@ -53,3 +53,38 @@ def job_threads(job):
     import os
 
     return job, torch.get_num_threads(), os.getpid()
+
+
+def plain_ic0(A: np.ndarray, shift: float = 0.0) -> np.ndarray | None:
+    """Zero fill-in incomplete Cholesky of ``A + shift I`` in plain loops, as Saad (2003,
+    Algorithm 10.4, IKJ variant of ILU(0)) writes it for the symmetric case: Gaussian
+    elimination that keeps only the updates landing on the nonzero pattern of ``A``.
+
+    Returns the lower factor ``L`` (``L L^T = A + shift I`` on the pattern), or ``None`` if a
+    pivot is not positive.
+    """
+    n = A.shape[0]
+    a = np.array(A, dtype=np.float64, copy=True) + shift * np.eye(n)
+    pattern = (A != 0) | np.eye(n, dtype=bool)
+    for k in range(n):
+        if not a[k, k] > 0:
+            return None
+        a[k, k] = np.sqrt(a[k, k])
+        for i in range(k + 1, n):
+            if pattern[i, k]:
+                a[i, k] /= a[k, k]
+        for j in range(k + 1, n):
+            for i in range(j, n):
+                if pattern[i, j] and pattern[i, k] and pattern[j, k]:
+                    a[i, j] -= a[i, k] * a[j, k]
+    return np.tril(a)
+
+
+def sparse_spd(n: int, *, density: float = 0.3, seed: int = 0,
+               margin: float = 0.5) -> np.ndarray:
+    """A random sparse symmetric positive definite matrix (diagonally dominant by ``margin``)."""
+    rng = np.random.default_rng(seed)
+    a = rng.standard_normal((n, n)) * (rng.random((n, n)) < density)
+    a = np.tril(a, -1)
+    a = a + a.T
+    return a + np.diag(np.abs(a).sum(1) + margin + rng.random(n))

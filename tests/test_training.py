@@ -283,3 +283,25 @@ def test_grad_clip_bounds_the_gradient_adam_sees(splits, monkeypatch):
     assert all(norm <= 1e-3 * (1 + 1e-6) for norm in seen)
     with pytest.raises(ValueError, match="grad_clip"):
         ms.TrainingConfig(grad_clip=-1.0)
+
+
+def test_milestones_cut_the_learning_rate_at_fixed_epochs(splits, tmp_path):
+    """Appendix C.3's schedule: the rate is cut at given epochs whatever the validation loss
+    does, and a resumed run keeps the schedule."""
+    config = ms.TrainingConfig(epochs=4, batch_size=32, lr=1e-3, milestones=(1, 3),
+                               plateau_factor=0.2)
+    history = ms.Trainer(_solver(seed=1), ms.FixedIterationLoss(5), config,
+                         progress=False).fit(splits.train, splits.validation)
+    # history.lr[e] is the rate after epoch e, the one epoch e + 1 trains with: epoch 0 runs at
+    # 1e-3, epochs 1 and 2 at 2e-4, epoch 3 at 4e-5.
+    assert history.lr == pytest.approx([2e-4, 2e-4, 4e-5, 4e-5])
+    ckpt = tmp_path / "ckpt.safetensors"
+    short = ms.TrainingConfig(**{**config.__dict__, "epochs": 2})
+    ms.Trainer(_solver(seed=1), ms.FixedIterationLoss(5), short, checkpoint=ckpt,
+               progress=False).fit(splits.train, splits.validation)
+    resumed = ms.Trainer(_solver(seed=1), ms.FixedIterationLoss(5), config, checkpoint=ckpt,
+                         progress=False).fit(splits.train, splits.validation)
+    assert resumed.lr == pytest.approx(history.lr)
+    assert resumed.validation_loss == pytest.approx(history.validation_loss, rel=1e-12)
+    with pytest.raises(ValueError, match="milestones"):
+        ms.TrainingConfig(milestones=(150, 100))

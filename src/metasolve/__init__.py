@@ -21,8 +21,9 @@ from .learned import (  # noqa: E402
 )
 from .problems import LinearSystem, NonlinearSystem  # noqa: E402
 from .solution import ConvergenceError, Solution, Status  # noqa: E402
-from .solvers import IterativeMethod, Jacobi, NewtonSOR, register_method, run  # noqa: E402
+from .solvers import ICCG, IterativeMethod, Jacobi, NewtonSOR, register_method, run  # noqa: E402
 from .tasks import (  # noqa: E402
+    ElasticBeamFamily,
     Poisson1DFamily,
     RobertsonFamily,
     TaskBatch,
@@ -32,6 +33,7 @@ from .tasks import (  # noqa: E402
     sine_basis,
 )
 from .training import (  # noqa: E402
+    FailurePenaltyLoss,
     FixedIterationLoss,
     IterationSurrogateLoss,
     Trainer,
@@ -40,7 +42,8 @@ from .training import (  # noqa: E402
 
 __all__ = [
     "ArtifactError", "BasisHead", "BoundedHead", "ConstantMetaSolver", "ConvergenceError",
-    "FixedIterationLoss", "IdentityHead", "IntervalHead", "IterationSurrogateLoss",
+    "ElasticBeamFamily", "FailurePenaltyLoss", "FixedIterationLoss", "ICCG", "IdentityHead",
+    "IntervalHead", "IterationSurrogateLoss",
     "IterativeMethod", "Jacobi", "LearnedSolver", "LinearSystem", "MetaSolver",
     "NetworkMetaSolver", "NewtonSOR", "NonlinearSystem", "PositiveHead", "Poisson1DFamily",
     "RobertsonFamily", "Solution", "Status", "TaskBatch",

@@ -16,9 +16,10 @@ from ..evaluation.records import write_records
 from ..parallel import map_jobs
 from ..training.progress import progress_bar
 from ..validation import check_choice, check_count
-from . import poisson_jacobi, robertson_newton_sor
+from . import elasticity_iccg, poisson_jacobi, robertson_newton_sor
 
-EXPERIMENTS = {module.NAME: module for module in (poisson_jacobi, robertson_newton_sor)}
+EXPERIMENTS = {module.NAME: module
+               for module in (poisson_jacobi, robertson_newton_sor, elasticity_iccg)}
 
 
 def get(name: str):

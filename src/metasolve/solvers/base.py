@@ -137,7 +137,9 @@ def run(method: IterativeMethod, problem, *, params: Mapping[str, torch.Tensor] 
         throw: raise :class:`ConvergenceError` if any instance did not converge.
 
     Returns:
-        A :class:`~metasolve.solution.Solution`.
+        A :class:`~metasolve.solution.Solution`; ``info["params"]`` holds the ``params`` it ran
+        with (still attached to autograd), for losses that score the parameters themselves
+        (the GBMS paper's penalty on a failed factorization, sec. 4.2).
     """
     method.validate(problem)
     rtol = check_nonnegative("rtol", rtol)
@@ -173,6 +175,7 @@ def run(method: IterativeMethod, problem, *, params: Mapping[str, torch.Tensor] 
         if value.dtype != problem.dtype:
             raise TypeError(f"params[{name!r}] has dtype {value.dtype}, the problem has "
                             f"{problem.dtype}")
+    theta = dict(params)
     x0 = params.pop("x0", x0)
     x0 = method.zero_guess(problem) if x0 is None else problem.check_batch("x0", x0)
 
@@ -234,7 +237,7 @@ def run(method: IterativeMethod, problem, *, params: Mapping[str, torch.Tensor] 
                         residual_history=torch.stack(history), reference_norm=reference,
                         threshold=threshold, wall_time=time.perf_counter() - start,
                         info={"method": method.name, "monitor": monitor, "rtol": rtol,
-                              "atol": atol, "maxiter": maxiter})
+                              "atol": atol, "maxiter": maxiter, "params": theta})
     if throw and not bool(solution.converged.all()):
         raise ConvergenceError(f"{method.name}: {solution.summary()}", solution)
     return solution

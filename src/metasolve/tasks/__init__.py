@@ -9,9 +9,10 @@ from .base import (
                    make_splits,
                    register_family,
 )
+from .elasticity import ElasticBeamFamily
 from .poisson1d import Poisson1DFamily, poisson1d_matrix, sine_basis
 from .robertson import RobertsonFamily, RobertsonStep
 
-__all__ = ["FAMILIES", "Poisson1DFamily", "RobertsonFamily", "RobertsonStep", "Splits",
-           "TaskBatch", "TaskFamily", "family_from_config", "make_splits", "poisson1d_matrix",
-           "register_family", "sine_basis"]
+__all__ = ["FAMILIES", "ElasticBeamFamily", "Poisson1DFamily", "RobertsonFamily", "RobertsonStep",
+           "Splits", "TaskBatch", "TaskFamily", "family_from_config", "make_splits",
+           "poisson1d_matrix", "register_family", "sine_basis"]

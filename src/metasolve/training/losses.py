@@ -13,7 +13,7 @@ import torch
 
 from ..registry import Registry
 from ..solution import Solution, Status
-from ..validation import check_count, check_positive
+from ..validation import check_count, check_nonnegative, check_positive
 
 LOSSES = Registry("loss kind", key="kind")
 _register = LOSSES.register
@@ -41,22 +41,29 @@ class FixedIterationLoss(Loss):
     """``L_m``: the squared relative error (or residual) after exactly ``m`` iterations.
 
     GBMS paper, sec. 2.2.1: ``L_m = ||u^(m) - A^{-1} f||^2 / ||A^{-1} f||^2`` under the error
-    monitor; ``m = 0`` is supervised learning of the solution itself.
+    monitor; ``m = 0`` is supervised learning of the solution itself. With ``squared=False`` it
+    is the plain relative norm, ``L_m = ||A u^(m) - f|| / ||f||`` of sec. 4.2 under the residual
+    monitor.
     """
 
     kind = "fixed"
 
-    def __init__(self, m: int):
+    def __init__(self, m: int, squared: bool = True):
         self.m = check_count("m", m)
+        if not isinstance(squared, bool):
+            raise TypeError(f"squared must be a bool, got {type(squared).__name__}")
+        self.squared = squared
 
     def run_options(self) -> dict:
         return {"fixed_iterations": self.m, "rtol": 0.0}
 
     def __call__(self, solution: Solution) -> torch.Tensor:
-        return solution.relative_history[-1] ** 2
+        relative = solution.relative_history[-1]
+        return relative ** 2 if self.squared else relative
 
     def config(self) -> dict:
-        return {"kind": self.kind, "m": self.m}
+        # The default is left out, so checkpoints written before the option still resume.
+        return {"kind": self.kind, "m": self.m, **({} if self.squared else {"squared": False})}
 
     @property
     def label(self) -> str:
@@ -121,10 +128,69 @@ class IterationSurrogateLoss(Loss):
         return f"L~_eps (eps={self.eps:g})"
 
 
+@_register
+class FailurePenaltyLoss(Loss):
+    """``1_success L + gamma 1_fail (-log theta)``: a loss ``L`` plus a penalty on a failed
+    setup, the GBMS paper's training loss for ICCG(alpha) (sec. 4.2, ``gamma = 500``).
+
+    An instance whose solve ended in ``Status.BREAKDOWN`` (for ICCG: the incomplete Cholesky
+    factorization of ``A + alpha I`` failed) is scored ``gamma * -log(theta)`` instead of ``L``,
+    where ``theta`` is its parameter ``parameter`` (``alpha``), read from the
+    ``solution.info["params"]`` the driver records. The penalty has a gradient where ``L`` has
+    none (the solve never started) and pushes ``alpha`` up, towards factorizations that succeed.
+    It assumes ``theta`` in ``(0, 1)``, as the paper's sigmoid head gives; ``theta`` is clamped
+    away from 0 inside the log.
+
+    Args:
+        base: the loss of a successful solve (``L_m`` or ``L~_eps``), or its config dict.
+        gamma: weight of the penalty.
+        parameter: the name of the solver parameter in the penalty.
+    """
+
+    kind = "failure_penalty"
+
+    def __init__(self, base: Loss | dict, gamma: float = 500.0, parameter: str = "alpha"):
+        if isinstance(base, dict):
+            base = loss_from_config(base)
+        if not isinstance(base, Loss):
+            raise TypeError(f"base must be a metasolve Loss or its config, got "
+                            f"{type(base).__name__}")
+        if not isinstance(parameter, str) or not parameter:
+            raise TypeError(f"parameter must be a non-empty str, got {parameter!r}")
+        self.base = base
+        self.gamma = check_nonnegative("gamma", gamma)
+        self.parameter = parameter
+
+    def run_options(self) -> dict:
+        return self.base.run_options()
+
+    def __call__(self, solution: Solution) -> torch.Tensor:
+        params = solution.info.get("params", {})
+        if self.parameter not in params:
+            raise ValueError(f"FailurePenaltyLoss needs the solver parameter "
+                             f"{self.parameter!r}, but the solve ran with {sorted(params)}")
+        theta = params[self.parameter].reshape(-1)
+        failed = solution.status == Status.BREAKDOWN
+        # The log only sees the failed instances' theta, so a successful one's value (whatever
+        # it is) never makes a NaN that where() would pass on to the gradient.
+        safe = torch.where(failed, theta, torch.ones_like(theta))
+        penalty = -torch.log(safe.clamp_min(torch.finfo(theta.dtype).tiny))
+        return torch.where(failed, self.gamma * penalty, self.base(solution))
+
+    def config(self) -> dict:
+        return {"kind": self.kind, "base": self.base.config(), "gamma": self.gamma,
+                "parameter": self.parameter}
+
+    @property
+    def label(self) -> str:
+        return f"{self.base.label} + {self.gamma:g} fail penalty"
+
+
 def loss_from_config(config: dict) -> Loss:
     config = dict(config)
     kind = config.pop("kind", None)
     return LOSSES.build(kind, config)
 
 
-__all__ = ["FixedIterationLoss", "IterationSurrogateLoss", "Loss", "loss_from_config"]
+__all__ = ["FailurePenaltyLoss", "FixedIterationLoss", "IterationSurrogateLoss", "Loss",
+           "loss_from_config"]

@@ -1,6 +1,7 @@
 """Gradient-based meta-solving (GBMS paper, Algorithm 1) with the training protocol of its
 Appendix C.1: Adam, learning rate cut by a factor when the validation loss stalls, and the model
-with the best validation loss kept.
+with the best validation loss kept. Appendix C.3 instead cuts the rate at fixed epochs
+(``TrainingConfig.milestones``).
 
 Every epoch ends with a checkpoint (safetensors + JSON, written atomically). A run that is killed
 resumes from it: ``fit()`` on a trainer with the same settings and checkpoint path continues at
@@ -11,6 +12,7 @@ holds extends that run.
 
 from __future__ import annotations
 
+import collections
 import copy
 import json
 from dataclasses import asdict, dataclass, field
@@ -30,6 +32,10 @@ from .progress import progress_bar
 class TrainingConfig:
     """Hyper-parameters; the defaults are those of the GBMS paper's Appendix C.1.
 
+    The learning rate is multiplied by ``plateau_factor`` after ``plateau_patience`` epochs
+    without a better validation loss, or, if ``milestones`` is given, at each of those epochs
+    (Appendix C.3: ``(100, 150)``) and never otherwise.
+
     ``grad_clip``, if set, rescales each step's gradient to at most that Euclidean norm: one large
     step can push a relaxation factor into the region where iterations diverge, where the
     iteration-count loss is flat (a diverged instance is charged the cap) and gives no way back.
@@ -44,6 +50,7 @@ class TrainingConfig:
     plateau_factor: float = 0.2
     seed: int = 0
     grad_clip: float | None = None
+    milestones: tuple[int, ...] = ()
 
     def __post_init__(self):
         check_count("epochs", self.epochs, minimum=1)
@@ -55,6 +62,10 @@ class TrainingConfig:
         check_count("seed", self.seed)
         if self.grad_clip is not None:
             check_positive("grad_clip", self.grad_clip)
+        self.milestones = tuple(check_count("milestones", m, minimum=1)
+                                for m in self.milestones)
+        if list(self.milestones) != sorted(set(self.milestones)):
+            raise ValueError(f"milestones must be increasing epochs, got {self.milestones}")
         self.betas = tuple(float(b) for b in self.betas)
         if len(self.betas) != 2 or not all(0 <= b < 1 for b in self.betas):
             raise ValueError(f"betas must be two numbers in [0, 1), got {self.betas}")
@@ -112,6 +123,9 @@ class Trainer:
         cfg["betas"] = list(cfg["betas"])
         if cfg["grad_clip"] is None:  # so checkpoints written before the option still resume
             del cfg["grad_clip"]
+        cfg["milestones"] = list(cfg["milestones"])
+        if not cfg["milestones"]:  # so checkpoints written before the option still resume
+            del cfg["milestones"]
         return {"config": cfg, "loss": self.loss.config(),
                 "metasolver": self.solver.metasolver.config(),
                 "method": {"name": self.solver.method.name,
@@ -131,9 +145,13 @@ class Trainer:
         generator = torch.Generator().manual_seed(cfg.seed)
         optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, betas=cfg.betas,
                                      eps=cfg.adam_eps)
-        scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
-            optimizer, mode="min", factor=cfg.plateau_factor, patience=cfg.plateau_patience,
-            threshold=0.0)
+        if cfg.milestones:
+            scheduler = torch.optim.lr_scheduler.MultiStepLR(
+                optimizer, milestones=list(cfg.milestones), gamma=cfg.plateau_factor)
+        else:
+            scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
+                optimizer, mode="min", factor=cfg.plateau_factor,
+                patience=cfg.plateau_patience, threshold=0.0)
         best_state = copy.deepcopy(model.state_dict())
         start_epoch = 0
         self.history = TrainingHistory()
@@ -171,7 +189,10 @@ class Trainer:
                 model.eval()
                 with torch.no_grad():
                     val = float(self.batch_loss(validation))
-                scheduler.step(val)
+                if cfg.milestones:
+                    scheduler.step()
+                else:
+                    scheduler.step(val)
                 h = self.history
                 h.epoch.append(epoch)
                 h.train_loss.append(total / max(count, 1))
@@ -226,6 +247,8 @@ class Trainer:
         optimizer.load_state_dict({"state": optim_state,
                                    "param_groups": document["param_groups"]})
         scheduler.load_state_dict(document["scheduler"])
+        if self.config.milestones:  # JSON turned the milestone counter's int keys into str
+            scheduler.milestones = collections.Counter(self.config.milestones)
         generator.set_state(tensors["rng"])
         self.history = TrainingHistory(**document["history"])
         return int(document["next_epoch"]), best_state
