@@ -36,7 +36,7 @@ def median_seconds(fn, repeats: int) -> float:
 
 def main(out_dir: str, repeats: int = 5) -> None:
     torch.set_num_threads(1)
-    settings = experiment.FULL if Path(out_dir).name == "full" else experiment.QUICK
+    settings = experiment.SCALES[Path(out_dir).name]  # the run's scale names its folder
     family = ms.RobertsonFamily(steps=settings.steps)
     splits = ms.make_splits(family, settings.train_sets * settings.steps,
                             settings.validation_sets * settings.steps,

@@ -145,3 +145,14 @@ def test_robertson_smoke_records_and_files(robertson_smoke):
         assert isinstance(solver.method, ms.NewtonSOR)
     text = ms.experiments.render_markdown(records)
     assert "(70.51)" in text and "Psi_relax, L_eps (eps=1e-09)" in text
+
+
+def test_cli_scale_names_a_scale_of_the_experiment(tmp_path):
+    bad = runner.invoke(app, ["reproduce", "robertson-newton-sor", "--scale", "huge", "--out",
+                              str(tmp_path), "--workers", "1", "--no-progress"])
+    assert bad.exit_code != 0
+    assert "paper-width" in bad.output  # the message lists the scales it has
+    both = runner.invoke(app, ["reproduce", "robertson-newton-sor", "--scale", "smoke",
+                               "--quick", "--out", str(tmp_path), "--no-progress"])
+    assert both.exit_code != 0
+    assert not list(tmp_path.iterdir())

@@ -27,6 +27,9 @@ def reproduce(
     name: str = typer.Argument(..., help="experiment name (see `metasolve list`)"),
     quick: bool = typer.Option(False, "--quick", help="reduced settings, minutes on 2 cores"),
     smoke: bool = typer.Option(False, "--smoke", hidden=True, help="seconds-long test scale"),
+    scale_name: str = typer.Option(None, "--scale",
+                                   help="a named scale of the experiment (full, quick, or one "
+                                        "it adds; see its module)"),
     json_path: Path = typer.Option(None, "--json", help="write result records to this file"),
     out: Path = typer.Option(Path("metasolve-out"), "--out", help="output directory"),
     workers: int = typer.Option(min(2, os.cpu_count() or 1), "--workers", min=1,
@@ -48,9 +51,12 @@ def reproduce(
         get(name)
     except ValueError as exc:
         raise typer.BadParameter(str(exc), param_hint="NAME") from exc
-    if quick and smoke:
-        raise typer.BadParameter("choose one of --quick and --smoke")
-    scale = "smoke" if smoke else "quick" if quick else "full"
+    if quick + smoke + (scale_name is not None) > 1:
+        raise typer.BadParameter("choose one of --quick, --smoke and --scale")
+    scale = scale_name or ("smoke" if smoke else "quick" if quick else "full")
+    if scale not in get(name).SCALES:
+        raise typer.BadParameter(f"{name} has the scales {sorted(get(name).SCALES)}, "
+                                 f"not {scale!r}", param_hint="--scale")
     result = _run(name, scale, out, json_path, workers, progress, restart, epochs)
     console.print(result["table"])
     console.print(f"records: {result['json']}")
