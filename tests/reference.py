@@ -88,3 +88,13 @@ def sparse_spd(n: int, *, density: float = 0.3, seed: int = 0,
     a = np.tril(a, -1)
     a = a + a.T
     return a + np.diag(np.abs(a).sum(1) + margin + rng.random(n))
+
+
+def job_sleep(seconds):
+    """A picklable job that outlives a parent killed under it: report the pid, then sleep."""
+    import os
+    import time
+
+    print(os.getpid(), flush=True)
+    time.sleep(seconds)
+    return seconds

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import pytest
 from reference import job_threads
@@ -31,3 +35,36 @@ def test_process_pool_keeps_order_and_uses_one_thread_per_worker(monkeypatch):
 def test_bad_worker_count():
     with pytest.raises(ValueError, match="workers"):
         map_jobs(abs, [1], workers=0)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="uses prctl(PR_SET_PDEATHSIG)")
+def test_workers_end_when_the_parent_is_killed(tmp_path):
+    # A parent runs two 60 s jobs in a pool and is killed; its workers must not keep running.
+    script = tmp_path / "parent.py"
+    script.write_text(
+        "import sys\n"
+        f"sys.path.insert(0, {str(Path(__file__).parent)!r})\n"
+        "from reference import job_sleep\n"
+        "from metasolve.parallel import map_jobs\n"
+        "if __name__ == '__main__':\n"
+        "    map_jobs(job_sleep, [60, 60], workers=2)\n")
+    parent = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True)
+    workers = [int(parent.stdout.readline()) for _ in range(2)]
+    parent.kill()
+    parent.wait()
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline and any(_alive(pid) for pid in workers):
+        time.sleep(0.2)
+    assert not any(_alive(pid) for pid in workers)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # A zombie (dead, not yet reaped by init) counts as ended.
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
+    except FileNotFoundError:
+        return False
