@@ -36,7 +36,11 @@ def median_seconds(fn, repeats: int) -> float:
 
 def main(out_dir: str, repeats: int = 5) -> None:
     torch.set_num_threads(1)
-    settings = experiment.SCALES[Path(out_dir).name]  # the run's scale names its folder
+    scale = Path(out_dir).name  # `reproduce` names the run's folder after its scale
+    if scale not in experiment.SCALES:
+        raise SystemExit(f"{out_dir} is not a run folder of robertson-newton-sor: its name "
+                         f"must be one of the scales {sorted(experiment.SCALES)}")
+    settings = experiment.SCALES[scale]
     family = ms.RobertsonFamily(steps=settings.steps)
     splits = ms.make_splits(family, settings.train_sets * settings.steps,
                             settings.validation_sets * settings.steps,

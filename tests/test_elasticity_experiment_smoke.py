@@ -43,15 +43,16 @@ def test_records_carry_table2_rows_and_paper_numbers(smoke):
     assert alpha["paper"] == 0.036 and alpha["value"] > 0
     learned = {(r["loss"], r["m"], r["train_eps"]): r for r in records
                if r["method"] == "learned" and r["metric"] == "mean_iterations"}
-    assert set(learned) == {("L_m", 5, None), ("L_eps", n, 1e-6)}
+    assert set(learned) == {("L_m", 5, None), ("L_eps", None, 1e-6)}
     assert learned[("L_m", 5, None)]["paper"] == 183.90
-    assert learned[("L_eps", n, 1e-6)]["paper"] == 52.02
+    assert learned[("L_eps", None, 1e-6)]["paper"] == 52.02
+    assert learned[("L_eps", None, 1e-6)]["train_cap"] == n
     fractions = [r for r in records if r["metric"] == "converged_fraction"]
     assert len(fractions) == 4 and all(0 <= r["value"] <= 1 for r in fractions)
     assert len([r for r in records if r["metric"] == "wall_time_ratio"]) == 2
 
 
-def test_smallest_safe_shift_is_the_edge_of_failure(smoke):
+def test_smallest_safe_shift_is_the_edge_of_failure():
     family = ms.ElasticBeamFamily(cells=(4, 1, 1))
     matrix = family.sample(16, seed=11).problem.matrix
     alpha = elasticity_iccg.smallest_safe_shift(matrix)

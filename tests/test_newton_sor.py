@@ -191,8 +191,33 @@ def test_family_is_reproducible_and_features_are_scaled():
     torch.testing.assert_close(a.problem.previous, b.problem.previous)
     assert a.features.shape == (10, 7)
     assert float(a.features.abs().max()) <= 1.0 + 1e-12
-    # Steps of one rate set follow each other: y_{n+1} is the next task's y_n.
+    # The first five tasks are the five steps of one rate set, in time order.
     assert torch.equal(a.problem.rates[0], a.problem.rates[4])
+    assert bool((a.problem.step[1:5] > a.problem.step[:4]).all())
     assert not torch.equal(a.problem.rates[4], a.problem.rates[5])
     torch.testing.assert_close(a.problem.previous[0], torch.tensor([1.0, 0, 0], dtype=DTYPE))
     assert len(fam.sample(7, seed=0)) == 7
+
+
+def test_per_instance_parameters_are_checked_where_they_enter(tasks):
+    problem = tasks.problem
+    b = problem.batch_size
+    with pytest.raises(ValueError, match=r"params\['relaxation'\] must hold one value"):
+        ms.run(ms.NewtonSOR(), problem, params={"relaxation": torch.ones(b, 3, dtype=DTYPE)})
+    with pytest.raises(ValueError, match=r"params\['relaxation'\] must lie in \(0, 2\)"):
+        ms.run(ms.NewtonSOR(), problem, params={"relaxation": torch.full((b,), 2.5,
+                                                                         dtype=DTYPE)})
+
+
+class SharedEntryNewtonSOR(ms.NewtonSOR):
+    """Declares per-instance state but keeps a shared entry: the driver must refuse it."""
+
+    name = "shared-entry-newton-sor"
+
+    def init(self, problem, x0, params):
+        return {**super().init(problem, x0, params), "scale": torch.ones(7, dtype=DTYPE)}
+
+
+def test_a_shared_entry_in_per_instance_state_is_refused(tasks):
+    with pytest.raises(ValueError, match=r"per_instance_state.*\['scale'\]"):
+        ms.run(SharedEntryNewtonSOR(), tasks.problem, rtol=1e-9)

@@ -305,3 +305,5 @@ def test_milestones_cut_the_learning_rate_at_fixed_epochs(splits, tmp_path):
     assert resumed.validation_loss == pytest.approx(history.validation_loss, rel=1e-12)
     with pytest.raises(ValueError, match="milestones"):
         ms.TrainingConfig(milestones=(150, 100))
+    with pytest.raises(TypeError, match="milestones"):
+        ms.TrainingConfig(milestones=100)

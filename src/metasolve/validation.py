@@ -84,6 +84,14 @@ def check_choice(name: str, value, choices: Iterable):
     return value
 
 
+def check_instance_scalars(name: str, value: torch.Tensor, batch: int) -> torch.Tensor:
+    """One number per instance, given as ``(B,)`` or ``(B, 1)``; returned as ``(B,)``."""
+    if tuple(value.shape) not in ((batch,), (batch, 1)):
+        raise ValueError(f"{name} must hold one value per instance, shape ({batch},) or "
+                         f"({batch}, 1), got {tuple(value.shape)}")
+    return value.reshape(batch)
+
+
 def check_batch(name: str, value: torch.Tensor, batch: int) -> torch.Tensor:
     if value.shape[0] != batch:
         raise ValueError(f"{name} must have batch size {batch} (leading dimension), "

@@ -266,8 +266,8 @@ def run_cell(job: dict) -> dict:
     solver.settings.update({"experiment": NAME, "row": list(row), "scale": job.get("scale")})
     solver.save(out / "models" / f"{tag}.safetensors")
     train_extra = {**extra, "epochs": settings.training.epochs, "lr": settings.training.lr,
-                   "best_epoch": history.best_epoch, "m": _m(row, n) if row[0] == "L_m"
-                   else n}
+                   "best_epoch": history.best_epoch}
+    train_extra.update({"m": _m(row, n)} if row[0] == "L_m" else {"train_cap": n})
     with torch.no_grad():
         alphas = solver.params(test.features)["alpha"]
         iters = _solve(test.problem, {"alpha": alphas}, n, settings.chunk)

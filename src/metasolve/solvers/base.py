@@ -181,6 +181,14 @@ def run(method: IterativeMethod, problem, *, params: Mapping[str, torch.Tensor] 
 
     start = time.perf_counter()
     state = method.init(problem, x0, params)
+    if method.per_instance_state:
+        shared = sorted(key for key, value in state.items()
+                        if not isinstance(value, torch.Tensor)
+                        or value.shape[:1] != (problem.batch_size,))
+        if shared:
+            raise ValueError(f"{method.name} declares per_instance_state, but its state entries "
+                             f"{shared} do not have the batch ({problem.batch_size}) as leading "
+                             f"dimension")
     norms = _monitor(method, problem, state, monitor)
     if monitor == "error":
         reference = torch.linalg.vector_norm(problem.solution.flatten(1), dim=1)

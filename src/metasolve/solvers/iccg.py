@@ -31,7 +31,7 @@ from collections.abc import Mapping
 import torch
 
 from ..problems import LinearSystem
-from ..validation import check_finite_number
+from ..validation import check_finite_number, check_instance_scalars
 from .base import IterativeMethod, State
 from .registry import register_method
 
@@ -226,7 +226,7 @@ class ICCG(IterativeMethod):
         if alpha is None:
             return torch.full((problem.batch_size,), self.alpha, dtype=problem.dtype,
                               device=problem.rhs.device)
-        return alpha.reshape(problem.batch_size)
+        return check_instance_scalars("params['alpha']", alpha, problem.batch_size)
 
     def init(self, problem: LinearSystem, x0, params) -> State:
         matrix = _dense_batch(problem)

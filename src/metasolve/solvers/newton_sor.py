@@ -11,9 +11,11 @@ with relaxation factor ``r`` (``r = 1``: Newton-Gauss-Seidel). Paper notation: `
 ``state["x"]``, ``g_n`` is ``problem.function``, ``r`` is the parameter ``relaxation``.
 
 The initial guess may be corrected multiplicatively: with the parameter ``log_guess_shift``
-``s`` (``(B, N)``), ``y_0 = y_start * exp(s)``, i.e. ``log y_0 = log y_start + s``, the log-scale
-modification of the previous time step's solution in eq. (47); it keeps the components' signs
-and their very different scales.
+``s`` (``(B, N)``), ``y_0 = y_start * exp(s)``, i.e. ``log y_0 = log y_start + s``. This is our
+reading of eq. (47), printed as ``exp(log(y_n + tanh(W x)))``, which taken literally is the
+additive ``y_n + tanh(W x)``; the text says the modification "is conducted in log scale", which
+the multiplicative form is. It keeps the components' signs and their very different scales, but
+cannot move a component that is exactly zero (only the first step of a trajectory has those).
 
 Example:
     >>> import torch, metasolve as ms
@@ -33,7 +35,7 @@ from collections.abc import Mapping
 import torch
 
 from ..problems import NonlinearSystem
-from ..validation import check_finite_number
+from ..validation import check_finite_number, check_instance_scalars
 from .base import IterativeMethod, State
 from .registry import register_method
 
@@ -72,6 +74,13 @@ class NewtonSOR(IterativeMethod):
         return problem.reference_norm()
 
     def init(self, problem: NonlinearSystem, x0, params) -> State:
+        relaxation = params.get("relaxation")
+        if relaxation is not None:
+            values = check_instance_scalars("params['relaxation']", relaxation,
+                                            problem.batch_size).detach()
+            if not bool(((values > 0) & (values < 2)).all()):
+                raise ValueError(f"params['relaxation'] must lie in (0, 2), got values from "
+                                 f"{float(values.min()):g} to {float(values.max()):g}")
         shift = params.get("log_guess_shift")
         if shift is not None:
             x0 = x0 * torch.exp(problem.check_batch("params['log_guess_shift']", shift))

@@ -133,8 +133,10 @@ class FailurePenaltyLoss(Loss):
     """``1_success L + gamma 1_fail (-log theta)``: a loss ``L`` plus a penalty on a failed
     setup, the GBMS paper's training loss for ICCG(alpha) (sec. 4.2, ``gamma = 500``).
 
-    An instance whose solve ended in ``Status.BREAKDOWN`` (for ICCG: the incomplete Cholesky
-    factorization of ``A + alpha I`` failed) is scored ``gamma * -log(theta)`` instead of ``L``,
+    An instance whose solve ended in ``Status.BREAKDOWN`` is scored ``gamma * -log(theta)``
+    instead of ``L``. For ICCG that is almost always a failed incomplete Cholesky factorization
+    of ``A + alpha I``; a CG breakdown later in the solve (``p^T A p <= 0``, which an SPD matrix
+    rules out in exact arithmetic) is penalized the same way,
     where ``theta`` is its parameter ``parameter`` (``alpha``), read from the
     ``solution.info["params"]`` the driver records. The penalty has a gradient where ``L`` has
     none (the solve never started) and pushes ``alpha`` up, towards factorizations that succeed.

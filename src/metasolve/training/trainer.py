@@ -62,6 +62,9 @@ class TrainingConfig:
         check_count("seed", self.seed)
         if self.grad_clip is not None:
             check_positive("grad_clip", self.grad_clip)
+        if not isinstance(self.milestones, (tuple, list)):
+            raise TypeError(f"milestones must be a tuple of epochs, got "
+                            f"{type(self.milestones).__name__}")
         self.milestones = tuple(check_count("milestones", m, minimum=1)
                                 for m in self.milestones)
         if list(self.milestones) != sorted(set(self.milestones)):
