@@ -21,7 +21,7 @@ from .learned import (  # noqa: E402
 )
 from .problems import LinearSystem, NonlinearSystem  # noqa: E402
 from .solution import ConvergenceError, Solution, Status  # noqa: E402
-from .solvers import ICCG, IterativeMethod, Jacobi, NewtonSOR, register_method, run  # noqa: E402
+from .solvers import ICCG, Chebyshev, IterativeMethod, Jacobi, NewtonSOR, register_method, run  # noqa: E402
 from .tasks import (  # noqa: E402
     ElasticBeamFamily,
     Poisson1DFamily,
@@ -41,7 +41,8 @@ from .training import (  # noqa: E402
 )
 
 __all__ = [
-    "ArtifactError", "BasisHead", "BoundedHead", "ConstantMetaSolver", "ConvergenceError",
+    "ArtifactError", "BasisHead", "BoundedHead", "Chebyshev", "ConstantMetaSolver",
+    "ConvergenceError",
     "ElasticBeamFamily", "FailurePenaltyLoss", "FixedIterationLoss", "ICCG", "IdentityHead",
     "IntervalHead", "IterationSurrogateLoss",
     "IterativeMethod", "Jacobi", "LearnedSolver", "LinearSystem", "MetaSolver",

@@ -1,10 +1,11 @@
 """Batched, differentiable iterative methods sharing one driver loop (:func:`run`)."""
 
 from .base import IterativeMethod, run
+from .chebyshev import Chebyshev
 from .iccg import ICCG, incomplete_cholesky
 from .jacobi import Jacobi
 from .newton_sor import NewtonSOR
 from .registry import METHODS, method_from_config, register_method
 
-__all__ = ["ICCG", "IterativeMethod", "Jacobi", "METHODS", "NewtonSOR", "incomplete_cholesky",
-           "method_from_config", "register_method", "run"]
+__all__ = ["Chebyshev", "ICCG", "IterativeMethod", "Jacobi", "METHODS", "NewtonSOR",
+           "incomplete_cholesky", "method_from_config", "register_method", "run"]

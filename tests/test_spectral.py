@@ -1,0 +1,107 @@
+"""Spectral building blocks for polynomial methods: the Lanczos probe against SciPy's eigsh and a
+dense eigensolver, and Chebyshev iteration against its residual polynomial."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+import scipy.sparse.linalg as spla
+import torch
+
+import metasolve as ms
+from metasolve.probes import lanczos_probe
+
+DTYPE = torch.float64
+
+
+def poisson2d(m: int) -> sp.csr_matrix:
+    """5-point Laplacian on an m x m grid (Dirichlet), unscaled."""
+    t = sp.diags([-1.0, 2.0, -1.0], [-1, 0, 1], shape=(m, m), dtype=np.float64)
+    return (sp.kron(sp.eye(m), t) + sp.kron(t, sp.eye(m))).tocsr()
+
+
+def test_lanczos_ritz_extremes_match_eigsh_on_2d_poisson():
+    a = poisson2d(30)  # N = 900
+    matrix = torch.sparse_csr_tensor(torch.tensor(a.indptr), torch.tensor(a.indices),
+                                     torch.tensor(a.data, dtype=DTYPE), size=a.shape,
+                                     check_invariants=True)
+    probe = lanczos_probe(lambda v: (matrix @ v.T).T, size=900, steps=60, batch=2, seed=1)
+    largest = spla.eigsh(a, k=1, which="LA", return_eigenvectors=False)[0]
+    smallest = spla.eigsh(a, k=1, sigma=0, which="LM", return_eigenvectors=False)[0]
+    for b in range(2):  # two start vectors
+        theta = probe.ritz_values[b].numpy()
+        assert smallest - 1e-10 <= theta.min() and theta.max() <= largest + 1e-10  # interlacing
+        assert theta.max() == pytest.approx(largest, rel=1e-3)
+        assert theta.min() == pytest.approx(smallest, rel=0.05)
+        # The residual norm bounds the distance from a Ritz value to the spectrum.
+        assert probe.residual_norms[b, -1] >= abs(theta.max() - largest) - 1e-12
+    assert probe.matvecs == 60
+    assert bool((probe.condition_estimate <= largest / smallest + 1e-8).all())
+
+
+def test_a_full_lanczos_run_recovers_every_eigenvalue():
+    g = torch.Generator().manual_seed(0)
+    q, _ = torch.linalg.qr(torch.randn(3, 12, 12, generator=g, dtype=DTYPE))
+    eig = torch.rand(3, 12, generator=g, dtype=DTYPE) * 10 + 0.5
+    matrices = q @ torch.diag_embed(eig) @ q.transpose(1, 2)
+    probe = lanczos_probe(lambda v: torch.einsum("bij,bj->bi", matrices, v), size=12, steps=12,
+                          batch=3)
+    torch.testing.assert_close(probe.ritz_values, torch.sort(eig, dim=1).values, rtol=1e-9,
+                               atol=1e-9)
+    assert float(probe.residual_norms.max()) < 1e-8
+
+
+def test_lanczos_probe_rejects_bad_arguments():
+    with pytest.raises(ValueError, match="steps must be at most size"):
+        lanczos_probe(lambda v: v, size=4, steps=5)
+    with pytest.raises(TypeError, match="matvec"):
+        lanczos_probe("A", size=4, steps=2)
+    with pytest.raises(ValueError, match="matvec must return shape"):
+        lanczos_probe(lambda v: v[:, :2], size=4, steps=2)
+
+
+def test_chebyshev_residual_is_the_scaled_chebyshev_polynomial():
+    # Diagonal A: r_k = p_k(A) r_0 entrywise, p_k(t) = T_k((theta - t)/delta) / T_k(theta/delta).
+    eig = torch.linspace(1.0, 50.0, 40, dtype=DTYPE)
+    rhs = torch.randn(2, 40, generator=torch.Generator().manual_seed(2), dtype=DTYPE)
+    lower = torch.tensor([1.0, 0.5], dtype=DTYPE)
+    upper = torch.tensor([50.0, 60.0], dtype=DTYPE)
+    k = 9
+    sol = ms.run(ms.Chebyshev(), ms.LinearSystem(torch.diag(eig), rhs),
+                 params={"lower": lower, "upper": upper}, fixed_iterations=k, rtol=0.0)
+    for b in range(2):
+        theta, delta = float(upper[b] + lower[b]) / 2, float(upper[b] - lower[b]) / 2
+        cheb = np.polynomial.chebyshev.Chebyshev.basis(k)
+        p = cheb((theta - eig.numpy()) / delta) / cheb(theta / delta)
+        expected = p * rhs[b].numpy()
+        np.testing.assert_allclose((rhs[b] - eig * sol.x[b]).numpy(), expected, rtol=1e-9,
+                                   atol=1e-12)
+
+
+def test_chebyshev_with_exact_bounds_converges_at_the_minimax_rate():
+    a = poisson2d(12)
+    dense = torch.tensor(a.toarray(), dtype=DTYPE)
+    eig = torch.linalg.eigvalsh(dense)
+    rhs = torch.randn(3, 144, generator=torch.Generator().manual_seed(3), dtype=DTYPE)
+    sol = ms.run(ms.Chebyshev(float(eig[0]), float(eig[-1])), ms.LinearSystem(dense, rhs),
+                 rtol=1e-10, maxiter=2000)
+    assert bool(sol.converged.all())
+    torch.testing.assert_close(sol.x, torch.linalg.solve(dense, rhs.T).T, rtol=1e-7, atol=1e-9)
+    # ||r_k|| / ||r_0|| <= 1 / T_k(theta / delta) <= 2 ((sqrt(kappa) - 1) / (sqrt(kappa) + 1))^k.
+    kappa = float(eig[-1] / eig[0])
+    q = (kappa**0.5 - 1) / (kappa**0.5 + 1)
+    bound = 2 * q ** sol.iterations.double()
+    assert bool((sol.residual_history[-1] / sol.residual_history[0] <= bound).all())
+    assert int(sol.iterations.max()) <= int(np.ceil(np.log(1e-10 / 2) / np.log(q))) + 1
+
+
+def test_chebyshev_rejects_bad_bounds():
+    with pytest.raises(ValueError, match="0 < lower < upper"):
+        ms.Chebyshev(lower=2.0, upper=1.0)
+    system = ms.LinearSystem(torch.eye(3, dtype=DTYPE), torch.ones(2, 3, dtype=DTYPE))
+    with pytest.raises(ValueError, match="0 < lower < upper"):
+        ms.run(ms.Chebyshev(), system, params={"lower": torch.tensor([0.5, -1.0], dtype=DTYPE),
+                                               "upper": torch.tensor([2.0, 2.0], dtype=DTYPE)})
+    with pytest.raises(ValueError, match=r"params\['upper'\] must hold one value"):
+        ms.run(ms.Chebyshev(), system, params={"upper": torch.ones(2, 3, dtype=DTYPE)})
