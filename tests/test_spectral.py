@@ -10,6 +10,7 @@ import scipy.sparse.linalg as spla
 import torch
 
 import metasolve as ms
+from metasolve.polynomials import chebyshev_basis_apply, chebyshev_recurrence_coefficients
 from metasolve.probes import lanczos_probe
 
 DTYPE = torch.float64
@@ -105,3 +106,55 @@ def test_chebyshev_rejects_bad_bounds():
                                                "upper": torch.tensor([2.0, 2.0], dtype=DTYPE)})
     with pytest.raises(ValueError, match=r"params\['upper'\] must hold one value"):
         ms.run(ms.Chebyshev(), system, params={"upper": torch.ones(2, 3, dtype=DTYPE)})
+
+
+def test_recurrence_with_chebyshev_coefficients_is_chebyshev_iteration():
+    dense = torch.tensor(poisson2d(8).toarray(), dtype=DTYPE)
+    rhs = torch.randn(2, 64, generator=torch.Generator().manual_seed(4), dtype=DTYPE)
+    lower = torch.tensor([0.2, 0.3], dtype=DTYPE)
+    upper = torch.tensor([8.0, 7.9], dtype=DTYPE)
+    k = 30
+    coefficients = chebyshev_recurrence_coefficients(lower, upper, k)
+    system = ms.LinearSystem(dense, rhs)
+    learned_form = ms.run(ms.PolynomialRecurrence(), system, params=coefficients,
+                          fixed_iterations=k, rtol=0.0)
+    classical = ms.run(ms.Chebyshev(), system, params={"lower": lower, "upper": upper},
+                       fixed_iterations=k, rtol=0.0)
+    torch.testing.assert_close(learned_form.x, classical.x, rtol=1e-13, atol=1e-13)
+    torch.testing.assert_close(learned_form.residual_history, classical.residual_history,
+                               rtol=1e-10, atol=1e-13)
+
+
+def test_recurrence_refuses_to_run_past_its_coefficients():
+    system = ms.LinearSystem(torch.eye(3, dtype=DTYPE), torch.ones(1, 3, dtype=DTYPE))
+    theta = {"initial": torch.tensor([0.5], dtype=DTYPE),
+             "momentum": torch.zeros(1, 2, dtype=DTYPE), "step": torch.full((1, 2), 0.5,
+                                                                          dtype=DTYPE)}
+    with pytest.raises(ValueError, match="maxiter <= 2"):
+        ms.run(ms.PolynomialRecurrence(), system, params=theta, fixed_iterations=3, rtol=0.0)
+    with pytest.raises(ValueError, match="needs params"):
+        ms.run(ms.PolynomialRecurrence(), system, params={"initial": theta["initial"]})
+
+
+def test_chebyshev_basis_apply_equals_the_dense_polynomial():
+    g = torch.Generator().manual_seed(5)
+    q, _ = torch.linalg.qr(torch.randn(2, 10, 10, generator=g, dtype=DTYPE))
+    eig = torch.rand(2, 10, generator=g, dtype=DTYPE) * 4 + 1
+    matrices = q @ torch.diag_embed(eig) @ q.transpose(1, 2)
+    v = torch.randn(2, 10, generator=g, dtype=DTYPE)
+    coefficients = torch.randn(2, 7, generator=g, dtype=DTYPE)
+    lower = torch.tensor([0.8, 1.0], dtype=DTYPE)
+    upper = torch.tensor([5.2, 5.0], dtype=DTYPE)
+    out = chebyshev_basis_apply(lambda w: torch.einsum("bij,bj->bi", matrices, w), v,
+                                coefficients, lower, upper)
+    for b in range(2):
+        series = np.polynomial.chebyshev.Chebyshev(coefficients[b].numpy())
+        mapped = (2 * eig[b].numpy() - float(lower[b] + upper[b])) / float(upper[b] - lower[b])
+        dense = q[b].numpy() @ np.diag(series(mapped)) @ q[b].numpy().T @ v[b].numpy()
+        np.testing.assert_allclose(out[b].numpy(), dense, rtol=1e-11, atol=1e-11)
+    # Degree 0 is the identity times c_0; a bad shape is refused.
+    c0 = torch.tensor([[2.0], [3.0]], dtype=DTYPE)
+    torch.testing.assert_close(chebyshev_basis_apply(lambda w: w, v, c0, lower, upper),
+                               v * c0)
+    with pytest.raises(ValueError, match="coefficients must have shape"):
+        chebyshev_basis_apply(lambda w: w, v, coefficients[:1], lower, upper)

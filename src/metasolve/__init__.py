@@ -21,7 +21,16 @@ from .learned import (  # noqa: E402
 )
 from .problems import LinearSystem, NonlinearSystem  # noqa: E402
 from .solution import ConvergenceError, Solution, Status  # noqa: E402
-from .solvers import ICCG, Chebyshev, IterativeMethod, Jacobi, NewtonSOR, register_method, run  # noqa: E402
+from .solvers import (  # noqa: E402
+    ICCG,
+    Chebyshev,
+    IterativeMethod,
+    Jacobi,
+    NewtonSOR,
+    PolynomialRecurrence,
+    register_method,
+    run,
+)
 from .tasks import (  # noqa: E402
     ElasticBeamFamily,
     Poisson1DFamily,
@@ -46,7 +55,8 @@ __all__ = [
     "ElasticBeamFamily", "FailurePenaltyLoss", "FixedIterationLoss", "ICCG", "IdentityHead",
     "IntervalHead", "IterationSurrogateLoss",
     "IterativeMethod", "Jacobi", "LearnedSolver", "LinearSystem", "MetaSolver",
-    "NetworkMetaSolver", "NewtonSOR", "NonlinearSystem", "PositiveHead", "Poisson1DFamily",
+    "NetworkMetaSolver", "NewtonSOR", "NonlinearSystem", "PolynomialRecurrence", "PositiveHead",
+    "Poisson1DFamily",
     "RobertsonFamily", "Solution", "Status", "TaskBatch",
     "TaskFamily", "Trainer", "TrainingConfig", "__version__", "load", "make_splits",
     "register_family", "register_method", "run", "save", "sine_basis",

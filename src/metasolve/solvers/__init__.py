@@ -5,7 +5,9 @@ from .chebyshev import Chebyshev
 from .iccg import ICCG, incomplete_cholesky
 from .jacobi import Jacobi
 from .newton_sor import NewtonSOR
+from .recurrence import PolynomialRecurrence
 from .registry import METHODS, method_from_config, register_method
 
 __all__ = ["Chebyshev", "ICCG", "IterativeMethod", "Jacobi", "METHODS", "NewtonSOR",
-           "incomplete_cholesky", "method_from_config", "register_method", "run"]
+           "PolynomialRecurrence", "incomplete_cholesky", "method_from_config",
+           "register_method", "run"]
