@@ -158,3 +158,14 @@ def test_chebyshev_basis_apply_equals_the_dense_polynomial():
                                v * c0)
     with pytest.raises(ValueError, match="coefficients must have shape"):
         chebyshev_basis_apply(lambda w: w, v, coefficients[:1], lower, upper)
+
+
+def test_probe_interval_contains_the_top_of_the_spectrum():
+    a = poisson2d(20)
+    dense = torch.tensor(a.toarray(), dtype=DTYPE)
+    eig = torch.linalg.eigvalsh(dense)
+    probe = lanczos_probe(lambda v: v @ dense, size=400, steps=25, batch=3, seed=7)
+    lower, upper = probe.interval()
+    assert bool((upper >= eig[-1]).all())  # a safe upper bound ...
+    assert bool((upper <= eig[-1] * (1 + 1e-2)).all())  # ... and a tight one
+    assert bool((lower > 0).all()) and bool((lower <= probe.ritz_values[:, 0]).all())

@@ -49,6 +49,17 @@ class Probe:
         """``theta_max / theta_min`` per operator (a lower bound on the condition number)."""
         return self.ritz_values[:, -1] / self.ritz_values[:, 0]
 
+    def interval(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(lower, upper)`` per operator: the extreme Ritz values widened by their residual
+        norms. For a symmetric ``A`` each Ritz value lies within its residual norm of an
+        eigenvalue, so the upper end is a safe bound on ``lambda_max``. The lower end may still
+        lie above ``lambda_min`` when the probe has not found the bottom of the spectrum; it is
+        floored at a tenth of the smallest Ritz value, so that it stays positive.
+        """
+        low = self.ritz_values[:, 0] - self.residual_norms[:, 0]
+        high = self.ritz_values[:, -1] + self.residual_norms[:, -1]
+        return torch.maximum(low, self.ritz_values[:, 0] / 10), high
+
 
 def lanczos_probe(matvec: Callable[[torch.Tensor], torch.Tensor], size: int, steps: int,
                   batch: int = 1, seed: int = 0, dtype: torch.dtype = torch.float64,
