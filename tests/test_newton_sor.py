@@ -221,3 +221,18 @@ class SharedEntryNewtonSOR(ms.NewtonSOR):
 def test_a_shared_entry_in_per_instance_state_is_refused(tasks):
     with pytest.raises(ValueError, match=r"per_instance_state.*\['scale'\]"):
         ms.run(SharedEntryNewtonSOR(), tasks.problem, rtol=1e-9)
+
+
+def test_a_nonlinear_system_without_its_jacobian_cannot_be_built():
+    class NoJacobian(ms.NonlinearSystem):
+        def __init__(self):
+            self.start = torch.zeros(1, 2, dtype=DTYPE)
+
+        def function(self, y):
+            return y
+
+        def index(self, idx):
+            return self
+
+    with pytest.raises(TypeError, match="jacobian"):
+        NoJacobian()

@@ -8,6 +8,7 @@ once, where it enters (DESIGN.md, convention 5).
 
 from __future__ import annotations
 
+import abc
 from dataclasses import dataclass
 
 import torch
@@ -116,7 +117,7 @@ def check_vectors(name: str, value: torch.Tensor, like: torch.Tensor) -> torch.T
     return value
 
 
-class NonlinearSystem:
+class NonlinearSystem(abc.ABC):
     """A batch of nonlinear systems ``g(y) = 0``, one per instance, each of size ``N``.
 
     Subclasses hold their per-instance data (batch-leading tensors), set :attr:`start` (the
@@ -143,14 +144,17 @@ class NonlinearSystem:
     def dtype(self) -> torch.dtype:
         return self.start.dtype
 
+    @abc.abstractmethod
     def function(self, y: torch.Tensor) -> torch.Tensor:
-        raise NotImplementedError(f"{type(self).__name__} must implement function()")
+        """``g(y)`` for a batch ``y`` of shape ``(B, N)``."""
 
+    @abc.abstractmethod
     def jacobian(self, y: torch.Tensor) -> torch.Tensor:
-        raise NotImplementedError(f"{type(self).__name__} must implement jacobian()")
+        """``dg/dy`` at ``y``, ``(B, N, N)``."""
 
+    @abc.abstractmethod
     def index(self, idx) -> NonlinearSystem:
-        raise NotImplementedError(f"{type(self).__name__} must implement index()")
+        """The sub-batch at ``idx`` (the driver steps sub-batches of running instances)."""
 
     def reference_norm(self) -> torch.Tensor:
         return torch.ones(self.batch_size, dtype=self.dtype, device=self.start.device)

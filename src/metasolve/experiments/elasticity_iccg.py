@@ -64,6 +64,7 @@ from ..training import (
     Trainer,
     TrainingConfig,
 )
+from .common import job_settings
 
 NAME = "elasticity-iccg"
 TITLE = "Learned shifts for ICCG(alpha) on a clamped elastic beam (GBMS paper, Table 2)"
@@ -219,9 +220,7 @@ def run_cell(job: dict) -> dict:
     # Late CG iterates and their gradients carry subnormal numbers that slow the CPU's
     # arithmetic several-fold; they are far below any tolerance here.
     torch.set_flush_denormal(True)
-    settings: Settings = job["settings"]
-    if job.get("epochs") is not None:
-        settings = replace(settings, training=replace(settings.training, epochs=job["epochs"]))
+    settings: Settings = job_settings(job)
     row = job["row"]
     out = Path(job["out_dir"])
     family = ElasticBeamFamily(cells=settings.cells)

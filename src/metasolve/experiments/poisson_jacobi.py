@@ -40,6 +40,7 @@ from ..learned import BasisHead, LearnedSolver, NetworkMetaSolver
 from ..solvers import Jacobi, run
 from ..tasks import Poisson1DFamily, make_splits, sine_basis
 from ..training import FixedIterationLoss, IterationSurrogateLoss, Trainer, TrainingConfig
+from .common import job_settings
 
 NAME = "poisson-jacobi"
 TITLE = "Learned initial guesses for Jacobi on 1D Poisson (GBMS paper, Table 3)"
@@ -180,9 +181,7 @@ def _large_sample_baseline(family: Poisson1DFamily, settings: Settings) -> list[
 
 def run_cell(job: dict) -> dict:
     """Train (or, for the baseline row, just evaluate) one cell of Table 3; a worker job."""
-    settings: Settings = job["settings"]
-    if job.get("epochs") is not None:
-        settings = replace(settings, training=replace(settings.training, epochs=job["epochs"]))
+    settings: Settings = job_settings(job)
     p, row = job["p"], job["row"]
     out = Path(job["out_dir"])
     family = Poisson1DFamily(n=16, p=p)

@@ -54,6 +54,7 @@ from ..learned import BoundedHead, IntervalHead, LearnedSolver, NetworkMetaSolve
 from ..solvers import NewtonSOR, run
 from ..tasks import RobertsonFamily, make_splits
 from ..training import FixedIterationLoss, IterationSurrogateLoss, Trainer, TrainingConfig
+from .common import job_settings
 
 NAME = "robertson-newton-sor"
 TITLE = ("Learned relaxation factors and initial guesses for Newton-SOR on Robertson's equation "
@@ -205,9 +206,7 @@ def _iteration_records(row, method: str, solution, cap: int,
 
 def run_cell(job: dict) -> dict:
     """Find ``r_base`` and evaluate ``Psi_base``, or train and evaluate one learned row."""
-    settings: Settings = job["settings"]
-    if job.get("epochs") is not None:
-        settings = replace(settings, training=replace(settings.training, epochs=job["epochs"]))
+    settings: Settings = job_settings(job)
     row = job["row"]
     out = Path(job["out_dir"])
     family = RobertsonFamily(steps=settings.steps)
