@@ -9,6 +9,7 @@ __version__ = "0.1.0"
 
 from .artifact import ArtifactError, load, save  # noqa: E402
 from .learned import (  # noqa: E402
+    AutoSpecEngine,
     BasisHead,
     BoundedHead,
     ConstantMetaSolver,
@@ -19,11 +20,13 @@ from .learned import (  # noqa: E402
     NetworkMetaSolver,
     PositiveHead,
 )
-from .problems import LinearSystem, NonlinearSystem  # noqa: E402
+from .problems import DiagonalSystem, LinearSystem, NonlinearSystem  # noqa: E402
 from .solution import ConvergenceError, Solution, Status  # noqa: E402
 from .solvers import (  # noqa: E402
     ICCG,
     Chebyshev,
+    ChebyshevExpansion,
+    ConjugateGradient,
     IterativeMethod,
     Jacobi,
     NewtonSOR,
@@ -35,6 +38,7 @@ from .tasks import (  # noqa: E402
     ElasticBeamFamily,
     Poisson1DFamily,
     RobertsonFamily,
+    SpectrumFamily,
     TaskBatch,
     TaskFamily,
     make_splits,
@@ -45,19 +49,19 @@ from .training import (  # noqa: E402
     FailurePenaltyLoss,
     FixedIterationLoss,
     IterationSurrogateLoss,
+    LogResidualLoss,
     Trainer,
     TrainingConfig,
 )
 
 __all__ = [
-    "ArtifactError", "BasisHead", "BoundedHead", "Chebyshev", "ConstantMetaSolver",
-    "ConvergenceError",
-    "ElasticBeamFamily", "FailurePenaltyLoss", "FixedIterationLoss", "ICCG", "IdentityHead",
-    "IntervalHead", "IterationSurrogateLoss",
-    "IterativeMethod", "Jacobi", "LearnedSolver", "LinearSystem", "MetaSolver",
-    "NetworkMetaSolver", "NewtonSOR", "NonlinearSystem", "PolynomialRecurrence", "PositiveHead",
-    "Poisson1DFamily",
-    "RobertsonFamily", "Solution", "Status", "TaskBatch",
-    "TaskFamily", "Trainer", "TrainingConfig", "__version__", "load", "make_splits",
-    "register_family", "register_method", "run", "save", "sine_basis",
+    "ArtifactError", "AutoSpecEngine", "BasisHead", "BoundedHead", "Chebyshev",
+    "ChebyshevExpansion", "ConjugateGradient", "ConstantMetaSolver", "ConvergenceError",
+    "DiagonalSystem", "ElasticBeamFamily", "FailurePenaltyLoss", "FixedIterationLoss", "ICCG",
+    "IdentityHead", "IntervalHead", "IterationSurrogateLoss", "IterativeMethod", "Jacobi",
+    "LearnedSolver", "LinearSystem", "LogResidualLoss", "MetaSolver", "NetworkMetaSolver",
+    "NewtonSOR", "NonlinearSystem", "Poisson1DFamily", "PolynomialRecurrence", "PositiveHead",
+    "RobertsonFamily", "Solution", "SpectrumFamily", "Status", "TaskBatch", "TaskFamily",
+    "Trainer", "TrainingConfig", "__version__", "load", "make_splits", "register_family",
+    "register_method", "run", "save", "sine_basis"
 ]

@@ -77,3 +77,49 @@ def chebyshev_recurrence_coefficients(lower: torch.Tensor, upper: torch.Tensor,
         rho = following
     return {"initial": 1 / theta, "momentum": torch.stack(momentum, dim=1),
             "step": torch.stack(step, dim=1)}
+
+
+def chebyshev_nodes(lower: torch.Tensor, upper: torch.Tensor, count: int) -> torch.Tensor:
+    """The ``count`` Chebyshev points of the first kind of each ``[lower, upper]``: ``(B, count)``,
+    ``t_i = c + h cos(pi (i + 1/2) / count)`` (descending), where interpolation is well
+    conditioned and :func:`chebyshev_coefficients_from_nodes` inverts it exactly."""
+    count = check_count("count", count, minimum=1)
+    angles = torch.pi * (torch.arange(count, dtype=lower.dtype, device=lower.device) + 0.5) / count
+    centre, half_width = (upper + lower) / 2, (upper - lower) / 2
+    return centre.unsqueeze(1) + half_width.unsqueeze(1) * torch.cos(angles)
+
+
+def chebyshev_coefficients_from_nodes(values: torch.Tensor) -> torch.Tensor:
+    """Coefficients ``c`` ``(B, d)`` of the polynomial of degree ``d - 1`` in the Chebyshev basis
+    of ``[lower, upper]`` that takes ``values`` ``(B, d)`` at :func:`chebyshev_nodes`: the
+    discrete cosine transform ``c_j = (2 / d) sum_i v_i cos(j pi (i + 1/2) / d)``, ``c_0`` halved.
+    Exact (to round-off) for a polynomial of degree below ``d``."""
+    check_tensor("values", values, ndim=2)
+    count = values.shape[1]
+    index = torch.arange(count, dtype=values.dtype, device=values.device)
+    cosines = torch.cos(torch.pi * torch.outer(index, index + 0.5) / count)  # (j, i)
+    coefficients = 2.0 / count * values @ cosines.T
+    return torch.cat([coefficients[:, :1] / 2, coefficients[:, 1:]], dim=1)
+
+
+def chebyshev_residual_ratio(t: torch.Tensor, lower: torch.Tensor, upper: torch.Tensor,
+                             degree: int) -> torch.Tensor:
+    """The Chebyshev residual polynomial ``T_d((theta - t) / delta) / T_d(theta / delta)`` at
+    points ``t`` ``(B, M)`` inside each ``[lower, upper]`` (its values there are at most
+    ``1 / T_d(theta / delta)`` in size). ``T_d`` of the centre ratio is capped to stay finite."""
+    theta = ((upper + lower) / 2).unsqueeze(1)
+    delta = ((upper - lower) / 2).unsqueeze(1)
+    inside = ((theta - t) / delta).clamp(-1.0, 1.0)
+    growth = torch.cosh((degree * torch.acosh(theta / delta)).clamp_max(700.0))
+    return torch.cos(degree * torch.acos(inside)) / growth
+
+
+def chebyshev_solve_expansion(lower: torch.Tensor, upper: torch.Tensor,
+                              degree: int) -> torch.Tensor:
+    """Chebyshev-basis coefficients ``(B, degree)`` on ``[lower, upper]`` of ``q`` with
+    ``1 - t q(t)`` the Chebyshev residual polynomial of degree ``degree``: ``degree`` steps of
+    Chebyshev iteration from zero, ``x = q(A) b``, written in the stable basis."""
+    degree = check_count("degree", degree, minimum=1)
+    nodes = chebyshev_nodes(lower, upper, degree)
+    values = (1 - chebyshev_residual_ratio(nodes, lower, upper, degree)) / nodes
+    return chebyshev_coefficients_from_nodes(values)

@@ -105,6 +105,48 @@ class LinearSystem:
         return check_vectors(name, value, like=self.rhs)
 
 
+@dataclass(frozen=True)
+class DiagonalSystem(LinearSystem):
+    """A batch of diagonal systems ``diag(lambda_b) x = rhs_b``: a synthetic operator known by its
+    spectrum, on which a training step costs one elementwise product per matvec (the AutoSpec
+    summary's small synthetic operators).
+
+    Args:
+        matrix: ``(B, N)``, the eigenvalues ``lambda_b`` (the diagonal) of each instance.
+        rhs: ``(B, N)`` right-hand sides.
+        solution: optional ``(B, N)`` exact solutions.
+    """
+
+    def __post_init__(self):
+        check_tensor("rhs", self.rhs, ndim=2)
+        check_tensor("matrix", self.matrix, shape=tuple(self.rhs.shape))
+        if self.matrix.layout != torch.strided:
+            raise ValueError("a DiagonalSystem's matrix (its eigenvalues) must be dense")
+        if self.matrix.dtype != self.rhs.dtype:
+            raise TypeError(f"matrix and rhs must share a dtype, got {self.matrix.dtype} and "
+                            f"{self.rhs.dtype}")
+        if self.solution is not None:
+            check_tensor("solution", self.solution, shape=tuple(self.rhs.shape))
+
+    @property
+    def eigenvalues(self) -> torch.Tensor:
+        return self.matrix
+
+    @property
+    def shared_matrix(self) -> bool:
+        return False
+
+    def matvec(self, x: torch.Tensor) -> torch.Tensor:
+        return self.matrix * x
+
+    def diagonal(self) -> torch.Tensor:
+        return self.matrix
+
+    def index(self, idx) -> DiagonalSystem:
+        sol = None if self.solution is None else self.solution[idx]
+        return DiagonalSystem(self.matrix[idx], self.rhs[idx], sol)
+
+
 def check_vectors(name: str, value: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     """``value`` must be a finite ``(B, N)`` batch with the shape, dtype and device of ``like``."""
     check_tensor(name, value, ndim=2)

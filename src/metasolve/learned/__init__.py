@@ -1,9 +1,12 @@
 """Meta-solvers (what is learned) and their constrained heads."""
 
+from .autospec import AutoSpecEngine, probe_inputs, split_probe
 from .heads import BasisHead, BoundedHead, Head, IdentityHead, IntervalHead, PositiveHead
 from .metasolver import ConstantMetaSolver, MetaSolver, NetworkMetaSolver, metasolver_from_config
 from .solver import LearnedSolver
 
-__all__ = ["BasisHead", "BoundedHead", "ConstantMetaSolver", "Head", "IdentityHead", "IntervalHead",
-           "LearnedSolver", "MetaSolver", "NetworkMetaSolver", "PositiveHead",
-           "metasolver_from_config"]
+__all__ = [
+    "AutoSpecEngine", "BasisHead", "BoundedHead", "ConstantMetaSolver", "Head", "IdentityHead",
+    "IntervalHead", "LearnedSolver", "MetaSolver", "NetworkMetaSolver", "PositiveHead",
+    "metasolver_from_config", "probe_inputs", "split_probe"
+]

@@ -39,6 +39,11 @@ class MetaSolver(nn.Module):
         self.heads = nn.ModuleDict(dict(heads))
 
     @property
+    def outputs(self) -> tuple[str, ...]:
+        """The names of the parameters ``theta`` that :meth:`forward` returns."""
+        return tuple(self.heads)
+
+    @property
     def n_outputs(self) -> int:
         return sum(h.n_outputs for h in self.heads.values())
 
@@ -169,10 +174,15 @@ def metasolver_from_config(config: dict) -> MetaSolver:
     """Rebuild an (untrained) meta-solver from :meth:`MetaSolver.config`."""
     config = dict(config)
     kind = config.pop("kind", None)
+    if kind == "autospec":
+        from .autospec import AutoSpecEngine
+
+        return AutoSpecEngine(**config)
     heads = {name: head_from_config(h["kind"], h["config"])
              for name, h in config.pop("heads").items()}
     if kind == "network":
         return NetworkMetaSolver(heads=heads, **config)
     if kind == "constant":
         return ConstantMetaSolver(heads=heads, **config)
-    raise ValueError(f"unknown meta-solver kind {kind!r}; known: 'network', 'constant'")
+    raise ValueError(f"unknown meta-solver kind {kind!r}; known: 'network', 'constant', "
+                     "'autospec'")

@@ -1,13 +1,17 @@
 """Batched, differentiable iterative methods sharing one driver loop (:func:`run`)."""
 
 from .base import IterativeMethod, run
+from .cg import ConjugateGradient
 from .chebyshev import Chebyshev
+from .chebyshev_expansion import ChebyshevExpansion
 from .iccg import ICCG, incomplete_cholesky
 from .jacobi import Jacobi
 from .newton_sor import NewtonSOR
 from .recurrence import PolynomialRecurrence
 from .registry import METHODS, method_from_config, register_method
 
-__all__ = ["Chebyshev", "ICCG", "IterativeMethod", "Jacobi", "METHODS", "NewtonSOR",
-           "PolynomialRecurrence", "incomplete_cholesky", "method_from_config",
-           "register_method", "run"]
+__all__ = [
+    "Chebyshev", "ChebyshevExpansion", "ConjugateGradient", "ICCG", "IterativeMethod", "Jacobi",
+    "METHODS", "NewtonSOR", "PolynomialRecurrence", "incomplete_cholesky", "method_from_config",
+    "register_method", "run"
+]

@@ -47,6 +47,18 @@ from ..validation import (
 State = dict[str, torch.Tensor]
 
 
+def batched_dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Inner products of matching rows: ``(B, N), (B, N) -> (B,)``."""
+    return (a * b).sum(dim=1)
+
+
+def safe_ratio(num: torch.Tensor, den: torch.Tensor) -> torch.Tensor:
+    """``num / den``, and 0 where ``den`` is 0 (an exactly solved instance has ``r = 0``)."""
+    nonzero = den != 0
+    return torch.where(nonzero, num / torch.where(nonzero, den, torch.ones_like(den)),
+                       torch.zeros_like(num))
+
+
 class IterativeMethod:
     """Base class of a batched, differentiable iterative method.
 

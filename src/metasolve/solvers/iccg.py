@@ -32,7 +32,7 @@ import torch
 
 from ..problems import LinearSystem
 from ..validation import check_finite_number, check_instance_scalars
-from .base import IterativeMethod, State
+from .base import IterativeMethod, State, batched_dot, safe_ratio
 from .registry import register_method
 
 
@@ -172,17 +172,6 @@ def _precondition(diagonal: torch.Tensor, sub: torch.Tensor, r: torch.Tensor) ->
     return torch.cat(x, dim=1)[:, :n]
 
 
-def _dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    return (a * b).sum(dim=1)
-
-
-def _safe_ratio(num: torch.Tensor, den: torch.Tensor) -> torch.Tensor:
-    """``num / den``, and 0 where ``den`` is 0 (an exactly solved instance has ``r = 0``)."""
-    nonzero = den != 0
-    return torch.where(nonzero, num / torch.where(nonzero, den, torch.ones_like(den)),
-                       torch.zeros_like(num))
-
-
 @register_method
 class ICCG(IterativeMethod):
     """Conjugate gradients preconditioned with IC(0) of ``A + alpha I``: ICCG(alpha).
@@ -236,19 +225,19 @@ class ICCG(IterativeMethod):
         band = _band(matrix, bw)
         r = problem.rhs - _band_matvec(band, x0)
         z = _precondition(diagonal, sub, r)
-        return {"x": x0, "r": r, "z": z, "p": z, "rz": _dot(r, z), "band": band,
+        return {"x": x0, "r": r, "z": z, "p": z, "rz": batched_dot(r, z), "band": band,
                 "D": diagonal, "E": sub, "breakdown": failed}
 
     def step(self, problem: LinearSystem, state: State, params: Mapping) -> State:
         p, band = state["p"], state["band"]
         ap = _band_matvec(band, p)
-        pap = _dot(p, ap)
-        step = _safe_ratio(state["rz"], pap)
+        pap = batched_dot(p, ap)
+        step = safe_ratio(state["rz"], pap)
         x = state["x"] + step.unsqueeze(1) * p
         r = state["r"] - step.unsqueeze(1) * ap
         z = _precondition(state["D"], state["E"], r)
-        rz = _dot(r, z)
-        p = z + _safe_ratio(rz, state["rz"]).unsqueeze(1) * p
+        rz = batched_dot(r, z)
+        p = z + safe_ratio(rz, state["rz"]).unsqueeze(1) * p
         breakdown = state["breakdown"] | ~(pap >= 0)
         return {"x": x, "r": r, "z": z, "p": p, "rz": rz, "band": band, "D": state["D"],
                 "E": state["E"], "breakdown": breakdown}

@@ -4,10 +4,13 @@ from .losses import (
            FailurePenaltyLoss,
            FixedIterationLoss,
            IterationSurrogateLoss,
+           LogResidualLoss,
            Loss,
            loss_from_config,
 )
 from .trainer import Trainer, TrainingConfig, TrainingHistory
 
-__all__ = ["FailurePenaltyLoss", "FixedIterationLoss", "IterationSurrogateLoss", "Loss",
-           "Trainer", "TrainingConfig", "TrainingHistory", "loss_from_config"]
+__all__ = [
+    "FailurePenaltyLoss", "FixedIterationLoss", "IterationSurrogateLoss", "LogResidualLoss",
+    "Loss", "Trainer", "TrainingConfig", "TrainingHistory", "loss_from_config"
+]

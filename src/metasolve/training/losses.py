@@ -71,6 +71,38 @@ class FixedIterationLoss(Loss):
 
 
 @_register
+class LogResidualLoss(Loss):
+    """``log(||r_m|| / ||r_0||)`` after exactly ``m`` iterations: the AutoSpec summary's
+    self-supervised loss on the final state of a linear solve (task (a)).
+
+    A logarithm weighs a residual reduction of ``10^-2`` to ``10^-3`` as much as one of ``10^-8``
+    to ``10^-9``, so operators of every condition number count in a batch. Reductions below
+    ``floor`` (round-off level) are clamped: they carry no gradient, only noise.
+    """
+
+    kind = "log-residual"
+
+    def __init__(self, m: int, floor: float = 1e-13):
+        self.m = check_count("m", m, minimum=1)
+        self.floor = check_positive("floor", floor)
+
+    def run_options(self) -> dict:
+        return {"fixed_iterations": self.m, "rtol": 0.0}
+
+    def __call__(self, solution: Solution) -> torch.Tensor:
+        history = solution.residual_history
+        ratio = history[-1] / history[0].clamp_min(torch.finfo(history.dtype).tiny)
+        return torch.log(ratio.clamp_min(self.floor))
+
+    def config(self) -> dict:
+        return {"kind": self.kind, "m": self.m, "floor": self.floor}
+
+    @property
+    def label(self) -> str:
+        return f"log residual (m={self.m})"
+
+
+@_register
 class IterationSurrogateLoss(Loss):
     """``L~_eps^(m)`` of eq. (10): a smooth count of the iterations spent above tolerance.
 
@@ -194,5 +226,5 @@ def loss_from_config(config: dict) -> Loss:
     return LOSSES.build(kind, config)
 
 
-__all__ = ["FailurePenaltyLoss", "FixedIterationLoss", "IterationSurrogateLoss", "Loss",
-           "loss_from_config"]
+__all__ = ["FailurePenaltyLoss", "FixedIterationLoss", "IterationSurrogateLoss", "LogResidualLoss",
+           "Loss", "loss_from_config"]

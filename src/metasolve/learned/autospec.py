@@ -1,0 +1,147 @@
+"""The AutoSpec engine: a network that maps a spectral probe of an operator to the coefficients of
+a polynomial method in that operator (AutoSpec summary, "AutoSpec: algorithm discovery";
+the issue's two paradigms).
+
+**Inputs.** The features are an ``s``-step Lanczos probe (:func:`metasolve.tasks.probe_features`):
+Ritz values ``theta_1 <= ... <= theta_s`` and residual norms ``rho_i`` of the Ritz pairs. The
+network sees them scale free, :func:`probe_inputs`: ``log(theta_i / u)``, ``log(rho_i / u)`` and
+``log(theta_s / theta_1)`` (the estimated condition number), with ``u = theta_s + rho_s`` a safe
+upper bound on ``lambda_max``. An operator and any positive multiple of it get the same inputs,
+and the coefficients below scale with ``1 / u`` exactly as a polynomial method's must, so an
+engine trained on small synthetic spectra applies unchanged to a large sparse matrix.
+
+**Outputs.** A polynomial method of degree ``K`` (``K`` products ``A @ v``), built around
+Chebyshev iteration on an interval ``[a, b]`` that the network places:
+
+* ``a = a_0 exp(r tanh(z_a))``, ``b = theta_s + rho_s exp(2 tanh(z_b))``, where ``[a_0, u]`` is
+  :meth:`metasolve.probes.Probe.interval` (``b >= theta_s`` always: an interval that cuts off the
+  top of the spectrum makes any Chebyshev-like method diverge there);
+* paradigm ``"recurrence"``: the three-term recurrence of
+  :class:`~metasolve.solvers.recurrence.PolynomialRecurrence` with every coefficient (``gamma``,
+  ``mu_k``, ``nu_k``) Chebyshev's on ``[a, b]`` times ``exp(c tanh(z_k))``, a learned per-step
+  correction;
+* paradigm ``"basis"``: the solve polynomial ``q`` of
+  :class:`~metasolve.solvers.chebyshev_expansion.ChebyshevExpansion` in the Chebyshev basis of
+  ``[a, b]``, given by its values at the ``K`` Chebyshev nodes: Chebyshev iteration's values
+  times ``exp(c tanh(z_i))``; the expansion coefficients are their cosine transform.
+
+The last layer starts at zero, so an untrained engine *is* Chebyshev iteration on the probe's
+interval (the classical baseline); training moves it only where the loss says so.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from ..polynomials import (
+    chebyshev_coefficients_from_nodes,
+    chebyshev_nodes,
+    chebyshev_recurrence_coefficients,
+    chebyshev_residual_ratio,
+)
+from ..probes import Probe
+from ..validation import check_choice, check_count, check_positive, check_tensor
+from .heads import IdentityHead
+from .metasolver import ACTIVATIONS, MetaSolver
+
+PARADIGMS = {"recurrence": ("initial", "momentum", "step"),
+             "basis": ("coefficients", "lower", "upper")}
+
+
+def split_probe(features: torch.Tensor, probe_steps: int) -> Probe:
+    """The :class:`~metasolve.probes.Probe` stored in ``features`` ``(B, 2 s)``; the Ritz values
+    must be positive (the operator symmetric positive definite)."""
+    check_tensor("features", features, ndim=2)
+    if features.shape[1] != 2 * probe_steps:
+        raise ValueError(f"features must have 2 * probe_steps = {2 * probe_steps} columns (Ritz "
+                         f"values, then residual norms), got shape {tuple(features.shape)}")
+    ritz, residuals = features[:, :probe_steps], features[:, probe_steps:]
+    if not bool((ritz > 0).all()):
+        raise ValueError("the probe found a non-positive Ritz value: the operator is not "
+                         "symmetric positive definite")
+    return Probe(ritz_values=ritz, residual_norms=residuals, matvecs=probe_steps)
+
+
+def probe_inputs(probe: Probe) -> torch.Tensor:
+    """Scale-free network inputs ``(B, 2 s + 1)`` of a probe (module doc)."""
+    ritz, residuals = probe.ritz_values, probe.residual_norms
+    top = (ritz[:, -1] + residuals[:, -1]).unsqueeze(1)
+    return torch.cat([torch.log(ritz / top), torch.log(residuals / top + 1e-12),
+                      torch.log(ritz[:, -1:] / ritz[:, :1])], dim=1)
+
+
+class AutoSpecEngine(MetaSolver):
+    """Probe features -> coefficients of a degree-``degree`` polynomial method (module doc).
+
+    Args:
+        probe_steps: ``s`` of the probe whose features it reads (``2 s`` features).
+        degree: ``K``, products ``A @ v`` of the polynomial method it outputs.
+        paradigm: ``"recurrence"`` (for :class:`~metasolve.PolynomialRecurrence`) or ``"basis"``
+            (for :class:`~metasolve.ChebyshevExpansion`).
+        hidden: widths of the hidden layers; ``activation`` their nonlinearity.
+        correction: ``c``, the largest log-factor a per-coefficient correction may apply.
+        lower_range: ``r``, the largest log-factor by which the lower end of the interval may
+            move from the probe's estimate.
+    """
+
+    kind = "autospec"
+
+    def __init__(self, probe_steps: int, degree: int, paradigm: str = "recurrence",
+                 hidden: Sequence[int] = (64, 64), activation: str = "silu",
+                 correction: float = 0.5, lower_range: float = math.log(1e3)):
+        self.probe_steps = check_count("probe_steps", probe_steps, minimum=2)
+        self.degree = check_count("degree", degree, minimum=1)
+        self.paradigm = check_choice("paradigm", paradigm, tuple(PARADIGMS))
+        shape = 2 * degree + 1 if paradigm == "recurrence" else degree
+        super().__init__({"interval": IdentityHead(2), "shape": IdentityHead(shape)})
+        self.in_features = 2 * self.probe_steps
+        self.hidden = [check_count("hidden", w, minimum=1) for w in hidden]
+        self.activation = check_choice("activation", activation, tuple(ACTIVATIONS))
+        self.correction = check_positive("correction", correction)
+        self.lower_range = check_positive("lower_range", lower_range)
+        layers, width = [], self.in_features + 1
+        for w in self.hidden:
+            layers += [nn.Linear(width, w, dtype=torch.float64), ACTIVATIONS[activation]()]
+            width = w
+        layers.append(nn.Linear(width, self.n_outputs, dtype=torch.float64))
+        nn.init.zeros_(layers[-1].weight)
+        nn.init.zeros_(layers[-1].bias)
+        self.net = nn.Sequential(*layers)
+
+    @property
+    def outputs(self) -> tuple[str, ...]:
+        return PARADIGMS[self.paradigm]
+
+    def config(self) -> dict:
+        return {"kind": self.kind, "probe_steps": self.probe_steps, "degree": self.degree,
+                "paradigm": self.paradigm, "hidden": self.hidden, "activation": self.activation,
+                "correction": self.correction, "lower_range": self.lower_range}
+
+    def interval(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, dict]:
+        """``(a, b, parts)``: the learned interval and the network's raw outputs."""
+        probe = split_probe(features.to(torch.float64), self.probe_steps)
+        parts = self._split(self.net(probe_inputs(probe)))
+        lower0, _ = probe.interval()
+        z = parts["interval"]
+        ritz, residuals = probe.ritz_values, probe.residual_norms
+        upper = ritz[:, -1] + residuals[:, -1] * torch.exp(2 * torch.tanh(z[:, 1]))
+        lower = lower0 * torch.exp(self.lower_range * torch.tanh(z[:, 0]))
+        return torch.minimum(lower, 0.9 * upper), upper, parts
+
+    def forward(self, features: torch.Tensor) -> dict[str, torch.Tensor]:
+        lower, upper, parts = self.interval(features)
+        factors = torch.exp(self.correction * torch.tanh(parts["shape"]))
+        k = self.degree
+        if self.paradigm == "recurrence":
+            base = chebyshev_recurrence_coefficients(lower, upper, k)
+            return {"initial": base["initial"] * factors[:, 0],
+                    "momentum": base["momentum"] * factors[:, 1:k + 1],
+                    "step": base["step"] * factors[:, k + 1:]}
+        nodes = chebyshev_nodes(lower, upper, k)
+        values = (1 - chebyshev_residual_ratio(nodes, lower, upper, k)) / nodes * factors
+        return {"coefficients": chebyshev_coefficients_from_nodes(values), "lower": lower,
+                "upper": upper}

@@ -1,0 +1,79 @@
+"""Conjugate gradients, optionally with a polynomial preconditioner ``M^{-1} = q(A)``
+(Hestenes and Stiefel; Saad, "Iterative Methods for Sparse Linear Systems", Algorithm 9.1).
+
+The AutoSpec issue's task (a) uses a learned polynomial as a preconditioner inside CG. A
+polynomial preconditioner needs nothing but products ``A @ v``, so the whole solve stays
+matrix-free: ``q(t) = sum_{j<d} c_j T_j(L(t))`` in the Chebyshev basis of ``[lower, upper]``
+(:func:`metasolve.polynomials.chebyshev_basis_apply`, ``d - 1`` products per application). It
+must be positive on the spectrum of ``A`` for ``q(A) A`` to be positive definite; a
+non-positive curvature ``p^T A p`` or ``r^T z`` stops that instance with ``Status.BREAKDOWN``.
+
+Parameters ``theta`` (``params``, all optional): ``coefficients`` (``(B, d)``), ``lower`` and
+``upper`` (``(B,)``) of the preconditioner; without them this is plain CG. Each iteration costs
+one product plus ``d - 1`` for the preconditioner: ``Solution.info`` does not count them, so
+callers report ``iterations * (1 + d - 1)`` products (plus what the preconditioner's
+construction took).
+
+Example:
+    >>> import torch, metasolve as ms
+    >>> A = torch.diag(torch.linspace(1.0, 10.0, 20, dtype=torch.float64))
+    >>> system = ms.LinearSystem(A, torch.ones(1, 20, dtype=torch.float64))
+    >>> ms.run(ms.ConjugateGradient(), system, rtol=1e-10).iterations.tolist()
+    [20]
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import torch
+
+from ..polynomials import chebyshev_basis_apply
+from ..problems import LinearSystem
+from .base import IterativeMethod, State, batched_dot, safe_ratio
+from .registry import register_method
+
+PRECONDITIONER = ("coefficients", "lower", "upper")
+
+
+@register_method
+class ConjugateGradient(IterativeMethod):
+    """CG for symmetric positive definite ``A``, with an optional polynomial preconditioner."""
+
+    name = "cg"
+    parameters = PRECONDITIONER
+    problem_type = LinearSystem
+
+    @staticmethod
+    def _preconditioner(problem: LinearSystem, params: Mapping):
+        given = [name for name in PRECONDITIONER if name in params]
+        if not given:
+            return lambda r: r
+        if len(given) != len(PRECONDITIONER):
+            raise ValueError(f"a polynomial preconditioner needs all of {list(PRECONDITIONER)}, "
+                             f"got only {given}")
+        coefficients, lower, upper = (params[name] for name in PRECONDITIONER)
+        return lambda r: chebyshev_basis_apply(problem.matvec, r, coefficients, lower, upper)
+
+    def init(self, problem: LinearSystem, x0, params) -> State:
+        precondition = self._preconditioner(problem, params)
+        r = problem.residual(x0)
+        z = precondition(r)
+        rz = batched_dot(r, z)
+        return {"x": x0, "r": r, "p": z, "rz": rz, "breakdown": ~(rz >= 0)}
+
+    def step(self, problem: LinearSystem, state: State, params: Mapping) -> State:
+        p = state["p"]
+        ap = problem.matvec(p)
+        pap = batched_dot(p, ap)
+        step = safe_ratio(state["rz"], pap)
+        x = state["x"] + step.unsqueeze(1) * p
+        r = state["r"] - step.unsqueeze(1) * ap
+        z = self._preconditioner(problem, params)(r)
+        rz = batched_dot(r, z)
+        p = z + safe_ratio(rz, state["rz"]).unsqueeze(1) * p
+        breakdown = state["breakdown"] | ~(pap >= 0) | ~(rz >= 0)
+        return {"x": x, "r": r, "p": p, "rz": rz, "breakdown": breakdown}
+
+    def residual(self, problem: LinearSystem, state: State) -> torch.Tensor:
+        return torch.linalg.vector_norm(state["r"], dim=1)

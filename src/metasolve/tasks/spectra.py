@@ -1,0 +1,133 @@
+"""Small synthetic symmetric positive definite operators known by their spectrum: the training
+distribution of AutoSpec (summary: "trained on small problems"; issue: spectra with condition
+numbers up to 1e6, clustered, uniform, with outliers).
+
+An instance is ``diag(lambda) x = b`` (:class:`~metasolve.problems.DiagonalSystem`): for
+a polynomial method only the spectrum and the right-hand side's components in the eigenbasis
+matter, so a diagonal operator is every symmetric operator with that spectrum, and a matvec is one
+elementwise product. Each instance draws
+
+* a largest eigenvalue ``lambda_max = 10^U(-2, 2)`` (the engine must be scale free) and a condition
+  number ``kappa = 10^U(log10 kappa_min, log10 kappa_max)``, both attained exactly;
+* a shape, uniformly among :data:`SPECTRUM_KINDS`:
+
+  - ``uniform``: eigenvalues uniform on ``[lambda_min, lambda_max]``;
+  - ``geometric``: log-uniform (evenly spread over the decades);
+  - ``clustered``: 2 to 6 tight clusters (relative width 1e-3 to 1e-1) at log-uniform centres;
+  - ``outliers``: a uniform bulk with a smaller condition number and 1 to 5 small outliers;
+  - ``laplacian``: the density of states of a Dirichlet Laplacian in 1, 2 or 3 dimensions
+    (``sum_i sin^2(pi u_i / 2)`` with ``u_i`` uniform), mapped to ``[lambda_min, lambda_max]``:
+    the shape of the PDE matrices AutoSpec is transferred to;
+
+* a standard normal right-hand side.
+
+The features are a matrix-free Lanczos probe (:func:`metasolve.probes.lanczos_probe`, ``s``
+steps, seeded from the instance's stream): ``s`` Ritz values then their ``s`` residual norms,
+raw (scale included). :func:`metasolve.learned.autospec.probe_inputs` makes them scale free.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from ..probes import lanczos_probe
+from ..problems import DiagonalSystem
+from ..validation import check_count, check_finite_number
+from .base import TaskBatch, TaskFamily, register_family
+
+SPECTRUM_KINDS = ("uniform", "geometric", "clustered", "outliers", "laplacian")
+
+
+def _uniform(n, generator, low=0.0, high=1.0):
+    return low + (high - low) * torch.rand(n, generator=generator, dtype=torch.float64)
+
+
+def _unit_spectrum(kind: str, size: int, kappa: float, generator: torch.Generator) -> torch.Tensor:
+    """``size`` eigenvalues in ``[1 / kappa, 1]`` of the given shape, both ends attained."""
+    low = 1.0 / kappa
+    if kind == "uniform":
+        values = _uniform(size, generator, low, 1.0)
+    elif kind == "geometric":
+        values = torch.exp(_uniform(size, generator, math.log(low), 0.0))
+    elif kind == "clustered":
+        clusters = int(torch.randint(2, 7, (1,), generator=generator))
+        centres = torch.exp(_uniform(clusters, generator, math.log(low), 0.0))
+        widths = 10 ** _uniform(clusters, generator, -3.0, -1.0)
+        member = torch.randint(0, clusters, (size,), generator=generator)
+        noise = torch.randn(size, generator=generator, dtype=torch.float64)
+        values = (centres[member] * torch.exp(widths[member] * noise)).clamp(low, 1.0)
+    elif kind == "outliers":
+        bulk_low = low ** float(_uniform(1, generator, 0.3, 0.7))
+        count = int(torch.randint(1, 6, (1,), generator=generator))
+        values = _uniform(size, generator, bulk_low, 1.0)
+        values[:count] = torch.exp(_uniform(count, generator, math.log(low), math.log(bulk_low)))
+    elif kind == "laplacian":
+        dimension = int(torch.randint(1, 4, (1,), generator=generator))
+        u = torch.rand(size, dimension, generator=generator, dtype=torch.float64)
+        density = torch.sin(torch.pi * u / 2).pow(2).sum(dim=1) / dimension
+        density = (density - density.min()) / (density.max() - density.min())
+        values = low + (1.0 - low) * density
+    else:
+        raise ValueError(f"kind must be one of {SPECTRUM_KINDS}, got {kind!r}")
+    values[0], values[-1] = low, 1.0
+    return values
+
+
+@register_family
+class SpectrumFamily(TaskFamily):
+    """Diagonal SPD operators with varied spectra and a Lanczos probe of each (see module doc).
+
+    Args:
+        size: ``N``, eigenvalues per operator.
+        probe_steps: ``s``, Lanczos steps of the probe (``2 s`` features).
+        kappa_min, kappa_max: range of the condition number (log-uniform).
+        kinds: the spectrum shapes to draw from.
+    """
+
+    name = "spectrum"
+
+    def __init__(self, size: int = 256, probe_steps: int = 10, kappa_min: float = 10.0,
+                 kappa_max: float = 1e6, kinds: tuple[str, ...] = SPECTRUM_KINDS):
+        self.size = check_count("size", size, minimum=2)
+        self.probe_steps = check_count("probe_steps", probe_steps, minimum=2)
+        if self.probe_steps > self.size:
+            raise ValueError(f"probe_steps must be at most size ({size}), got {probe_steps}")
+        self.kappa_min = check_finite_number("kappa_min", kappa_min)
+        self.kappa_max = check_finite_number("kappa_max", kappa_max)
+        if not 1 < self.kappa_min <= self.kappa_max:
+            raise ValueError(f"need 1 < kappa_min <= kappa_max, got {kappa_min}, {kappa_max}")
+        kinds = tuple(kinds)
+        unknown = sorted(set(kinds) - set(SPECTRUM_KINDS))
+        if not kinds or unknown:
+            raise ValueError(f"kinds must be a non-empty subset of {SPECTRUM_KINDS}, got {kinds}")
+        self.kinds = kinds
+
+    def config(self):
+        return {"size": self.size, "probe_steps": self.probe_steps, "kappa_min": self.kappa_min,
+                "kappa_max": self.kappa_max, "kinds": list(self.kinds)}
+
+    @property
+    def feature_dim(self) -> int:
+        return 2 * self.probe_steps
+
+    def sample_with(self, n: int, generator: torch.Generator) -> TaskBatch:
+        log_kappa = _uniform(n, generator, math.log10(self.kappa_min), math.log10(self.kappa_max))
+        scale = 10 ** _uniform(n, generator, -2.0, 2.0)
+        choice = torch.randint(0, len(self.kinds), (n,), generator=generator)
+        spectra = torch.stack([
+            scale[i] * _unit_spectrum(self.kinds[int(choice[i])], self.size,
+                                      float(10 ** log_kappa[i]), generator)
+            for i in range(n)])
+        rhs = torch.randn(n, self.size, generator=generator, dtype=torch.float64)
+        probe_seed = int(torch.randint(0, 2**62, (1,), generator=generator))
+        system = DiagonalSystem(spectra, rhs, rhs / spectra)
+        return TaskBatch(system, probe_features(system.matvec, self.size, self.probe_steps, n,
+                                                probe_seed))
+
+
+def probe_features(matvec, size: int, steps: int, batch: int, seed: int) -> torch.Tensor:
+    """``(B, 2 s)``: the Ritz values then the residual norms of an ``s``-step Lanczos probe."""
+    probe = lanczos_probe(matvec, size=size, steps=steps, batch=batch, seed=seed)
+    return torch.cat([probe.ritz_values, probe.residual_norms], dim=1)
