@@ -16,10 +16,11 @@ from ..evaluation.records import write_records
 from ..parallel import map_jobs
 from ..training.progress import progress_bar
 from ..validation import check_choice, check_count
-from . import elasticity_iccg, poisson_jacobi, robertson_newton_sor
+from . import autospec_linear, elasticity_iccg, poisson_jacobi, robertson_newton_sor
 
 EXPERIMENTS = {module.NAME: module
-               for module in (poisson_jacobi, robertson_newton_sor, elasticity_iccg)}
+               for module in (poisson_jacobi, robertson_newton_sor, elasticity_iccg,
+                              autospec_linear)}
 
 
 def get(name: str):

@@ -1,0 +1,399 @@
+"""AutoSpec task (a): learned polynomial solvers ``x = q(A) b`` trained on small synthetic
+spectra and applied unchanged to large sparse SPD matrices (AutoSpec summary; the issue's
+task (a)); also a learned polynomial preconditioner inside CG.
+
+* Training: :class:`~metasolve.tasks.spectra.SpectrumFamily` (``N = 256`` diagonal operators,
+  condition numbers ``10 .. 1e6``, five spectrum shapes, random scale), an ``s = 10``-step
+  Lanczos probe per operator, the engine of :mod:`metasolve.learned.autospec` in both
+  paradigms (three-term recurrence; Chebyshev basis), degree ``K = 50``, loss
+  ``log(||r_K|| / ||r_0||)`` (:class:`~metasolve.training.LogResidualLoss`), Adam.
+* Test: held-out synthetic spectra and the transfer operators of
+  :mod:`metasolve.experiments.autospec_common` (2D Poisson with 102,400 unknowns, 3D Poisson,
+  anisotropic diffusion, a scikit-fem elasticity matrix, random sparse SPD), each with 8 random
+  right-hand sides. Metric: relative residual ``||b - A x|| / ||b||``, median over the instances.
+* Equal matrix-vector products: every method that uses the probe gets ``K`` products after the
+  probe's ``s``: Richardson with the probe's optimal step ``2 / (a + b)`` and Chebyshev
+  iteration on the probe's interval ``[a, b]`` (:meth:`metasolve.probes.Probe.interval`), and
+  the learned methods. Methods that need no probe: Chebyshev on the exact extreme eigenvalues
+  (an oracle, the minimax-optimal polynomial on the spectrum's interval) shown at degree ``K``
+  (the same polynomial degree; this is the bar's "within 2 times") and at ``K + s`` (the same
+  total products), and conjugate gradients with ``K + s`` iterations (adaptive, for reference).
+* Preconditioner: a basis-paradigm engine of degree 8 trained the same way; on the largest
+  transfer matrix, CG with ``M^{-1} = q(A)`` against plain CG to ``rtol = 1e-8``, iterations,
+  products (probe included) and wall-clock (median of repeats, one run).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..evaluation.metrics import compare_wall_clock
+from ..evaluation.records import record
+from ..learned import split_probe
+from ..polynomials import chebyshev_recurrence_coefficients, residual_polynomial
+from ..solvers import Chebyshev, ConjugateGradient, PolynomialRecurrence, run
+from ..tasks import SpectrumFamily, TaskBatch, make_splits
+from ..tasks.operators import sparse_system
+from ..training import TrainingConfig
+from .autospec_common import TRANSFER, TRANSFER_SMOKE, exact_extremes, probed, train_engine
+from .common import job_settings
+
+NAME = "autospec-linear"
+TITLE = "AutoSpec (a): learned polynomial solvers, trained on synthetic spectra, transferred"
+SYNTHETIC = "synthetic (held out)"
+BASELINES = ("richardson", "chebyshev-estimated", "chebyshev-exact-K", "chebyshev-exact-budget",
+             "cg-budget")
+LEARNED = ("learned-recurrence", "learned-basis")
+LABELS = {"richardson": "Richardson (probe step)",
+          "chebyshev-estimated": "Chebyshev (probe interval)",
+          "chebyshev-exact-K": "Chebyshev (exact, degree K)",
+          "chebyshev-exact-budget": "Chebyshev (exact, K + s)",
+          "cg-budget": "CG (K + s, adaptive)",
+          "learned-recurrence": "learned recurrence",
+          "learned-basis": "learned basis"}
+
+
+@dataclass(frozen=True)
+class Settings:
+    size: int = 256
+    probe_steps: int = 10
+    degree: int = 50
+    preconditioner_degree: int = 8
+    hidden: tuple[int, ...] = (64, 64)
+    n_train: int = 8192
+    n_validation: int = 512
+    n_test: int = 512
+    training: TrainingConfig = field(default_factory=lambda: TrainingConfig(
+        epochs=40, batch_size=128, lr=1e-3, plateau_patience=5))
+    transfer: tuple = TRANSFER
+    rhs_per_operator: int = 8
+    cg_rtol: float = 1e-8
+    wall_clock_repeats: int = 3
+    seed: int = 0
+
+
+FULL = Settings()
+QUICK = replace(FULL, n_train=1024, n_validation=256, n_test=256,
+                training=replace(FULL.training, epochs=8))
+SMOKE = replace(FULL, size=48, probe_steps=6, degree=12, preconditioner_degree=4, hidden=(16,),
+                n_train=32, n_validation=16, n_test=16, transfer=TRANSFER_SMOKE,
+                rhs_per_operator=2, training=replace(FULL.training, epochs=2, batch_size=16),
+                wall_clock_repeats=1)
+SCALES = {"full": FULL, "quick": QUICK, "smoke": SMOKE}
+CELLS = ("baselines", "recurrence", "basis", "preconditioner")
+
+
+def _family(settings: Settings) -> SpectrumFamily:
+    return SpectrumFamily(size=settings.size, probe_steps=settings.probe_steps)
+
+
+def evaluation_sets(settings: Settings) -> list[tuple[str, TaskBatch, torch.Tensor]]:
+    """``(name, tasks, exact extremes (B, 2))``: the held-out synthetic spectra, then each
+    transfer operator with its right-hand sides and probes."""
+    test = make_splits(_family(settings), 1, 1, settings.n_test, seed=settings.seed).test
+    eig = test.problem.eigenvalues
+    sets = [(SYNTHETIC, test, torch.stack([eig.min(1).values, eig.max(1).values], dim=1))]
+    for i, operator in enumerate(settings.transfer):
+        matrix = operator.matrix()
+        system = sparse_system(matrix, settings.rhs_per_operator, seed=settings.seed + 1 + i)
+        extremes = torch.tensor(exact_extremes(operator, matrix), dtype=torch.float64)
+        sets.append((operator.name, probed(system, settings.probe_steps, seed=settings.seed + i),
+                     extremes.expand(system.batch_size, 2)))
+    return sets
+
+
+def _relative(problem, x) -> torch.Tensor:
+    return (torch.linalg.vector_norm(problem.residual(x), dim=1)
+            / torch.linalg.vector_norm(problem.rhs, dim=1))
+
+
+def baseline_params(tasks: TaskBatch, probe_steps: int, steps: int) -> dict[str, dict]:
+    """Parameters of the probe-based baselines (Richardson, Chebyshev on the probe interval)."""
+    lower, upper = split_probe(tasks.features, probe_steps).interval()
+    step = 2 / (lower + upper)
+    richardson = {"initial": step, "momentum": torch.zeros(len(tasks), steps, dtype=step.dtype),
+                  "step": step.unsqueeze(1).expand(-1, steps).contiguous()}
+    return {"richardson": richardson, "chebyshev-estimated": {"lower": lower, "upper": upper}}
+
+
+def solve_baselines(tasks: TaskBatch, extremes: torch.Tensor, settings: Settings
+                    ) -> dict[str, torch.Tensor]:
+    """Per-instance relative residuals of every baseline at equal products."""
+    k, s = settings.degree, settings.probe_steps
+    params = baseline_params(tasks, s, k)
+    exact = {"lower": extremes[:, 0].contiguous(), "upper": extremes[:, 1].contiguous()}
+    runs = {"richardson": (PolynomialRecurrence(), params["richardson"], k),
+            "chebyshev-estimated": (Chebyshev(), params["chebyshev-estimated"], k),
+            "chebyshev-exact-K": (Chebyshev(), exact, k),
+            "chebyshev-exact-budget": (Chebyshev(), exact, k + s),
+            "cg-budget": (ConjugateGradient(), {}, k + s)}
+    out = {}
+    for name, (method, theta, steps) in runs.items():
+        solution = run(method, tasks.problem, params=theta, fixed_iterations=steps, rtol=0.0,
+                       divergence_factor=1e300)
+        out[name] = _relative(tasks.problem, solution.x)
+    return out
+
+
+def _medians(method: str, residuals: torch.Tensor, operator: str, extra: dict) -> dict:
+    return record(NAME, method, "median_relative_residual", float(residuals.median()),
+                  operator=operator, **extra)
+
+
+def _curve_operator(sets):
+    """The operator whose residual polynomials are plotted: the largest transfer matrix."""
+    name, tasks, extremes = max(sets[1:], key=lambda item: item[1].problem.size)
+    return name, tasks.index(slice(0, 1)), extremes[:1]
+
+
+def _curve_points(extremes: torch.Tensor) -> torch.Tensor:
+    low, high = float(extremes[0, 0]), float(extremes[0, 1])
+    return torch.tensor(np.geomspace(low / 4, high * 1.05, 600), dtype=torch.float64)
+
+
+def _run_baselines(settings: Settings, sets, extra) -> dict:
+    records, curves = [], {}
+    for name, tasks, extremes in sets:
+        for method, residuals in solve_baselines(tasks, extremes, settings).items():
+            records.append(_medians(method, residuals, name, extra))
+    name, tasks, extremes = _curve_operator(sets)
+    points = _curve_points(extremes)
+    k = settings.degree
+    params = baseline_params(tasks, settings.probe_steps, k)["chebyshev-estimated"]
+    cheb = chebyshev_recurrence_coefficients(params["lower"], params["upper"], k)
+    curves["chebyshev-estimated"] = residual_polynomial(PolynomialRecurrence(), cheb, points, k)
+    exact = chebyshev_recurrence_coefficients(extremes[:, 0], extremes[:, 1], k)
+    curves["chebyshev-exact-K"] = residual_polynomial(PolynomialRecurrence(), exact, points, k)
+    return {"records": records, "curves": {key: v.tolist() for key, v in curves.items()},
+            "points": points.tolist(), "curve_operator": name}
+
+
+def _run_learned(settings: Settings, paradigm: str, sets, solver, extra) -> dict:
+    k, s = settings.degree, settings.probe_steps
+    method = f"learned-{paradigm}"
+    records = []
+    with torch.no_grad():
+        for name, tasks, extremes in sets:
+            solution = solver.solve(tasks, fixed_iterations=k, rtol=0.0, divergence_factor=1e300)
+            learned = _relative(tasks.problem, solution.x)
+            base = solve_baselines(tasks, extremes, settings)
+            cell = {**extra, "operator": name}
+            records += [
+                _medians(method, learned, name, extra),
+                record(NAME, method, "fraction_no_worse_than_chebyshev_estimated",
+                       float((learned <= base["chebyshev-estimated"]).double().mean()), **cell),
+                record(NAME, method, "median_ratio_to_richardson",
+                       float(learned.median() / base["richardson"].median()), **cell),
+                record(NAME, method, "median_ratio_to_chebyshev_estimated",
+                       float(learned.median() / base["chebyshev-estimated"].median()), **cell),
+                record(NAME, method, "median_ratio_to_chebyshev_exact_K",
+                       float(learned.median() / base["chebyshev-exact-K"].median()), **cell),
+            ]
+        name, tasks, extremes = _curve_operator(sets)
+        points = _curve_points(extremes)
+        curve = residual_polynomial(solver.method, solver.params(tasks.features), points, k)
+    return {"records": records, "curves": {method: curve.tolist()}, "points": points.tolist(),
+            "curve_operator": name, "s": s}
+
+
+def _run_preconditioner(settings: Settings, sets, solver, extra) -> dict:
+    """Plain CG against CG preconditioned by the learned ``q(A)`` on the largest transfer
+    matrix, to ``cg_rtol``; products count the probe and the preconditioner."""
+    name, _, _ = _curve_operator(sets)
+    tasks = next(t for n, t, _ in sets if n == name)
+    problem = tasks.problem
+    d = settings.preconditioner_degree
+    cap = 20 * problem.size
+
+    def plain():
+        return run(ConjugateGradient(), problem, rtol=settings.cg_rtol, maxiter=cap)
+
+    def learned():
+        features = probed(problem, settings.probe_steps, seed=settings.seed).features
+        return run(ConjugateGradient(), problem, params=solver.params(features),
+                   rtol=settings.cg_rtol, maxiter=cap)
+
+    with torch.no_grad():
+        base_solution, learned_solution = plain(), learned()
+        clock = compare_wall_clock(plain, learned, repeats=settings.wall_clock_repeats)
+    cell = {**extra, "operator": name, "rtol": settings.cg_rtol, "preconditioner_degree": d}
+    base_iters = base_solution.iterations.double()
+    learned_iters = learned_solution.iterations.double()
+    # q has d coefficients, degree d - 1: d - 1 products per application, one more for A p.
+    learned_products = settings.probe_steps + (d - 1) + learned_iters * d
+    records = [
+        record(NAME, "cg", "median_iterations", float(base_iters.median()), **cell),
+        record(NAME, "pcg-learned", "median_iterations", float(learned_iters.median()), **cell),
+        record(NAME, "cg", "median_products", float(base_iters.median()), **cell),
+        record(NAME, "pcg-learned", "median_products", float(learned_products.median()), **cell),
+        record(NAME, "pcg-learned", "converged_fraction",
+               float(learned_solution.converged.double().mean()), **cell),
+        record(NAME, "cg", "converged_fraction",
+               float(base_solution.converged.double().mean()), **cell),
+        record(NAME, "pcg-learned", "wall_time_ratio", clock.ratio, **cell),
+        record(NAME, "pcg-learned", "wall_time_seconds", clock.learned_seconds, **cell),
+        record(NAME, "cg", "wall_time_seconds", clock.baseline_seconds, **cell),
+    ]
+    return {"records": records}
+
+
+def run_cell(job: dict) -> dict:
+    """One cell: the baselines, or training and evaluating one engine; a worker job."""
+    settings: Settings = job_settings(job)
+    cell = job["cell"]
+    out = Path(job["out_dir"])
+    family = _family(settings)
+    sets = evaluation_sets(settings)
+    extra = {"K": settings.degree, "s": settings.probe_steps, "size": settings.size,
+             "n_test": settings.n_test}
+    if cell == "baselines":
+        return {"cell": cell, "label": cell, **_run_baselines(settings, sets, extra)}
+    paradigm = "basis" if cell == "preconditioner" else cell
+    degree = settings.preconditioner_degree if cell == "preconditioner" else settings.degree
+    start = time.perf_counter()
+    solver, info = train_engine(family, degree, paradigm, settings.hidden, settings.n_train,
+                                settings.n_validation, settings.training,
+                                settings.seed, out / "checkpoints" / f"{cell}.safetensors",
+                                job.get("progress", False))
+    info["train_seconds"] = time.perf_counter() - start
+    solver.settings.update({"experiment": NAME, "cell": cell, "scale": job.get("scale")})
+    solver.save(out / "models" / f"{cell}.safetensors")
+    extra = {**extra, **info, "lr": settings.training.lr}
+    if cell == "preconditioner":
+        return {"cell": cell, "label": cell, **_run_preconditioner(settings, sets, solver, extra)}
+    return {"cell": cell, "label": cell, **_run_learned(settings, paradigm, sets, solver, extra)}
+
+
+def jobs(scale: str, out_dir: Path, epochs: int | None = None) -> list[dict]:
+    settings = SCALES[scale]
+    order = ("basis", "recurrence", "preconditioner", "baselines")  # slowest first
+    return [{"settings": settings, "cell": cell, "out_dir": str(out_dir), "scale": scale,
+             "epochs": epochs} for cell in order]
+
+
+def _value(records, method, metric, operator=None):
+    for r in records:
+        if r["experiment"] == NAME and r["method"] == method and r["metric"] == metric and (
+                operator is None or r.get("operator") == operator):
+            return r["value"]
+    return None
+
+
+def _operators(records) -> list[str]:
+    seen = []
+    for r in records:
+        if r["metric"] == "median_relative_residual" and r["operator"] not in seen:
+            seen.append(r["operator"])
+    return seen
+
+
+def _fmt(value, spec=".2e") -> str:
+    return "-" if value is None else format(value, spec)
+
+
+def _lines(records):
+    """Three tables: median residuals, the bar's ratios, the preconditioner."""
+    methods = BASELINES + LEARNED
+    operators = _operators(records)
+    head = ["operator", *(LABELS[m] for m in methods)]
+    body = [[op, *(_fmt(_value(records, m, "median_relative_residual", op)) for m in methods)]
+            for op in operators]
+    ratio_head = ["operator", "learned", "/ Richardson", "/ Chebyshev (probe)",
+                  "/ Chebyshev (exact, K)", "instances <= Chebyshev (probe)"]
+    ratio_body = []
+    for m in LEARNED:
+        for op in operators:
+            values = [_value(records, m, metric, op) for metric in (
+                "median_ratio_to_richardson", "median_ratio_to_chebyshev_estimated",
+                "median_ratio_to_chebyshev_exact_K",
+                "fraction_no_worse_than_chebyshev_estimated")]
+            if any(v is not None for v in values):
+                ratio_body.append([op, LABELS[m], *(_fmt(v, ".3g") for v in values[:3]),
+                                   _fmt(values[3], ".0%")])
+    pre_head = ["method", "median iterations", "median products", "converged",
+                "wall-clock (s)", "wall-clock ratio"]
+    pre_body = []
+    for m, label in (("cg", "CG"), ("pcg-learned", "CG + learned q(A)")):
+        pre_body.append([label, _fmt(_value(records, m, "median_iterations"), ".0f"),
+                         _fmt(_value(records, m, "median_products"), ".0f"),
+                         _fmt(_value(records, m, "converged_fraction"), ".0%"),
+                         _fmt(_value(records, m, "wall_time_seconds"), ".3f"),
+                         "1" if m == "cg" else _fmt(_value(records, m, "wall_time_ratio"),
+                                                    ".3f")])
+    return (head, body), (ratio_head, ratio_body), (pre_head, pre_body)
+
+
+def table(records: list[dict]):
+    from rich.console import Group
+    from rich.table import Table
+
+    parts = []
+    titles = (f"{TITLE}\nmedian relative residual at equal products (K after an s-step probe)",
+              "learned over baselines (median ratios) and the fraction of instances no worse "
+              "than Chebyshev on the probe interval",
+              "CG with a learned polynomial preconditioner, largest transfer matrix")
+    for title, (head, body) in zip(titles, _lines(records), strict=True):
+        t = Table(title=title)
+        for i, name in enumerate(head):
+            t.add_column(name, justify="left" if i < 2 else "right")
+        for line in body:
+            t.add_row(*line)
+        parts.append(t)
+    return Group(*parts)
+
+
+def markdown(records: list[dict]) -> str:
+    blocks = []
+    for head, body in _lines(records):
+        lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+        lines += ["| " + " | ".join(line) + " |" for line in body]
+        blocks.append("\n".join(lines) + "\n")
+    return "\n".join(blocks)
+
+
+def plot(results: list[dict], path: Path) -> Path | None:
+    """Left: residual polynomials on the largest transfer matrix's interval (learned beside
+    Chebyshev's). Right: median residual per operator and method."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    curves, points, operator = {}, None, None
+    records = [r for result in results for r in result["records"]]
+    for result in results:
+        if "curves" in result:
+            curves.update(result["curves"])
+            points, operator = result["points"], result["curve_operator"]
+    if not records:
+        return None
+    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.2))
+    if points is not None:
+        for name, values in curves.items():
+            left.loglog(points, np.abs(values), label=LABELS.get(name, name), lw=1.2)
+        left.set_xlabel("t (eigenvalue)")
+        left.set_ylabel("|p(t)|, residual polynomial")
+        left.set_title(f"residual polynomials of degree K on {operator}", fontsize=9)
+        left.legend(fontsize=7)
+    operators = _operators(records)
+    methods = [m for m in BASELINES + LEARNED
+               if any(_value(records, m, "median_relative_residual", op) for op in operators)]
+    for j, m in enumerate(methods):
+        values = [_value(records, m, "median_relative_residual", op) or np.nan
+                  for op in operators]
+        right.scatter(np.arange(len(operators)) + 0.08 * (j - len(methods) / 2), values,
+                      label=LABELS[m], s=18)
+    right.set_yscale("log")
+    right.set_xticks(range(len(operators)), operators, rotation=25, fontsize=7, ha="right")
+    right.set_ylabel("median relative residual")
+    right.legend(fontsize=7)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
