@@ -81,7 +81,8 @@ def to_torch_csr(matrix: sp.spmatrix) -> torch.Tensor:
     matrix.sort_indices()
     return torch.sparse_csr_tensor(torch.from_numpy(matrix.indptr.astype(np.int64)),
                                    torch.from_numpy(matrix.indices.astype(np.int64)),
-                                   torch.from_numpy(matrix.data), size=matrix.shape)
+                                   torch.from_numpy(matrix.data), size=matrix.shape,
+                                   check_invariants=True)
 
 
 def sparse_system(matrix: sp.spmatrix, batch: int, seed: int = 0) -> LinearSystem:
