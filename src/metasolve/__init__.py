@@ -26,6 +26,7 @@ from .solvers import (  # noqa: E402
     ICCG,
     Chebyshev,
     ChebyshevExpansion,
+    ChebyshevSeries,
     ConjugateGradient,
     IterativeMethod,
     Jacobi,
@@ -56,12 +57,12 @@ from .training import (  # noqa: E402
 
 __all__ = [
     "ArtifactError", "AutoSpecEngine", "BasisHead", "BoundedHead", "Chebyshev",
-    "ChebyshevExpansion", "ConjugateGradient", "ConstantMetaSolver", "ConvergenceError",
-    "DiagonalSystem", "ElasticBeamFamily", "FailurePenaltyLoss", "FixedIterationLoss", "ICCG",
-    "IdentityHead", "IntervalHead", "IterationSurrogateLoss", "IterativeMethod", "Jacobi",
-    "LearnedSolver", "LinearSystem", "LogResidualLoss", "MetaSolver", "NetworkMetaSolver",
-    "NewtonSOR", "NonlinearSystem", "Poisson1DFamily", "PolynomialRecurrence", "PositiveHead",
-    "RobertsonFamily", "Solution", "SpectrumFamily", "Status", "TaskBatch", "TaskFamily",
-    "Trainer", "TrainingConfig", "__version__", "load", "make_splits", "register_family",
-    "register_method", "run", "save", "sine_basis"
+    "ChebyshevExpansion", "ChebyshevSeries", "ConjugateGradient", "ConstantMetaSolver",
+    "ConvergenceError", "DiagonalSystem", "ElasticBeamFamily", "FailurePenaltyLoss",
+    "FixedIterationLoss", "ICCG", "IdentityHead", "IntervalHead", "IterationSurrogateLoss",
+    "IterativeMethod", "Jacobi", "LearnedSolver", "LinearSystem", "LogResidualLoss", "MetaSolver",
+    "NetworkMetaSolver", "NewtonSOR", "NonlinearSystem", "Poisson1DFamily", "PolynomialRecurrence",
+    "PositiveHead", "RobertsonFamily", "Solution", "SpectrumFamily", "Status", "TaskBatch",
+    "TaskFamily", "Trainer", "TrainingConfig", "__version__", "load", "make_splits",
+    "register_family", "register_method", "run", "save", "sine_basis"
 ]

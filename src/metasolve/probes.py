@@ -61,6 +61,33 @@ class Probe:
         return torch.maximum(low, self.ritz_values[:, 0] / 10), high
 
 
+def _lanczos(matvec, start: torch.Tensor, steps: int):
+    """``steps`` Lanczos steps from ``start`` ``(B, N)`` (normalized here), fully
+    reorthogonalized: ``(basis (B, steps, N), tridiagonal (B, steps, steps), last beta (B,))``."""
+    batch, size = start.shape
+    v = start / torch.linalg.vector_norm(start, dim=1, keepdim=True)
+    basis = [v]
+    alphas, betas = [], []
+    tiny = torch.finfo(start.dtype).tiny
+    for j in range(steps):
+        w = matvec(basis[j])
+        if tuple(w.shape) != (batch, size):
+            raise ValueError(f"matvec must return shape ({batch}, {size}), got {tuple(w.shape)}")
+        alphas.append((w * basis[j]).sum(dim=1))
+        # Full reorthogonalization (twice is enough) against every basis vector so far.
+        stacked = torch.stack(basis, dim=1)  # (B, j+1, N)
+        for _ in range(2):
+            w = w - torch.einsum("bk,bkn->bn", torch.einsum("bkn,bn->bk", stacked, w), stacked)
+        beta = torch.linalg.vector_norm(w, dim=1)
+        betas.append(beta)
+        if j + 1 < steps:
+            basis.append(w / beta.clamp_min(tiny).unsqueeze(1))
+    diagonal = torch.stack(alphas, dim=1)
+    off = torch.stack(betas[:-1], dim=1) if steps > 1 else diagonal[:, :0]
+    tridiagonal = torch.diag_embed(diagonal) + torch.diag_embed(off, 1) + torch.diag_embed(off, -1)
+    return torch.stack(basis, dim=1), tridiagonal, betas[-1]
+
+
 def lanczos_probe(matvec: Callable[[torch.Tensor], torch.Tensor], size: int, steps: int,
                   batch: int = 1, seed: int = 0, dtype: torch.dtype = torch.float64,
                   device=None) -> Probe:
@@ -81,28 +108,58 @@ def lanczos_probe(matvec: Callable[[torch.Tensor], torch.Tensor], size: int, ste
     if not callable(matvec):
         raise TypeError(f"matvec must be callable, got {type(matvec).__name__}")
     generator = torch.Generator().manual_seed(seed)
-    v = torch.randn(batch, size, generator=generator, dtype=dtype).to(device)
-    v = v / torch.linalg.vector_norm(v, dim=1, keepdim=True)
-    basis = [v]
-    alphas, betas = [], []
-    tiny = torch.finfo(dtype).tiny
-    for j in range(steps):
-        w = matvec(basis[j])
-        if tuple(w.shape) != (batch, size):
-            raise ValueError(f"matvec must return shape ({batch}, {size}), got {tuple(w.shape)}")
-        alpha = (w * basis[j]).sum(dim=1)
-        alphas.append(alpha)
-        # Full reorthogonalization (twice is enough) against every basis vector so far.
-        stacked = torch.stack(basis, dim=1)  # (B, j+1, N)
-        for _ in range(2):
-            w = w - torch.einsum("bk,bkn->bn", torch.einsum("bkn,bn->bk", stacked, w), stacked)
-        beta = torch.linalg.vector_norm(w, dim=1)
-        betas.append(beta)
-        if j + 1 < steps:
-            basis.append(w / beta.clamp_min(tiny).unsqueeze(1))
-    diagonal = torch.stack(alphas, dim=1)
-    off = torch.stack(betas[:-1], dim=1) if steps > 1 else diagonal[:, :0]
-    tridiagonal = torch.diag_embed(diagonal) + torch.diag_embed(off, 1) + torch.diag_embed(off, -1)
+    start = torch.randn(batch, size, generator=generator, dtype=dtype).to(device)
+    _, tridiagonal, beta = _lanczos(matvec, start, steps)
     values, vectors = torch.linalg.eigh(tridiagonal)
-    residuals = (betas[-1].unsqueeze(1) * vectors[:, -1, :]).abs()
+    residuals = (beta.unsqueeze(1) * vectors[:, -1, :]).abs()
     return Probe(ritz_values=values, residual_norms=residuals, matvecs=steps)
+
+
+def subspace_probe(matvec: Callable[[torch.Tensor], torch.Tensor], size: int, block: int,
+                   iterations: int, batch: int = 1, seed: int = 0,
+                   dtype: torch.dtype = torch.float64, device=None) -> Probe:
+    """A subspace-iteration probe (the AutoSpec summary's probe for matrix functions): a random
+    block of ``block`` vectors, multiplied by ``A`` and re-orthonormalized ``iterations`` times,
+    then Rayleigh-Ritz on the block. Its Ritz values move towards the top of the spectrum as
+    ``iterations`` grows (the probe sharpens there); residual norms ``||A V y - theta V y||``.
+    Costs ``block * (iterations + 1)`` products.
+    """
+    size = check_count("size", size, minimum=1)
+    block = check_count("block", block, minimum=1)
+    iterations = check_count("iterations", iterations)
+    batch = check_count("batch", batch, minimum=1)
+    if block > size:
+        raise ValueError(f"block must be at most size ({size}), got {block}")
+    if not callable(matvec):
+        raise TypeError(f"matvec must be callable, got {type(matvec).__name__}")
+
+    def apply(vectors):  # (B, N, k) -> A (B, N, k), one product per column
+        return torch.stack([matvec(vectors[:, :, j]) for j in range(vectors.shape[2])], dim=2)
+
+    generator = torch.Generator().manual_seed(seed)
+    basis = torch.linalg.qr(torch.randn(batch, size, block, generator=generator,
+                                        dtype=dtype).to(device))[0]
+    for _ in range(iterations):
+        basis = torch.linalg.qr(apply(basis))[0]
+    image = apply(basis)
+    values, vectors = torch.linalg.eigh(basis.mT @ image)
+    residuals = torch.linalg.vector_norm(image @ vectors - (basis @ vectors) * values.unsqueeze(1),
+                                         dim=1)
+    return Probe(ritz_values=values, residual_norms=residuals,
+                 matvecs=block * (iterations + 1))
+
+
+def lanczos_function(matvec: Callable[[torch.Tensor], torch.Tensor], vector: torch.Tensor,
+                     steps: int, function: Callable[[torch.Tensor], torch.Tensor]
+                     ) -> torch.Tensor:
+    """The Lanczos approximation of ``f(A) b`` from ``steps`` products:
+    ``||b|| V_s f(T_s) e_1`` (the classical Krylov baseline for matrix functions; exact when
+    ``f`` is a polynomial of degree below ``s``). ``function`` maps eigenvalues to ``f``."""
+    steps = check_count("steps", steps, minimum=1)
+    if steps > vector.shape[1]:
+        raise ValueError(f"steps must be at most the size ({vector.shape[1]}), got {steps}")
+    basis, tridiagonal, _ = _lanczos(matvec, vector, steps)
+    values, vectors = torch.linalg.eigh(tridiagonal)
+    coefficients = vectors @ (function(values) * vectors[:, 0, :]).unsqueeze(2)  # f(T) e_1
+    norm = torch.linalg.vector_norm(vector, dim=1, keepdim=True)
+    return norm * torch.einsum("bk,bkn->bn", coefficients[..., 0], basis)

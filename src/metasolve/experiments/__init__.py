@@ -16,11 +16,17 @@ from ..evaluation.records import write_records
 from ..parallel import map_jobs
 from ..training.progress import progress_bar
 from ..validation import check_choice, check_count
-from . import autospec_linear, elasticity_iccg, poisson_jacobi, robertson_newton_sor
+from . import (
+    autospec_invsqrt,
+    autospec_linear,
+    elasticity_iccg,
+    poisson_jacobi,
+    robertson_newton_sor,
+)
 
 EXPERIMENTS = {module.NAME: module
                for module in (poisson_jacobi, robertson_newton_sor, elasticity_iccg,
-                              autospec_linear)}
+                              autospec_linear, autospec_invsqrt)}
 
 
 def get(name: str):

@@ -12,9 +12,13 @@ import scipy.sparse as sp
 import torch
 
 from ..learned import AutoSpecEngine, LearnedSolver
-from ..solvers import ChebyshevExpansion, PolynomialRecurrence
+from ..problems import LinearSystem
+from ..solvers import ChebyshevExpansion, ChebyshevSeries, PolynomialRecurrence
 from ..tasks import SpectrumFamily, TaskBatch, make_splits, operators, probe_features
+from ..tasks.operators import sparse_system
 from ..training import LogResidualLoss, Trainer, TrainingConfig
+
+SYNTHETIC = "synthetic (held out)"
 
 
 @dataclass(frozen=True)
@@ -71,20 +75,79 @@ def probed(system, probe_steps: int, seed: int) -> TaskBatch:
                                             system.batch_size, seed))
 
 
+def _grid_eigenvalues(operator: Operator) -> tuple[list[int], np.ndarray] | None:
+    """Grid shape and eigenvalues (on that grid) of a tensor-product Laplacian, else None."""
+    args = operator.args
+    if operator.builder not in ("poisson2d", "poisson3d", "anisotropic2d"):
+        return None
+    m = args["m"]
+    one = 4 * np.sin(np.arange(1, m + 1) * np.pi / (2 * (m + 1))) ** 2
+    if operator.builder == "poisson2d":
+        return [m, m], one[:, None] + one[None, :]
+    if operator.builder == "anisotropic2d":  # kron(I, eps T) + kron(T, I): eps on the fast axis
+        return [m, m], one[:, None] + args.get("epsilon", 1e-2) * one[None, :]
+    return [m, m, m], one[:, None, None] + one[None, :, None] + one[None, None, :]
+
+
+def exact_inverse_sqrt(operator: Operator, matrix: sp.csr_matrix,
+                       rhs: torch.Tensor) -> torch.Tensor:
+    """``A^{-1/2} b`` for each row of ``rhs`` to round-off: by the orthonormal sine transform
+    that diagonalizes a grid Laplacian (DST-I on every axis), or a dense eigendecomposition."""
+    from scipy.fft import dstn
+
+    grid = _grid_eigenvalues(operator)
+    out = []
+    for b in rhs.numpy():
+        if grid is None:
+            values, vectors = np.linalg.eigh(matrix.toarray())
+            out.append(vectors @ ((vectors.T @ b) / np.sqrt(values)))
+            continue
+        shape, eig = grid
+        coefficients = dstn(b.reshape(shape), type=1, norm="ortho")
+        out.append(dstn(coefficients / np.sqrt(eig), type=1, norm="ortho").reshape(-1))
+    return torch.tensor(np.stack(out), dtype=torch.float64)
+
+
+def evaluation_sets(family: SpectrumFamily, transfer, n_test: int, rhs_per_operator: int,
+                    seed: int) -> list[tuple[str, TaskBatch, torch.Tensor]]:
+    """``(name, tasks, exact extremes (B, 2))``: held-out synthetic spectra of ``family``, then
+    each transfer operator with ``rhs_per_operator`` right-hand sides and ``family``'s probe.
+    For the ``"inverse-sqrt"`` family the systems carry ``A^{-1/2} b`` as their solution."""
+    test = make_splits(family, 1, 1, n_test, seed=seed).test
+    eig = test.problem.eigenvalues
+    sets = [(SYNTHETIC, test, torch.stack([eig.min(1).values, eig.max(1).values], dim=1))]
+    for i, operator in enumerate(transfer):
+        matrix = operator.matrix()
+        system = sparse_system(matrix, rhs_per_operator, seed=seed + 1 + i)
+        if family.function == "inverse-sqrt":
+            system = LinearSystem(system.matrix, system.rhs,
+                                  exact_inverse_sqrt(operator, matrix, system.rhs))
+        extremes = torch.tensor(exact_extremes(operator, matrix), dtype=torch.float64)
+        features = family.features_of(system.matvec, system.size, system.batch_size, seed + i)
+        sets.append((operator.name, TaskBatch(system, features),
+                     extremes.expand(system.batch_size, 2)))
+    return sets
+
+
 def make_engine_solver(family: SpectrumFamily, degree: int, paradigm: str,
-                       hidden: tuple[int, ...]) -> LearnedSolver:
-    engine = AutoSpecEngine(family.probe_steps, degree, paradigm, hidden=hidden)
-    method = PolynomialRecurrence() if paradigm == "recurrence" else ChebyshevExpansion()
-    return LearnedSolver(method, engine, family=family)
+                       hidden: tuple[int, ...], **engine_options) -> LearnedSolver:
+    engine = AutoSpecEngine(family.probe_steps, degree, paradigm, hidden=hidden,
+                            **engine_options)
+    method = {"recurrence": PolynomialRecurrence, "basis": ChebyshevExpansion,
+              "invsqrt": ChebyshevSeries}[paradigm]()
+    # A matrix function has no residual: it is scored by its error against A^{-1/2} b.
+    monitor = "error" if paradigm == "invsqrt" else "residual"
+    return LearnedSolver(method, engine, family=family, monitor=monitor)
 
 
 def train_engine(family: SpectrumFamily, degree: int, paradigm: str, hidden, n_train: int,
                  n_validation: int, training: TrainingConfig, seed: int, checkpoint: Path,
-                 progress: bool) -> tuple[LearnedSolver, dict]:
-    """Train a linear-solve engine with the log-residual loss on synthetic spectra."""
+                 progress: bool, **engine_options) -> tuple[LearnedSolver, dict]:
+    """Train an engine on synthetic spectra with the log-residual loss (the log relative error
+    for a matrix function, whose monitor is the error)."""
     splits = make_splits(family, n_train, n_validation, 1, seed=seed)
     torch.manual_seed(seed)
-    solver = make_engine_solver(family, degree, paradigm, hidden)
+    solver = make_engine_solver(family, degree, paradigm, hidden, **engine_options)
     trainer = Trainer(solver, LogResidualLoss(degree), training, checkpoint=checkpoint,
                       progress=progress)
     history = trainer.fit(splits.train, splits.validation)

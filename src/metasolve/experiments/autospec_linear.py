@@ -37,15 +37,19 @@ from ..evaluation.records import record
 from ..learned import split_probe
 from ..polynomials import chebyshev_recurrence_coefficients, residual_polynomial
 from ..solvers import Chebyshev, ConjugateGradient, PolynomialRecurrence, run
-from ..tasks import SpectrumFamily, TaskBatch, make_splits
-from ..tasks.operators import sparse_system
+from ..tasks import SpectrumFamily, TaskBatch
 from ..training import TrainingConfig
-from .autospec_common import TRANSFER, TRANSFER_SMOKE, exact_extremes, probed, train_engine
+from .autospec_common import (
+    TRANSFER,
+    TRANSFER_SMOKE,
+    probed,
+    train_engine,
+)
+from .autospec_common import evaluation_sets as common_evaluation_sets
 from .common import job_settings
 
 NAME = "autospec-linear"
 TITLE = "AutoSpec (a): learned polynomial solvers, trained on synthetic spectra, transferred"
-SYNTHETIC = "synthetic (held out)"
 BASELINES = ("richardson", "chebyshev-estimated", "chebyshev-exact-K", "chebyshev-exact-budget",
              "cg-budget")
 LEARNED = ("learned-recurrence", "learned-basis")
@@ -93,18 +97,8 @@ def _family(settings: Settings) -> SpectrumFamily:
 
 
 def evaluation_sets(settings: Settings) -> list[tuple[str, TaskBatch, torch.Tensor]]:
-    """``(name, tasks, exact extremes (B, 2))``: the held-out synthetic spectra, then each
-    transfer operator with its right-hand sides and probes."""
-    test = make_splits(_family(settings), 1, 1, settings.n_test, seed=settings.seed).test
-    eig = test.problem.eigenvalues
-    sets = [(SYNTHETIC, test, torch.stack([eig.min(1).values, eig.max(1).values], dim=1))]
-    for i, operator in enumerate(settings.transfer):
-        matrix = operator.matrix()
-        system = sparse_system(matrix, settings.rhs_per_operator, seed=settings.seed + 1 + i)
-        extremes = torch.tensor(exact_extremes(operator, matrix), dtype=torch.float64)
-        sets.append((operator.name, probed(system, settings.probe_steps, seed=settings.seed + i),
-                     extremes.expand(system.batch_size, 2)))
-    return sets
+    return common_evaluation_sets(_family(settings), settings.transfer, settings.n_test,
+                                  settings.rhs_per_operator, settings.seed)
 
 
 def _relative(problem, x) -> torch.Tensor:

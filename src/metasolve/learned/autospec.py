@@ -2,13 +2,15 @@
 a polynomial method in that operator (AutoSpec summary, "AutoSpec: algorithm discovery";
 the issue's two paradigms).
 
-**Inputs.** The features are an ``s``-step Lanczos probe (:func:`metasolve.tasks.probe_features`):
+**Inputs.** The features are a probe with ``s`` Ritz values (an ``s``-step Lanczos probe,
+:func:`metasolve.tasks.probe_features`, or a subspace-iteration probe with a block of ``s``):
 Ritz values ``theta_1 <= ... <= theta_s`` and residual norms ``rho_i`` of the Ritz pairs. The
-network sees them scale free, :func:`probe_inputs`: ``log(theta_i / u)``, ``log(rho_i / u)`` and
-``log(theta_s / theta_1)`` (the estimated condition number), with ``u = theta_s + rho_s`` a safe
-upper bound on ``lambda_max``. An operator and any positive multiple of it get the same inputs,
-and the coefficients below scale with ``1 / u`` exactly as a polynomial method's must, so an
-engine trained on small synthetic spectra applies unchanged to a large sparse matrix.
+network sees them scale free, :func:`probe_inputs`: ``log10(theta_i / u)``, ``log10(rho_i / u)``
+and ``log10(theta_s / theta_1)`` (the estimated condition number), divided by 3, with
+``u = theta_s + rho_s`` a safe upper bound on ``lambda_max``. An operator and any positive
+multiple of it get the same inputs, and the coefficients below scale with ``1 / u`` exactly as a
+polynomial method's must, so an engine trained on small synthetic spectra applies unchanged to a
+large sparse matrix.
 
 **Outputs.** A polynomial method of degree ``K`` (``K`` products ``A @ v``), built around
 Chebyshev iteration on an interval ``[a, b]`` that the network places:
@@ -18,12 +20,22 @@ Chebyshev iteration on an interval ``[a, b]`` that the network places:
   top of the spectrum makes any Chebyshev-like method diverge there);
 * paradigm ``"recurrence"``: the three-term recurrence of
   :class:`~metasolve.solvers.recurrence.PolynomialRecurrence` with every coefficient (``gamma``,
-  ``mu_k``, ``nu_k``) Chebyshev's on ``[a, b]`` times ``exp(c tanh(z_k))``, a learned per-step
-  correction;
+  ``mu_k``, ``nu_k``) Chebyshev's on ``[a, b]`` times a learned factor ``exp(c tanh(w(k)))``;
 * paradigm ``"basis"``: the solve polynomial ``q`` of
   :class:`~metasolve.solvers.chebyshev_expansion.ChebyshevExpansion` in the Chebyshev basis of
   ``[a, b]``, given by its values at the ``K`` Chebyshev nodes: Chebyshev iteration's values
-  times ``exp(c tanh(z_i))``; the expansion coefficients are their cosine transform.
+  times ``exp(c tanh(w(i)))``; the expansion coefficients are their cosine transform;
+* paradigm ``"invsqrt"``: the same for a matrix function
+  (:class:`~metasolve.solvers.chebyshev_expansion.ChebyshevSeries`): the values of
+  ``t^{-1/2}`` at the nodes times the learned factors, so the untrained engine is the Chebyshev
+  interpolant of ``t^{-1/2}`` on the probe's interval.
+
+The correction profiles ``w`` are smooth: ``w(k) = sum_{m < M} w_m T_m(x_k)`` over the step (or
+node) index mapped to ``x_k in [-1, 1]``, with ``M`` (``modes``) weights per profile output by the
+network. A per-step free correction over ``K = 150`` steps made training unstable (each step's
+error compounds in a recurrence); a handful of smooth modes keeps the method close to a stable
+Chebyshev-like one while letting it reshape the polynomial, and makes the output size independent
+of ``K``.
 
 The last layer starts at zero, so an untrained engine *is* Chebyshev iteration on the probe's
 interval (the classical baseline); training moves it only where the loss says so.
@@ -49,7 +61,8 @@ from .heads import IdentityHead
 from .metasolver import ACTIVATIONS, MetaSolver
 
 PARADIGMS = {"recurrence": ("initial", "momentum", "step"),
-             "basis": ("coefficients", "lower", "upper")}
+             "basis": ("coefficients", "lower", "upper"),
+             "invsqrt": ("coefficients", "lower", "upper")}
 
 
 def split_probe(features: torch.Tensor, probe_steps: int) -> Probe:
@@ -70,8 +83,9 @@ def probe_inputs(probe: Probe) -> torch.Tensor:
     """Scale-free network inputs ``(B, 2 s + 1)`` of a probe (module doc)."""
     ritz, residuals = probe.ritz_values, probe.residual_norms
     top = (ritz[:, -1] + residuals[:, -1]).unsqueeze(1)
-    return torch.cat([torch.log(ritz / top), torch.log(residuals / top + 1e-12),
-                      torch.log(ritz[:, -1:] / ritz[:, :1])], dim=1)
+    # Decades, divided by 3: a probe of a condition number up to 1e6 gives inputs of order one.
+    return torch.cat([torch.log10(ritz / top), torch.log10(residuals / top + 1e-12),
+                      torch.log10(ritz[:, -1:] / ritz[:, :1])], dim=1) / 3
 
 
 class AutoSpecEngine(MetaSolver):
@@ -80,10 +94,13 @@ class AutoSpecEngine(MetaSolver):
     Args:
         probe_steps: ``s`` of the probe whose features it reads (``2 s`` features).
         degree: ``K``, products ``A @ v`` of the polynomial method it outputs.
-        paradigm: ``"recurrence"`` (for :class:`~metasolve.PolynomialRecurrence`) or ``"basis"``
-            (for :class:`~metasolve.ChebyshevExpansion`).
+        paradigm: ``"recurrence"`` (for :class:`~metasolve.PolynomialRecurrence`), ``"basis"``
+            (for :class:`~metasolve.ChebyshevExpansion`) or ``"invsqrt"`` (for
+            :class:`~metasolve.ChebyshevSeries`, ``q(t) ~ t^{-1/2}``).
         hidden: widths of the hidden layers; ``activation`` their nonlinearity.
         correction: ``c``, the largest log-factor a per-coefficient correction may apply.
+        modes: ``M``, smooth modes per correction profile (0: the engine only places the
+            interval).
         lower_range: ``r``, the largest log-factor by which the lower end of the interval may
             move from the probe's estimate.
     """
@@ -92,12 +109,16 @@ class AutoSpecEngine(MetaSolver):
 
     def __init__(self, probe_steps: int, degree: int, paradigm: str = "recurrence",
                  hidden: Sequence[int] = (64, 64), activation: str = "silu",
-                 correction: float = 0.5, lower_range: float = math.log(1e3)):
+                 correction: float = 0.5, lower_range: float = math.log(1e3), modes: int = 8):
         self.probe_steps = check_count("probe_steps", probe_steps, minimum=2)
         self.degree = check_count("degree", degree, minimum=1)
         self.paradigm = check_choice("paradigm", paradigm, tuple(PARADIGMS))
-        shape = 2 * degree + 1 if paradigm == "recurrence" else degree
-        super().__init__({"interval": IdentityHead(2), "shape": IdentityHead(shape)})
+        self.modes = check_count("modes", modes)
+        profiles = 2 if self.paradigm == "recurrence" else 1
+        heads = {"interval": IdentityHead(2 + (self.paradigm == "recurrence"))}
+        if self.modes:
+            heads["shape"] = IdentityHead(profiles * self.modes)
+        super().__init__(heads)
         self.in_features = 2 * self.probe_steps
         self.hidden = [check_count("hidden", w, minimum=1) for w in hidden]
         self.activation = check_choice("activation", activation, tuple(ACTIVATIONS))
@@ -119,7 +140,8 @@ class AutoSpecEngine(MetaSolver):
     def config(self) -> dict:
         return {"kind": self.kind, "probe_steps": self.probe_steps, "degree": self.degree,
                 "paradigm": self.paradigm, "hidden": self.hidden, "activation": self.activation,
-                "correction": self.correction, "lower_range": self.lower_range}
+                "correction": self.correction, "lower_range": self.lower_range,
+                "modes": self.modes}
 
     def interval(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, dict]:
         """``(a, b, parts)``: the learned interval and the network's raw outputs."""
@@ -132,16 +154,33 @@ class AutoSpecEngine(MetaSolver):
         lower = lower0 * torch.exp(self.lower_range * torch.tanh(z[:, 0]))
         return torch.minimum(lower, 0.9 * upper), upper, parts
 
+    def _profiles(self, parts: dict, count: int) -> torch.Tensor:
+        """``(B, P, count)`` learned log-factors ``c tanh(w(x_k))`` (zero without modes)."""
+        batch = parts["interval"].shape[0]
+        profiles = 2 if self.paradigm == "recurrence" else 1
+        if not self.modes:
+            return parts["interval"].new_zeros(batch, profiles, count)
+        x = torch.linspace(-1.0, 1.0, count, dtype=torch.float64) if count > 1 \
+            else torch.zeros(1, dtype=torch.float64)
+        basis = torch.cos(torch.arange(self.modes, dtype=torch.float64).unsqueeze(1)
+                          * torch.arccos(x).unsqueeze(0))  # T_m(x_k), (M, count)
+        weights = parts["shape"].reshape(batch, profiles, self.modes)
+        return self.correction * torch.tanh(weights @ basis)
+
     def forward(self, features: torch.Tensor) -> dict[str, torch.Tensor]:
         lower, upper, parts = self.interval(features)
-        factors = torch.exp(self.correction * torch.tanh(parts["shape"]))
         k = self.degree
+        factors = torch.exp(self._profiles(parts, k))
         if self.paradigm == "recurrence":
             base = chebyshev_recurrence_coefficients(lower, upper, k)
-            return {"initial": base["initial"] * factors[:, 0],
-                    "momentum": base["momentum"] * factors[:, 1:k + 1],
-                    "step": base["step"] * factors[:, k + 1:]}
+            initial = torch.exp(self.correction * torch.tanh(parts["interval"][:, 2]))
+            return {"initial": base["initial"] * initial,
+                    "momentum": base["momentum"] * factors[:, 0],
+                    "step": base["step"] * factors[:, 1]}
         nodes = chebyshev_nodes(lower, upper, k)
-        values = (1 - chebyshev_residual_ratio(nodes, lower, upper, k)) / nodes * factors
-        return {"coefficients": chebyshev_coefficients_from_nodes(values), "lower": lower,
-                "upper": upper}
+        if self.paradigm == "basis":
+            values = (1 - chebyshev_residual_ratio(nodes, lower, upper, k)) / nodes
+        else:
+            values = nodes.rsqrt()
+        return {"coefficients": chebyshev_coefficients_from_nodes(values * factors[:, 0]),
+                "lower": lower, "upper": upper}

@@ -3,7 +3,7 @@
 from .base import IterativeMethod, run
 from .cg import ConjugateGradient
 from .chebyshev import Chebyshev
-from .chebyshev_expansion import ChebyshevExpansion
+from .chebyshev_expansion import ChebyshevExpansion, ChebyshevSeries
 from .iccg import ICCG, incomplete_cholesky
 from .jacobi import Jacobi
 from .newton_sor import NewtonSOR
@@ -11,7 +11,7 @@ from .recurrence import PolynomialRecurrence
 from .registry import METHODS, method_from_config, register_method
 
 __all__ = [
-    "Chebyshev", "ChebyshevExpansion", "ConjugateGradient", "ICCG", "IterativeMethod", "Jacobi",
-    "METHODS", "NewtonSOR", "PolynomialRecurrence", "incomplete_cholesky", "method_from_config",
-    "register_method", "run"
+    "Chebyshev", "ChebyshevExpansion", "ChebyshevSeries", "ConjugateGradient", "ICCG",
+    "IterativeMethod", "Jacobi", "METHODS", "NewtonSOR", "PolynomialRecurrence",
+    "incomplete_cholesky", "method_from_config", "register_method", "run"
 ]

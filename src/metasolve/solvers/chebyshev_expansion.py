@@ -1,15 +1,21 @@
-"""A polynomial solve ``x = x_0 + q(A) r_0`` with ``q`` expanded in a fixed, stable basis: the
-second of the two paradigms in which the AutoSpec issue's engine outputs a polynomial method.
+"""Polynomials in ``A`` expanded in a fixed, stable basis and applied matrix-free: the second of
+the two paradigms in which the AutoSpec issue's engine outputs a polynomial method.
 
 ``q(t) = sum_{j<K} c_j T_j(L(t))`` with Chebyshev polynomials ``T_j`` of the map
 ``L(t) = (t - c) / h`` of ``[lower, upper]`` onto ``[-1, 1]`` (``c``, ``h`` the interval's centre
-and half-width). Step ``k`` adds ``c_k T_k(L(A)) r_0`` and forms ``T_{k+1}(L(A)) r_0`` by the
-three-term recurrence ``T_{k+1} = 2 L T_k - T_{k-1}`` (one product ``A @ v``). The residual comes
-for free: ``A T_k = h L T_k + c T_k`` and ``L T_k = (T_{k+1} + T_{k-1}) / 2`` (``T_1`` for
-``k = 0``), so ``A x`` is accumulated without another product. After ``k`` steps the residual is
-``r_k = (1 - t q_k(t)) r_0`` evaluated at ``A``, a polynomial of degree ``k`` with value 1 at 0:
-``K`` steps cost ``K`` products, as ``K`` steps of
-:class:`~metasolve.solvers.recurrence.PolynomialRecurrence` do. Four vectors of storage.
+and half-width). Step ``k`` adds ``c_k T_k(L(A)) v`` and forms ``T_{k+1}(L(A)) v`` by the
+three-term recurrence ``T_{k+1} = 2 L T_k - T_{k-1}`` (one product ``A @ v``), so ``K`` steps
+cost ``K`` products and four vectors of storage, whatever the degree.
+
+* :class:`ChebyshevSeries` evaluates a matrix function, ``x = q(A) b`` (the AutoSpec task (c),
+  ``q(t) ~ t^{-1/2}``). It has no residual: run it with ``monitor="error"`` against
+  ``problem.solution``.
+* :class:`ChebyshevExpansion` solves ``A x = b``: ``x = x_0 + q(A) r_0``. The residual comes for
+  free: ``A T_k = h L T_k + c T_k`` and ``L T_k = (T_{k+1} + T_{k-1}) / 2`` (``T_1`` for
+  ``k = 0``), so ``A x`` is accumulated without another product. After ``k`` steps
+  ``r_k = (1 - t q_k(t)) r_0`` evaluated at ``A``, a polynomial of degree ``k`` with value 1 at 0:
+  ``K`` steps cost what ``K`` steps of :class:`~metasolve.solvers.recurrence.PolynomialRecurrence`
+  cost.
 
 Parameters ``theta`` (``params``): ``coefficients`` ``c`` (``(B, K)``), ``lower`` and ``upper``
 (``(B,)``). :func:`metasolve.polynomials.chebyshev_solve_expansion` gives the coefficients of
@@ -42,15 +48,15 @@ from .registry import register_method
 
 
 @register_method
-class ChebyshevExpansion(IterativeMethod):
-    """``x_{k+1} = x_k + c_k T_k(L(A)) r_0`` with the residual tracked at no extra product."""
+class ChebyshevSeries(IterativeMethod):
+    """``x_{k+1} = x_k + c_k T_k(L(A)) b``: after ``K`` steps ``x = x_0 + q(A) b``."""
 
-    name = "chebyshev-expansion"
+    name = "chebyshev-series"
     parameters = ("coefficients", "lower", "upper")
     problem_type = LinearSystem
     per_instance_state = True
 
-    def init(self, problem: LinearSystem, x0, params) -> State:
+    def _start(self, problem: LinearSystem, x0, params) -> tuple[State, torch.Tensor]:
         missing = sorted({"coefficients", "lower", "upper"} - set(params))
         if missing:
             raise ValueError(f"{self.name} needs params {missing} (its expansion and interval)")
@@ -60,12 +66,17 @@ class ChebyshevExpansion(IterativeMethod):
         if not bool((lower.detach() < upper.detach()).all()):
             raise ValueError("params['lower'] must be below params['upper'] for every instance")
         check_tensor("params['coefficients']", params["coefficients"], ndim=2)
-        r = problem.residual(x0)
-        return {"x": x0, "r": r, "current": r, "previous": torch.zeros_like(r),
-                "centre": (upper + lower) / 2, "half": (upper - lower) / 2,
-                "k": torch.zeros(batch, dtype=torch.int64, device=x0.device)}
+        state = {"x": x0, "previous": torch.zeros_like(x0), "centre": (upper + lower) / 2,
+                 "half": (upper - lower) / 2,
+                 "k": torch.zeros(batch, dtype=torch.int64, device=x0.device)}
+        return state, problem.rhs
 
-    def step(self, problem: LinearSystem, state: State, params: Mapping) -> State:
+    def init(self, problem: LinearSystem, x0, params) -> State:
+        state, vector = self._start(problem, x0, params)
+        return {**state, "current": vector}
+
+    def _advance(self, problem: LinearSystem, state: State, params: Mapping):
+        """``(new state, c_k, T_k v, A T_k v)`` for one step (one product)."""
         k = state["k"]
         steps = params["coefficients"].shape[1]
         if int(k.max()) >= steps:
@@ -73,15 +84,36 @@ class ChebyshevExpansion(IterativeMethod):
                              f"maxiter <= {steps}")
         centre, half = state["centre"].unsqueeze(1), state["half"].unsqueeze(1)
         current, previous = state["current"], state["previous"]
-        mapped = (problem.matvec(current) - centre * current) / half  # L(A) T_k r_0
-        first = (k == 0).unsqueeze(1)
-        following = torch.where(first, mapped, 2 * mapped - previous)  # T_{k+1} r_0
+        mapped = (problem.matvec(current) - centre * current) / half  # L(A) T_k v
+        following = torch.where((k == 0).unsqueeze(1), mapped, 2 * mapped - previous)
         rows = torch.arange(k.shape[0], device=k.device)
         c = params["coefficients"][rows, k].unsqueeze(1)
-        a_current = half * mapped + centre * current  # A T_k r_0, from the product just taken
-        return {"x": state["x"] + c * current, "r": state["r"] - c * a_current,
-                "current": following, "previous": current, "centre": state["centre"],
-                "half": state["half"], "k": k + 1}
+        new = {**state, "x": state["x"] + c * current, "current": following,
+               "previous": current, "k": k + 1}
+        return new, c, current, half * mapped + centre * current
+
+    def step(self, problem: LinearSystem, state: State, params: Mapping) -> State:
+        return self._advance(problem, state, params)[0]
+
+    def residual(self, problem: LinearSystem, state: State) -> torch.Tensor:
+        raise ValueError(f"{self.name} evaluates a matrix function and has no residual; run it "
+                         "with monitor='error' and problem.solution")
+
+
+@register_method
+class ChebyshevExpansion(ChebyshevSeries):
+    """``x_{k+1} = x_k + c_k T_k(L(A)) r_0`` with the residual tracked at no extra product."""
+
+    name = "chebyshev-expansion"
+
+    def init(self, problem: LinearSystem, x0, params) -> State:
+        state, _ = self._start(problem, x0, params)
+        r = problem.residual(x0)
+        return {**state, "current": r, "r": r}
+
+    def step(self, problem: LinearSystem, state: State, params: Mapping) -> State:
+        new, c, _, a_current = self._advance(problem, state, params)
+        return {**new, "r": state["r"] - c * a_current}
 
     def residual(self, problem: LinearSystem, state: State) -> torch.Tensor:
         return torch.linalg.vector_norm(state["r"], dim=1)

@@ -19,10 +19,12 @@ elementwise product. Each instance draws
     (``sum_i sin^2(pi u_i / 2)`` with ``u_i`` uniform), mapped to ``[lambda_min, lambda_max]``:
     the shape of the PDE matrices AutoSpec is transferred to;
 
-* a standard normal right-hand side.
+* a standard normal right-hand side ``b``; the stored solution is ``A^{-1} b`` (``function =
+  "inverse"``, a linear solve) or ``A^{-1/2} b`` (``"inverse-sqrt"``, the matrix-function task).
 
-The features are a matrix-free Lanczos probe (:func:`metasolve.probes.lanczos_probe`, ``s``
-steps, seeded from the instance's stream): ``s`` Ritz values then their ``s`` residual norms,
+The features are a matrix-free probe seeded from the instance's stream, either ``s`` Lanczos
+steps (:func:`metasolve.probes.lanczos_probe`) or subspace iteration on a block of ``s`` vectors
+(:func:`metasolve.probes.subspace_probe`): ``s`` Ritz values then their ``s`` residual norms,
 raw (scale included). :func:`metasolve.learned.autospec.probe_inputs` makes them scale free.
 """
 
@@ -32,12 +34,14 @@ import math
 
 import torch
 
-from ..probes import lanczos_probe
+from ..probes import lanczos_probe, subspace_probe
 from ..problems import DiagonalSystem
-from ..validation import check_count, check_finite_number
+from ..validation import check_choice, check_count, check_finite_number
 from .base import TaskBatch, TaskFamily, register_family
 
 SPECTRUM_KINDS = ("uniform", "geometric", "clustered", "outliers", "laplacian")
+PROBES = ("lanczos", "subspace")
+FUNCTIONS = {"inverse": lambda t: 1 / t, "inverse-sqrt": torch.rsqrt}
 
 
 def _uniform(n, generator, low=0.0, high=1.0):
@@ -81,15 +85,18 @@ class SpectrumFamily(TaskFamily):
 
     Args:
         size: ``N``, eigenvalues per operator.
-        probe_steps: ``s``, Lanczos steps of the probe (``2 s`` features).
+        probe_steps: ``s``, Lanczos steps or block size of the probe (``2 s`` features).
         kappa_min, kappa_max: range of the condition number (log-uniform).
         kinds: the spectrum shapes to draw from.
+        probe: ``"lanczos"`` or ``"subspace"``; ``probe_iterations``: the subspace iterations.
+        function: ``"inverse"`` (solution ``A^{-1} b``) or ``"inverse-sqrt"`` (``A^{-1/2} b``).
     """
 
     name = "spectrum"
 
     def __init__(self, size: int = 256, probe_steps: int = 10, kappa_min: float = 10.0,
-                 kappa_max: float = 1e6, kinds: tuple[str, ...] = SPECTRUM_KINDS):
+                 kappa_max: float = 1e6, kinds: tuple[str, ...] = SPECTRUM_KINDS,
+                 probe: str = "lanczos", probe_iterations: int = 2, function: str = "inverse"):
         self.size = check_count("size", size, minimum=2)
         self.probe_steps = check_count("probe_steps", probe_steps, minimum=2)
         if self.probe_steps > self.size:
@@ -103,10 +110,28 @@ class SpectrumFamily(TaskFamily):
         if not kinds or unknown:
             raise ValueError(f"kinds must be a non-empty subset of {SPECTRUM_KINDS}, got {kinds}")
         self.kinds = kinds
+        self.probe = check_choice("probe", probe, PROBES)
+        self.probe_iterations = check_count("probe_iterations", probe_iterations)
+        self.function = check_choice("function", function, tuple(FUNCTIONS))
 
     def config(self):
         return {"size": self.size, "probe_steps": self.probe_steps, "kappa_min": self.kappa_min,
-                "kappa_max": self.kappa_max, "kinds": list(self.kinds)}
+                "kappa_max": self.kappa_max, "kinds": list(self.kinds), "probe": self.probe,
+                "probe_iterations": self.probe_iterations, "function": self.function}
+
+    @property
+    def probe_matvecs(self) -> int:
+        """Products one probe costs."""
+        if self.probe == "lanczos":
+            return self.probe_steps
+        return self.probe_steps * (self.probe_iterations + 1)
+
+    def features_of(self, matvec, size: int, batch: int, seed: int) -> torch.Tensor:
+        """This family's probe features of any operator (``matvec``, order ``size``)."""
+        if self.probe == "lanczos":
+            return probe_features(matvec, size, self.probe_steps, batch, seed)
+        probe = subspace_probe(matvec, size, self.probe_steps, self.probe_iterations, batch, seed)
+        return torch.cat([probe.ritz_values, probe.residual_norms], dim=1)
 
     @property
     def feature_dim(self) -> int:
@@ -122,9 +147,8 @@ class SpectrumFamily(TaskFamily):
             for i in range(n)])
         rhs = torch.randn(n, self.size, generator=generator, dtype=torch.float64)
         probe_seed = int(torch.randint(0, 2**62, (1,), generator=generator))
-        system = DiagonalSystem(spectra, rhs, rhs / spectra)
-        return TaskBatch(system, probe_features(system.matvec, self.size, self.probe_steps, n,
-                                                probe_seed))
+        system = DiagonalSystem(spectra, rhs, FUNCTIONS[self.function](spectra) * rhs)
+        return TaskBatch(system, self.features_of(system.matvec, self.size, n, probe_seed))
 
 
 def probe_features(matvec, size: int, steps: int, batch: int, seed: int) -> torch.Tensor:

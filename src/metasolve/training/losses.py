@@ -73,7 +73,9 @@ class FixedIterationLoss(Loss):
 @_register
 class LogResidualLoss(Loss):
     """``log(||r_m|| / ||r_0||)`` after exactly ``m`` iterations: the AutoSpec summary's
-    self-supervised loss on the final state of a linear solve (task (a)).
+    self-supervised loss on the final state of a linear solve (task (a)). Under the error
+    monitor from ``x_0 = 0`` it is the log of the relative error ``||x_m - x*|| / ||x*||`` (the
+    matrix-function task (c)).
 
     A logarithm weighs a residual reduction of ``10^-2`` to ``10^-3`` as much as one of ``10^-8``
     to ``10^-9``, so operators of every condition number count in a batch. Reductions below

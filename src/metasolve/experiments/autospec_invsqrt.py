@@ -1,0 +1,234 @@
+"""AutoSpec task (c): a learned polynomial approximation of ``A^{-1/2} b``, trained on small
+synthetic spectra and applied unchanged to large sparse SPD matrices (AutoSpec summary; the
+issue's task (c)).
+
+* Probe: subspace iteration (the summary's probe for this task,
+  :func:`metasolve.probes.subspace_probe`), a block of ``s = 8`` random vectors and 3
+  iterations: ``8 * 4 = 32`` products. Its Ritz values sit near the top of the spectrum, so the
+  probe's interval misses the bottom by orders of magnitude on ill-conditioned operators; the
+  engine's lower end may move down by up to ``1e6``.
+* Engine: :class:`~metasolve.learned.autospec.AutoSpecEngine` with paradigm ``"invsqrt"``: a
+  Chebyshev series of ``d = 40`` terms (degree 39, 39 products,
+  :class:`~metasolve.solvers.chebyshev_expansion.ChebyshevSeries`) on a learned interval, its
+  values at the Chebyshev nodes ``t^{-1/2}`` times smooth learned factors. Untrained, it is the
+  Chebyshev interpolant of ``t^{-1/2}`` on the probe's interval.
+* Loss: ``log(||x - A^{-1/2} b|| / ||A^{-1/2} b||)`` on the training spectra (the log of the
+  issue's relative error, so that operators of every conditioning count).
+* Baselines at equal degree: the Chebyshev interpolant of ``t^{-1/2}`` on the probe's interval
+  (the issue's bar), the same on the exact extreme eigenvalues (an oracle), and the Lanczos
+  approximation ``||b|| V f(T) e_1`` with ``d`` products (adaptive, for reference).
+* Exact answers: a sine transform for the grid Laplacians, a dense eigendecomposition for the
+  others, and ``lambda^{-1/2} b`` for the diagonal operators.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..evaluation.records import record
+from ..learned import split_probe
+from ..polynomials import chebyshev_coefficients_from_nodes, chebyshev_nodes
+from ..probes import lanczos_function
+from ..solvers import ChebyshevSeries, run
+from ..tasks import SpectrumFamily
+from ..training import TrainingConfig
+from .autospec_common import SYNTHETIC, TRANSFER, TRANSFER_SMOKE, evaluation_sets, train_engine
+from .common import job_settings
+
+NAME = "autospec-invsqrt"
+TITLE = "AutoSpec (c): learned Chebyshev series for A^(-1/2) b, trained small, transferred"
+METHODS = ("chebyshev-estimated", "chebyshev-exact", "lanczos", "learned")
+LABELS = {"chebyshev-estimated": "Chebyshev interpolant (probe interval)",
+          "chebyshev-exact": "Chebyshev interpolant (exact interval)",
+          "lanczos": "Lanczos f(A)b (adaptive)", "learned": "learned series"}
+
+
+@dataclass(frozen=True)
+class Settings:
+    size: int = 256
+    block: int = 8
+    probe_iterations: int = 3
+    degree: int = 40
+    hidden: tuple[int, ...] = (64, 64)
+    n_train: int = 8192
+    n_validation: int = 512
+    n_test: int = 512
+    training: TrainingConfig = field(default_factory=lambda: TrainingConfig(
+        epochs=40, batch_size=128, lr=1e-3, plateau_patience=5, grad_clip=1.0))
+    transfer: tuple = TRANSFER
+    rhs_per_operator: int = 8
+    lower_range: float = math.log(1e6)
+    seed: int = 0
+
+
+FULL = Settings()
+QUICK = replace(FULL, n_train=2048, n_validation=256, n_test=256,
+                training=replace(FULL.training, epochs=10))
+SMOKE = replace(FULL, size=48, block=4, probe_iterations=1, degree=10, hidden=(16,),
+                n_train=32, n_validation=16, n_test=16, transfer=TRANSFER_SMOKE,
+                rhs_per_operator=2, training=replace(FULL.training, epochs=2, batch_size=16))
+SCALES = {"full": FULL, "quick": QUICK, "smoke": SMOKE}
+
+
+def _family(settings: Settings) -> SpectrumFamily:
+    return SpectrumFamily(size=settings.size, probe_steps=settings.block, probe="subspace",
+                          probe_iterations=settings.probe_iterations, function="inverse-sqrt")
+
+
+def _relative_error(problem, x) -> torch.Tensor:
+    return (torch.linalg.vector_norm(x - problem.solution, dim=1)
+            / torch.linalg.vector_norm(problem.solution, dim=1))
+
+
+def interpolant(lower: torch.Tensor, upper: torch.Tensor, degree: int) -> dict:
+    """Parameters of the Chebyshev interpolant of ``t^{-1/2}`` on ``[lower, upper]``."""
+    nodes = chebyshev_nodes(lower, upper, degree)
+    return {"coefficients": chebyshev_coefficients_from_nodes(nodes.rsqrt()), "lower": lower,
+            "upper": upper}
+
+
+def solve_baselines(tasks, extremes, settings: Settings) -> dict[str, torch.Tensor]:
+    d = settings.degree
+    problem = tasks.problem
+    lower, upper = split_probe(tasks.features, settings.block).interval()
+    out = {}
+    for name, (low, high) in (("chebyshev-estimated", (lower, upper)),
+                              ("chebyshev-exact", (extremes[:, 0].contiguous(),
+                                                   extremes[:, 1].contiguous()))):
+        solution = run(ChebyshevSeries(), problem, params=interpolant(low, high, d),
+                       fixed_iterations=d, rtol=0.0, monitor="error", divergence_factor=1e300)
+        out[name] = _relative_error(problem, solution.x)
+    out["lanczos"] = _relative_error(problem, lanczos_function(problem.matvec, problem.rhs, d,
+                                                               torch.rsqrt))
+    return out
+
+
+def run_cell(job: dict) -> dict:
+    settings: Settings = job_settings(job)
+    out = Path(job["out_dir"])
+    family = _family(settings)
+    sets = evaluation_sets(family, settings.transfer, settings.n_test,
+                           settings.rhs_per_operator, settings.seed)
+    extra = {"degree": settings.degree, "probe_matvecs": family.probe_matvecs,
+             "size": settings.size, "n_test": settings.n_test}
+    start = time.perf_counter()
+    solver, info = train_engine(family, settings.degree, "invsqrt", settings.hidden,
+                                settings.n_train, settings.n_validation, settings.training,
+                                settings.seed, out / "checkpoints" / "invsqrt.safetensors",
+                                job.get("progress", False), lower_range=settings.lower_range)
+    info["train_seconds"] = time.perf_counter() - start
+    solver.settings.update({"experiment": NAME, "scale": job.get("scale")})
+    solver.save(out / "models" / "invsqrt.safetensors")
+    extra = {**extra, **info, "lr": settings.training.lr}
+    records, scatter = [], {}
+    with torch.no_grad():
+        for name, tasks, extremes in sets:
+            errors = solve_baselines(tasks, extremes, settings)
+            solution = solver.solve(tasks, fixed_iterations=settings.degree, rtol=0.0,
+                                    divergence_factor=1e300)
+            errors["learned"] = _relative_error(tasks.problem, solution.x)
+            cell = {**extra, "operator": name}
+            for method, values in errors.items():
+                records.append(record(NAME, method, "median_relative_error",
+                                      float(values.median()), **cell))
+            records += [
+                record(NAME, "learned", "fraction_no_worse_than_chebyshev_estimated",
+                       float((errors["learned"] <= errors["chebyshev-estimated"]).double()
+                             .mean()), **cell),
+                record(NAME, "learned", "median_ratio_to_chebyshev_estimated",
+                       float(errors["learned"].median() / errors["chebyshev-estimated"].median()),
+                       **cell),
+                record(NAME, "learned", "median_ratio_to_chebyshev_exact",
+                       float(errors["learned"].median() / errors["chebyshev-exact"].median()),
+                       **cell)]
+            if name == SYNTHETIC:
+                kappa = extremes[:, 1] / extremes[:, 0]
+                scatter = {"kappa": kappa.tolist(),
+                           **{m: v.tolist() for m, v in errors.items()}}
+    return {"records": records, "scatter": scatter, "label": "invsqrt"}
+
+
+def jobs(scale: str, out_dir: Path, epochs: int | None = None) -> list[dict]:
+    return [{"settings": SCALES[scale], "out_dir": str(out_dir), "scale": scale,
+             "epochs": epochs}]
+
+
+def _value(records, method, metric, operator):
+    for r in records:
+        if (r["experiment"] == NAME and r["method"] == method and r["metric"] == metric
+                and r["operator"] == operator):
+            return r["value"]
+    return None
+
+
+def _lines(records):
+    operators = []
+    for r in records:
+        if r["operator"] not in operators:
+            operators.append(r["operator"])
+    head = ["operator", *(LABELS[m] for m in METHODS), "learned / Chebyshev (probe)",
+            "instances <= Chebyshev (probe)"]
+    body = []
+    for op in operators:
+        cells = [_value(records, m, "median_relative_error", op) for m in METHODS]
+        ratio = _value(records, "learned", "median_ratio_to_chebyshev_estimated", op)
+        fraction = _value(records, "learned", "fraction_no_worse_than_chebyshev_estimated", op)
+        body.append([op, *("-" if c is None else f"{c:.2e}" for c in cells),
+                     "-" if ratio is None else f"{ratio:.3g}",
+                     "-" if fraction is None else f"{fraction:.0%}"])
+    return head, body
+
+
+def table(records: list[dict]):
+    from rich.table import Table
+
+    head, body = _lines(records)
+    degree = next((r["degree"] for r in records), "?")
+    probe = next((r["probe_matvecs"] for r in records), "?")
+    t = Table(title=f"{TITLE}\nmedian relative error at degree {int(degree) - 1} "
+              f"({int(degree) - 1} products after a {probe}-product subspace probe)")
+    for i, name in enumerate(head):
+        t.add_column(name, justify="left" if i == 0 else "right")
+    for line in body:
+        t.add_row(*line)
+    return t
+
+
+def markdown(records: list[dict]) -> str:
+    head, body = _lines(records)
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    lines += ["| " + " | ".join(line) + " |" for line in body]
+    return "\n".join(lines) + "\n"
+
+
+def plot(results: list[dict], path: Path) -> Path | None:
+    """Relative error against the condition number on the held-out synthetic spectra."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    scatter = next((r["scatter"] for r in results if r.get("scatter")), None)
+    if not scatter:
+        return None
+    fig, ax = plt.subplots(figsize=(6.5, 4.2))
+    for method in METHODS:
+        ax.scatter(scatter["kappa"], np.maximum(scatter[method], 1e-17), s=6,
+                   label=LABELS[method], alpha=0.7)
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("condition number of the synthetic operator")
+    ax.set_ylabel("relative error of A^(-1/2) b")
+    ax.set_title("held-out synthetic spectra, equal degree", fontsize=9)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
