@@ -20,7 +20,7 @@ from .learned import (  # noqa: E402
     NetworkMetaSolver,
     PositiveHead,
 )
-from .problems import DiagonalSystem, LinearSystem, NonlinearSystem  # noqa: E402
+from .problems import DiagonalSystem, EigenProblem, LinearSystem, NonlinearSystem  # noqa: E402
 from .solution import ConvergenceError, Solution, Status  # noqa: E402
 from .solvers import (  # noqa: E402
     ICCG,
@@ -28,6 +28,7 @@ from .solvers import (  # noqa: E402
     ChebyshevExpansion,
     ChebyshevSeries,
     ConjugateGradient,
+    FilteredSubspaceIteration,
     IterativeMethod,
     Jacobi,
     NewtonSOR,
@@ -37,6 +38,7 @@ from .solvers import (  # noqa: E402
 )
 from .tasks import (  # noqa: E402
     ElasticBeamFamily,
+    FilterStateFamily,
     Poisson1DFamily,
     RobertsonFamily,
     SpectrumFamily,
@@ -48,6 +50,7 @@ from .tasks import (  # noqa: E402
 )
 from .training import (  # noqa: E402
     FailurePenaltyLoss,
+    FilterGapLoss,
     FixedIterationLoss,
     IterationSurrogateLoss,
     LogResidualLoss,
@@ -58,7 +61,8 @@ from .training import (  # noqa: E402
 __all__ = [
     "ArtifactError", "AutoSpecEngine", "BasisHead", "BoundedHead", "Chebyshev",
     "ChebyshevExpansion", "ChebyshevSeries", "ConjugateGradient", "ConstantMetaSolver",
-    "ConvergenceError", "DiagonalSystem", "ElasticBeamFamily", "FailurePenaltyLoss",
+    "ConvergenceError", "DiagonalSystem", "EigenProblem", "ElasticBeamFamily",
+    "FailurePenaltyLoss", "FilterGapLoss", "FilterStateFamily", "FilteredSubspaceIteration",
     "FixedIterationLoss", "ICCG", "IdentityHead", "IntervalHead", "IterationSurrogateLoss",
     "IterativeMethod", "Jacobi", "LearnedSolver", "LinearSystem", "LogResidualLoss", "MetaSolver",
     "NetworkMetaSolver", "NewtonSOR", "NonlinearSystem", "Poisson1DFamily", "PolynomialRecurrence",

@@ -147,6 +147,74 @@ class DiagonalSystem(LinearSystem):
         return DiagonalSystem(self.matrix[idx], self.rhs[idx], sol)
 
 
+@dataclass(frozen=True)
+class EigenProblem:
+    """A batch of symmetric eigenvalue problems: the ``wanted`` smallest eigenpairs of each
+    operator of ``operator`` (a :class:`LinearSystem` or :class:`DiagonalSystem`, whose
+    right-hand sides are not used), from a starting block.
+
+    Args:
+        operator: the operators ``A_b``.
+        start: ``(B, N, p)`` starting block, ``p >= wanted`` vectors per instance.
+        upper: ``(B,)`` an upper bound on ``lambda_max`` of each operator (from a probe).
+        wanted: ``k``, the number of smallest eigenpairs sought.
+    """
+
+    operator: LinearSystem
+    start: torch.Tensor
+    upper: torch.Tensor
+    wanted: int
+
+    def __post_init__(self):
+        if not isinstance(self.operator, LinearSystem):
+            raise TypeError(f"operator must be a LinearSystem, got {type(self.operator).__name__}")
+        check_tensor("start", self.start, ndim=3)
+        batch, size = self.operator.batch_size, self.operator.size
+        if self.start.shape[:2] != (batch, size):
+            raise ValueError(f"start must have shape ({batch}, {size}, p), got "
+                             f"{tuple(self.start.shape)}")
+        check_tensor("upper", self.upper, shape=(batch,))
+        if not isinstance(self.wanted, int) or not 1 <= self.wanted <= self.start.shape[2]:
+            raise ValueError(f"wanted must be an int in [1, p = {self.start.shape[2]}], got "
+                             f"{self.wanted!r}")
+
+    @property
+    def batch_size(self) -> int:
+        return self.operator.batch_size
+
+    @property
+    def size(self) -> int:
+        return self.operator.size
+
+    @property
+    def block(self) -> int:
+        return int(self.start.shape[2])
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.operator.dtype
+
+    def block_matvec(self, block: torch.Tensor) -> torch.Tensor:
+        """``A_b V_b`` for a batch of blocks ``(B, N, q)``: ``q`` products per instance."""
+        batch, size, width = block.shape
+        rows = block.transpose(1, 2).reshape(batch * width, size)
+        if self.operator.shared_matrix:
+            out = self.operator.matvec(rows)
+        elif isinstance(self.operator, DiagonalSystem):
+            out = self.operator.matrix.repeat_interleave(width, dim=0) * rows
+        else:
+            out = torch.bmm(self.operator.matrix, block).transpose(1, 2).reshape(-1, size)
+        return out.reshape(batch, width, size).transpose(1, 2)
+
+    def index(self, idx) -> EigenProblem:
+        return EigenProblem(self.operator.index(idx), self.start[idx], self.upper[idx],
+                            self.wanted)
+
+    def check_batch(self, name: str, value: torch.Tensor) -> torch.Tensor:
+        check_tensor(name, value, shape=tuple(self.start.shape))
+        return value
+
+
 def check_vectors(name: str, value: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     """``value`` must be a finite ``(B, N)`` batch with the shape, dtype and device of ``like``."""
     check_tensor(name, value, ndim=2)

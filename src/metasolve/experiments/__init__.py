@@ -17,6 +17,7 @@ from ..parallel import map_jobs
 from ..training.progress import progress_bar
 from ..validation import check_choice, check_count
 from . import (
+    autospec_eigen,
     autospec_invsqrt,
     autospec_linear,
     elasticity_iccg,
@@ -26,7 +27,7 @@ from . import (
 
 EXPERIMENTS = {module.NAME: module
                for module in (poisson_jacobi, robertson_newton_sor, elasticity_iccg,
-                              autospec_linear, autospec_invsqrt)}
+                              autospec_linear, autospec_eigen, autospec_invsqrt)}
 
 
 def get(name: str):

@@ -25,6 +25,13 @@ Chebyshev iteration on an interval ``[a, b]`` that the network places:
   :class:`~metasolve.solvers.chebyshev_expansion.ChebyshevExpansion` in the Chebyshev basis of
   ``[a, b]``, given by its values at the ``K`` Chebyshev nodes: Chebyshev iteration's values
   times ``exp(c tanh(w(i)))``; the expansion coefficients are their cosine transform;
+* paradigm ``"filter"`` (task (b)): a filter for
+  :class:`~metasolve.solvers.subspace.FilteredSubspaceIteration`, read each iteration from the
+  block's Ritz values ``theta_1..theta_p``, their residual norms and the upper bound ``b``
+  (:func:`~metasolve.solvers.subspace.filter_features`); inputs ``log10(theta_i / theta_p)``,
+  ``log10(theta_p / b)``, ``log10(rho_i / theta_p)`` (divided by 3). Output: ``T_d`` on
+  ``[a, b]`` with the cut ``a = theta_p exp(r tanh(z_a))`` (untrained: ``theta_p``, Chebyshev-
+  filtered subspace iteration) plus smooth lower-degree terms when ``modes > 0``;
 * paradigm ``"invsqrt"``: the same for a matrix function
   (:class:`~metasolve.solvers.chebyshev_expansion.ChebyshevSeries`): the values of
   ``t^{-1/2}`` at the nodes times the learned factors, so the untrained engine is the Chebyshev
@@ -62,7 +69,8 @@ from .metasolver import ACTIVATIONS, MetaSolver
 
 PARADIGMS = {"recurrence": ("initial", "momentum", "step"),
              "basis": ("coefficients", "lower", "upper"),
-             "invsqrt": ("coefficients", "lower", "upper")}
+             "invsqrt": ("coefficients", "lower", "upper"),
+             "filter": ("coefficients", "lower", "upper")}
 
 
 def split_probe(features: torch.Tensor, probe_steps: int) -> Probe:
@@ -95,8 +103,10 @@ class AutoSpecEngine(MetaSolver):
         probe_steps: ``s`` of the probe whose features it reads (``2 s`` features).
         degree: ``K``, products ``A @ v`` of the polynomial method it outputs.
         paradigm: ``"recurrence"`` (for :class:`~metasolve.PolynomialRecurrence`), ``"basis"``
-            (for :class:`~metasolve.ChebyshevExpansion`) or ``"invsqrt"`` (for
-            :class:`~metasolve.ChebyshevSeries`, ``q(t) ~ t^{-1/2}``).
+            (for :class:`~metasolve.ChebyshevExpansion`), ``"invsqrt"`` (for
+            :class:`~metasolve.ChebyshevSeries`, ``q(t) ~ t^{-1/2}``) or ``"filter"`` (a filter
+            of degree ``degree`` for :class:`~metasolve.FilteredSubspaceIteration`, which reads
+            ``2 probe_steps + 1`` features: ``probe_steps`` is the block size ``p``).
         hidden: widths of the hidden layers; ``activation`` their nonlinearity.
         correction: ``c``, the largest log-factor a per-coefficient correction may apply.
         modes: ``M``, smooth modes per correction profile (0: the engine only places the
@@ -119,12 +129,12 @@ class AutoSpecEngine(MetaSolver):
         if self.modes:
             heads["shape"] = IdentityHead(profiles * self.modes)
         super().__init__(heads)
-        self.in_features = 2 * self.probe_steps
+        self.in_features = 2 * self.probe_steps + (self.paradigm == "filter")
         self.hidden = [check_count("hidden", w, minimum=1) for w in hidden]
         self.activation = check_choice("activation", activation, tuple(ACTIVATIONS))
         self.correction = check_positive("correction", correction)
         self.lower_range = check_positive("lower_range", lower_range)
-        layers, width = [], self.in_features + 1
+        layers, width = [], 2 * self.probe_steps + 1
         for w in self.hidden:
             layers += [nn.Linear(width, w, dtype=torch.float64), ACTIVATIONS[activation]()]
             width = w
@@ -167,7 +177,35 @@ class AutoSpecEngine(MetaSolver):
         weights = parts["shape"].reshape(batch, profiles, self.modes)
         return self.correction * torch.tanh(weights @ basis)
 
+    def _filter(self, features: torch.Tensor) -> dict[str, torch.Tensor]:
+        check_tensor("features", features, ndim=2)
+        p = self.probe_steps
+        if features.shape[1] != 2 * p + 1:
+            raise ValueError(f"features must have 2 p + 1 = {2 * p + 1} columns (Ritz values, "
+                             f"residual norms, upper bound), got shape {tuple(features.shape)}")
+        features = features.to(torch.float64)
+        ritz, residuals, upper = features[:, :p], features[:, p:2 * p], features[:, -1]
+        if not bool((ritz > 0).all()):
+            raise ValueError("a non-positive Ritz value: the operator is not symmetric positive "
+                             "definite")
+        top = ritz[:, -1:]
+        inputs = torch.cat([torch.log10(ritz / top), torch.log10(top / upper.unsqueeze(1)),
+                            torch.log10(residuals / top + 1e-12)], dim=1) / 3
+        parts = self._split(self.net(inputs))
+        z = parts["interval"]
+        upper = upper * torch.exp(0.1 * torch.tanh(z[:, 1]))
+        lower = torch.minimum(ritz[:, -1] * torch.exp(self.lower_range * torch.tanh(z[:, 0])),
+                              0.99 * upper)
+        coefficients = torch.zeros(features.shape[0], self.degree + 1, dtype=torch.float64)
+        coefficients[:, -1] = 1.0
+        if self.modes:
+            coefficients = coefficients + torch.cat(
+                [self._profiles(parts, self.degree)[:, 0], coefficients[:, :1] * 0], dim=1)
+        return {"coefficients": coefficients, "lower": lower, "upper": upper}
+
     def forward(self, features: torch.Tensor) -> dict[str, torch.Tensor]:
+        if self.paradigm == "filter":
+            return self._filter(features)
         lower, upper, parts = self.interval(features)
         k = self.degree
         factors = torch.exp(self._profiles(parts, k))

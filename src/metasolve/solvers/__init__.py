@@ -9,9 +9,11 @@ from .jacobi import Jacobi
 from .newton_sor import NewtonSOR
 from .recurrence import PolynomialRecurrence
 from .registry import METHODS, method_from_config, register_method
+from .subspace import FilteredSubspaceIteration, chebyshev_filter_rule, filter_features
 
 __all__ = [
-    "Chebyshev", "ChebyshevExpansion", "ChebyshevSeries", "ConjugateGradient", "ICCG",
-    "IterativeMethod", "Jacobi", "METHODS", "NewtonSOR", "PolynomialRecurrence",
-    "incomplete_cholesky", "method_from_config", "register_method", "run"
+    "Chebyshev", "ChebyshevExpansion", "ChebyshevSeries", "ConjugateGradient",
+    "FilteredSubspaceIteration", "ICCG", "IterativeMethod", "Jacobi", "METHODS", "NewtonSOR",
+    "PolynomialRecurrence", "chebyshev_filter_rule", "filter_features", "incomplete_cholesky",
+    "method_from_config", "register_method", "run"
 ]

@@ -12,10 +12,11 @@ from .base import (
 from .elasticity import ElasticBeamFamily
 from .poisson1d import Poisson1DFamily, poisson1d_matrix, sine_basis
 from .robertson import RobertsonFamily, RobertsonStep
-from .spectra import SPECTRUM_KINDS, SpectrumFamily, probe_features
+from .spectra import SPECTRUM_KINDS, FilterStateFamily, SpectrumFamily, probe_features
 
 __all__ = [
-    "ElasticBeamFamily", "FAMILIES", "Poisson1DFamily", "RobertsonFamily", "RobertsonStep",
-    "SPECTRUM_KINDS", "SpectrumFamily", "Splits", "TaskBatch", "TaskFamily", "family_from_config",
-    "make_splits", "poisson1d_matrix", "probe_features", "register_family", "sine_basis"
+    "ElasticBeamFamily", "FAMILIES", "FilterStateFamily", "Poisson1DFamily", "RobertsonFamily",
+    "RobertsonStep", "SPECTRUM_KINDS", "SpectrumFamily", "Splits", "TaskBatch", "TaskFamily",
+    "family_from_config", "make_splits", "poisson1d_matrix", "probe_features", "register_family",
+    "sine_basis"
 ]

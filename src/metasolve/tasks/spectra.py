@@ -155,3 +155,64 @@ def probe_features(matvec, size: int, steps: int, batch: int, seed: int) -> torc
     """``(B, 2 s)``: the Ritz values then the residual norms of an ``s``-step Lanczos probe."""
     probe = lanczos_probe(matvec, size=size, steps=steps, batch=batch, seed=seed)
     return torch.cat([probe.ritz_values, probe.residual_norms], dim=1)
+
+
+@register_family
+class FilterStateFamily(TaskFamily):
+    """States of Chebyshev-filtered subspace iteration on synthetic spectra: the training
+    distribution of a learned eigenvalue filter (AutoSpec task (b)).
+
+    Each instance draws a spectrum as :class:`SpectrumFamily` does (``size`` eigenvalues,
+    ascending), bounds its top with a Lanczos probe of ``probe_steps`` steps, runs
+    :class:`~metasolve.solvers.subspace.FilteredSubspaceIteration` (the Chebyshev filter of
+    ``degree``) from a random block of ``block`` vectors for a random number of iterations in
+    ``0 .. iterations``, and keeps that iteration's filter features (Ritz values, residual
+    norms, upper bound). The problem is ``diag(lambda)`` with ``b = 1``, so a filter run on it
+    as a :class:`~metasolve.solvers.chebyshev_expansion.ChebyshevSeries` returns its values at
+    the eigenvalues, which :class:`~metasolve.training.FilterGapLoss` scores.
+    """
+
+    name = "filter_state"
+
+    def __init__(self, size: int = 512, block: int = 15, degree: int = 20, iterations: int = 4,
+                 probe_steps: int = 20, kappa_min: float = 10.0, kappa_max: float = 1e6,
+                 kinds: tuple[str, ...] = SPECTRUM_KINDS):
+        self.spectra = SpectrumFamily(size, probe_steps, kappa_min, kappa_max, kinds)
+        self.block = check_count("block", block, minimum=1)
+        if self.block >= size:
+            raise ValueError(f"block must be below size ({size}), got {block}")
+        self.degree = check_count("degree", degree, minimum=1)
+        self.iterations = check_count("iterations", iterations)
+
+    def config(self):
+        spectra = self.spectra.config()
+        return {"size": spectra["size"], "block": self.block, "degree": self.degree,
+                "iterations": self.iterations, "probe_steps": spectra["probe_steps"],
+                "kappa_min": spectra["kappa_min"], "kappa_max": spectra["kappa_max"],
+                "kinds": spectra["kinds"]}
+
+    @property
+    def feature_dim(self) -> int:
+        return 2 * self.block + 1
+
+    def sample_with(self, n: int, generator: torch.Generator) -> TaskBatch:
+        from ..problems import EigenProblem
+        from ..solvers.subspace import FilteredSubspaceIteration, filter_features
+
+        tasks = self.spectra.sample_with(n, generator)
+        spectra = tasks.problem.eigenvalues.sort(dim=1).values
+        probe = tasks.features.shape[1] // 2
+        upper = tasks.features[:, probe - 1] + tasks.features[:, -1]
+        operator = DiagonalSystem(spectra, torch.ones_like(spectra), torch.zeros_like(spectra))
+        start = torch.randn(n, spectra.shape[1], self.block, generator=generator,
+                            dtype=torch.float64)
+        stop = torch.randint(0, self.iterations + 1, (n,), generator=generator)
+        problem = EigenProblem(operator, start, upper, self.block)
+        method = FilteredSubspaceIteration(self.degree)
+        state = method.init(problem, start, {})
+        ritz, residuals = state["ritz"].clone(), state["residuals"].clone()
+        for t in range(1, self.iterations + 1):
+            state = method.step(problem, state, {})
+            here = stop == t
+            ritz[here], residuals[here] = state["ritz"][here], state["residuals"][here]
+        return TaskBatch(operator, filter_features(ritz, residuals, upper))

@@ -2,6 +2,7 @@
 
 from .losses import (
            FailurePenaltyLoss,
+           FilterGapLoss,
            FixedIterationLoss,
            IterationSurrogateLoss,
            LogResidualLoss,
@@ -11,6 +12,6 @@ from .losses import (
 from .trainer import Trainer, TrainingConfig, TrainingHistory
 
 __all__ = [
-    "FailurePenaltyLoss", "FixedIterationLoss", "IterationSurrogateLoss", "LogResidualLoss",
-    "Loss", "Trainer", "TrainingConfig", "TrainingHistory", "loss_from_config"
+    "FailurePenaltyLoss", "FilterGapLoss", "FixedIterationLoss", "IterationSurrogateLoss",
+    "LogResidualLoss", "Loss", "Trainer", "TrainingConfig", "TrainingHistory", "loss_from_config"
 ]

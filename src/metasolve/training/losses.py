@@ -105,6 +105,44 @@ class LogResidualLoss(Loss):
 
 
 @_register
+class FilterGapLoss(Loss):
+    """The filtered gap ratio of a polynomial filter for subspace iteration (AutoSpec task (b)):
+    ``log(max_{j > p} |f(lambda_j)| / min_{j <= k} |f(lambda_j)|)``, the per-iteration rate at
+    which the ``k`` wanted eigenvectors converge with a block of ``p``.
+
+    The solution must hold ``f(lambda)`` at the operator's eigenvalues in ascending order: the
+    filter as a :class:`~metasolve.solvers.chebyshev_expansion.ChebyshevSeries` of ``m`` terms run
+    on ``diag(lambda)`` with ``b = 1`` (:class:`~metasolve.tasks.spectra.FilterStateFamily`).
+    """
+
+    kind = "filter-gap"
+
+    def __init__(self, m: int, wanted: int, block: int):
+        self.m = check_count("m", m, minimum=1)
+        self.wanted = check_count("wanted", wanted, minimum=1)
+        self.block = check_count("block", block, minimum=self.wanted)
+
+    def run_options(self) -> dict:
+        return {"fixed_iterations": self.m, "rtol": 0.0, "monitor": "error"}
+
+    def __call__(self, solution: Solution) -> torch.Tensor:
+        values = solution.x.abs()
+        if values.shape[1] <= self.block:
+            raise ValueError(f"need more than block = {self.block} eigenvalues, got "
+                             f"{values.shape[1]}")
+        tiny = torch.finfo(values.dtype).tiny
+        return (torch.log(values[:, self.block:].amax(dim=1).clamp_min(tiny))
+                - torch.log(values[:, :self.wanted].amin(dim=1).clamp_min(tiny)))
+
+    def config(self) -> dict:
+        return {"kind": self.kind, "m": self.m, "wanted": self.wanted, "block": self.block}
+
+    @property
+    def label(self) -> str:
+        return f"filtered gap ratio (k={self.wanted}, p={self.block})"
+
+
+@_register
 class IterationSurrogateLoss(Loss):
     """``L~_eps^(m)`` of eq. (10): a smooth count of the iterations spent above tolerance.
 
@@ -228,5 +266,7 @@ def loss_from_config(config: dict) -> Loss:
     return LOSSES.build(kind, config)
 
 
-__all__ = ["FailurePenaltyLoss", "FixedIterationLoss", "IterationSurrogateLoss", "LogResidualLoss",
-           "Loss", "loss_from_config"]
+__all__ = [
+    "FailurePenaltyLoss", "FilterGapLoss", "FixedIterationLoss", "IterationSurrogateLoss",
+    "LogResidualLoss", "Loss", "loss_from_config"
+]

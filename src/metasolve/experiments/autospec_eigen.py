@@ -1,0 +1,268 @@
+"""AutoSpec task (b): a learned polynomial filter for subspace iteration, trained on synthetic
+spectra with the filtered gap ratio and applied unchanged to the smallest eigenpairs of sparse
+SPD matrices (AutoSpec summary; the issue's task (b)).
+
+* Training: :class:`~metasolve.tasks.spectra.FilterStateFamily`: states (Ritz values, residual
+  norms, upper bound) of Chebyshev-filtered subspace iteration (block ``p = 15``, filter degree
+  ``d = 20``) on ``N = 512`` synthetic spectra after 0 to 4 iterations; loss
+  ``log(max_{j > p} |f(lambda_j)| / min_{j <= k} |f(lambda_j)|)`` with ``k = 10``
+  (:class:`~metasolve.training.FilterGapLoss`).
+* Engine: paradigm ``"filter"`` of :class:`~metasolve.learned.autospec.AutoSpecEngine`: ``T_d``
+  on ``[a, b]`` with a learned cut ``a`` (Chebyshev-filtered subspace iteration uses the block's
+  largest Ritz value) and a learned factor on the upper bound ``b``; the engine is called every
+  iteration on the current Ritz values.
+* Test: the 10 smallest eigenpairs of 2D Poisson (``N = 10^4``, the issue's bar) and of the other
+  sparse matrices, from the same random block for every method, until every wanted residual
+  ``||A v - theta v||`` is at most ``1e-8`` times the probe's bound on ``||A||``. Products count
+  the Lanczos probe (20) for the bound, the first Rayleigh-Ritz (``p``), and ``d p + p`` per
+  iteration. Methods: plain subspace iteration (``d = 1``, capped), Chebyshev-filtered subspace
+  iteration and the learned filter, both of degree ``d``.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..evaluation.records import record
+from ..learned import AutoSpecEngine, LearnedSolver
+from ..probes import lanczos_probe
+from ..problems import EigenProblem
+from ..solvers import ChebyshevSeries, FilteredSubspaceIteration, run
+from ..tasks import FilterStateFamily, make_splits
+from ..tasks.operators import sparse_system
+from ..training import FilterGapLoss, Trainer, TrainingConfig
+from .autospec_common import Operator, exact_extremes
+from .common import job_settings
+
+NAME = "autospec-eigen"
+TITLE = "AutoSpec (b): a learned filter for subspace iteration, 10 smallest eigenpairs"
+METHODS = ("subspace", "chebyshev-filtered", "learned")
+LABELS = {"subspace": "subspace iteration (d = 1)", "chebyshev-filtered": "Chebyshev-filtered",
+          "learned": "learned filter"}
+EIGEN_TRANSFER = (
+    Operator("poisson2d-100", "poisson2d", {"m": 100}),
+    Operator("poisson3d-22", "poisson3d", {"m": 22}),
+    Operator("anisotropic2d-100", "anisotropic2d", {"m": 100, "epsilon": 1e-2}),
+    Operator("elasticity-24x4x4", "elasticity", {"cells": (24, 4, 4)}),
+    Operator("random-spd-4000", "random_spd", {"n": 4000}),
+)
+EIGEN_SMOKE = (Operator("poisson2d-12", "poisson2d", {"m": 12}),)
+
+
+@dataclass(frozen=True)
+class Settings:
+    size: int = 512
+    wanted: int = 10
+    block: int = 15
+    degree: int = 20
+    iterations: int = 4
+    probe_steps: int = 20
+    hidden: tuple[int, ...] = (64, 64)
+    lower_range: float = 1.0
+    n_train: int = 4096
+    n_validation: int = 256
+    n_test: int = 256
+    training: TrainingConfig = field(default_factory=lambda: TrainingConfig(
+        epochs=20, batch_size=64, lr=3e-4, plateau_patience=5, grad_clip=1.0))
+    transfer: tuple = EIGEN_TRANSFER
+    starts: int = 2
+    rtol: float = 1e-8
+    plain_cap: int = 20000
+    seed: int = 0
+
+
+FULL = Settings()
+QUICK = replace(FULL, n_train=512, n_validation=128, n_test=128,
+                training=replace(FULL.training, epochs=6),
+                transfer=EIGEN_TRANSFER[:1] + EIGEN_TRANSFER[3:])
+SMOKE = replace(FULL, size=64, wanted=3, block=5, degree=6, iterations=2, probe_steps=8,
+                hidden=(8,), n_train=16, n_validation=8, n_test=8, plain_cap=200,
+                training=replace(FULL.training, epochs=2, batch_size=8), transfer=EIGEN_SMOKE,
+                starts=1)
+SCALES = {"full": FULL, "quick": QUICK, "smoke": SMOKE}
+
+
+def _family(settings: Settings) -> FilterStateFamily:
+    return FilterStateFamily(size=settings.size, block=settings.block, degree=settings.degree,
+                             iterations=settings.iterations, probe_steps=settings.probe_steps)
+
+
+def _eigen_problem(operator: Operator, settings: Settings):
+    matrix = operator.matrix()
+    system = sparse_system(matrix, settings.starts, seed=settings.seed)
+    probe = lanczos_probe(system.matvec, system.size, settings.probe_steps, system.batch_size,
+                          seed=settings.seed)
+    upper = probe.ritz_values[:, -1] + probe.residual_norms[:, -1]
+    start = torch.randn(system.batch_size, system.size, settings.block,
+                        generator=torch.Generator().manual_seed(settings.seed + 1),
+                        dtype=torch.float64)
+    return matrix, EigenProblem(system, start, upper, settings.wanted)
+
+
+def _wanted_errors(matrix, operator: Operator, ritz: torch.Tensor, wanted: int) -> float:
+    """Largest error of the wanted Ritz values against a reference (ARPACK shift-invert)."""
+    import scipy.sparse.linalg as spla
+
+    low, _ = exact_extremes(operator, matrix) if operator.builder != "random_spd" else (0, 0)
+    reference = np.sort(spla.eigsh(matrix.tocsc(), k=wanted, sigma=low * 0.5,
+                                   return_eigenvectors=False))
+    return float(np.abs(ritz[:, :wanted].numpy() - reference).max() / abs(reference).max())
+
+
+def run_cell(job: dict) -> dict:
+    settings: Settings = job_settings(job)
+    out = Path(job["out_dir"])
+    family = _family(settings)
+    d = settings.degree
+    splits = make_splits(family, settings.n_train, settings.n_validation, settings.n_test,
+                         seed=settings.seed)
+    torch.manual_seed(settings.seed)
+    engine = AutoSpecEngine(settings.block, d, "filter", hidden=settings.hidden, modes=0,
+                            lower_range=settings.lower_range)
+    solver = LearnedSolver(ChebyshevSeries(), engine, family=family, monitor="error")
+    loss = FilterGapLoss(d + 1, settings.wanted, settings.block)
+    with torch.no_grad():
+        before = loss(solver.solve(splits.test, **loss.run_options()))
+    start = time.perf_counter()
+    history = Trainer(solver, loss, settings.training,
+                      checkpoint=out / "checkpoints" / "filter.safetensors",
+                      progress=job.get("progress", False)).fit(splits.train, splits.validation)
+    train_seconds = time.perf_counter() - start
+    solver.settings.update({"experiment": NAME, "scale": job.get("scale")})
+    solver.save(out / "models" / "filter.safetensors")
+    with torch.no_grad():
+        after = loss(solver.solve(splits.test, **loss.run_options()))
+    extra = {"degree": d, "block": settings.block, "wanted": settings.wanted,
+             "rtol": settings.rtol, "n_train": settings.n_train, "epochs": settings.training.epochs,
+             "best_epoch": history.best_epoch, "train_seconds": train_seconds}
+    records = [record(NAME, "chebyshev-filtered", "mean_log_gap_ratio", float(before.mean()),
+                      operator="synthetic states (held out)", **extra),
+               record(NAME, "learned", "mean_log_gap_ratio", float(after.mean()),
+                      operator="synthetic states (held out)", **extra),
+               record(NAME, "learned", "fraction_gap_no_worse",
+                      float((after <= before).double().mean()),
+                      operator="synthetic states (held out)", **extra)]
+    histories = {}
+    for operator in settings.transfer:
+        matrix, problem = _eigen_problem(operator, settings)
+        for method_name, method, cap in (
+                ("subspace", FilteredSubspaceIteration(1),
+                 settings.plain_cap // (2 * settings.block)),
+                ("chebyshev-filtered", FilteredSubspaceIteration(d), 2000),
+                ("learned", FilteredSubspaceIteration(d, filter_rule=engine), 2000)):
+            with torch.no_grad():
+                tic = time.perf_counter()
+                solution = run(method, problem, rtol=settings.rtol, maxiter=cap)
+                seconds = time.perf_counter() - tic
+            per = method.products_per_iteration(problem, method.degree + 1)
+            products = (settings.probe_steps + settings.block
+                        + solution.iterations.double() * per)
+            cell = {**extra, "operator": operator.name}
+            records += [
+                record(NAME, method_name, "median_products", float(products.median()), **cell),
+                record(NAME, method_name, "converged_fraction",
+                       float(solution.converged.double().mean()), **cell),
+                record(NAME, method_name, "wall_time_seconds", seconds, **cell)]
+            if bool(solution.converged.all()):
+                ritz = torch.linalg.eigvalsh(solution.x.mT @ problem.block_matvec(solution.x))
+                records.append(record(NAME, method_name, "eigenvalue_relative_error",
+                                      _wanted_errors(matrix, operator, ritz, settings.wanted),
+                                      **cell))
+            histories[f"{operator.name}/{method_name}"] = {
+                "products": per, "history": (solution.relative_history[:, 0]).tolist()}
+    return {"records": records, "histories": histories, "label": "filter"}
+
+
+def jobs(scale: str, out_dir: Path, epochs: int | None = None) -> list[dict]:
+    return [{"settings": SCALES[scale], "out_dir": str(out_dir), "scale": scale,
+             "epochs": epochs}]
+
+
+def _value(records, method, metric, operator):
+    for r in records:
+        if (r["experiment"] == NAME and r["method"] == method and r["metric"] == metric
+                and r["operator"] == operator):
+            return r["value"]
+    return None
+
+
+def _lines(records):
+    operators = []
+    for r in records:
+        if r["metric"] == "median_products" and r["operator"] not in operators:
+            operators.append(r["operator"])
+    head = ["operator", *(f"{LABELS[m]}: products (converged)" for m in METHODS),
+            "learned / Chebyshev-filtered", "eigenvalue error (learned)"]
+    body = []
+    for op in operators:
+        cells = []
+        for m in METHODS:
+            products = _value(records, m, "median_products", op)
+            conv = _value(records, m, "converged_fraction", op)
+            cells.append("-" if products is None else f"{products:.0f} ({conv:.0%})")
+        cheb = _value(records, "chebyshev-filtered", "median_products", op)
+        learned = _value(records, "learned", "median_products", op)
+        error = _value(records, "learned", "eigenvalue_relative_error", op)
+        body.append([op, *cells, "-" if not cheb else f"{learned / cheb:.3f}",
+                     "-" if error is None else f"{error:.1e}"])
+    gap = [_value(records, m, "mean_log_gap_ratio", "synthetic states (held out)")
+           for m in ("chebyshev-filtered", "learned")]
+    if None not in gap:
+        body.append(["synthetic states: mean log gap ratio", "-", f"{gap[0]:.4f}",
+                     f"{gap[1]:.4f}", "-", "-"])
+    return head, body
+
+
+def table(records: list[dict]):
+    from rich.table import Table
+
+    head, body = _lines(records)
+    t = Table(title=f"{TITLE}\nproducts A @ v to residual 1e-8 (relative to ||A||), probe included")
+    for i, name in enumerate(head):
+        t.add_column(name, justify="left" if i == 0 else "right")
+    for line in body:
+        t.add_row(*line)
+    return t
+
+
+def markdown(records: list[dict]) -> str:
+    head, body = _lines(records)
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    lines += ["| " + " | ".join(line) + " |" for line in body]
+    return "\n".join(lines) + "\n"
+
+
+def plot(results: list[dict], path: Path) -> Path | None:
+    """Largest wanted residual against products, per operator and method."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    histories = next((r["histories"] for r in results if r.get("histories")), None)
+    if not histories:
+        return None
+    operators = sorted({key.split("/")[0] for key in histories})
+    fig, axes = plt.subplots(1, len(operators), figsize=(4.2 * len(operators), 3.4),
+                             squeeze=False)
+    for ax, op in zip(axes[0], operators, strict=True):
+        for m in METHODS:
+            h = histories.get(f"{op}/{m}")
+            if h is None:
+                continue
+            products = np.arange(len(h["history"])) * h["products"]
+            ax.semilogy(products, h["history"], label=LABELS[m])
+        ax.set_title(op, fontsize=9)
+        ax.set_xlabel("products A @ v")
+        ax.set_ylabel("largest wanted residual / ||A||")
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
