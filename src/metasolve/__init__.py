@@ -33,6 +33,7 @@ from .solvers import (  # noqa: E402
     Jacobi,
     NewtonSOR,
     PolynomialRecurrence,
+    chebyshev_filter_rule,
     register_method,
     run,
 )
@@ -67,6 +68,6 @@ __all__ = [
     "IterativeMethod", "Jacobi", "LearnedSolver", "LinearSystem", "LogResidualLoss", "MetaSolver",
     "NetworkMetaSolver", "NewtonSOR", "NonlinearSystem", "Poisson1DFamily", "PolynomialRecurrence",
     "PositiveHead", "RobertsonFamily", "Solution", "SpectrumFamily", "Status", "TaskBatch",
-    "TaskFamily", "Trainer", "TrainingConfig", "__version__", "load", "make_splits",
-    "register_family", "register_method", "run", "save", "sine_basis"
+    "TaskFamily", "Trainer", "TrainingConfig", "__version__", "chebyshev_filter_rule", "load",
+    "make_splits", "register_family", "register_method", "run", "save", "sine_basis"
 ]

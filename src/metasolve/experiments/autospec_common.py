@@ -96,12 +96,12 @@ def exact_inverse_sqrt(operator: Operator, matrix: sp.csr_matrix,
     from scipy.fft import dstn
 
     grid = _grid_eigenvalues(operator)
+    if grid is None:
+        values, vectors = np.linalg.eigh(matrix.toarray())
+        return torch.tensor((vectors @ ((vectors.T @ rhs.numpy().T) / np.sqrt(values)[:, None])).T,
+                            dtype=torch.float64)
     out = []
     for b in rhs.numpy():
-        if grid is None:
-            values, vectors = np.linalg.eigh(matrix.toarray())
-            out.append(vectors @ ((vectors.T @ b) / np.sqrt(values)))
-            continue
         shape, eig = grid
         coefficients = dstn(b.reshape(shape), type=1, norm="ortho")
         out.append(dstn(coefficients / np.sqrt(eig), type=1, norm="ortho").reshape(-1))
