@@ -1,5 +1,6 @@
-"""Fixed-polynomial baselines at equal matrix-vector products on 2D Poisson (groundwork for the
-AutoSpec issue; no learned method yet).
+"""Fixed-polynomial baselines at equal matrix-vector products on 2D Poisson, at a budget of your
+choice (the learned polynomials are compared with the same baselines in
+``metasolve reproduce autospec-linear``).
 
 For the 5-point Laplacian on an m x m grid (N = m^2 unknowns) and a batch of random right-hand
 sides, every method gets the same budget of products with A, the Lanczos probe's included:
@@ -20,26 +21,19 @@ from __future__ import annotations
 import math
 import sys
 
-import numpy as np
-import scipy.sparse as sp
 import scipy.sparse.linalg as spla
 import torch
 
 import metasolve as ms
 from metasolve.probes import lanczos_probe
-
-
-def poisson2d(m: int) -> sp.csr_matrix:
-    t = sp.diags([-1.0, 2.0, -1.0], [-1, 0, 1], shape=(m, m), dtype=np.float64)
-    return (sp.kron(sp.eye(m), t) + sp.kron(t, sp.eye(m))).tocsr()
+from metasolve.tasks.operators import poisson2d, to_torch_csr
 
 
 def main(m: int = 100, budget: int = 200, probe_steps: int = 20, batch: int = 8) -> None:
     torch.set_num_threads(1)
     a = poisson2d(m)
     n = a.shape[0]
-    matrix = torch.sparse_csr_tensor(torch.tensor(a.indptr), torch.tensor(a.indices),
-                                     torch.tensor(a.data), size=a.shape, check_invariants=True)
+    matrix = to_torch_csr(a)
     rhs = torch.randn(batch, n, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
     system = ms.LinearSystem(matrix, rhs)
     probe = lanczos_probe(system.matvec, size=n, steps=probe_steps, batch=batch, seed=1)
