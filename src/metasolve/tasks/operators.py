@@ -16,6 +16,8 @@ elsewhere (the AutoSpec issue's transfer set): each builder returns a SciPy CSR 
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import scipy.sparse as sp
 import torch
@@ -79,10 +81,12 @@ def to_torch_csr(matrix: sp.spmatrix) -> torch.Tensor:
     """A SciPy sparse matrix as a torch sparse CSR tensor (float64)."""
     matrix = sp.csr_matrix(matrix, dtype=np.float64)
     matrix.sort_indices()
-    return torch.sparse_csr_tensor(torch.from_numpy(matrix.indptr.astype(np.int64)),
-                                   torch.from_numpy(matrix.indices.astype(np.int64)),
-                                   torch.from_numpy(matrix.data), size=matrix.shape,
-                                   check_invariants=True)
+    with warnings.catch_warnings():  # PyTorch calls its CSR support "beta" at every construction
+        warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
+        return torch.sparse_csr_tensor(torch.from_numpy(matrix.indptr.astype(np.int64)),
+                                       torch.from_numpy(matrix.indices.astype(np.int64)),
+                                       torch.from_numpy(matrix.data), size=matrix.shape,
+                                       check_invariants=True)
 
 
 def sparse_system(matrix: sp.spmatrix, batch: int, seed: int = 0) -> LinearSystem:
