@@ -23,8 +23,10 @@ Chebyshev iteration on an interval ``[a, b]`` that the network places:
   ``mu_k``, ``nu_k``) Chebyshev's on ``[a, b]`` times a learned factor ``exp(c tanh(w(k)))``;
 * paradigm ``"basis"``: the solve polynomial ``q`` of
   :class:`~metasolve.solvers.chebyshev_expansion.ChebyshevExpansion` in the Chebyshev basis of
-  ``[a, b]``, given by its values at the ``K`` Chebyshev nodes: Chebyshev iteration's values
-  times ``exp(c tanh(w(i)))``; the expansion coefficients are their cosine transform;
+  ``[a, b]``, given by its values at the ``K`` Chebyshev nodes, ``q(t_i) = (1 - rho_i) / t_i``
+  where ``rho_i`` is the Chebyshev residual polynomial's value at node ``t_i`` times
+  ``exp(c tanh(w(i)))``; the expansion coefficients are their cosine transform (the degree
+  ``K - 1`` interpolant at ``K`` nodes is exact, so ``1 - t q(t)`` keeps the value 1 at 0);
 * paradigm ``"filter"`` (task (b)): a filter for
   :class:`~metasolve.solvers.subspace.FilteredSubspaceIteration`, read each iteration from the
   block's Ritz values ``theta_1..theta_p``, their residual norms and the upper bound ``b``
@@ -217,8 +219,12 @@ class AutoSpecEngine(MetaSolver):
                     "step": base["step"] * factors[:, 1]}
         nodes = chebyshev_nodes(lower, upper, k)
         if self.paradigm == "basis":
-            values = (1 - chebyshev_residual_ratio(nodes, lower, upper, k)) / nodes
+            # The factors scale the residual polynomial 1 - t q(t) at the nodes, not q: q must
+            # match 1/t to the accuracy of the residual, so a 1% change of q costs a residual of
+            # 1%, while the residual's own values may change by any factor near 1.
+            ratio = chebyshev_residual_ratio(nodes, lower, upper, k) * factors[:, 0]
+            values = (1 - ratio) / nodes
         else:
-            values = nodes.rsqrt()
-        return {"coefficients": chebyshev_coefficients_from_nodes(values * factors[:, 0]),
-                "lower": lower, "upper": upper}
+            values = nodes.rsqrt() * factors[:, 0]
+        return {"coefficients": chebyshev_coefficients_from_nodes(values), "lower": lower,
+                "upper": upper}

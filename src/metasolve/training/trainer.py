@@ -15,6 +15,7 @@ from __future__ import annotations
 import collections
 import copy
 import json
+import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -165,6 +166,14 @@ class Trainer:
                                     f"than the {cfg.epochs} asked for; ask for at least "
                                     f"{start_epoch} or use another checkpoint path")
 
+        if start_epoch == 0:
+            # The starting point competes too: if no epoch beats it on validation, training
+            # leaves the model as it found it (best_epoch -1), never worse than where it began.
+            model.eval()
+            with torch.no_grad():
+                start_value = float(self.batch_loss(validation))
+            if math.isfinite(start_value):
+                self.history.best_validation_loss = start_value
         n = len(train)
         with progress_bar(self.progress, total=cfg.epochs, completed=start_epoch,
                           description=f"training {self.loss.label}") as bar:
