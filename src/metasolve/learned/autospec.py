@@ -15,9 +15,13 @@ large sparse matrix.
 **Outputs.** A polynomial method of degree ``K`` (``K`` products ``A @ v``), built around
 Chebyshev iteration on an interval ``[a, b]`` that the network places:
 
-* ``a = a_0 exp(r tanh(z_a))``, ``b = theta_s + rho_s exp(2 tanh(z_b))``, where ``[a_0, u]`` is
-  :meth:`metasolve.probes.Probe.interval` (``b >= theta_s`` always: an interval that cuts off the
-  top of the spectrum makes any Chebyshev-like method diverge there);
+* ``a = a_0 exp(r tanh(z_a))`` and ``b = u``, where ``[a_0, u]`` is
+  :meth:`metasolve.probes.Probe.interval`. The upper end is not learned: an interval that cuts
+  off the top of the spectrum makes a Chebyshev-like method of degree ``K`` amplify it by up to
+  ``T_K`` outside ``[-1, 1]``, and an engine that had learned to trim ``u`` on small training
+  operators (whose top Ritz value the probe resolves to round-off) did exactly that on the
+  102,400-unknown Poisson matrix (whose top it resolves to a few 1e-3 only), where it ended 1.6
+  times worse than Chebyshev on the probe's interval;
 * paradigm ``"recurrence"``: the three-term recurrence of
   :class:`~metasolve.solvers.recurrence.PolynomialRecurrence` with every coefficient (``gamma``,
   ``mu_k``, ``nu_k``) Chebyshev's on ``[a, b]`` times a learned factor ``exp(c tanh(w(k)))``;
@@ -33,7 +37,8 @@ Chebyshev iteration on an interval ``[a, b]`` that the network places:
   (:func:`~metasolve.solvers.subspace.filter_features`); inputs ``log10(theta_i / theta_p)``,
   ``log10(theta_p / b)``, ``log10(rho_i / theta_p)`` (divided by 3). Output: ``T_d`` on
   ``[a, b]`` with the cut ``a = theta_p exp(r tanh(z_a))`` (untrained: ``theta_p``, Chebyshev-
-  filtered subspace iteration) plus smooth lower-degree terms when ``modes > 0``;
+  filtered subspace iteration) and the problem's upper bound ``b``, plus smooth lower-degree
+  terms when ``modes > 0``;
 * paradigm ``"invsqrt"``: the same for a matrix function
   (:class:`~metasolve.solvers.chebyshev_expansion.ChebyshevSeries`): the values of
   ``t^{-1/2}`` at the nodes times the learned factors, so the untrained engine is the Chebyshev
@@ -127,7 +132,7 @@ class AutoSpecEngine(MetaSolver):
         self.paradigm = check_choice("paradigm", paradigm, tuple(PARADIGMS))
         self.modes = check_count("modes", modes)
         profiles = 2 if self.paradigm == "recurrence" else 1
-        heads = {"interval": IdentityHead(2 + (self.paradigm == "recurrence"))}
+        heads = {"interval": IdentityHead(1 + (self.paradigm == "recurrence"))}
         if self.modes:
             heads["shape"] = IdentityHead(profiles * self.modes)
         super().__init__(heads)
@@ -159,12 +164,10 @@ class AutoSpecEngine(MetaSolver):
         """``(a, b, parts)``: the learned interval and the network's raw outputs."""
         probe = split_probe(features.to(torch.float64), self.probe_steps)
         parts = self._split(self.net(probe_inputs(probe)))
-        lower0, _ = probe.interval()
+        lower0, upper0 = probe.interval()
         z = parts["interval"]
-        ritz, residuals = probe.ritz_values, probe.residual_norms
-        upper = ritz[:, -1] + residuals[:, -1] * torch.exp(2 * torch.tanh(z[:, 1]))
         lower = lower0 * torch.exp(self.lower_range * torch.tanh(z[:, 0]))
-        return torch.minimum(lower, 0.9 * upper), upper, parts
+        return torch.minimum(lower, 0.9 * upper0), upper0, parts
 
     def _profiles(self, parts: dict, count: int) -> torch.Tensor:
         """``(B, P, count)`` learned log-factors ``c tanh(w(x_k))`` (zero without modes)."""
@@ -195,7 +198,6 @@ class AutoSpecEngine(MetaSolver):
                             torch.log10(residuals / top + 1e-12)], dim=1) / 3
         parts = self._split(self.net(inputs))
         z = parts["interval"]
-        upper = upper * torch.exp(0.1 * torch.tanh(z[:, 1]))
         lower = torch.minimum(ritz[:, -1] * torch.exp(self.lower_range * torch.tanh(z[:, 0])),
                               0.99 * upper)
         coefficients = torch.zeros(features.shape[0], self.degree + 1, dtype=torch.float64)
@@ -213,7 +215,7 @@ class AutoSpecEngine(MetaSolver):
         factors = torch.exp(self._profiles(parts, k))
         if self.paradigm == "recurrence":
             base = chebyshev_recurrence_coefficients(lower, upper, k)
-            initial = torch.exp(self.correction * torch.tanh(parts["interval"][:, 2]))
+            initial = torch.exp(self.correction * torch.tanh(parts["interval"][:, 1]))
             return {"initial": base["initial"] * initial,
                     "momentum": base["momentum"] * factors[:, 0],
                     "step": base["step"] * factors[:, 1]}
