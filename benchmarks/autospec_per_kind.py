@@ -37,7 +37,7 @@ def main(model: str = "metasolve-out/autospec-linear/full/models/recurrence.safe
         with torch.no_grad():
             x = solver.solve(tasks, fixed_iterations=degree, rtol=0.0,
                              divergence_factor=1e300).x
-            learned = autospec_linear._relative(tasks.problem, x)
+            learned = autospec_linear.relative_residual(tasks.problem, x)
             base = autospec_linear.solve_baselines(tasks, extremes, settings)
         ratio = learned / base["chebyshev-estimated"]
         print(f"{kind:10s} learned / Chebyshev: median {float(ratio.median()):.3f}, geometric "

@@ -107,7 +107,7 @@ def evaluation_sets(settings: Settings) -> list[tuple[str, TaskBatch, torch.Tens
                                   settings.rhs_per_operator, settings.seed)
 
 
-def _relative(problem, x) -> torch.Tensor:
+def relative_residual(problem, x) -> torch.Tensor:
     return (torch.linalg.vector_norm(problem.residual(x), dim=1)
             / torch.linalg.vector_norm(problem.rhs, dim=1))
 
@@ -136,7 +136,7 @@ def solve_baselines(tasks: TaskBatch, extremes: torch.Tensor, settings: Settings
     for name, (method, theta, steps) in runs.items():
         solution = run(method, tasks.problem, params=theta, fixed_iterations=steps, rtol=0.0,
                        divergence_factor=1e300)
-        out[name] = _relative(tasks.problem, solution.x)
+        out[name] = relative_residual(tasks.problem, solution.x)
     return out
 
 
@@ -180,7 +180,7 @@ def _run_learned(settings: Settings, paradigm: str, sets, solver, extra) -> dict
     with torch.no_grad():
         for name, tasks, extremes in sets:
             solution = solver.solve(tasks, fixed_iterations=k, rtol=0.0, divergence_factor=1e300)
-            learned = _relative(tasks.problem, solution.x)
+            learned = relative_residual(tasks.problem, solution.x)
             base = solve_baselines(tasks, extremes, settings)
             cell = {**extra, "operator": name}
             records += [
