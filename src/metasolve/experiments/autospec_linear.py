@@ -210,17 +210,20 @@ def _run_preconditioner(settings: Settings, sets, solver, extra) -> dict:
     d = settings.preconditioner_degree
     cap = 20 * problem.size
 
+    solutions = {}  # the timed solves' results (they are deterministic: any one will do)
+
     def plain():
-        return run(ConjugateGradient(), problem, rtol=settings.cg_rtol, maxiter=cap)
+        solutions["plain"] = run(ConjugateGradient(), problem, rtol=settings.cg_rtol,
+                                 maxiter=cap)
 
     def learned():
         features = probed(problem, settings.probe_steps, seed=settings.seed).features
-        return run(ConjugateGradient(), problem, params=solver.params(features),
-                   rtol=settings.cg_rtol, maxiter=cap)
+        solutions["learned"] = run(ConjugateGradient(), problem, params=solver.params(features),
+                                   rtol=settings.cg_rtol, maxiter=cap)
 
     with torch.no_grad():
-        base_solution, learned_solution = plain(), learned()
         clock = compare_wall_clock(plain, learned, repeats=settings.wall_clock_repeats)
+    base_solution, learned_solution = solutions["plain"], solutions["learned"]
     cell = {**extra, "operator": name, "rtol": settings.cg_rtol, "preconditioner_degree": d}
     base_iters = base_solution.iterations.double()
     learned_iters = learned_solution.iterations.double()
