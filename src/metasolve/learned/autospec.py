@@ -200,12 +200,12 @@ class AutoSpecEngine(MetaSolver):
         z = parts["interval"]
         lower = torch.minimum(ritz[:, -1] * torch.exp(self.lower_range * torch.tanh(z[:, 0])),
                               0.99 * upper)
-        coefficients = torch.zeros(features.shape[0], self.degree + 1, dtype=torch.float64)
-        coefficients[:, -1] = 1.0
-        if self.modes:
-            coefficients = coefficients + torch.cat(
-                [self._profiles(parts, self.degree)[:, 0], coefficients[:, :1] * 0], dim=1)
-        return {"coefficients": coefficients, "lower": lower, "upper": upper}
+        top_term = torch.ones(features.shape[0], 1, dtype=torch.float64)  # T_d itself
+        # Terms of degree below d: zero, or learned smooth profiles of size at most c.
+        lower_terms = self._profiles(parts, self.degree)[:, 0] if self.modes \
+            else torch.zeros(features.shape[0], self.degree, dtype=torch.float64)
+        return {"coefficients": torch.cat([lower_terms, top_term], dim=1), "lower": lower,
+                "upper": upper}
 
     def forward(self, features: torch.Tensor) -> dict[str, torch.Tensor]:
         if self.paradigm == "filter":
