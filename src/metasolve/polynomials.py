@@ -140,3 +140,31 @@ def residual_polynomial(method, params: dict[str, torch.Tensor], points: torch.T
     solution = run(method, system, params=params, fixed_iterations=steps, rtol=0.0,
                    divergence_factor=1e300)
     return system.residual(solution.x)[0]
+
+
+def chebyshev_extrema(lower: torch.Tensor, upper: torch.Tensor, count: int) -> torch.Tensor:
+    """The ``count`` Chebyshev extrema ``t_j = c - h cos(pi j / (count - 1))`` of each
+    ``[lower, upper]`` (``(B, count)``, ascending, both ends included): where ``T_{count-1}`` of
+    the mapped interval is ``+-1``."""
+    count = check_count("count", count, minimum=2)
+    angles = torch.pi * torch.arange(count, dtype=lower.dtype, device=lower.device) / (count - 1)
+    centre, half_width = (upper + lower) / 2, (upper - lower) / 2
+    return centre.unsqueeze(1) - half_width.unsqueeze(1) * torch.cos(angles)
+
+
+def chebyshev_fit_at_extrema(values: torch.Tensor, terms: int) -> torch.Tensor:
+    """Least-squares Chebyshev coefficients ``(B, terms)`` of the values ``(B, M)`` given at the
+    ``M >= terms`` points of :func:`chebyshev_extrema` (exact when the values come from a
+    polynomial of degree below ``terms``)."""
+    check_tensor("values", values, ndim=2)
+    points = values.shape[1]
+    terms = check_count("terms", terms, minimum=1)
+    if points < terms:
+        raise ValueError(f"need at least terms = {terms} values, got {points}")
+    angles = torch.pi * torch.arange(points, dtype=values.dtype, device=values.device) \
+        / (points - 1)
+    # T_j at t_i: the mapped point is -cos(angle_i), and T_j(-cos a) = cos(j (pi - a)).
+    vandermonde = torch.cos(torch.outer(torch.pi - angles,
+                                        torch.arange(terms, dtype=values.dtype,
+                                                     device=values.device)))
+    return values @ torch.linalg.pinv(vandermonde).T

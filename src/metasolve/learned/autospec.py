@@ -27,10 +27,10 @@ Chebyshev iteration on an interval ``[a, b]`` that the network places:
   ``mu_k``, ``nu_k``) Chebyshev's on ``[a, b]`` times a learned factor ``exp(c tanh(w(k)))``;
 * paradigm ``"basis"``: the solve polynomial ``q`` of
   :class:`~metasolve.solvers.chebyshev_expansion.ChebyshevExpansion` in the Chebyshev basis of
-  ``[a, b]``, given by its values at the ``K`` Chebyshev nodes, ``q(t_i) = (1 - rho_i) / t_i``
-  where ``rho_i`` is the Chebyshev residual polynomial's value at node ``t_i`` times
-  ``exp(c tanh(w(i)))``; the expansion coefficients are their cosine transform (the degree
-  ``K - 1`` interpolant at ``K`` nodes is exact, so ``1 - t q(t)`` keeps the value 1 at 0);
+  ``[a, b]``, fitted (least squares, degree ``K - 1``) to ``q(t_j) = (1 - rho_j) / t_j`` at the
+  ``K + 1`` extrema ``t_j`` of ``T_K``, where ``rho_j = +-1 / T_K(sigma)`` is the Chebyshev
+  residual polynomial's value times ``exp(c tanh(w(j)))`` (without correction the fit is exact
+  and the method is Chebyshev iteration);
 * paradigm ``"filter"`` (task (b)): a filter for
   :class:`~metasolve.solvers.subspace.FilteredSubspaceIteration`, read each iteration from the
   block's Ritz values ``theta_1..theta_p``, their residual norms and the upper bound ``b``
@@ -65,9 +65,10 @@ from torch import nn
 
 from ..polynomials import (
     chebyshev_coefficients_from_nodes,
+    chebyshev_extrema,
+    chebyshev_fit_at_extrema,
     chebyshev_nodes,
     chebyshev_recurrence_coefficients,
-    chebyshev_residual_ratio,
 )
 from ..probes import Probe
 from ..validation import check_choice, check_count, check_positive, check_tensor
@@ -219,14 +220,21 @@ class AutoSpecEngine(MetaSolver):
             return {"initial": base["initial"] * initial,
                     "momentum": base["momentum"] * factors[:, 0],
                     "step": base["step"] * factors[:, 1]}
-        nodes = chebyshev_nodes(lower, upper, k)
         if self.paradigm == "basis":
-            # The factors scale the residual polynomial 1 - t q(t) at the nodes, not q: q must
-            # match 1/t to the accuracy of the residual, so a 1% change of q costs a residual of
-            # 1%, while the residual's own values may change by any factor near 1.
-            ratio = chebyshev_residual_ratio(nodes, lower, upper, k) * factors[:, 0]
-            values = (1 - ratio) / nodes
-        else:
-            values = nodes.rsqrt() * factors[:, 0]
+            # The factors scale the residual polynomial 1 - t q(t), not q: q must match 1/t to
+            # the accuracy of the residual, so a 1% change of q costs a residual of 1%, while the
+            # residual's own values may change by any factor near 1. They act at the K + 1
+            # extrema of T_K, where Chebyshev's residual is +-1 / T_K(sigma) (at the K nodes it
+            # is zero, and a factor there would do nothing), and q is the least-squares fit of
+            # degree K - 1 to the corrected values (exact when no correction is applied).
+            points = chebyshev_extrema(lower, upper, k + 1)
+            sign = (-1.0) ** (k - torch.arange(k + 1, dtype=torch.float64, device=lower.device))
+            sigma = (upper + lower) / (upper - lower)
+            growth = torch.cosh((k * torch.acosh(sigma)).clamp_max(700.0)).unsqueeze(1)
+            ratio = sign / growth * torch.exp(self._profiles(parts, k + 1))[:, 0]
+            return {"coefficients": chebyshev_fit_at_extrema((1 - ratio) / points, k),
+                    "lower": lower, "upper": upper}
+        nodes = chebyshev_nodes(lower, upper, k)
+        values = nodes.rsqrt() * factors[:, 0]
         return {"coefficients": chebyshev_coefficients_from_nodes(values), "lower": lower,
                 "upper": upper}
