@@ -8,7 +8,8 @@ transfer matrices (K = 150 products after a 10-step probe):
     python benchmarks/autospec_variants.py train --correction 0.1 --n-train 2048 --epochs 15
 
 Switch parts of a trained recurrence engine off (the learned interval alone, plus the learned
-initial coefficient, plus the correction profiles = the engine as trained) on 2D and 3D Poisson:
+initial coefficient, plus the correction profiles = the engine as trained) on the held-out
+synthetic spectra and on 2D and 3D Poisson:
 
     python benchmarks/autospec_variants.py ablate \
         metasolve-out/autospec-linear/full/models/recurrence.safetensors
@@ -62,7 +63,7 @@ def ablate(args) -> None:
     k = engine.degree
     sets = evaluation_sets(autospec_linear._family(settings), TRANSFER[:2], 256, 8, 0)
     with torch.no_grad():
-        for name, tasks, extremes in sets[1:]:
+        for name, tasks, extremes in sets:
             lower, upper, parts = engine.interval(tasks.features)
             base = chebyshev_recurrence_coefficients(lower, upper, k)
             initial = torch.exp(engine.correction * torch.tanh(parts["interval"][:, 1]))

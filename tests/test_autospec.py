@@ -287,3 +287,31 @@ def test_residual_polynomial_of_richardson_is_one_minus_ht_to_the_k():
     t = torch.linspace(0.1, 3.0, 7, dtype=F64)
     torch.testing.assert_close(residual_polynomial(ms.PolynomialRecurrence(), params, t, 4),
                                (1 - 0.5 * t) ** 4)
+
+
+def test_basis_corrections_change_the_polynomial_and_the_extrema_fit_is_exact():
+    from metasolve.polynomials import chebyshev_extrema, chebyshev_fit_at_extrema
+
+    lo, hi = torch.tensor([0.5], dtype=F64), torch.tensor([3.0], dtype=F64)
+    points = chebyshev_extrema(lo, hi, 8)
+    coefficients = chebyshev_fit_at_extrema(1 + points - 0.3 * points ** 5, 7)  # degree 5 < 7
+    t = torch.linspace(0.5, 3.0, 9, dtype=F64)
+    np.testing.assert_allclose(_dense_q(coefficients[0].numpy(), 0.5, 3.0, t.numpy()),
+                               (1 + t - 0.3 * t ** 5).numpy(), rtol=1e-11)
+    _, tasks = _engine_tasks()
+    torch.manual_seed(0)
+    engine = ms.AutoSpecEngine(8, 12, "basis")
+    with torch.no_grad():
+        untrained = engine(tasks.features)["coefficients"]
+        engine.net[-1].weight.normal_(0, 0.3)
+        corrected = engine(tasks.features)["coefficients"]
+    assert float((corrected - untrained).abs().max() / untrained.abs().max()) > 1e-3
+
+
+def test_eigen_problem_checks_dtype_and_wanted_type():
+    system = operators.sparse_system(operators.poisson2d(4), 1)
+    with pytest.raises(TypeError, match="start"):
+        ms.EigenProblem(system, torch.ones(1, 16, 3, dtype=torch.float32),
+                        torch.ones(1, dtype=F64), 2)
+    with pytest.raises(TypeError, match="wanted"):
+        ms.EigenProblem(system, torch.ones(1, 16, 3, dtype=F64), torch.ones(1, dtype=F64), 2.0)

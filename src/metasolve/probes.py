@@ -27,7 +27,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .validation import check_count
+from .validation import check_count, check_tensor
 
 
 @dataclass(frozen=True)
@@ -156,6 +156,9 @@ def lanczos_function(matvec: Callable[[torch.Tensor], torch.Tensor], vector: tor
     ``||b|| V_s f(T_s) e_1`` (the classical Krylov baseline for matrix functions; exact when
     ``f`` is a polynomial of degree below ``s``). ``function`` maps eigenvalues to ``f``."""
     steps = check_count("steps", steps, minimum=1)
+    check_tensor("vector", vector, ndim=2)
+    if not callable(function):
+        raise TypeError(f"function must be callable, got {type(function).__name__}")
     if steps > vector.shape[1]:
         raise ValueError(f"steps must be at most the size ({vector.shape[1]}), got {steps}")
     basis, tridiagonal, _ = _lanczos(matvec, vector, steps)

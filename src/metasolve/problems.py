@@ -174,9 +174,16 @@ class EigenProblem:
             raise ValueError(f"start must have shape ({batch}, {size}, p), got "
                              f"{tuple(self.start.shape)}")
         check_tensor("upper", self.upper, shape=(batch,))
-        if not isinstance(self.wanted, int) or not 1 <= self.wanted <= self.start.shape[2]:
-            raise ValueError(f"wanted must be an int in [1, p = {self.start.shape[2]}], got "
-                             f"{self.wanted!r}")
+        for name, value in (("start", self.start), ("upper", self.upper)):
+            if value.dtype != self.operator.dtype or value.device != self.operator.rhs.device:
+                raise TypeError(f"{name} must be {self.operator.dtype} on "
+                                f"{self.operator.rhs.device} like the operator, got "
+                                f"{value.dtype} on {value.device}")
+        if isinstance(self.wanted, bool) or not isinstance(self.wanted, int):
+            raise TypeError(f"wanted must be an int, got {type(self.wanted).__name__}")
+        if not 1 <= self.wanted <= self.start.shape[2]:
+            raise ValueError(f"wanted must be in [1, p = {self.start.shape[2]}], got "
+                             f"{self.wanted}")
 
     @property
     def batch_size(self) -> int:

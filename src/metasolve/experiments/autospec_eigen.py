@@ -9,8 +9,8 @@ SPD matrices (AutoSpec summary; the issue's task (b)).
   (:class:`~metasolve.training.FilterGapLoss`).
 * Engine: paradigm ``"filter"`` of :class:`~metasolve.learned.autospec.AutoSpecEngine`: ``T_d``
   on ``[a, b]`` with a learned cut ``a`` (Chebyshev-filtered subspace iteration uses the block's
-  largest Ritz value) and a learned factor on the upper bound ``b``; the engine is called every
-  iteration on the current Ritz values.
+  largest Ritz value) and the probe's upper bound ``b``; the engine is called every iteration on
+  the current Ritz values.
 * Test: the 10 smallest eigenpairs of 2D Poisson (``N = 10^4``, the issue's bar) and of the other
   sparse matrices, from the same random block for every method, until every wanted residual
   ``||A v - theta v||`` is at most ``1e-8`` times the probe's bound on ``||A||``. Products count

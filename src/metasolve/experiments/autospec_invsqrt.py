@@ -8,7 +8,8 @@ issue's task (c)).
   probe's interval misses the bottom by orders of magnitude on ill-conditioned operators; the
   engine's lower end may move down by up to ``1e6``.
 * Engine: :class:`~metasolve.learned.autospec.AutoSpecEngine` with paradigm ``"invsqrt"``: a
-  Chebyshev series of ``d = 40`` terms (degree 39, 39 products,
+  Chebyshev series of ``d = 40`` terms (degree 39; its 40 steps cost 40 products, as 40
+  Lanczos steps do;
   :class:`~metasolve.solvers.chebyshev_expansion.ChebyshevSeries`) on a learned interval, its
   values at the Chebyshev nodes ``t^{-1/2}`` times smooth learned factors. Untrained, it is the
   Chebyshev interpolant of ``t^{-1/2}`` on the probe's interval.
@@ -204,7 +205,7 @@ def table(records: list[dict]):
     degree = next((r["degree"] for r in records), "?")
     probe = next((r["probe_matvecs"] for r in records), "?")
     t = Table(title=f"{TITLE}\nmedian relative error at degree {int(degree) - 1} "
-              f"({int(degree) - 1} products after a {probe}-product subspace probe)")
+              f"({int(degree)} products after a {probe}-product subspace probe)")
     for i, name in enumerate(head):
         t.add_column(name, justify="left" if i == 0 else "right")
     for line in body:

@@ -83,7 +83,9 @@ PARADIGMS = {"recurrence": ("initial", "momentum", "step"),
 
 def split_probe(features: torch.Tensor, probe_steps: int) -> Probe:
     """The :class:`~metasolve.probes.Probe` stored in ``features`` ``(B, 2 s)``; the Ritz values
-    must be positive (the operator symmetric positive definite)."""
+    must be positive (the operator symmetric positive definite). Its ``matvecs`` is ``s``, the
+    cost of a Lanczos probe; a subspace probe's features cost more
+    (:attr:`metasolve.tasks.SpectrumFamily.probe_matvecs`)."""
     check_tensor("features", features, ndim=2)
     if features.shape[1] != 2 * probe_steps:
         raise ValueError(f"features must have 2 * probe_steps = {2 * probe_steps} columns (Ritz "
@@ -176,9 +178,10 @@ class AutoSpecEngine(MetaSolver):
         profiles = 2 if self.paradigm == "recurrence" else 1
         if not self.modes:
             return parts["interval"].new_zeros(batch, profiles, count)
-        x = torch.linspace(-1.0, 1.0, count, dtype=torch.float64) if count > 1 \
-            else torch.zeros(1, dtype=torch.float64)
-        basis = torch.cos(torch.arange(self.modes, dtype=torch.float64).unsqueeze(1)
+        device = parts["interval"].device
+        x = torch.linspace(-1.0, 1.0, count, dtype=torch.float64, device=device) if count > 1 \
+            else torch.zeros(1, dtype=torch.float64, device=device)
+        basis = torch.cos(torch.arange(self.modes, dtype=torch.float64, device=device).unsqueeze(1)
                           * torch.arccos(x).unsqueeze(0))  # T_m(x_k), (M, count)
         weights = parts["shape"].reshape(batch, profiles, self.modes)
         return self.correction * torch.tanh(weights @ basis)
@@ -201,10 +204,12 @@ class AutoSpecEngine(MetaSolver):
         z = parts["interval"]
         lower = torch.minimum(ritz[:, -1] * torch.exp(self.lower_range * torch.tanh(z[:, 0])),
                               0.99 * upper)
-        top_term = torch.ones(features.shape[0], 1, dtype=torch.float64)  # T_d itself
+        top_term = torch.ones(features.shape[0], 1, dtype=torch.float64,
+                              device=features.device)  # T_d itself
         # Terms of degree below d: zero, or learned smooth profiles of size at most c.
         lower_terms = self._profiles(parts, self.degree)[:, 0] if self.modes \
-            else torch.zeros(features.shape[0], self.degree, dtype=torch.float64)
+            else torch.zeros(features.shape[0], self.degree, dtype=torch.float64,
+                             device=features.device)
         return {"coefficients": torch.cat([lower_terms, top_term], dim=1), "lower": lower,
                 "upper": upper}
 

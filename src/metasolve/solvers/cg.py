@@ -10,9 +10,9 @@ non-positive curvature ``p^T A p`` or ``r^T z`` stops that instance with ``Statu
 
 Parameters ``theta`` (``params``, all optional): ``coefficients`` (``(B, d)``), ``lower`` and
 ``upper`` (``(B,)``) of the preconditioner; without them this is plain CG. Each iteration costs
-one product plus ``d - 1`` for the preconditioner: ``Solution.info`` does not count them, so
-callers report ``iterations * (1 + d - 1)`` products (plus what the preconditioner's
-construction took).
+one product plus ``d - 1`` for the preconditioner, and ``init`` spends ``d - 1`` on
+``z_0 = q(A) r_0``: ``Solution.info`` does not count them, so callers report
+``(d - 1) + iterations * d`` products (plus what the preconditioner's construction took).
 
 Example:
     >>> import torch, metasolve as ms

@@ -14,8 +14,9 @@ norms, upper bound):
 * :func:`chebyshev_filter_rule` (the default, Chebyshev-filtered subspace iteration): ``T_d`` on
   ``[theta_p, b]``, damping everything above the block's largest Ritz value;
 * a learned rule (:class:`~metasolve.learned.autospec.AutoSpecEngine`, paradigm ``"filter"``);
-* ``degree=1`` with the default rule is plain (shifted) subspace iteration, ``p(t) = b - t`` up to
-  scale.
+* ``degree=1`` with the default rule is plain (shifted) subspace iteration: ``T_1`` on
+  ``[theta_p, b]`` is ``(t - c) / h``, so the filter is ``c - t`` up to sign and scale, with ``c``
+  the centre of that interval.
 
 Cost per iteration: ``d p`` products for the filter and ``p`` for Rayleigh-Ritz
 (:meth:`FilteredSubspaceIteration.products_per_iteration`); ``init`` spends ``p`` more.
@@ -75,7 +76,8 @@ class FilteredSubspaceIteration(IterativeMethod):
         self.degree = check_count("degree", degree, minimum=1)
         if filter_rule is not None and not callable(filter_rule):
             raise TypeError(f"filter_rule must be callable, got {type(filter_rule).__name__}")
-        self.filter_rule = filter_rule or chebyshev_filter_rule(self.degree)
+        self.filter_rule = chebyshev_filter_rule(self.degree) if filter_rule is None \
+            else filter_rule
 
     def config(self):
         return {"degree": self.degree}

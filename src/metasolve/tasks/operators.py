@@ -4,7 +4,7 @@ elsewhere (the AutoSpec issue's transfer set): each builder returns a SciPy CSR 
 :class:`~metasolve.problems.LinearSystem` (a torch sparse CSR matrix shared by the batch).
 
 * ``poisson2d(m)``: the 5-point Laplacian on an ``m x m`` grid (Dirichlet), ``N = m^2``;
-  eigenvalues ``4 (sin^2(i pi / (2 (m + 1))) + sin^2(j pi / (2 (m + 1))))`` in closed form.
+  eigenvalues ``4 (sin^2(i pi / (2 (m + 1))) + sin^2(j pi / (2 (m + 1))))``.
 * ``poisson3d(m)``: the 7-point Laplacian on an ``m^3`` grid, ``N = m^3``.
 * ``anisotropic2d(m, epsilon)``: ``-epsilon u_xx - u_yy`` (5-point), strong coupling in ``y``.
 * ``elasticity(cells)``: the clamped elastic beam of
@@ -34,12 +34,6 @@ def poisson2d(m: int) -> sp.csr_matrix:
     m = check_count("m", m, minimum=2)
     t, eye = _laplacian1d(m), sp.eye(m)
     return (sp.kron(eye, t) + sp.kron(t, eye)).tocsr()
-
-
-def poisson2d_extremes(m: int) -> tuple[float, float]:
-    """Exact smallest and largest eigenvalues of :func:`poisson2d`."""
-    angle = np.pi / (2 * (m + 1))
-    return 8 * np.sin(angle) ** 2, 8 * np.cos(angle) ** 2
 
 
 def poisson3d(m: int) -> sp.csr_matrix:
