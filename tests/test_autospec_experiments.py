@@ -136,3 +136,17 @@ def test_autospec_smoke_runs_write_records_plots_and_tables(smoke_runs):
     errors = [r["value"] for r in invsqrt if r["metric"] == "median_relative_error"
               and r["method"] == "chebyshev-exact"]
     assert errors and all(0 < e < 1 for e in errors)
+
+
+def test_every_stored_record_file_renders_together():
+    from pathlib import Path
+
+    from metasolve.evaluation.records import read_records
+    from metasolve.experiments import render_markdown
+
+    records = []
+    for path in sorted((Path(__file__).resolve().parents[1] / "docs" / "results").glob("*.json")):
+        records += read_records(path)
+    text = render_markdown(records)
+    for name in ("autospec-linear", "autospec-eigen", "autospec-invsqrt", "elasticity-iccg"):
+        assert f"## {name}:" in text

@@ -39,7 +39,7 @@ from ..tasks import FilterStateFamily, make_splits
 from ..tasks.operators import sparse_system
 from ..training import FilterGapLoss, Trainer, TrainingConfig
 from .autospec_common import Operator, exact_extremes
-from .common import job_settings
+from .common import job_settings, markdown_table, rich_table
 
 NAME = "autospec-eigen"
 TITLE = "AutoSpec (b): a learned filter for subspace iteration, 10 smallest eigenpairs"
@@ -195,6 +195,7 @@ def _value(records, method, metric, operator):
 
 
 def _lines(records):
+    records = [r for r in records if r["experiment"] == NAME]
     operators = []
     for r in records:
         if r["metric"] == "median_products" and r["operator"] not in operators:
@@ -222,22 +223,12 @@ def _lines(records):
 
 
 def table(records: list[dict]):
-    from rich.table import Table
-
-    head, body = _lines(records)
-    t = Table(title=f"{TITLE}\nproducts A @ v to residual 1e-8 (relative to ||A||), probe included")
-    for i, name in enumerate(head):
-        t.add_column(name, justify="left" if i == 0 else "right")
-    for line in body:
-        t.add_row(*line)
-    return t
+    return rich_table(f"{TITLE}\nproducts A @ v to residual 1e-8 (relative to ||A||), probe "
+                      "included", *_lines(records))
 
 
 def markdown(records: list[dict]) -> str:
-    head, body = _lines(records)
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    lines += ["| " + " | ".join(line) + " |" for line in body]
-    return "\n".join(lines) + "\n"
+    return markdown_table(*_lines(records))
 
 
 def plot(results: list[dict], path: Path) -> Path | None:

@@ -43,7 +43,7 @@ from ..solvers import ChebyshevSeries, run
 from ..tasks import SpectrumFamily
 from ..training import TrainingConfig
 from .autospec_common import SYNTHETIC, TRANSFER, TRANSFER_SMOKE, evaluation_sets, train_engine
-from .common import job_settings
+from .common import job_settings, markdown_table, rich_table
 
 NAME = "autospec-invsqrt"
 TITLE = "AutoSpec (c): learned Chebyshev series for A^(-1/2) b, trained small, transferred"
@@ -179,6 +179,7 @@ def _value(records, method, metric, operator):
 
 
 def _lines(records):
+    records = [r for r in records if r["experiment"] == NAME]
     operators = []
     for r in records:
         if r["operator"] not in operators:
@@ -199,25 +200,16 @@ def _lines(records):
 
 
 def table(records: list[dict]):
-    from rich.table import Table
-
-    head, body = _lines(records)
-    degree = next((r["degree"] for r in records), "?")
-    probe = next((r["probe_matvecs"] for r in records), "?")
-    t = Table(title=f"{TITLE}\nmedian relative error at degree {int(degree) - 1} "
-              f"({int(degree)} products after a {probe}-product subspace probe)")
-    for i, name in enumerate(head):
-        t.add_column(name, justify="left" if i == 0 else "right")
-    for line in body:
-        t.add_row(*line)
-    return t
+    own = [r for r in records if r["experiment"] == NAME]
+    degree = next((r["degree"] for r in own), "?")
+    probe = next((r["probe_matvecs"] for r in own), "?")
+    return rich_table(f"{TITLE}\nmedian relative error at degree {int(degree) - 1} "
+                      f"({int(degree)} products after a {probe}-product subspace probe)",
+                      *_lines(records))
 
 
 def markdown(records: list[dict]) -> str:
-    head, body = _lines(records)
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    lines += ["| " + " | ".join(line) + " |" for line in body]
-    return "\n".join(lines) + "\n"
+    return markdown_table(*_lines(records))
 
 
 def plot(results: list[dict], path: Path) -> Path | None:

@@ -52,7 +52,7 @@ from .autospec_common import (
     train_engine,
 )
 from .autospec_common import evaluation_sets as common_evaluation_sets
-from .common import job_settings
+from .common import job_settings, markdown_table, rich_table
 
 NAME = "autospec-linear"
 TITLE = "AutoSpec (a): learned polynomial solvers, trained on synthetic spectra, transferred"
@@ -290,7 +290,8 @@ def _value(records, method, metric, operator=None):
 def _operators(records) -> list[str]:
     seen = []
     for r in records:
-        if r["metric"] == "median_relative_residual" and r["operator"] not in seen:
+        if (r["experiment"] == NAME and r["metric"] == "median_relative_residual"
+                and r["operator"] not in seen):
             seen.append(r["operator"])
     return seen
 
@@ -333,30 +334,17 @@ def _lines(records):
 
 def table(records: list[dict]):
     from rich.console import Group
-    from rich.table import Table
 
-    parts = []
     titles = (f"{TITLE}\nmedian relative residual at equal products (K after an s-step probe)",
               "learned over baselines (ratios of the medians) and the fraction of instances "
               "no worse than Chebyshev on the probe interval",
               "CG with a learned polynomial preconditioner, largest transfer matrix")
-    for title, (head, body) in zip(titles, _lines(records), strict=True):
-        t = Table(title=title)
-        for i, name in enumerate(head):
-            t.add_column(name, justify="left" if i < 2 else "right")
-        for line in body:
-            t.add_row(*line)
-        parts.append(t)
-    return Group(*parts)
+    return Group(*(rich_table(title, head, body, label_columns=2)
+                   for title, (head, body) in zip(titles, _lines(records), strict=True)))
 
 
 def markdown(records: list[dict]) -> str:
-    blocks = []
-    for head, body in _lines(records):
-        lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-        lines += ["| " + " | ".join(line) + " |" for line in body]
-        blocks.append("\n".join(lines) + "\n")
-    return "\n".join(blocks)
+    return "\n".join(markdown_table(head, body) for head, body in _lines(records))
 
 
 def plot(results: list[dict], path: Path) -> Path | None:

@@ -64,7 +64,7 @@ from ..training import (
     Trainer,
     TrainingConfig,
 )
-from .common import job_settings
+from .common import job_settings, markdown_table, rich_table
 
 NAME = "elasticity-iccg"
 TITLE = "Learned shifts for ICCG(alpha) on a clamped elastic beam (GBMS paper, Table 2)"
@@ -346,24 +346,13 @@ def _lines(records: list[dict]) -> tuple[list[str], list[list[str]]]:
 
 def table(records: list[dict]):
     """Table 2 as a rich table: ours (paper)."""
-    from rich.table import Table
-
-    head, body = _lines(records)
-    t = Table(title=f"{TITLE}\nICCG iterations to 1e-6 on the test set, a failure counted as N: "
-              "ours (paper)")
-    for i, name in enumerate(head):
-        t.add_column(name, justify="left" if i == 0 else "right")
-    for line in body:
-        t.add_row(*line)
-    return t
+    return rich_table(f"{TITLE}\nICCG iterations to 1e-6 on the test set, a failure counted "
+                      "as N: ours (paper)", *_lines(records))
 
 
 def markdown(records: list[dict]) -> str:
     """Table 2 as Markdown, for docs/RESULTS.md."""
-    head, body = _lines(records)
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    lines += ["| " + " | ".join(line) + " |" for line in body]
-    return "\n".join(lines) + "\n"
+    return markdown_table(*_lines(records))
 
 
 def plot(results: list[dict], path: Path) -> Path | None:

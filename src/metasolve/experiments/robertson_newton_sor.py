@@ -54,7 +54,7 @@ from ..learned import BoundedHead, IntervalHead, LearnedSolver, NetworkMetaSolve
 from ..solvers import NewtonSOR, run
 from ..tasks import RobertsonFamily, make_splits
 from ..training import FixedIterationLoss, IterationSurrogateLoss, Trainer, TrainingConfig
-from .common import job_settings
+from .common import job_settings, markdown_table, rich_table
 
 NAME = "robertson-newton-sor"
 TITLE = ("Learned relaxation factors and initial guesses for Newton-SOR on Robertson's equation "
@@ -316,20 +316,12 @@ HEADER = ["meta-solver, training", "mean iterations: ours (paper)", "converged",
 
 def table(records: list[dict]):
     """Table 1(a) and 1(b) in one: every row with the paper's number beside ours."""
-    from rich.table import Table
-
-    t = Table(title=f"{TITLE}\nNewton-SOR iterations to ||g|| <= {TEST_EPS:g}, test tasks")
-    for i, name in enumerate(HEADER):
-        t.add_column(name, justify="left" if i == 0 else "right")
-    for row in _table_rows(records):
-        t.add_row(*row)
-    return t
+    return rich_table(f"{TITLE}\nNewton-SOR iterations to ||g|| <= {TEST_EPS:g}, test tasks",
+                      HEADER, _table_rows(records))
 
 
 def markdown(records: list[dict]) -> str:
-    lines = ["| " + " | ".join(HEADER) + " |", "|" + "---|" * len(HEADER)]
-    lines += ["| " + " | ".join(row) + " |" for row in _table_rows(records)]
-    return "\n".join(lines) + "\n"
+    return markdown_table(HEADER, _table_rows(records))
 
 
 def plot(results: list[dict], path: Path) -> Path | None:
