@@ -115,6 +115,19 @@ def lanczos_probe(matvec: Callable[[torch.Tensor], torch.Tensor], size: int, ste
     return Probe(ritz_values=values, residual_norms=residuals, matvecs=steps)
 
 
+def rayleigh_ritz(basis: torch.Tensor, image: torch.Tensor
+                  ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Rayleigh-Ritz on orthonormal blocks ``basis`` ``(B, N, k)`` with ``image = A basis``:
+    ``(Ritz values (B, k) ascending, Ritz vectors (B, N, k), residual norms (B, k))``, the
+    residual of pair ``i`` being ``||A v_i - theta_i v_i||``."""
+    small = basis.mT @ image
+    values, vectors = torch.linalg.eigh((small + small.mT) / 2)
+    ritz_vectors = basis @ vectors
+    residuals = torch.linalg.vector_norm(image @ vectors - ritz_vectors * values.unsqueeze(1),
+                                         dim=1)
+    return values, ritz_vectors, residuals
+
+
 def subspace_probe(matvec: Callable[[torch.Tensor], torch.Tensor], size: int, block: int,
                    iterations: int, batch: int = 1, seed: int = 0,
                    dtype: torch.dtype = torch.float64, device=None) -> Probe:
@@ -141,10 +154,7 @@ def subspace_probe(matvec: Callable[[torch.Tensor], torch.Tensor], size: int, bl
                                         dtype=dtype).to(device))[0]
     for _ in range(iterations):
         basis = torch.linalg.qr(apply(basis))[0]
-    image = apply(basis)
-    values, vectors = torch.linalg.eigh(basis.mT @ image)
-    residuals = torch.linalg.vector_norm(image @ vectors - (basis @ vectors) * values.unsqueeze(1),
-                                         dim=1)
+    values, _, residuals = rayleigh_ritz(basis, apply(basis))
     return Probe(ritz_values=values, residual_norms=residuals,
                  matvecs=block * (iterations + 1))
 

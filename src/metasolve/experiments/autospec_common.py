@@ -3,7 +3,6 @@ bounds, the probe of a transfer system, and training an engine on synthetic spec
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -14,7 +13,7 @@ import torch
 from ..learned import AutoSpecEngine, LearnedSolver
 from ..problems import LinearSystem
 from ..solvers import ChebyshevExpansion, ChebyshevSeries, PolynomialRecurrence
-from ..tasks import SpectrumFamily, TaskBatch, make_splits, operators, probe_features
+from ..tasks import SpectrumFamily, TaskBatch, make_splits, operators
 from ..tasks.operators import sparse_system
 from ..training import LogResidualLoss, Trainer, TrainingConfig
 
@@ -48,33 +47,6 @@ TRANSFER_SMOKE = (
 )
 
 
-def _tensor_laplacian_extremes(m: int, scales: list[float]) -> tuple[float, float]:
-    angle = math.pi / (2 * (m + 1))
-    low = sum(4 * s * math.sin(angle) ** 2 for s in scales)
-    high = sum(4 * s * math.cos(angle) ** 2 for s in scales)
-    return low, high
-
-
-def exact_extremes(operator: Operator, matrix: sp.csr_matrix) -> tuple[float, float]:
-    """``(lambda_min, lambda_max)``: closed form for the grid Laplacians, a dense symmetric
-    eigensolver for the others (at most a few thousand unknowns)."""
-    args = operator.args
-    if operator.builder == "poisson2d":
-        return _tensor_laplacian_extremes(args["m"], [1.0, 1.0])
-    if operator.builder == "poisson3d":
-        return _tensor_laplacian_extremes(args["m"], [1.0, 1.0, 1.0])
-    if operator.builder == "anisotropic2d":
-        return _tensor_laplacian_extremes(args["m"], [args.get("epsilon", 1e-2), 1.0])
-    values = np.linalg.eigvalsh(matrix.toarray())
-    return float(values[0]), float(values[-1])
-
-
-def probed(system, probe_steps: int, seed: int) -> TaskBatch:
-    """``system`` with the Lanczos-probe features of each instance (``probe_steps`` products)."""
-    return TaskBatch(system, probe_features(system.matvec, system.size, probe_steps,
-                                            system.batch_size, seed))
-
-
 def _grid_eigenvalues(operator: Operator) -> tuple[list[int], np.ndarray] | None:
     """Grid shape and eigenvalues (on that grid) of a tensor-product Laplacian, else None."""
     args = operator.args
@@ -87,6 +59,16 @@ def _grid_eigenvalues(operator: Operator) -> tuple[list[int], np.ndarray] | None
     if operator.builder == "anisotropic2d":  # kron(I, eps T) + kron(T, I): eps on the fast axis
         return [m, m], one[:, None] + args.get("epsilon", 1e-2) * one[None, :]
     return [m, m, m], one[:, None, None] + one[None, :, None] + one[None, None, :]
+
+
+def exact_extremes(operator: Operator, matrix: sp.csr_matrix) -> tuple[float, float]:
+    """``(lambda_min, lambda_max)``: from the closed-form spectrum of a grid Laplacian, else a
+    dense symmetric eigensolver (at most a few thousand unknowns)."""
+    grid = _grid_eigenvalues(operator)
+    if grid is not None:
+        return float(grid[1].min()), float(grid[1].max())
+    values = np.linalg.eigvalsh(matrix.toarray())
+    return float(values[0]), float(values[-1])
 
 
 def exact_inverse_sqrt(operator: Operator, matrix: sp.csr_matrix,

@@ -48,7 +48,6 @@ from ..training import TrainingConfig
 from .autospec_common import (
     TRANSFER,
     TRANSFER_SMOKE,
-    probed,
     train_engine,
 )
 from .autospec_common import evaluation_sets as common_evaluation_sets
@@ -217,7 +216,8 @@ def _run_preconditioner(settings: Settings, sets, solver, extra) -> dict:
                                  maxiter=cap)
 
     def learned():
-        features = probed(problem, settings.probe_steps, seed=settings.seed).features
+        features = _family(settings).features_of(problem.matvec, problem.size,
+                                                  problem.batch_size, settings.seed)
         solutions["learned"] = run(ConjugateGradient(), problem, params=solver.params(features),
                                    rtol=settings.cg_rtol, maxiter=cap)
 

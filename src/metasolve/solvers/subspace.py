@@ -31,6 +31,7 @@ from collections.abc import Callable, Mapping
 import torch
 
 from ..polynomials import chebyshev_basis_apply
+from ..probes import rayleigh_ritz
 from ..problems import EigenProblem
 from ..validation import check_count
 from .base import IterativeMethod, State
@@ -92,12 +93,8 @@ class FilteredSubspaceIteration(IterativeMethod):
     @staticmethod
     def _rayleigh_ritz(problem: EigenProblem, block: torch.Tensor) -> State:
         basis = torch.linalg.qr(block)[0]
-        image = problem.block_matvec(basis)
-        small = basis.mT @ image
-        ritz, vectors = torch.linalg.eigh((small + small.mT) / 2)
-        basis, image = basis @ vectors, image @ vectors
-        residuals = torch.linalg.vector_norm(image - basis * ritz.unsqueeze(1), dim=1)
-        return {"x": basis, "ritz": ritz, "residuals": residuals}
+        ritz, vectors, residuals = rayleigh_ritz(basis, problem.block_matvec(basis))
+        return {"x": vectors, "ritz": ritz, "residuals": residuals}
 
     def init(self, problem: EigenProblem, x0, params) -> State:
         return self._rayleigh_ritz(problem, x0)
