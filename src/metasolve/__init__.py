@@ -9,9 +9,13 @@ __version__ = "0.1.0"
 
 from .artifact import ArtifactError, load, save  # noqa: E402
 from .learned import (  # noqa: E402
+    R2N2,
+    RK3,
+    RK4,
     AutoSpecEngine,
     BasisHead,
     BoundedHead,
+    ButcherTableau,
     ConstantMetaSolver,
     IdentityHead,
     IntervalHead,
@@ -20,7 +24,13 @@ from .learned import (  # noqa: E402
     NetworkMetaSolver,
     PositiveHead,
 )
-from .problems import DiagonalSystem, EigenProblem, LinearSystem, NonlinearSystem  # noqa: E402
+from .problems import (  # noqa: E402
+    DiagonalSystem,
+    EigenProblem,
+    InitialValueProblem,
+    LinearSystem,
+    NonlinearSystem,
+)
 from .solution import ConvergenceError, Solution, Status  # noqa: E402
 from .solvers import (  # noqa: E402
     ICCG,
@@ -38,13 +48,16 @@ from .solvers import (  # noqa: E402
     run,
 )
 from .tasks import (  # noqa: E402
+    ChandrasekharFamily,
     ElasticBeamFamily,
     FilterStateFamily,
+    MatrixSetFamily,
     Poisson1DFamily,
     RobertsonFamily,
     SpectrumFamily,
     TaskBatch,
     TaskFamily,
+    VanDerPolFamily,
     make_splits,
     register_family,
     sine_basis,
@@ -57,17 +70,20 @@ from .training import (  # noqa: E402
     LogResidualLoss,
     Trainer,
     TrainingConfig,
+    WeightedResidualLoss,
 )
 
 __all__ = [
-    "ArtifactError", "AutoSpecEngine", "BasisHead", "BoundedHead", "Chebyshev",
-    "ChebyshevExpansion", "ChebyshevSeries", "ConjugateGradient", "ConstantMetaSolver",
-    "ConvergenceError", "DiagonalSystem", "EigenProblem", "ElasticBeamFamily",
-    "FailurePenaltyLoss", "FilterGapLoss", "FilterStateFamily", "FilteredSubspaceIteration",
-    "FixedIterationLoss", "ICCG", "IdentityHead", "IntervalHead", "IterationSurrogateLoss",
-    "IterativeMethod", "Jacobi", "LearnedSolver", "LinearSystem", "LogResidualLoss", "MetaSolver",
+    "ArtifactError", "AutoSpecEngine", "BasisHead", "BoundedHead", "ButcherTableau",
+    "ChandrasekharFamily", "Chebyshev", "ChebyshevExpansion", "ChebyshevSeries",
+    "ConjugateGradient", "ConstantMetaSolver", "ConvergenceError", "DiagonalSystem",
+    "EigenProblem", "ElasticBeamFamily", "FailurePenaltyLoss", "FilterGapLoss",
+    "FilterStateFamily", "FilteredSubspaceIteration", "FixedIterationLoss", "ICCG", "IdentityHead",
+    "InitialValueProblem", "IntervalHead", "IterationSurrogateLoss", "IterativeMethod", "Jacobi",
+    "LearnedSolver", "LinearSystem", "LogResidualLoss", "MatrixSetFamily", "MetaSolver",
     "NetworkMetaSolver", "NewtonSOR", "NonlinearSystem", "Poisson1DFamily", "PolynomialRecurrence",
-    "PositiveHead", "RobertsonFamily", "Solution", "SpectrumFamily", "Status", "TaskBatch",
-    "TaskFamily", "Trainer", "TrainingConfig", "__version__", "chebyshev_filter_rule", "load",
-    "make_splits", "register_family", "register_method", "run", "save", "sine_basis"
+    "PositiveHead", "R2N2", "RK3", "RK4", "RobertsonFamily", "Solution", "SpectrumFamily",
+    "Status", "TaskBatch", "TaskFamily", "Trainer", "TrainingConfig", "VanDerPolFamily",
+    "WeightedResidualLoss", "__version__", "chebyshev_filter_rule", "load", "make_splits",
+    "register_family", "register_method", "run", "save", "sine_basis"
 ]

@@ -278,3 +278,85 @@ class NonlinearSystem(abc.ABC):
 
     def check_batch(self, name: str, value: torch.Tensor) -> torch.Tensor:
         return check_vectors(name, value, like=self.start)
+
+
+class InitialValueProblem(abc.ABC):
+    """A batch of autonomous initial-value problems ``x' = f(x)``, ``x(t_0) = start``, integrated
+    with one step size ``h`` per instance (R2N2 paper, eq. 3 and sec. 4.3).
+
+    Subclasses hold their per-instance data (batch-leading tensors), set :attr:`start` ``(B, N)``
+    and :attr:`step_size` ``(B,)``, and implement :meth:`function` (the right-hand side ``f``,
+    batched) and :meth:`index`. An integrator's iterate ``k`` approximates ``x(t_0 + k h)``;
+    :attr:`reference` ``(B, T + 1, N)``, if set, holds an accurate trajectory at those times
+    (``reference[:, 0] == start``), and :meth:`error` measures iterate ``k`` against it.
+
+    :attr:`error_scale` ``(B,)`` is what a relative tolerance multiplies (ones by default). The
+    R2N2 paper weighs the squared error of a step of size ``h`` by ``h^-p`` (sec. 4.3); setting
+    ``error_scale = h^(p/2)`` makes the relative error squared exactly that weighted error.
+    """
+
+    start: torch.Tensor
+    step_size: torch.Tensor
+    reference: torch.Tensor | None = None
+    error_scale: torch.Tensor | None = None
+
+    @property
+    def batch_size(self) -> int:
+        return int(self.start.shape[0])
+
+    @property
+    def size(self) -> int:
+        return int(self.start.shape[1])
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.start.dtype
+
+    @property
+    def steps(self) -> int:
+        """``T``: the number of steps the reference trajectory covers (0 without one)."""
+        return 0 if self.reference is None else int(self.reference.shape[1]) - 1
+
+    @abc.abstractmethod
+    def function(self, x: torch.Tensor) -> torch.Tensor:
+        """``f(x)`` for a batch ``x`` of shape ``(B, N)``."""
+
+    @abc.abstractmethod
+    def index(self, idx) -> InitialValueProblem:
+        """The sub-batch at ``idx``."""
+
+    def error(self, x: torch.Tensor, step: torch.Tensor) -> torch.Tensor:
+        """``||x_b - x_ref(t_0 + k_b h_b)||`` for iterates ``x`` after ``step`` ``(B,)`` steps."""
+        if self.reference is None:
+            raise ValueError("this initial-value problem has no reference trajectory to measure "
+                             "the error against")
+        k = step.to(torch.int64)
+        if bool((k > self.steps).any()):
+            raise ValueError(f"the reference trajectory covers {self.steps} steps; an iterate "
+                             f"after {int(k.max())} steps cannot be measured (run at most "
+                             f"{self.steps} iterations)")
+        target = self.reference[torch.arange(self.batch_size, device=k.device), k]
+        return torch.linalg.vector_norm(x - target, dim=1)
+
+    def reference_norm(self) -> torch.Tensor:
+        if self.error_scale is None:
+            return torch.ones(self.batch_size, dtype=self.dtype, device=self.start.device)
+        return self.error_scale
+
+    def check_batch(self, name: str, value: torch.Tensor) -> torch.Tensor:
+        return check_vectors(name, value, like=self.start)
+
+    def check_data(self) -> None:
+        """Validate the fields a subclass set (call at the end of its ``__post_init__``)."""
+        check_tensor("start", self.start, ndim=2)
+        check_tensor("step_size", self.step_size, shape=(self.batch_size,))
+        if not bool((self.step_size > 0).all()):
+            raise ValueError("step_size must be positive")
+        if self.reference is not None:
+            check_tensor("reference", self.reference, shape=(self.batch_size, None, self.size))
+            if not torch.equal(self.reference[:, 0], self.start):
+                raise ValueError("reference[:, 0] must equal start (the trajectory begins there)")
+        if self.error_scale is not None:
+            check_tensor("error_scale", self.error_scale, shape=(self.batch_size,))
+            if not bool((self.error_scale > 0).all()):
+                raise ValueError("error_scale must be positive")

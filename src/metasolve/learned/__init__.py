@@ -3,10 +3,12 @@
 from .autospec import AutoSpecEngine, probe_inputs, split_probe
 from .heads import BasisHead, BoundedHead, Head, IdentityHead, IntervalHead, PositiveHead
 from .metasolver import ConstantMetaSolver, MetaSolver, NetworkMetaSolver, metasolver_from_config
+from .r2n2 import R2N2, RK3, RK4, ButcherTableau, Certificate
 from .solver import LearnedSolver
 
 __all__ = [
-    "AutoSpecEngine", "BasisHead", "BoundedHead", "ConstantMetaSolver", "Head", "IdentityHead",
-    "IntervalHead", "LearnedSolver", "MetaSolver", "NetworkMetaSolver", "PositiveHead",
-    "metasolver_from_config", "probe_inputs", "split_probe"
+    "AutoSpecEngine", "BasisHead", "BoundedHead", "ButcherTableau", "Certificate",
+    "ConstantMetaSolver", "Head", "IdentityHead", "IntervalHead", "LearnedSolver", "MetaSolver",
+    "NetworkMetaSolver", "PositiveHead", "R2N2", "RK3", "RK4", "metasolver_from_config",
+    "probe_inputs", "split_probe"
 ]

@@ -9,14 +9,18 @@ from .base import (
                    make_splits,
                    register_family,
 )
+from .chandrasekhar import ChandrasekharFamily, ChandrasekharSystem
 from .elasticity import ElasticBeamFamily
+from .matrix_set import MatrixSetFamily, r2n2_matrices
 from .poisson1d import Poisson1DFamily, poisson1d_matrix, sine_basis
 from .robertson import RobertsonFamily, RobertsonStep
 from .spectra import SPECTRUM_KINDS, FilterStateFamily, SpectrumFamily, probe_features
+from .van_der_pol import VanDerPolFamily, VanDerPolSteps
 
 __all__ = [
-    "ElasticBeamFamily", "FAMILIES", "FilterStateFamily", "Poisson1DFamily", "RobertsonFamily",
-    "RobertsonStep", "SPECTRUM_KINDS", "SpectrumFamily", "Splits", "TaskBatch", "TaskFamily",
-    "family_from_config", "make_splits", "poisson1d_matrix", "probe_features", "register_family",
-    "sine_basis"
+    "ChandrasekharFamily", "ChandrasekharSystem", "ElasticBeamFamily", "FAMILIES",
+    "FilterStateFamily", "MatrixSetFamily", "Poisson1DFamily", "RobertsonFamily", "RobertsonStep",
+    "SPECTRUM_KINDS", "SpectrumFamily", "Splits", "TaskBatch", "TaskFamily", "VanDerPolFamily",
+    "VanDerPolSteps", "family_from_config", "make_splits", "poisson1d_matrix", "probe_features",
+    "r2n2_matrices", "register_family", "sine_basis"
 ]

@@ -7,11 +7,13 @@ from .losses import (
            IterationSurrogateLoss,
            LogResidualLoss,
            Loss,
+           WeightedResidualLoss,
            loss_from_config,
 )
 from .trainer import Trainer, TrainingConfig, TrainingHistory
 
 __all__ = [
     "FailurePenaltyLoss", "FilterGapLoss", "FixedIterationLoss", "IterationSurrogateLoss",
-    "LogResidualLoss", "Loss", "Trainer", "TrainingConfig", "TrainingHistory", "loss_from_config"
+    "LogResidualLoss", "Loss", "Trainer", "TrainingConfig", "TrainingHistory",
+    "WeightedResidualLoss", "loss_from_config"
 ]

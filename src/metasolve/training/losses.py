@@ -260,6 +260,47 @@ class FailurePenaltyLoss(Loss):
         return f"{self.base.label} + {self.gamma:g} fail penalty"
 
 
+@_register
+class WeightedResidualLoss(Loss):
+    """The R2N2 paper's loss over ``T`` outer iterations (eq. 17-18):
+    ``sum_{k=1}^{T} w_k (||.||_k / s)^2`` with ``w_k = growth^k``, ``||.||_k`` the monitored norm
+    after iteration ``k`` (``||f(x_k)||`` for equations, eq. 17b/18; the error against the
+    reference trajectory for an initial-value problem, eq. 17a) and ``s`` the reference norm
+    (``||b||`` for a linear system, 1 for a nonlinear one, ``h^(p/2)`` for an IVP whose family
+    sets it: the ``h^-p`` weighting of sec. 4.3). Sec. 4.1 trains with ``growth = 4``.
+
+    With ``final_only=True`` only the last iterate counts (supplement SM3.3).
+    """
+
+    kind = "weighted-residual"
+
+    def __init__(self, iterations: int, growth: float = 1.0, final_only: bool = False):
+        self.iterations = check_count("iterations", iterations, minimum=1)
+        self.growth = check_positive("growth", growth)
+        if not isinstance(final_only, bool):
+            raise TypeError(f"final_only must be a bool, got {type(final_only).__name__}")
+        self.final_only = final_only
+
+    def run_options(self) -> dict:
+        return {"fixed_iterations": self.iterations, "rtol": 0.0}
+
+    def __call__(self, solution: Solution) -> torch.Tensor:
+        squared = solution.relative_history[1:] ** 2
+        if self.final_only:
+            return squared[-1]
+        k = torch.arange(1, squared.shape[0] + 1, dtype=squared.dtype, device=squared.device)
+        return (self.growth ** k).unsqueeze(1).mul(squared).sum(dim=0)
+
+    def config(self) -> dict:
+        return {"kind": self.kind, "iterations": self.iterations, "growth": self.growth,
+                "final_only": self.final_only}
+
+    @property
+    def label(self) -> str:
+        return (f"final residual (T={self.iterations})" if self.final_only
+                else f"weighted residual (T={self.iterations}, w_k={self.growth:g}^k)")
+
+
 def loss_from_config(config: dict) -> Loss:
     config = dict(config)
     kind = config.pop("kind", None)
@@ -268,5 +309,5 @@ def loss_from_config(config: dict) -> Loss:
 
 __all__ = [
     "FailurePenaltyLoss", "FilterGapLoss", "FixedIterationLoss", "IterationSurrogateLoss",
-    "LogResidualLoss", "Loss", "loss_from_config"
+    "LogResidualLoss", "Loss", "WeightedResidualLoss", "loss_from_config"
 ]

@@ -227,6 +227,48 @@ class Trainer:
             "train_size": len(train), "validation_size": len(validation)}
         return self.history
 
+    def refine_lbfgs(self, train: TaskBatch, validation: TaskBatch, iterations: int = 200,
+                     lr: float = 1.0) -> bool:
+        """Fine-tune with full-batch L-BFGS after Adam (R2N2 paper, sec. 3.4), keeping the result
+        only if it lowers the validation loss. Returns whether it was kept.
+
+        Meant for meta-solvers with few parameters (an R2N2's weights): every L-BFGS iteration
+        evaluates the loss on the whole training set, with a strong-Wolfe line search.
+        """
+        for name, tasks in (("train", train), ("validation", validation)):
+            if not isinstance(tasks, TaskBatch):
+                raise TypeError(f"{name} must be a TaskBatch, got {type(tasks).__name__}")
+        check_count("iterations", iterations, minimum=1)
+        check_positive("lr", lr)
+        model = self.solver.model
+        model.eval()
+        with torch.no_grad():
+            before = float(self.batch_loss(validation))
+        saved = copy.deepcopy(model.state_dict())
+        optimizer = torch.optim.LBFGS(model.parameters(), lr=lr, max_iter=iterations,
+                                      history_size=20, line_search_fn="strong_wolfe",
+                                      tolerance_grad=1e-12, tolerance_change=1e-14)
+
+        def closure():
+            optimizer.zero_grad()
+            value = self.batch_loss(train)
+            if torch.isfinite(value):
+                value.backward()
+            return value
+
+        optimizer.step(closure)
+        with torch.no_grad():
+            after = float(self.batch_loss(validation))
+        kept = math.isfinite(after) and after < before
+        if not kept:
+            model.load_state_dict(saved)
+        else:
+            self.history.best_validation_loss = after
+        self.solver.settings.setdefault("training", {})["lbfgs"] = {
+            "iterations": iterations, "lr": lr, "validation_before": before,
+            "validation_after": after, "kept": kept}
+        return kept
+
     def _save(self, next_epoch, optimizer, scheduler, generator, best_state):
         tensors = {f"model.{k}": v for k, v in self.solver.model.state_dict().items()}
         tensors.update({f"best.{k}": v for k, v in best_state.items()})
