@@ -22,12 +22,16 @@ from . import (
     autospec_linear,
     elasticity_iccg,
     poisson_jacobi,
+    r2n2_chandrasekhar,
+    r2n2_linear,
+    r2n2_vanderpol,
     robertson_newton_sor,
 )
 
 EXPERIMENTS = {module.NAME: module
                for module in (poisson_jacobi, robertson_newton_sor, elasticity_iccg,
-                              autospec_linear, autospec_eigen, autospec_invsqrt)}
+                              autospec_linear, autospec_eigen, autospec_invsqrt,
+                              r2n2_linear, r2n2_chandrasekhar, r2n2_vanderpol)}
 
 
 def get(name: str):

@@ -33,7 +33,8 @@ Every outer iteration costs ``n`` evaluations of ``f``: ``n - 1`` inside and one
 (which is the next iteration's ``v_0``, kept in the state, and gives the residual for free).
 
 The residual the driver monitors is ``||f(x_k)||`` for equations and, for an initial-value
-problem, the error of ``x_k`` against the reference trajectory at ``t_0 + k h``.
+problem, the error of ``x_k`` against the reference trajectory at ``t_0 + k h`` (so running on an
+initial-value problem needs its reference trajectory).
 
 Example (one classical RK-4 step of ``x' = -x`` is an R2N2 with the tableau's weights):
     >>> import torch, metasolve as ms
@@ -168,6 +169,8 @@ class R2N2(IterativeMethod):
         self.output_steps = check_count("output_steps", output_steps, minimum=1)
         self.difference = check_choice("difference", difference, DIFFERENCES)
         self.epsilon = check_positive("epsilon", epsilon)
+        if stage_weights is None and self.n_stage_weights == 0:
+            stage_weights = []  # one layer: nothing inside to weigh
         self.stage_weights = _weights("stage_weights", stage_weights, self.n_stage_weights)
         self.output_weights = _weights("output_weights", output_weights, self.n_output_weights)
 

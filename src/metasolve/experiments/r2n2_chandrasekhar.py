@@ -1,0 +1,256 @@
+"""R2N2 against Newton-Krylov-GMRES on Chandrasekhar's H-equation (R2N2 paper, sec. 4.2,
+Figures 7-8, SM2.2).
+
+* Tasks: eq. (21) with ``m`` in {10, 20} and ``c`` in {0.875, 0.905, 0.935}, ``x_0 ~ N(1, 0.2 I)``
+  (:class:`~metasolve.tasks.chandrasekhar.ChandrasekharFamily`; one batch mixes both sizes,
+  padded exactly).
+* R2N2: ``n = 3`` plain layers (eq. 9), trained on ``T = 2`` outer iterations with loss (18)
+  (``w_k = 1``). It starts near the fixed-point iteration ``x_{k+1} = 1 / (1 - A_c x_k)``
+  (output weights ``(-1, 0, 0)``, inner weights -0.5), not from random weights.
+* NK-GMRES: SciPy's ``newton_krylov`` with a 2-step GMRES inner solver and no line search. One
+  R2N2 outer iteration spends 3 evaluations of ``f``; a Newton step spends ``f(x_k)`` and one per
+  GMRES step, 3 in exact arithmetic, and SciPy's GMRES adds one more for the residual of its zero
+  initial guess: 4 counted calls (recorded), so NK-GMRES gets at least the R2N2's budget.
+* Test sets: the training distribution; ``m = 100``; ``c`` in {0.85, 0.95} (outside the training
+  range); ``x_0`` with 10-fold variance (``N(1, 2 I)``); ``x_0`` centred at 5 (``N(5, 0.2 I)``).
+* Metrics: ``||f(x_k)||`` per outer iteration (eq. 22's ``Delta r_k = ||f(x_0)|| - ||f(x_k)||``);
+  the fraction of instances where the R2N2's residual is below NK-GMRES's; the fraction converged
+  to ``||f|| <= 1e-8`` after 15, 20 and 50 iterations (the paper reports NK-GMRES's on the
+  centred-at-5 set: 63.2 %, 76.7 %, 98 %).
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..baselines import newton_krylov_history
+from ..evaluation.records import record
+from ..solvers import run
+from ..tasks import ChandrasekharFamily
+from ..tasks.base import make_splits
+from ..tasks.chandrasekhar import EXTRAPOLATION_C
+from ..training import TrainingConfig, WeightedResidualLoss
+from .common import job_settings, markdown_table, rich_table
+from .r2n2_common import Settings, r2n2_solver, save_figure, train_r2n2, trained_method, weights_of
+
+NAME = "r2n2-chandrasekhar"
+TITLE = ("R2N2 against Newton-Krylov-GMRES on Chandrasekhar's H-equation (R2N2 paper, sec. 4.2, "
+         "Figures 7-8)")
+LAYERS = 3
+TRAIN_OUTER = 2
+INNER_GMRES = LAYERS - 1
+TOLERANCE = 1e-8
+LONG = 50
+SHOWN = 8
+CHECKPOINTS = (15, 20, 50)
+
+TEST_SETS = {
+    "training distribution": {},
+    "m = 100": {"sizes": (100,)},
+    "c in {0.85, 0.95}": {"c_values": EXTRAPOLATION_C},
+    "x0 variance x10": {"variance": 2.0},
+    "x0 centred at 5": {"mean": 5.0},
+}
+#: Sec. 4.2: NK-GMRES's converged fraction on the centred-at-5 set.
+PAPER_NK_CONVERGED = {15: 0.632, 20: 0.767, 50: 0.98}
+
+FULL = Settings(train=1400, validation=200, test=600,
+                training=TrainingConfig(epochs=3000, batch_size=1400, lr=1e-2,
+                                        betas=(0.9, 0.999), plateau_patience=200,
+                                        plateau_factor=0.5),
+                lbfgs_iterations=500, extra={"extrapolation_test": 300})
+QUICK = replace(FULL, train=500, validation=100, test=200,
+                training=replace(FULL.training, epochs=500, batch_size=500),
+                lbfgs_iterations=200, extra={"extrapolation_test": 100})
+SMOKE = replace(FULL, train=30, validation=10, test=10,
+                training=replace(FULL.training, epochs=3, batch_size=30), lbfgs_iterations=3,
+                extra={"extrapolation_test": 5})
+SCALES = {"full": FULL, "quick": QUICK, "smoke": SMOKE}
+
+
+def _newton_krylov(problem) -> tuple[np.ndarray, np.ndarray]:
+    """``(LONG + 1, B)`` NK-GMRES residuals and ``(B,)`` mean evaluations per Newton step."""
+    residual, evaluations = [], []
+    for i in range(problem.batch_size):
+        operator, start = (t.numpy() for t in problem.unpadded(i))
+
+        def f(x, a=operator):
+            return x - 1.0 / (1.0 - a @ x)
+
+        out = newton_krylov_history(f, start, LONG, INNER_GMRES)
+        residual.append(out["residual"])
+        used = out["evaluations"][1:][out["evaluations"][1:] > 0]
+        evaluations.append(used.mean() if used.size else np.nan)
+    return np.array(residual).T, np.array(evaluations)
+
+
+def _set_records(label, r2n2, nk, extra) -> list[dict]:
+    records = []
+    setting = {"set": label, **extra}
+    for k in range(SHOWN + 1):
+        for method, history in (("r2n2", r2n2), ("nk_gmres", nk)):
+            records.append(record(NAME, method, "median_residual",
+                                  float(np.median(history[k])), iteration=k, **setting))
+    for k in (1, 2):
+        below = np.nan_to_num(r2n2[k], nan=np.inf) < np.nan_to_num(nk[k], nan=np.inf)
+        records.append(record(NAME, "r2n2", "fraction_below_nk", float(below.mean()),
+                              iteration=k, **setting))
+        ratio = (r2n2[0] - r2n2[k]) / (nk[0] - nk[k])
+        records.append(record(NAME, "r2n2", "median_delta_r_ratio", float(np.median(ratio)),
+                              iteration=k, **setting))
+    for k in CHECKPOINTS:
+        for method, history in (("r2n2", r2n2), ("nk_gmres", nk)):
+            converged = (np.nan_to_num(history[:k + 1], nan=np.inf) <= TOLERANCE).any(axis=0)
+            paper = PAPER_NK_CONVERGED.get(k) if (method == "nk_gmres"
+                                                  and label == "x0 centred at 5") else None
+            records.append(record(NAME, method, "converged_fraction", float(converged.mean()),
+                                  paper, iteration=k, tolerance=TOLERANCE, **setting))
+    return records
+
+
+def run_cell(job: dict) -> dict:
+    settings: Settings = job_settings(job)
+    out = Path(job["out_dir"])
+    family = ChandrasekharFamily()
+    splits = make_splits(family, settings.train, settings.validation, settings.test,
+                         seed=settings.seed)
+    solver = r2n2_solver(family, LAYERS, stage_init=[-0.5] * 3, output_init=[-1.0, 0.0, 0.0])
+    info = train_r2n2(solver, WeightedResidualLoss(TRAIN_OUTER), splits, settings,
+                      out / "checkpoints" / "r2n2.safetensors", job.get("progress", False))
+    solver.settings.update({"experiment": NAME, "scale": job.get("scale")})
+    solver.save(out / "models" / "r2n2.safetensors")
+    method = trained_method(solver)
+    extra = {"train_outer": TRAIN_OUTER, "layers": LAYERS, "inner_gmres": INNER_GMRES, **info}
+    records = [record(NAME, "r2n2", "evaluations_per_iteration",
+                      method.evaluations_per_iteration, **extra)]
+    figure = {"weights": weights_of(solver), "curves": {}, "scatter": {}}
+    for index, (label, changes) in enumerate(TEST_SETS.items()):
+        if not changes:
+            tasks = splits.test
+        else:
+            config = {**family.config(), **changes}
+            tasks = ChandrasekharFamily(**config).sample(settings.extra["extrapolation_test"],
+                                                         seed=settings.seed + 100 + index)
+        with torch.no_grad():
+            solution = run(method, tasks.problem, fixed_iterations=LONG, rtol=0.0)
+        r2n2 = solution.residual_history.numpy()
+        nk, evaluations = _newton_krylov(tasks.problem)
+        records += _set_records(label, r2n2, nk, extra)
+        records.append(record(NAME, "nk_gmres", "evaluations_per_iteration",
+                              float(np.nanmean(evaluations)), set=label, **extra))
+        figure["curves"][label] = {"r2n2": np.median(r2n2[:SHOWN + 1], axis=1).tolist(),
+                                   "nk_gmres": np.median(nk[:SHOWN + 1], axis=1).tolist()}
+        if label in ("training distribution", "c in {0.85, 0.95}"):
+            figure["scatter"][label] = {
+                "c": tasks.problem.c.tolist(),
+                **{f"ratio{k}": ((r2n2[0] - r2n2[k]) / (nk[0] - nk[k])).tolist()
+                   for k in (1, 2)}}
+    return {"records": records, "figure": figure, "label": "train and evaluate"}
+
+
+def jobs(scale: str, out_dir: Path, epochs: int | None = None) -> list[dict]:
+    return [{"settings": SCALES[scale], "out_dir": str(out_dir), "scale": scale,
+             "epochs": epochs}]
+
+
+def _get(records, metric, method, **where):
+    for r in records:
+        if (r["experiment"] == NAME and r["metric"] == metric and r["method"] == method
+                and all(r.get(k) == v for k, v in where.items())):
+            return r
+    return None
+
+
+def _fmt(r, fmt="{:.3f}") -> str:
+    if r is None or r["value"] is None:
+        return "-"
+    text = fmt.format(r["value"])
+    return text if r.get("paper") is None else f"{text} (paper {fmt.format(r['paper'])})"
+
+
+def _comparison_rows(records):
+    rows = []
+    for label in TEST_SETS:
+        if _get(records, "fraction_below_nk", "r2n2", set=label, iteration=1) is None:
+            continue
+        rows.append([label,
+                     *[_fmt(_get(records, "fraction_below_nk", "r2n2", set=label, iteration=k))
+                       for k in (1, 2)],
+                     *[_fmt(_get(records, "median_delta_r_ratio", "r2n2", set=label,
+                                 iteration=k)) for k in (1, 2)],
+                     *[_fmt(_get(records, "median_residual", m, set=label, iteration=SHOWN),
+                            "{:.1e}") for m in ("r2n2", "nk_gmres")]])
+    return rows
+
+
+def _converged_rows(records):
+    rows = []
+    for label in TEST_SETS:
+        for method, name in (("r2n2", "R2N2"), ("nk_gmres", "NK-GMRES")):
+            cells = [_get(records, "converged_fraction", method, set=label, iteration=k)
+                     for k in CHECKPOINTS]
+            if all(c is None for c in cells):
+                continue
+            rows.append([label, name, *[_fmt(c) for c in cells]])
+    return rows
+
+
+HEADS = (["test set", "R2N2 < NK (k=1)", "R2N2 < NK (k=2)", "median Delta r ratio (k=1)",
+          "median Delta r ratio (k=2)", f"median ||f|| k={SHOWN}: R2N2",
+          f"median ||f|| k={SHOWN}: NK"],
+         ["test set", "method", *[f"converged to {TOLERANCE:g} by k={k}" for k in CHECKPOINTS]])
+
+
+def table(records: list[dict]):
+    from rich.console import Group
+
+    return Group(
+        rich_table(f"{TITLE}\nsame function evaluations per outer iteration "
+                   f"(R2N2 3, NK-GMRES 3 + SciPy's 1)", HEADS[0], _comparison_rows(records)),
+        rich_table("Fraction of instances converged", HEADS[1], _converged_rows(records), 2))
+
+
+def markdown(records: list[dict]) -> str:
+    return (markdown_table(HEADS[0], _comparison_rows(records)) + "\n"
+            + markdown_table(HEADS[1], _converged_rows(records)))
+
+
+def plot(results: list[dict], path: Path) -> Path | None:
+    """Figure 7 (per-instance residual reduction over NK-GMRES's after 1 and 2 iterations, by
+    ``c``) and Figure 8 (median residual over 8 outer iterations, every test set)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure = results[0]["figure"] if results else None
+    if not figure:
+        return None
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4))
+    colors = {"training distribution": "tab:red", "c in {0.85, 0.95}": "yellowgreen"}
+    for ax, k in zip(axes[:2], (1, 2), strict=True):
+        for label, data in figure["scatter"].items():
+            jitter = np.random.default_rng(k).uniform(-0.004, 0.004, len(data["c"]))
+            ax.plot(np.array(data["c"]) + jitter, data[f"ratio{k}"], ".", markersize=3,
+                    color=colors[label], label=label)
+        ax.axhline(1.0, color="tab:blue", linewidth=1)
+        ax.set_xlabel("c")
+        ax.set_ylabel(f"Delta r_{k}: R2N2 / NK-GMRES")
+        ax.set_title(f"Fig. 7{'ab'[k - 1]}: after {k} outer iteration(s)", fontsize=9)
+        ax.legend(fontsize=7)
+    ax = axes[2]
+    styles = ["-", "--", "-.", ":", (0, (3, 1, 1, 1))]
+    for style, (label, curves) in zip(styles, figure["curves"].items(), strict=False):
+        ax.semilogy(curves["r2n2"], linestyle=style, color="tab:red", label=f"R2N2, {label}")
+        ax.semilogy(curves["nk_gmres"], linestyle=style, color="tab:blue",
+                    label=f"NK-GMRES, {label}")
+    ax.axvspan(TRAIN_OUTER, SHOWN, color="0.9")
+    ax.set_xlabel("outer (Newton) iteration k")
+    ax.set_ylabel("median ||f(x_k)||")
+    ax.set_title("Fig. 8: trained on 2 outer iterations", fontsize=9)
+    ax.legend(fontsize=6, ncol=2)
+    return save_figure(fig, path)

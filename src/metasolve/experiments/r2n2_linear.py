@@ -1,0 +1,326 @@
+"""R2N2 on small linear systems against GMRES (R2N2 paper, sec. 4.1, Figures 4-6, SM3.1, SM4).
+
+* Tasks: ``A x = b`` with ``m = 5``, ``A`` from the paper's matrices (regenerated from the
+  recipes of SM2.1 by :func:`~metasolve.tasks.matrix_set.r2n2_matrices`; the printed values did
+  not survive extraction), ``b = b~ + U(-1, 1)^5`` with the paper's ``b~``, ``x_0 = 0``.
+* R2N2 with ``n = 4`` layers, ``f(x) = A x - b``: one outer iteration returns a step in the
+  4-dimensional Krylov space ``K_4(A, r_k)`` built from 3 new function evaluations (4 with the
+  residual at the new iterate). GMRES(4) (SciPy) minimises the residual over the same space; one
+  restart cycle is one outer iteration (SciPy spends 5-6 products on it: the initial residual, 4
+  Arnoldi steps, and the residual of the result).
+* Cells: ``a1`` trains on ``A_1`` alone with ``T = 1`` (Figure 4a); ``a123`` on ``A_1``-``A_3``
+  with ``T = 1`` (Figure 4b); ``multi`` on ``A_1``-``A_3`` with ``T = 3`` and ``w_k = 4^k``
+  (eq. 18), run for 5 outer iterations (Figure 5) and on the extrapolation sets of SM3.1 (right-
+  hand sides ``U(-5, 5)^5``; shifted diagonals ``A_4``-``A_7``; random symmetric ``A_8``-``A_11``;
+  noisier ``A_12``-``A_19``), the 15-dimensional Haar-rotated embedding (eq. 20, Figure 6), and
+  the SM4 certificate ``||I + sum_j zeta_j A^j||_2`` for every matrix.
+* Metric (eq. 19): the residual reduction ``Delta r = ||b|| - ||A x_1 - b||`` of the R2N2 over
+  GMRES's; GMRES minimises over the same space, so the ratio is at most 1.
+
+The loss divides each residual by ``||b||`` (eq. 18 does not): the right-hand sides all have
+norm near ``||b~|| = 9.4``, so this only rescales the loss.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..baselines import gmres_history
+from ..evaluation.records import record
+from ..problems import LinearSystem
+from ..solvers import run
+from ..tasks import MatrixSetFamily, make_splits, r2n2_matrices
+from ..tasks.matrix_set import PAPER_RHS_MEAN
+from ..training import TrainingConfig, WeightedResidualLoss
+from .common import job_settings, markdown_table, rich_table
+from .r2n2_common import Settings, r2n2_solver, save_figure, train_r2n2, trained_method, weights_of
+
+NAME = "r2n2-linear"
+TITLE = "R2N2 against GMRES on 5 x 5 linear systems (R2N2 paper, sec. 4.1, Figures 4-6, SM4)"
+LAYERS = 4
+OUTER = 5
+EMBED_DIM = 15
+
+#: SM4: the certificate norms printed for the paper's Figure-5 R2N2 (its own matrices).
+PAPER_CERTIFICATE = {"A1": 0.0163, "A6": 0.5315, "A7": 2.5397, "A11": 0.9948}
+CELLS = ("a1", "a123", "multi")
+GROUPS = {"shifted diagonal": ("A4", "A5", "A6", "A7"),
+          "random symmetric": ("A8", "A9", "A10", "A11"),
+          "noisier base": tuple(f"A{i}" for i in range(12, 20))}
+
+FULL = Settings(train=1400, validation=200, test=600,
+                training=TrainingConfig(epochs=4000, batch_size=1400, lr=1e-2,
+                                        betas=(0.9, 0.999), plateau_patience=200,
+                                        plateau_factor=0.5),
+                lbfgs_iterations=500, extra={"rhs_extrapolation": 500})
+QUICK = replace(FULL, train=700, validation=100, test=300,
+                training=replace(FULL.training, epochs=800, batch_size=700),
+                lbfgs_iterations=200, extra={"rhs_extrapolation": 200})
+SMOKE = replace(FULL, train=40, validation=10, test=20,
+                training=replace(FULL.training, epochs=3, batch_size=40), lbfgs_iterations=3,
+                extra={"rhs_extrapolation": 10})
+SCALES = {"full": FULL, "quick": QUICK, "smoke": SMOKE}
+
+
+def _family(names, matrices) -> MatrixSetFamily:
+    return MatrixSetFamily(torch.stack([matrices[k] for k in names]), PAPER_RHS_MEAN)
+
+
+def _r2n2_history(method, problem) -> np.ndarray:
+    with torch.no_grad():
+        solution = run(method, problem, fixed_iterations=OUTER, rtol=0.0)
+    return solution.residual_history.numpy()
+
+
+def _curve_records(cell, label, method_name, residual, reference, **extra) -> list[dict]:
+    relative = residual / reference
+    return [record(NAME, method_name, "mean_relative_residual", float(relative[k].mean()),
+                   cell=cell, set=label, iteration=k, **extra) for k in range(relative.shape[0])]
+
+
+def _ratio_records(cell, label, r2n2_residual, gmres_residual, **extra) -> tuple[list, np.ndarray]:
+    """Eq. (19) after one outer iteration: ``Delta r_R2N2 / Delta r_GMRES`` per instance."""
+    start = gmres_residual[0]
+    ratio = (start - r2n2_residual[1]) / (start - gmres_residual[1])
+    stats = {"delta_r_ratio_mean": ratio.mean(), "delta_r_ratio_min": ratio.min(),
+             "delta_r_ratio_max": ratio.max(),
+             "delta_r_ratio_at_most_one": float((ratio <= 1 + 1e-9).mean())}
+    return [record(NAME, "r2n2", metric, value, cell=cell, set=label, **extra)
+            for metric, value in stats.items()], ratio
+
+
+def run_cell(job: dict) -> dict:
+    settings: Settings = job_settings(job)
+    cell = job["cell"]
+    out = Path(job["out_dir"])
+    matrices = r2n2_matrices(seed=settings.seed)
+    names = ("A1",) if cell == "a1" else ("A1", "A2", "A3")
+    family = _family(names, matrices)
+    splits = make_splits(family, settings.train, settings.validation, settings.test,
+                         seed=settings.seed)
+    train_outer = 3 if cell == "multi" else 1
+    loss = WeightedResidualLoss(train_outer, growth=4.0 if cell == "multi" else 1.0)
+    solver = r2n2_solver(family, LAYERS, seed=settings.seed)
+    info = train_r2n2(solver, loss, splits, settings,
+                      out / "checkpoints" / f"{cell}.safetensors", job.get("progress", False))
+    solver.settings.update({"experiment": NAME, "cell": cell, "scale": job.get("scale")})
+    solver.save(out / "models" / f"{cell}.safetensors")
+    method = trained_method(solver)
+    extra = {"train_outer": train_outer, **info}
+    records, figure = [], {"cell": cell, "weights": weights_of(solver)}
+
+    test = splits.test.problem
+    gmres = gmres_history(test.matrix, test.rhs, LAYERS, OUTER)
+    r2n2 = _r2n2_history(method, test)
+    records.append(record(NAME, "gmres", "matvecs_per_cycle", float(gmres["matvecs"].mean()),
+                          cell=cell, **extra))
+    records.append(record(NAME, "r2n2", "evaluations_per_iteration",
+                          method.evaluations_per_iteration, cell=cell, **extra))
+    groups = {k: np.array([bool(torch.equal(test.matrix[i], matrices[k]))
+                           for i in range(test.batch_size)]) for k in names}
+    figure["ratios"] = {}
+    for label, mask in groups.items():
+        recs, ratio = _ratio_records(cell, label, r2n2[:, mask], gmres["residual"][:, mask],
+                                     **extra)
+        records += recs
+        figure["ratios"][label] = ratio.tolist()
+
+    if cell == "multi":
+        records += _multi_records(method, test, r2n2, gmres, groups["A1"], matrices, settings,
+                                  figure, extra)
+    return {"cell": cell, "records": records, "figure": figure, "label": cell}
+
+
+def _multi_records(method, test, r2n2, gmres, on_a1, matrices, settings, figure, extra):
+    """Figure 5, SM3.1, SM4 and Figure 6 for the R2N2 trained on 3 outer iterations."""
+    cell = "multi"
+    records = []
+    norms = np.linalg.norm(test.rhs.numpy(), axis=1)
+    a1_r2n2, a1_gmres = r2n2[:, on_a1], gmres["residual"][:, on_a1]
+    records += _curve_records(cell, "A1", "r2n2", a1_r2n2, norms[on_a1], **extra)
+    records += _curve_records(cell, "A1", "gmres", a1_gmres, norms[on_a1], **extra)
+    decreasing = np.all(np.diff(a1_r2n2, axis=0) < 0, axis=0)
+    records.append(record(NAME, "r2n2", "monotone_fraction", float(decreasing.mean()),
+                          cell=cell, set="A1", **extra))
+    figure["curves"] = {"A1": (a1_r2n2 / norms[on_a1]).mean(axis=1).tolist(),
+                        "A1 GMRES(4)": (a1_gmres / norms[on_a1]).mean(axis=1).tolist()}
+
+    # SM3.1: arbitrary right-hand sides U(-5, 5)^5 on A_1.
+    g = torch.Generator().manual_seed(settings.seed + 1)
+    count = settings.extra["rhs_extrapolation"]
+    rhs = 10 * torch.rand(count, 5, generator=g, dtype=torch.float64) - 5
+    problem = LinearSystem(matrices["A1"], rhs)
+    history = _r2n2_history(method, problem)
+    records += _curve_records(cell, "A1, b ~ U(-5,5)", "r2n2", history,
+                              np.linalg.norm(rhs.numpy(), axis=1), **extra)
+    figure["curves"]["A1, b ~ U(-5,5)"] = (history / np.linalg.norm(rhs.numpy(), axis=1)).mean(
+        axis=1).tolist()
+
+    # SM3.1 and SM4: every matrix with the test right-hand sides; the certificate of each.
+    rhs = test.rhs[on_a1]
+    figure["extrapolation"] = {}
+    for name in ("A1", "A2", "A3", *[k for group in GROUPS.values() for k in group]):
+        history = _r2n2_history(method, LinearSystem(matrices[name], rhs))
+        relative = history / np.linalg.norm(rhs.numpy(), axis=1)
+        cert = method.certificate(matrices[name])
+        setting = {"cell": cell, "set": name, **extra}
+        records.append(record(NAME, "r2n2", "certificate_norm", cert.norm,
+                              PAPER_CERTIFICATE.get(name), **setting))
+        records.append(record(NAME, "r2n2", "certificate_spectral_radius",
+                              cert.spectral_radius, **setting))
+        records.append(record(NAME, "r2n2", "final_mean_relative_residual",
+                              float(relative[-1].mean()), **setting))
+        figure["extrapolation"][name] = relative.mean(axis=1).tolist()
+
+    # Figure 6: the Haar-rotated 15-dimensional embedding Q A_1 Q^T x = Q b (eq. 20).
+    from scipy.stats import ortho_group
+
+    q = torch.from_numpy(ortho_group.rvs(EMBED_DIM, random_state=settings.seed))
+    padded = torch.zeros(EMBED_DIM, EMBED_DIM, dtype=torch.float64)
+    padded[:5, :5] = matrices["A1"]
+    rhs15 = torch.zeros(rhs.shape[0], EMBED_DIM, dtype=torch.float64)
+    rhs15[:, :5] = rhs
+    embedded = LinearSystem(q @ padded @ q.T, rhs15 @ q.T)
+    history = _r2n2_history(method, embedded)
+    base = gmres_history(embedded.matrix, embedded.rhs, LAYERS, OUTER)["residual"]
+    norms15 = np.linalg.norm(rhs.numpy(), axis=1)
+    records += _curve_records(cell, "Q A1 Q^T (15-dim)", "r2n2", history, norms15, **extra)
+    records += _curve_records(cell, "Q A1 Q^T (15-dim)", "gmres", base, norms15, **extra)
+    figure["embedding"] = {"R2N2": (history / norms15).mean(axis=1).tolist(),
+                           "GMRES(4)": (base / norms15).mean(axis=1).tolist()}
+    return records
+
+
+def jobs(scale: str, out_dir: Path, epochs: int | None = None) -> list[dict]:
+    settings = SCALES[scale]
+    return [{"settings": settings, "cell": cell, "out_dir": str(out_dir), "scale": scale,
+             "epochs": epochs} for cell in ("multi", "a123", "a1")]
+
+
+def _get(records, metric, method="r2n2", **where):
+    for r in records:
+        if (r["experiment"] == NAME and r["metric"] == metric and r["method"] == method
+                and all(r.get(k) == v for k, v in where.items())):
+            return r
+    return None
+
+
+def _fmt(r, fmt="{:.4f}") -> str:
+    if r is None or r["value"] is None:
+        return "-"
+    text = fmt.format(r["value"])
+    return text if r.get("paper") is None else f"{text} (paper {fmt.format(r['paper'])})"
+
+
+def _rows(records):
+    rows = []
+    for cell, label in (("a1", "A1"), ("a123", "A1"), ("a123", "A2"), ("a123", "A3"),
+                        ("multi", "A1")):
+        if _get(records, "delta_r_ratio_mean", cell=cell, set=label) is None:
+            continue
+        rows.append([f"one iteration, trained on {'A1' if cell == 'a1' else 'A1-A3'}"
+                     f"{' (T=3)' if cell == 'multi' else ''}", label,
+                     _fmt(_get(records, "delta_r_ratio_mean", cell=cell, set=label)),
+                     _fmt(_get(records, "delta_r_ratio_min", cell=cell, set=label)),
+                     _fmt(_get(records, "delta_r_ratio_max", cell=cell, set=label)),
+                     _fmt(_get(records, "delta_r_ratio_at_most_one", cell=cell, set=label),
+                          "{:.3f}")])
+    return rows
+
+
+def _curve_rows(records):
+    rows = []
+    for label, method in (("A1", "r2n2"), ("A1", "gmres"), ("A1, b ~ U(-5,5)", "r2n2"),
+                          ("Q A1 Q^T (15-dim)", "r2n2"), ("Q A1 Q^T (15-dim)", "gmres")):
+        values = [_get(records, "mean_relative_residual", method, cell="multi", set=label,
+                       iteration=k) for k in range(OUTER + 1)]
+        if all(v is None for v in values):
+            continue
+        monotone = _get(records, "monotone_fraction", method, cell="multi", set=label)
+        rows.append([f"{'R2N2' if method == 'r2n2' else 'GMRES(4)'}: {label}",
+                     *[_fmt(v, "{:.2e}") for v in values], _fmt(monotone, "{:.3f}")])
+    return rows
+
+
+def _certificate_rows(records):
+    rows = []
+    for name in ("A1", "A2", "A3", *[k for group in GROUPS.values() for k in group]):
+        norm = _get(records, "certificate_norm", cell="multi", set=name)
+        if norm is None:
+            continue
+        rows.append([name, _fmt(norm), _fmt(_get(records, "certificate_spectral_radius",
+                                                 cell="multi", set=name)),
+                     _fmt(_get(records, "final_mean_relative_residual", cell="multi",
+                               set=name), "{:.2e}")])
+    return rows
+
+
+HEADS = (["R2N2", "test set", "mean Delta r / Delta r_GMRES", "min", "max", "fraction <= 1"],
+         ["mean ||r_k|| / ||b||", *[f"k={k}" for k in range(OUTER + 1)],
+          "monotone decrease (fraction)"],
+         ["matrix", "certificate ||M||_2: ours (paper)", "spectral radius",
+          f"mean ||r_{OUTER}|| / ||b||"])
+
+
+def table(records: list[dict]):
+    from rich.console import Group
+
+    return Group(
+        rich_table(f"{TITLE}\nFigure 4: one outer iteration, residual reduction over GMRES(4)'s",
+                   HEADS[0], _rows(records), 2),
+        rich_table("Figure 5 / 6: R2N2 trained on T=3 outer iterations (w_k = 4^k), "
+                   "restarted GMRES(4)", HEADS[1], _curve_rows(records)),
+        rich_table("SM4 certificate and SM3.1 extrapolation (R2N2 trained on T=3)", HEADS[2],
+                   _certificate_rows(records)))
+
+
+def markdown(records: list[dict]) -> str:
+    return "\n".join(markdown_table(head, body) for head, body in
+                     zip(HEADS, (_rows(records), _curve_rows(records),
+                                 _certificate_rows(records)), strict=True))
+
+
+def plot(results: list[dict], path: Path) -> Path | None:
+    """Figure 4 (ratios per instance), Figure 5 (convergence and extrapolation), Figure 6."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figures = {r["cell"]: r["figure"] for r in results}
+    if not figures:
+        return None
+    fig, axes = plt.subplots(1, 4, figsize=(17, 3.8))
+    for ax, cell in zip(axes[:2], ("a1", "a123"), strict=True):
+        for label, ratio in figures.get(cell, {}).get("ratios", {}).items():
+            ax.plot(ratio, ".", markersize=3, label=label)
+        ax.axhline(1.0, color="tab:blue", linewidth=1)
+        ax.set_title(f"Fig. 4{'a' if cell == 'a1' else 'b'}: trained on "
+                     f"{'A1' if cell == 'a1' else 'A1-A3'}", fontsize=9)
+        ax.set_xlabel("test instance")
+        ax.set_ylabel("Delta r_R2N2 / Delta r_GMRES")
+        ax.legend(fontsize=7)
+    multi = figures.get("multi", {})
+    ax = axes[2]
+    for name, curve in multi.get("extrapolation", {}).items():
+        if name not in ("A1", "A2", "A3"):
+            ax.semilogy(curve, ":", color="lightcoral", linewidth=1)
+    for label, curve in multi.get("curves", {}).items():
+        ax.semilogy(curve, "-o" if "GMRES" not in label else "-*", label=label, markersize=3)
+    ax.axvspan(3, OUTER, color="0.9")
+    ax.set_ylim(1e-10, 1e4)  # the divergent extrapolations leave the frame
+    ax.set_title("Fig. 5: T=3 training, 5 outer iterations\n(dotted: A4-A19)", fontsize=9)
+    ax.set_xlabel("outer iteration k")
+    ax.set_ylabel("mean ||r_k|| / ||b||")
+    ax.legend(fontsize=7)
+    ax = axes[3]
+    for label, curve in multi.get("embedding", {}).items():
+        ax.semilogy(curve, "-o", label=label, markersize=3)
+    ax.set_title("Fig. 6: 15-dim Haar embedding of A1", fontsize=9)
+    ax.set_xlabel("outer iteration k")
+    ax.legend(fontsize=7)
+    return save_figure(fig, path)
