@@ -234,7 +234,32 @@ def check_vectors(name: str, value: torch.Tensor, like: torch.Tensor) -> torch.T
     return value
 
 
-class NonlinearSystem(abc.ABC):
+class _StartedBatch(abc.ABC):
+    """What a batch known by its per-instance starting points ``start`` ``(B, N)`` shares."""
+
+    start: torch.Tensor
+
+    @property
+    def batch_size(self) -> int:
+        return int(self.start.shape[0])
+
+    @property
+    def size(self) -> int:
+        return int(self.start.shape[1])
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.start.dtype
+
+    def reference_norm(self) -> torch.Tensor:
+        """What ``rtol`` multiplies: 1 per instance (an absolute test) unless overridden."""
+        return torch.ones(self.batch_size, dtype=self.dtype, device=self.start.device)
+
+    def check_batch(self, name: str, value: torch.Tensor) -> torch.Tensor:
+        return check_vectors(name, value, like=self.start)
+
+
+class NonlinearSystem(_StartedBatch):
     """A batch of nonlinear systems ``g(y) = 0``, one per instance, each of size ``N``.
 
     Subclasses hold their per-instance data (batch-leading tensors), set :attr:`start` (the
@@ -249,17 +274,6 @@ class NonlinearSystem(abc.ABC):
     start: torch.Tensor
     solution: torch.Tensor | None = None
 
-    @property
-    def batch_size(self) -> int:
-        return int(self.start.shape[0])
-
-    @property
-    def size(self) -> int:
-        return int(self.start.shape[1])
-
-    @property
-    def dtype(self) -> torch.dtype:
-        return self.start.dtype
 
     @abc.abstractmethod
     def function(self, y: torch.Tensor) -> torch.Tensor:
@@ -273,14 +287,10 @@ class NonlinearSystem(abc.ABC):
     def index(self, idx) -> NonlinearSystem:
         """The sub-batch at ``idx`` (the driver steps sub-batches of running instances)."""
 
-    def reference_norm(self) -> torch.Tensor:
-        return torch.ones(self.batch_size, dtype=self.dtype, device=self.start.device)
-
-    def check_batch(self, name: str, value: torch.Tensor) -> torch.Tensor:
-        return check_vectors(name, value, like=self.start)
 
 
-class InitialValueProblem(abc.ABC):
+
+class InitialValueProblem(_StartedBatch):
     """A batch of autonomous initial-value problems ``x' = f(x)``, ``x(t_0) = start``, integrated
     with one step size ``h`` per instance (R2N2 paper, eq. 3 and sec. 4.3).
 
@@ -300,17 +310,6 @@ class InitialValueProblem(abc.ABC):
     reference: torch.Tensor | None = None
     error_scale: torch.Tensor | None = None
 
-    @property
-    def batch_size(self) -> int:
-        return int(self.start.shape[0])
-
-    @property
-    def size(self) -> int:
-        return int(self.start.shape[1])
-
-    @property
-    def dtype(self) -> torch.dtype:
-        return self.start.dtype
 
     @property
     def steps(self) -> int:
@@ -339,12 +338,8 @@ class InitialValueProblem(abc.ABC):
         return torch.linalg.vector_norm(x - target, dim=1)
 
     def reference_norm(self) -> torch.Tensor:
-        if self.error_scale is None:
-            return torch.ones(self.batch_size, dtype=self.dtype, device=self.start.device)
-        return self.error_scale
+        return super().reference_norm() if self.error_scale is None else self.error_scale
 
-    def check_batch(self, name: str, value: torch.Tensor) -> torch.Tensor:
-        return check_vectors(name, value, like=self.start)
 
     def check_data(self) -> None:
         """Validate the fields a subclass set (call at the end of its ``__post_init__``)."""

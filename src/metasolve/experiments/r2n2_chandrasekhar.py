@@ -33,9 +33,19 @@ from ..solvers import run
 from ..tasks import ChandrasekharFamily
 from ..tasks.base import make_splits
 from ..tasks.chandrasekhar import EXTRAPOLATION_C
-from ..training import TrainingConfig, WeightedResidualLoss
+from ..training import WeightedResidualLoss
 from .common import job_settings, markdown_table, rich_table
-from .r2n2_common import Settings, r2n2_solver, save_figure, train_r2n2, trained_method, weights_of
+from .r2n2_common import (
+    Settings,
+    find_record,
+    format_record,
+    full_batch_adam,
+    r2n2_solver,
+    save_figure,
+    train_r2n2,
+    trained_method,
+    weights_of,
+)
 
 NAME = "r2n2-chandrasekhar"
 TITLE = ("R2N2 against Newton-Krylov-GMRES on Chandrasekhar's H-equation (R2N2 paper, sec. 4.2, "
@@ -59,9 +69,7 @@ TEST_SETS = {
 PAPER_NK_CONVERGED = {15: 0.632, 20: 0.767, 50: 0.98}
 
 FULL = Settings(train=1400, validation=200, test=600,
-                training=TrainingConfig(epochs=3000, batch_size=1400, lr=1e-2,
-                                        betas=(0.9, 0.999), plateau_patience=200,
-                                        plateau_factor=0.5),
+                training=full_batch_adam(epochs=3000, batch_size=1400, lr=1e-2),
                 lbfgs_iterations=500, extra={"extrapolation_test": 300})
 QUICK = replace(FULL, train=500, validation=100, test=200,
                 training=replace(FULL.training, epochs=500, batch_size=500),
@@ -158,18 +166,7 @@ def jobs(scale: str, out_dir: Path, epochs: int | None = None) -> list[dict]:
 
 
 def _get(records, metric, method, **where):
-    for r in records:
-        if (r["experiment"] == NAME and r["metric"] == metric and r["method"] == method
-                and all(r.get(k) == v for k, v in where.items())):
-            return r
-    return None
-
-
-def _fmt(r, fmt="{:.3f}") -> str:
-    if r is None or r["value"] is None:
-        return "-"
-    text = fmt.format(r["value"])
-    return text if r.get("paper") is None else f"{text} (paper {fmt.format(r['paper'])})"
+    return find_record(records, NAME, metric, method, **where)
 
 
 def _comparison_rows(records):
@@ -178,12 +175,13 @@ def _comparison_rows(records):
         if _get(records, "fraction_below_nk", "r2n2", set=label, iteration=1) is None:
             continue
         rows.append([label,
-                     *[_fmt(_get(records, "fraction_below_nk", "r2n2", set=label, iteration=k))
-                       for k in (1, 2)],
-                     *[_fmt(_get(records, "median_delta_r_ratio", "r2n2", set=label,
+                     *[format_record(_get(records, "fraction_below_nk", "r2n2", set=label,
+                                          iteration=k)) for k in (1, 2)],
+                     *[format_record(_get(records, "median_delta_r_ratio", "r2n2", set=label,
                                  iteration=k)) for k in (1, 2)],
-                     *[_fmt(_get(records, "median_residual", m, set=label, iteration=SHOWN),
-                            "{:.1e}") for m in ("r2n2", "nk_gmres")]])
+                     *[format_record(_get(records, "median_residual", m, set=label,
+                                          iteration=SHOWN), "{:.1e}")
+                       for m in ("r2n2", "nk_gmres")]])
     return rows
 
 
@@ -195,13 +193,13 @@ def _converged_rows(records):
                      for k in CHECKPOINTS]
             if all(c is None for c in cells):
                 continue
-            rows.append([label, name, *[_fmt(c) for c in cells]])
+            rows.append([label, name, *[format_record(c) for c in cells]])
     return rows
 
 
 HEADS = (["test set", "R2N2 < NK (k=1)", "R2N2 < NK (k=2)", "median Delta r ratio (k=1)",
-          "median Delta r ratio (k=2)", f"median ||f|| k={SHOWN}: R2N2",
-          f"median ||f|| k={SHOWN}: NK"],
+          "median Delta r ratio (k=2)", f"median ‖f‖ k={SHOWN}: R2N2",
+          f"median ‖f‖ k={SHOWN}: NK"],
          ["test set", "method", *[f"converged to {TOLERANCE:g} by k={k}" for k in CHECKPOINTS]])
 
 

@@ -35,6 +35,12 @@ class Settings:
     extra: dict = field(default_factory=dict)
 
 
+def full_batch_adam(epochs: int, batch_size: int, lr: float) -> TrainingConfig:
+    """Adam on the whole training set per step, the rate halved after 200 stalled epochs."""
+    return TrainingConfig(epochs=epochs, batch_size=batch_size, lr=lr, betas=(0.9, 0.999),
+                          plateau_patience=200, plateau_factor=0.5)
+
+
 def r2n2_solver(family: TaskFamily, layers: int, *, stage_init=None, output_init=None,
                 seed: int = 0, output_steps: int = 1, difference: str = "none") -> LearnedSolver:
     """An R2N2 whose weights are trained as a :class:`ConstantMetaSolver` (one ``theta`` for the
@@ -94,3 +100,21 @@ def save_figure(fig, path: Path) -> Path:
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return path
+
+
+def find_record(records: list[dict], experiment: str, metric: str, method: str,
+                **where) -> dict | None:
+    """The first record of ``experiment`` with this metric and method matching ``where``."""
+    for r in records:
+        if (r["experiment"] == experiment and r["metric"] == metric and r["method"] == method
+                and all(r.get(k) == v for k, v in where.items())):
+            return r
+    return None
+
+
+def format_record(r: dict | None, fmt: str = "{:.3f}") -> str:
+    """A table cell: the value, with the paper's beside it when there is one."""
+    if r is None or r["value"] is None:
+        return "-"
+    text = fmt.format(r["value"])
+    return text if r.get("paper") is None else f"{text} (paper {fmt.format(r['paper'])})"

@@ -31,9 +31,19 @@ from ..learned import R2N2, RK3
 from ..solvers import run
 from ..tasks import VanDerPolFamily
 from ..tasks.base import make_splits
-from ..training import TrainingConfig, WeightedResidualLoss
+from ..training import WeightedResidualLoss
 from .common import job_settings, markdown_table, rich_table
-from .r2n2_common import Settings, r2n2_solver, save_figure, train_r2n2, trained_method, weights_of
+from .r2n2_common import (
+    Settings,
+    find_record,
+    format_record,
+    full_batch_adam,
+    r2n2_solver,
+    save_figure,
+    train_r2n2,
+    trained_method,
+    weights_of,
+)
 
 NAME = "r2n2-vanderpol"
 TITLE = "A learned 3-stage integrator against RK-3 on van der Pol (R2N2 paper, sec. 4.3, Fig. 9)"
@@ -42,9 +52,7 @@ EVAL_STEPS = (1, 2, 3, 5)
 ORDERS = (3, 8)
 
 FULL = Settings(train=1400, validation=200, test=600,
-                training=TrainingConfig(epochs=3000, batch_size=1400, lr=1e-3,
-                                        betas=(0.9, 0.999), plateau_patience=200,
-                                        plateau_factor=0.5),
+                training=full_batch_adam(epochs=3000, batch_size=1400, lr=1e-3),
                 lbfgs_iterations=500)
 QUICK = replace(FULL, train=500, validation=100, test=200,
                 training=replace(FULL.training, epochs=500, batch_size=500),
@@ -116,15 +124,7 @@ def jobs(scale: str, out_dir: Path, epochs: int | None = None) -> list[dict]:
 
 
 def _get(records, metric, method="r2n2", **where):
-    for r in records:
-        if (r["experiment"] == NAME and r["metric"] == metric and r["method"] == method
-                and all(r.get(k) == v for k, v in where.items())):
-            return r
-    return None
-
-
-def _fmt(r, fmt="{:.3f}") -> str:
-    return "-" if r is None or r["value"] is None else fmt.format(r["value"])
+    return find_record(records, NAME, metric, method, **where)
 
 
 def _rows(records):
@@ -135,12 +135,12 @@ def _rows(records):
             if _get(records, "mean_error_ratio", **where) is None:
                 continue
             rows.append([f"p = {order}{' (paper)' if order == LAYERS else ''}", str(steps),
-                         _fmt(_get(records, "mean_error_ratio", **where)),
-                         _fmt(_get(records, "median_error_ratio", **where)),
-                         _fmt(_get(records, "ratio_of_mean_errors", **where)),
-                         _fmt(_get(records, "fraction_better", **where)),
-                         _fmt(_get(records, "mean_error", **where), "{:.2e}"),
-                         _fmt(_get(records, "mean_error", "rk3", **where), "{:.2e}")])
+                         format_record(_get(records, "mean_error_ratio", **where)),
+                         format_record(_get(records, "median_error_ratio", **where)),
+                         format_record(_get(records, "ratio_of_mean_errors", **where)),
+                         format_record(_get(records, "fraction_better", **where)),
+                         format_record(_get(records, "mean_error", **where), "{:.2e}"),
+                         format_record(_get(records, "mean_error", "rk3", **where), "{:.2e}")])
     return rows
 
 
