@@ -25,6 +25,8 @@ from .learned import (  # noqa: E402
     PositiveHead,
 )
 from .problems import (  # noqa: E402
+    ConeProgram,
+    ConeSpec,
     DiagonalSystem,
     EigenProblem,
     InitialValueProblem,
@@ -34,6 +36,7 @@ from .problems import (  # noqa: E402
 from .solution import ConvergenceError, Solution, Status  # noqa: E402
 from .solvers import (  # noqa: E402
     ICCG,
+    SCS,
     Chebyshev,
     ChebyshevExpansion,
     ChebyshevSeries,
@@ -75,14 +78,14 @@ from .training import (  # noqa: E402
 
 __all__ = [
     "ArtifactError", "AutoSpecEngine", "BasisHead", "BoundedHead", "ButcherTableau",
-    "ChandrasekharFamily", "Chebyshev", "ChebyshevExpansion", "ChebyshevSeries",
-    "ConjugateGradient", "ConstantMetaSolver", "ConvergenceError", "DiagonalSystem",
+    "ChandrasekharFamily", "Chebyshev", "ChebyshevExpansion", "ChebyshevSeries", "ConeProgram",
+    "ConeSpec", "ConjugateGradient", "ConstantMetaSolver", "ConvergenceError", "DiagonalSystem",
     "EigenProblem", "ElasticBeamFamily", "FailurePenaltyLoss", "FilterGapLoss",
     "FilterStateFamily", "FilteredSubspaceIteration", "FixedIterationLoss", "ICCG", "IdentityHead",
     "InitialValueProblem", "IntervalHead", "IterationSurrogateLoss", "IterativeMethod", "Jacobi",
     "LearnedSolver", "LinearSystem", "LogResidualLoss", "MatrixSetFamily", "MetaSolver",
     "NetworkMetaSolver", "NewtonSOR", "NonlinearSystem", "Poisson1DFamily", "PolynomialRecurrence",
-    "PositiveHead", "R2N2", "RK3", "RK4", "RobertsonFamily", "Solution", "SpectrumFamily",
+    "PositiveHead", "R2N2", "RK3", "RK4", "RobertsonFamily", "SCS", "Solution", "SpectrumFamily",
     "Status", "TaskBatch", "TaskFamily", "Trainer", "TrainingConfig", "VanDerPolFamily",
     "WeightedResidualLoss", "__version__", "chebyshev_filter_rule", "load", "make_splits",
     "register_family", "register_method", "run", "save", "sine_basis"

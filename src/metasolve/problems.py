@@ -355,3 +355,133 @@ class InitialValueProblem(_StartedBatch):
             check_tensor("error_scale", self.error_scale, shape=(self.batch_size,))
             if not bool((self.error_scale > 0).all()):
                 raise ValueError("error_scale must be positive")
+
+
+@dataclass(frozen=True)
+class ConeSpec:
+    """The cone ``K`` of a cone program in SCS's order: ``{0}^zero x R_+^nonneg x SOC(q_1) x
+    ... x SOC(q_k)``, with ``soc = (q_1, ..., q_k)`` and ``SOC(q) = {(t, z) in R x R^(q-1):
+    ||z|| <= t}``. Its dual ``K*`` is ``R^zero x R_+^nonneg x SOC(q_1) x ...``."""
+
+    zero: int = 0
+    nonneg: int = 0
+    soc: tuple[int, ...] = ()
+
+    def __post_init__(self):
+        for name in ("zero", "nonneg"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ValueError(f"cones.{name} must be an int >= 0, got {value!r}")
+        soc = tuple(self.soc)
+        if any(isinstance(q, bool) or not isinstance(q, int) or q < 1 for q in soc):
+            raise ValueError(f"cones.soc must hold cone sizes >= 1, got {soc!r}")
+        object.__setattr__(self, "soc", soc)
+
+    @property
+    def dim(self) -> int:
+        """``m``, the number of rows of ``A`` the cone covers."""
+        return self.zero + self.nonneg + sum(self.soc)
+
+    def config(self) -> dict:
+        return {"zero": self.zero, "nonneg": self.nonneg, "soc": list(self.soc)}
+
+
+@dataclass(frozen=True)
+class ConeProgram:
+    """A batch of cone programs in SCS's standard form (neural SCS paper, eq. 1)::
+
+        minimize c^T x  s.t.  A x + s = b,  s in K        maximize -b^T y  s.t.  -A^T y + r = c,
+                                                                   r = 0, y in K*
+
+    Args:
+        matrix: ``A``, ``(m, n)`` shared by the batch or ``(B, m, n)`` per instance (dense).
+        rhs: ``b``, ``(B, m)``.
+        cost: ``c``, ``(B, n)``.
+        cones: the :class:`ConeSpec` shared by the batch (``cones.dim == m``).
+        context: optional ``(B, F)`` features of each instance (what a learned accelerator
+            may read; the neural SCS paper's ``phi``).
+    """
+
+    matrix: torch.Tensor
+    rhs: torch.Tensor
+    cost: torch.Tensor
+    cones: ConeSpec
+    context: torch.Tensor | None = None
+
+    def __post_init__(self):
+        check_tensor("rhs", self.rhs, ndim=2)
+        check_tensor("cost", self.cost, ndim=2)
+        batch, m = self.rhs.shape
+        n = self.cost.shape[1]
+        if self.cost.shape[0] != batch:
+            raise ValueError(f"cost must have batch size {batch} like rhs, got shape "
+                             f"{tuple(self.cost.shape)}")
+        check_tensor("matrix", self.matrix, ndim=(2, 3))
+        expected = (m, n) if self.matrix.ndim == 2 else (batch, m, n)
+        if tuple(self.matrix.shape) != expected:
+            raise ValueError(f"matrix must have shape {expected} to match rhs "
+                             f"{tuple(self.rhs.shape)} and cost {tuple(self.cost.shape)}, got "
+                             f"{tuple(self.matrix.shape)}")
+        if self.matrix.layout != torch.strided:
+            raise ValueError("matrix must be dense (a strided tensor)")
+        if not isinstance(self.cones, ConeSpec):
+            raise TypeError(f"cones must be a ConeSpec, got {type(self.cones).__name__}")
+        if self.cones.dim != m:
+            raise ValueError(f"the cones cover {self.cones.dim} rows but A has {m}")
+        if not (self.matrix.dtype == self.rhs.dtype == self.cost.dtype):
+            raise TypeError("matrix, rhs and cost must share a dtype, got "
+                            f"{self.matrix.dtype}, {self.rhs.dtype}, {self.cost.dtype}")
+        if self.context is not None:
+            check_tensor("context", self.context, ndim=2)
+            check_batch("context", self.context, batch)
+
+    @property
+    def batch_size(self) -> int:
+        return int(self.rhs.shape[0])
+
+    @property
+    def variables(self) -> int:
+        """``n``."""
+        return int(self.cost.shape[1])
+
+    @property
+    def constraints(self) -> int:
+        """``m``."""
+        return int(self.rhs.shape[1])
+
+    @property
+    def size(self) -> int:
+        """Length of the SCS iterate ``(u, v)``: ``2 (n + m + 1)``."""
+        return 2 * (self.variables + self.constraints + 1)
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.rhs.dtype
+
+    @property
+    def shared_matrix(self) -> bool:
+        return self.matrix.ndim == 2
+
+    def matvec(self, x: torch.Tensor) -> torch.Tensor:
+        """``A x`` for ``x`` ``(B, n)``."""
+        if self.shared_matrix:
+            return x @ self.matrix.T
+        return torch.bmm(self.matrix, x.unsqueeze(-1)).squeeze(-1)
+
+    def rmatvec(self, y: torch.Tensor) -> torch.Tensor:
+        """``A^T y`` for ``y`` ``(B, m)``."""
+        if self.shared_matrix:
+            return y @ self.matrix
+        return torch.bmm(self.matrix.mT, y.unsqueeze(-1)).squeeze(-1)
+
+    def index(self, idx) -> ConeProgram:
+        matrix = self.matrix if self.shared_matrix else self.matrix[idx]
+        context = None if self.context is None else self.context[idx]
+        return ConeProgram(matrix, self.rhs[idx], self.cost[idx], self.cones, context)
+
+    def check_batch(self, name: str, value: torch.Tensor) -> torch.Tensor:
+        """An SCS iterate ``(u, v)`` ``(B, 2 (n + m + 1))``."""
+        check_tensor(name, value, shape=(self.batch_size, self.size))
+        if value.dtype != self.dtype:
+            raise TypeError(f"{name} must be {self.dtype} like the program, got {value.dtype}")
+        return value

@@ -1,5 +1,6 @@
 """Batched, differentiable iterative methods sharing one driver loop (:func:`run`)."""
 
+from .anderson import AndersonSCS
 from .base import IterativeMethod, run
 from .cg import ConjugateGradient
 from .chebyshev import Chebyshev
@@ -9,11 +10,12 @@ from .jacobi import Jacobi
 from .newton_sor import NewtonSOR
 from .recurrence import PolynomialRecurrence
 from .registry import METHODS, method_from_config, register_method
+from .scs import SCS
 from .subspace import FilteredSubspaceIteration, chebyshev_filter_rule, filter_features
 
 __all__ = [
-    "Chebyshev", "ChebyshevExpansion", "ChebyshevSeries", "ConjugateGradient",
+    "AndersonSCS", "Chebyshev", "ChebyshevExpansion", "ChebyshevSeries", "ConjugateGradient",
     "FilteredSubspaceIteration", "ICCG", "IterativeMethod", "Jacobi", "METHODS", "NewtonSOR",
-    "PolynomialRecurrence", "chebyshev_filter_rule", "filter_features", "incomplete_cholesky",
-    "method_from_config", "register_method", "run"
+    "PolynomialRecurrence", "SCS", "chebyshev_filter_rule", "filter_features",
+    "incomplete_cholesky", "method_from_config", "register_method", "run"
 ]
