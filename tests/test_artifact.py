@@ -223,3 +223,20 @@ def test_checksum_covers_the_json_description(saved, tmp_path):
     header["document"] = json.dumps(document, sort_keys=True)
     save_file(tensors, str(tmp_path / "tampered.safetensors"), metadata=header)
     _assert_artifact_error(tmp_path / "tampered.safetensors", "checksum")
+
+
+def test_round_trip_keeps_heads_given_out_of_name_order(tmp_path):
+    """Heads are split from the outputs in one fixed (name) order, so a meta-solver whose heads
+    were given as {stage_weights, output_weights} predicts the same after a reload."""
+    family = ms.MatrixSetFamily(torch.eye(3, dtype=torch.float64)[None] * 2, [1.0, 2.0, 3.0])
+    psi = ms.ConstantMetaSolver({"stage_weights": ms.IdentityHead(3),
+                                 "output_weights": ms.IdentityHead(3)},
+                                init={"stage_weights": [0.1, 0.2, 0.3],
+                                      "output_weights": [-1.0, -2.0, -3.0]})
+    solver = ms.LearnedSolver(ms.R2N2(layers=3), psi, family=family)
+    tasks = family.sample(2, seed=0)
+    assert solver.params(tasks.features)["output_weights"][0].tolist() == [-1.0, -2.0, -3.0]
+    solver.save(tmp_path / "r2n2.safetensors")
+    loaded = ms.load(tmp_path / "r2n2.safetensors")
+    for name, value in solver.params(tasks.features).items():
+        torch.testing.assert_close(loaded.params(tasks.features)[name], value)

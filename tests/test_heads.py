@@ -57,8 +57,10 @@ def test_network_metasolver_splits_outputs_between_heads():
     features = randn(6, 3, seed=4)
     out = psi(features)
     z = psi.net(features)
-    assert torch.allclose(out["x0"], z[:, :4])
-    assert torch.allclose(out["omega"], 0.5 + torch.sigmoid(z[:, 4]))
+    # Heads take their columns in name order ("omega" before "x0"), whatever order they came in.
+    assert list(psi.heads) == ["omega", "x0"]
+    assert torch.allclose(out["omega"], 0.5 + torch.sigmoid(z[:, 0]))
+    assert torch.allclose(out["x0"], z[:, 1:])
 
 
 def test_zero_init_network_predicts_head_of_zero():

@@ -36,7 +36,9 @@ class MetaSolver(nn.Module):
         for name, head in heads.items():
             if not isinstance(head, Head):
                 raise TypeError(f"heads[{name!r}] must be a Head, got {type(head).__name__}")
-        self.heads = nn.ModuleDict(dict(heads))
+        # Heads in name order: the outputs are split by this order, and an artifact's JSON stores
+        # the heads as a dict with sorted keys, so any other order would not survive a reload.
+        self.heads = nn.ModuleDict({name: heads[name] for name in sorted(heads)})
 
     @property
     def outputs(self) -> tuple[str, ...]:

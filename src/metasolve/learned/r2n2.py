@@ -285,6 +285,14 @@ class R2N2(IterativeMethod):
         x_new = x + h * sum(output[:, j:j + 1] * v[j] for j in range(self.layers))
         return {"x": x_new, "fx": self.function(problem, x_new), "k": k + 1}
 
+    def converged(self, problem, state: State, norms: torch.Tensor,
+                  threshold: torch.Tensor) -> torch.Tensor:
+        """Equations: the residual test. An initial-value problem is done when it has taken
+        the steps its reference trajectory covers (its error is a measurement, not a goal)."""
+        if isinstance(problem, InitialValueProblem):
+            return state["k"] >= problem.steps
+        return norms <= threshold
+
     def residual(self, problem, state: State) -> torch.Tensor:
         if isinstance(problem, InitialValueProblem):
             return problem.error(state["x"], state["k"])

@@ -143,8 +143,9 @@ def run(method: IterativeMethod, problem, *, params: Mapping[str, torch.Tensor] 
         truncate: if set, gradients flow through at most that many consecutive iterations
             (truncated backpropagation); ``None`` is full unrolling. Autograd itself is the
             caller's choice (``torch.no_grad()`` for none).
-        divergence_factor: an instance whose monitored norm exceeds this factor times its
-            initial value, or becomes non-finite, stops with ``Status.DIVERGED``.
+        divergence_factor: an instance whose monitored norm exceeds this factor times the larger
+            of its initial value and its reference norm, or becomes non-finite, stops with
+            ``Status.DIVERGED``.
         callback: ``callback(k, state, norms)`` after each iteration.
         throw: raise :class:`ConvergenceError` if any instance did not converge.
 
@@ -214,7 +215,10 @@ def run(method: IterativeMethod, problem, *, params: Mapping[str, torch.Tensor] 
     # Each instance stops at the first iterate that passes the stopping test, breaks down, or
     # leaves the divergence bound (NaN compares false, so it leaves it too); it is frozen from
     # then on, and its final state tells the statuses apart.
-    limit = divergence_factor * initial.clamp_min(torch.finfo(initial.dtype).tiny)
+    # Measured against the larger of the start and the reference norm: a start that is exact
+    # (an integrator's error at step 0 is zero) must not make every later iterate "diverged".
+    limit = divergence_factor * torch.maximum(initial, reference).clamp_min(
+        torch.finfo(initial.dtype).tiny)
     device = initial.device
     iterations = torch.zeros(batch, dtype=torch.int64, device=device)
     history = [norms]

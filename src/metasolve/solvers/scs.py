@@ -54,11 +54,13 @@ def unpack(z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def cold_start(problem: ConeProgram) -> torch.Tensor:
-    """SCS's cold start: ``x = y = r = s = 0``, ``tau = kappa = 1``."""
+    """The cold start ``u = (0, 0, 1)``, ``v = 0``. (With ``kappa = 1`` as well, the first
+    iterates' ``tau`` is projected to zero whenever ``h.M^{-1} h`` is large, i.e. for data with
+    large ``||b||`` or ``||c||``, and the tau-normalised residual is undefined there.)"""
     k = problem.variables + problem.constraints + 1
     u = torch.zeros(problem.batch_size, k, dtype=problem.dtype, device=problem.rhs.device)
     u[:, -1] = 1.0
-    return pack(u, u.clone())
+    return pack(u, torch.zeros_like(u))
 
 
 class LinearStep:
@@ -94,12 +96,16 @@ class LinearStep:
         return torch.cat([mz - self.g * tau.unsqueeze(1), tau.unsqueeze(1)], dim=1)
 
 
+#: ``tau`` below this is measured as this: an iterate whose ``tau`` was projected to zero (the
+#: embedding's scale still settling, or a poor learned prediction) gets a large but finite
+#: normalised residual instead of a division by zero.
+TAU_FLOOR = 1e-6
+
+
 def tau_normalized(z: torch.Tensor) -> torch.Tensor:
     """``z / tau`` (``tau`` is the last entry of ``u``), the scale-free iterate of sec. 4.3.2."""
     u, _ = unpack(z)
-    tau = u[:, -1:]
-    tiny = torch.finfo(z.dtype).tiny
-    return z / torch.where(tau.abs() > tiny, tau, torch.full_like(tau, tiny))
+    return z / u[:, -1:].clamp_min(TAU_FLOOR)
 
 
 @register_method
@@ -138,7 +144,13 @@ class SCS(IterativeMethod):
         return cold_start(problem)
 
     def reference_norm(self, problem: ConeProgram) -> torch.Tensor:
-        return torch.ones(problem.batch_size, dtype=problem.dtype, device=problem.rhs.device)
+        """``R_0 = ||z_0 - f(z_0)||`` at the cold start (``tau = 1`` there): a constant of each
+        program, the normaliser of the neural SCS paper's loss (eq. 7), so a learned
+        initializer cannot shrink it."""
+        with torch.no_grad():
+            start = cold_start(problem)
+            image = SCS.fixed_point_map(self, problem, LinearStep(problem), start)
+            return torch.linalg.vector_norm(start - image, dim=1)
 
     def fixed_point_map(self, problem: ConeProgram, linear: LinearStep,
                         z: torch.Tensor) -> torch.Tensor:

@@ -10,6 +10,7 @@ from .base import (
                    register_family,
 )
 from .chandrasekhar import ChandrasekharFamily, ChandrasekharSystem
+from .conic import PAPER_SIZES, CanonicalConeProgram, DynamicLassoFamily, KalmanFamily, LassoFamily
 from .elasticity import ElasticBeamFamily
 from .matrix_set import MatrixSetFamily, r2n2_matrices
 from .poisson1d import Poisson1DFamily, poisson1d_matrix, sine_basis
@@ -18,8 +19,9 @@ from .spectra import SPECTRUM_KINDS, FilterStateFamily, SpectrumFamily, probe_fe
 from .van_der_pol import VanDerPolFamily, VanDerPolSteps
 
 __all__ = [
-    "ChandrasekharFamily", "ChandrasekharSystem", "ElasticBeamFamily", "FAMILIES",
-    "FilterStateFamily", "MatrixSetFamily", "Poisson1DFamily", "RobertsonFamily", "RobertsonStep",
+    "CanonicalConeProgram", "ChandrasekharFamily", "ChandrasekharSystem", "DynamicLassoFamily",
+    "ElasticBeamFamily", "FAMILIES", "FilterStateFamily", "KalmanFamily", "LassoFamily",
+    "MatrixSetFamily", "PAPER_SIZES", "Poisson1DFamily", "RobertsonFamily", "RobertsonStep",
     "SPECTRUM_KINDS", "SpectrumFamily", "Splits", "TaskBatch", "TaskFamily", "VanDerPolFamily",
     "VanDerPolSteps", "family_from_config", "make_splits", "poisson1d_matrix", "probe_features",
     "r2n2_matrices", "register_family", "sine_basis"

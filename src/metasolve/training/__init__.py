@@ -7,6 +7,7 @@ from .losses import (
            IterationSurrogateLoss,
            LogResidualLoss,
            Loss,
+           ResidualSumLoss,
            WeightedResidualLoss,
            loss_from_config,
 )
@@ -14,6 +15,6 @@ from .trainer import Trainer, TrainingConfig, TrainingHistory
 
 __all__ = [
     "FailurePenaltyLoss", "FilterGapLoss", "FixedIterationLoss", "IterationSurrogateLoss",
-    "LogResidualLoss", "Loss", "Trainer", "TrainingConfig", "TrainingHistory",
+    "LogResidualLoss", "Loss", "ResidualSumLoss", "Trainer", "TrainingConfig", "TrainingHistory",
     "WeightedResidualLoss", "loss_from_config"
 ]

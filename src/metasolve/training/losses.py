@@ -301,6 +301,71 @@ class WeightedResidualLoss(Loss):
                 else f"weighted residual (T={self.iterations}, w_k={self.growth:g}^k)")
 
 
+@_register
+class ResidualSumLoss(Loss):
+    """A sum of (log) relative monitored norms over iterations, for fixed-point accelerators.
+
+    * ``windows=None``: ``sum_{k=0}^{T} R_k / R_0`` (neural SCS paper, eq. 7, Algorithm 1), with
+      ``R_0`` the method's reference norm (for SCS the cold start's fixed-point residual, a
+      constant of the problem, so a learned initializer cannot shrink it).
+    * ``windows = [(t, r), ...]``: sec. 5.2's loss for intermittent access: each access at
+      iteration ``t`` (``t = 0`` the initializer) is charged the residuals of the ``r`` iterates
+      from its own on, ``sum_{(t, r)} sum_{j<r} log R_{t+j}``; overlapping windows count twice.
+      Gradients flow through the whole unrolled run (the paper truncates them per window; pass
+      the driver's ``truncate`` for that).
+
+    ``log=True`` uses ``log(R_k / R_0)`` (clamped below at ``floor``), which keeps late, tiny
+    residuals from vanishing from the sum.
+    """
+
+    kind = "residual-sum"
+
+    def __init__(self, iterations: int, log: bool = False, windows=None, floor: float = 1e-12):
+        self.iterations = check_count("iterations", iterations, minimum=1)
+        if not isinstance(log, bool):
+            raise TypeError(f"log must be a bool, got {type(log).__name__}")
+        self.log = log
+        self.floor = check_positive("floor", floor)
+        self.windows = None
+        if windows is not None:
+            pairs = [(check_count("windows start", int(t)), check_count("windows length",
+                                                                         int(r), minimum=1))
+                     for t, r in windows]
+            if not pairs or max(t + r - 1 for t, r in pairs) > self.iterations:
+                raise ValueError(f"windows {pairs} must be non-empty and end by iteration "
+                                 f"{self.iterations}")
+            self.windows = pairs
+
+    def weights(self, dtype=torch.float64) -> torch.Tensor:
+        """``(T + 1,)``: how many windows cover each iterate."""
+        w = torch.zeros(self.iterations + 1, dtype=dtype)
+        if self.windows is None:
+            w[:] = 1.0
+        else:
+            for t, r in self.windows:
+                w[t:t + r] += 1.0
+        return w
+
+    def run_options(self) -> dict:
+        return {"fixed_iterations": self.iterations, "rtol": 0.0}
+
+    def __call__(self, solution: Solution) -> torch.Tensor:
+        relative = solution.relative_history
+        value = torch.log(relative.clamp_min(self.floor)) if self.log else relative
+        w = self.weights(value.dtype).to(value.device)[:value.shape[0]]
+        return (w.unsqueeze(1) * value).sum(dim=0)
+
+    def config(self) -> dict:
+        return {"kind": self.kind, "iterations": self.iterations, "log": self.log,
+                "windows": self.windows, "floor": self.floor}
+
+    @property
+    def label(self) -> str:
+        what = "log " if self.log else ""
+        return (f"{what}residual sum (T={self.iterations})" if self.windows is None
+                else f"{what}residuals over {len(self.windows)} access windows")
+
+
 def loss_from_config(config: dict) -> Loss:
     config = dict(config)
     kind = config.pop("kind", None)
@@ -309,5 +374,5 @@ def loss_from_config(config: dict) -> Loss:
 
 __all__ = [
     "FailurePenaltyLoss", "FilterGapLoss", "FixedIterationLoss", "IterationSurrogateLoss",
-    "LogResidualLoss", "Loss", "WeightedResidualLoss", "loss_from_config"
+    "LogResidualLoss", "Loss", "ResidualSumLoss", "WeightedResidualLoss", "loss_from_config"
 ]

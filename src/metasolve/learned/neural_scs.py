@@ -1,0 +1,185 @@
+"""Neural fixed-point acceleration of SCS (neural SCS paper, sec. 4-5).
+
+Two learned methods, each an :class:`~metasolve.solvers.scs.SCS` whose ``accelerate`` rule is a
+network (so the driver loop, the stopping test and the residuals are SCS's own):
+
+* :class:`RecurrentSCS` (Algorithm 1, sec. 4): at every iteration a GRU cell reads the
+  tau-normalised iterate ``z_t / tau`` and its image ``f(z_t) / tau_f`` and updates a hidden state
+  ``h``; a decoder maps ``h`` to a correction of the plain step, ``z_{t+1} = f(z_t)/tau_f +
+  D(h_{t+1})``.
+* :class:`IntermittentSCS` (Algorithm 2, sec. 5): an MLP is applied only at the iterations of the
+  access set ``A``; it reads ``f(z_{t-1})``, the last ``k`` iterates (the history ``H_t``) and the
+  context ``phi``, and returns ``z_t = f(z_{t-1})/tau_f + MLP(...)``; elsewhere
+  ``z_t = f(z_{t-1})``. Optional overparametrisation (sec. 5.2, Arora et al. 2018): each hidden
+  weight matrix is a product of two, the output matrix a product of ``(m x k)`` and ``(k x k)``.
+
+The initializer ``g_init`` (an MLP of the context ``phi``) is the meta-solver: a
+:class:`~metasolve.learned.metasolver.NetworkMetaSolver` with the head ``start_correction``
+(added to SCS's cold start, in tau = 1 units) and, for the recurrent model, ``hidden0``. Both
+predict in tau-normalised units, so nothing is learned about ``tau`` (sec. 4.3.2); the SCS
+embedding is homogeneous, so rescaling an iterate by a positive number changes nothing.
+
+The corrections start at zero (zero-initialised last layers): untrained, both methods are SCS.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from ..solvers.registry import register_method
+from ..solvers.scs import SCS, tau_normalized
+from ..validation import check_count
+
+
+def _linear(width_in: int, width_out: int, overparametrize: bool, zero: bool = False):
+    """A linear layer, or (overparametrised) a product of two with the same expressiveness."""
+    if not overparametrize:
+        layer = nn.Linear(width_in, width_out, dtype=torch.float64)
+        if zero:
+            nn.init.zeros_(layer.weight)
+            nn.init.zeros_(layer.bias)
+        return layer
+    first = nn.Linear(width_in, width_out, bias=False, dtype=torch.float64)
+    second = nn.Linear(width_out, width_out, dtype=torch.float64)
+    if zero:
+        nn.init.zeros_(second.weight)
+        nn.init.zeros_(second.bias)
+    return nn.Sequential(first, second)
+
+
+def mlp(width_in: int, hidden: Sequence[int], width_out: int,
+        overparametrize: bool = False) -> nn.Sequential:
+    """ReLU MLP whose output layer starts at zero (so the correction it predicts starts at 0)."""
+    layers, width = [], width_in
+    for h in hidden:
+        layers += [_linear(width, h, overparametrize), nn.ReLU()]
+        width = h
+    layers.append(_linear(width, width_out, overparametrize, zero=True))
+    return nn.Sequential(*layers)
+
+
+class _LearnedSCS(SCS, nn.Module):
+    """Shared plumbing: an SCS whose acceleration rule has trainable weights."""
+
+    parameters = ("start_correction",)
+
+    def __init__(self, dim: int, **scs_options):
+        nn.Module.__init__(self)
+        SCS.__init__(self, **scs_options)
+        self.dim = check_count("dim", dim, minimum=4)
+
+    # nn.Module defines ``parameters()``; the method's parameter names are a class constant.
+    def config(self) -> dict:
+        return {"dim": self.dim, **SCS.config(self)}
+
+    def init(self, problem, x0, params):
+        if problem.size != self.dim:
+            raise ValueError(f"{self.name} was built for iterates of length {self.dim}, the "
+                             f"program's is {problem.size} (2 (n + m + 1))")
+        correction = params.get("start_correction")
+        if correction is not None:
+            x0 = tau_normalized(x0) + correction
+        return super().init(problem, x0, params)
+
+
+@register_method
+class RecurrentSCS(_LearnedSCS):
+    """Algorithm 1: a GRU acceleration model applied at every iteration.
+
+    Args:
+        dim: length of the SCS iterate ``2 (n + m + 1)`` of the family.
+        hidden: the GRU's hidden width.
+        encoder: hidden widths of the encoder MLP from ``(z, f(z))`` to the GRU input.
+    """
+
+    name = "scs-recurrent"
+    parameters = ("start_correction", "hidden0")
+
+    def __init__(self, dim: int, hidden: int = 128, encoder: Sequence[int] = (256,),
+                 **scs_options):
+        super().__init__(dim, **scs_options)
+        self.hidden = check_count("hidden", hidden, minimum=1)
+        self.encoder_widths = [check_count("encoder", w, minimum=1) for w in encoder]
+        width = self.encoder_widths[-1] if self.encoder_widths else 2 * dim
+        layers, w_in = [], 2 * dim
+        for w in self.encoder_widths:
+            layers += [nn.Linear(w_in, w, dtype=torch.float64), nn.ReLU()]
+            w_in = w
+        self.encoder = nn.Sequential(*layers)
+        self.cell = nn.GRUCell(width, self.hidden, dtype=torch.float64)
+        self.decoder = _linear(self.hidden, dim, False, zero=True)
+
+    def config(self) -> dict:
+        return {**super().config(), "hidden": self.hidden, "encoder": self.encoder_widths}
+
+    def init_extra(self, problem, x0, fz, params):
+        h0 = params.get("hidden0")
+        if h0 is None:
+            h0 = torch.zeros(x0.shape[0], self.hidden, dtype=x0.dtype, device=x0.device)
+        return {"hidden": h0}
+
+    def accelerate(self, problem, state, z, fz, fixed_point_map):
+        zn, fzn = tau_normalized(z), tau_normalized(fz)
+        hidden = self.cell(self.encoder(torch.cat([zn, fzn], dim=1)), state["hidden"])
+        return fzn + self.decoder(hidden), {"hidden": hidden}, None
+
+
+@register_method
+class IntermittentSCS(_LearnedSCS):
+    """Algorithm 2: an MLP acceleration model applied only at the access set.
+
+    Args:
+        dim: length of the SCS iterate of the family.
+        context_dim: width of the context ``phi`` (``problem.context``).
+        access: the iterations ``A`` at which the model is applied (1-based, as the paper's).
+        history: ``k``, iterates kept as the model's input besides ``f(z)``.
+        hidden: hidden widths of the MLP; ``overparametrize`` as in sec. 5.2.
+    """
+
+    name = "scs-intermittent"
+
+    def __init__(self, dim: int, context_dim: int, access: Sequence[int] = (1, 2, 5, 10, 15),
+                 history: int = 1, hidden: Sequence[int] = (512, 512),
+                 overparametrize: bool = False, **scs_options):
+        super().__init__(dim, **scs_options)
+        self.context_dim = check_count("context_dim", context_dim)
+        self.access = sorted({check_count("access", a, minimum=1) for a in access})
+        self.history = check_count("history", history, minimum=1)
+        self.hidden = [check_count("hidden", w, minimum=1) for w in hidden]
+        self.overparametrize = bool(overparametrize)
+        self.net = mlp((self.history + 1) * dim + self.context_dim, self.hidden, dim,
+                       self.overparametrize)
+        self.register_buffer("access_mask", torch.zeros(max(self.access) + 1,
+                                                        dtype=torch.bool))
+        self.access_mask[self.access] = True
+
+    def config(self) -> dict:
+        return {**super().config(), "context_dim": self.context_dim, "access": self.access,
+                "history": self.history, "hidden": self.hidden,
+                "overparametrize": self.overparametrize}
+
+    def init_extra(self, problem, x0, fz, params):
+        if self.context_dim and (problem.context is None
+                                 or problem.context.shape[1] != self.context_dim):
+            raise ValueError(f"{self.name} needs problem.context with {self.context_dim} "
+                             f"columns (the family's features)")
+        past = tau_normalized(x0).unsqueeze(1).expand(-1, self.history, -1)
+        return {"history": past.clone()}
+
+    def accelerate(self, problem, state, z, fz, fixed_point_map):
+        zn, fzn = tau_normalized(z), tau_normalized(fz)
+        history = torch.cat([state["history"][:, 1:], zn.unsqueeze(1)], dim=1)
+        t = state["k"] + 1  # the iteration this step produces
+        accessed = (t < self.access_mask.numel()) & self.access_mask[
+            t.clamp(max=self.access_mask.numel() - 1)]
+        if not bool(accessed.any()):
+            return fz, {"history": history}, None
+        inputs = [fzn, history.flatten(1)]
+        if self.context_dim:
+            inputs.append(problem.context)
+        predicted = fzn + self.net(torch.cat(inputs, dim=1))
+        return (torch.where(accessed.unsqueeze(1), predicted, fz), {"history": history},
+                None)
