@@ -474,6 +474,15 @@ class ConeProgram:
             return y @ self.matrix
         return torch.bmm(self.matrix.mT, y.unsqueeze(-1)).squeeze(-1)
 
+    def data_scales(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(||b||, ||c||)`` per instance (1 where a vector is zero): SCS's normalisation
+        divides ``b`` and ``c`` by them, which rescales ``x, s`` by ``1/||b||`` and ``y`` by
+        ``1/||c||`` and leaves the cones unchanged."""
+        beta = torch.linalg.vector_norm(self.rhs, dim=1)
+        gamma = torch.linalg.vector_norm(self.cost, dim=1)
+        return (torch.where(beta > 0, beta, torch.ones_like(beta)),
+                torch.where(gamma > 0, gamma, torch.ones_like(gamma)))
+
     def index(self, idx) -> ConeProgram:
         matrix = self.matrix if self.shared_matrix else self.matrix[idx]
         context = None if self.context is None else self.context[idx]

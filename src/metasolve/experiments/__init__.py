@@ -21,6 +21,9 @@ from . import (
     autospec_invsqrt,
     autospec_linear,
     elasticity_iccg,
+    neural_scs_kalman,
+    neural_scs_lasso,
+    neural_scs_lasso_variants,
     poisson_jacobi,
     r2n2_chandrasekhar,
     r2n2_linear,
@@ -31,7 +34,8 @@ from . import (
 EXPERIMENTS = {module.NAME: module
                for module in (poisson_jacobi, robertson_newton_sor, elasticity_iccg,
                               autospec_linear, autospec_eigen, autospec_invsqrt,
-                              r2n2_linear, r2n2_chandrasekhar, r2n2_vanderpol)}
+                              r2n2_linear, r2n2_chandrasekhar, r2n2_vanderpol,
+                              neural_scs_lasso, neural_scs_kalman, neural_scs_lasso_variants)}
 
 
 def get(name: str):

@@ -63,17 +63,25 @@ def cold_start(problem: ConeProgram) -> torch.Tensor:
     return pack(u, torch.zeros_like(u))
 
 
+def embedding_vector(problem: ConeProgram, normalize: bool) -> torch.Tensor:
+    """``h = (c, b)``, or ``(c / ||c||, b / ||b||)`` when the data are normalised."""
+    if not normalize:
+        return torch.cat([problem.cost, problem.rhs], dim=1)
+    beta, gamma = problem.data_scales()
+    return torch.cat([problem.cost / gamma.unsqueeze(1), problem.rhs / beta.unsqueeze(1)], dim=1)
+
+
 class LinearStep:
     """``(I + Q)^{-1}`` for a batch of cone programs, factorised once (see the module doc)."""
 
-    def __init__(self, problem: ConeProgram):
+    def __init__(self, problem: ConeProgram, normalize: bool = True):
         self.problem = problem
         a = problem.matrix
         n = problem.variables
         eye = torch.eye(n, dtype=a.dtype, device=a.device)
         gram = a.mT @ a if problem.shared_matrix else torch.bmm(a.mT, a)
         self.factor = torch.linalg.cholesky(eye + gram)
-        self.h = torch.cat([problem.cost, problem.rhs], dim=1)
+        self.h = embedding_vector(problem, normalize)
         self.g = self._solve_m(self.h)
         self.denominator = 1.0 + (self.h * self.g).sum(dim=1)
 
@@ -115,6 +123,12 @@ class SCS(IterativeMethod):
     Args:
         alpha: over-relaxation in (0, 2) (SCS's default 1.5; 1 is plain Douglas-Rachford).
         eps_abs, eps_rel: the stopping tolerances of SCS 3.
+        normalize: iterate on ``b / ||b||`` and ``c / ||c||`` (an equivalent program; SCS
+            normalises its data too). Without it, data with large ``||b||, ||c||`` (Kalman
+            measurements, Lasso) drive ``tau`` to zero in the first iterations and converge
+            orders of magnitude slower. The iterate then lives in the normalised program;
+            :func:`primal_dual` maps it back, and every reported residual is the original
+            program's.
 
     Example:
         >>> import torch, metasolve as ms
@@ -130,15 +144,20 @@ class SCS(IterativeMethod):
     name = "scs"
     problem_type = ConeProgram
 
-    def __init__(self, alpha: float = 1.5, eps_abs: float = 1e-4, eps_rel: float = 1e-4):
+    def __init__(self, alpha: float = 1.5, eps_abs: float = 1e-4, eps_rel: float = 1e-4,
+                 normalize: bool = True):
         self.alpha = check_positive("alpha", alpha)
         if self.alpha >= 2:
             raise ValueError(f"alpha must lie in (0, 2), got {alpha}")
         self.eps_abs = check_positive("eps_abs", eps_abs)
         self.eps_rel = check_positive("eps_rel", eps_rel)
+        if not isinstance(normalize, bool):
+            raise TypeError(f"normalize must be a bool, got {type(normalize).__name__}")
+        self.normalize = normalize
 
     def config(self) -> dict:
-        return {"alpha": self.alpha, "eps_abs": self.eps_abs, "eps_rel": self.eps_rel}
+        return {"alpha": self.alpha, "eps_abs": self.eps_abs, "eps_rel": self.eps_rel,
+                "normalize": self.normalize}
 
     def zero_guess(self, problem: ConeProgram) -> torch.Tensor:
         return cold_start(problem)
@@ -149,7 +168,8 @@ class SCS(IterativeMethod):
         initializer cannot shrink it."""
         with torch.no_grad():
             start = cold_start(problem)
-            image = SCS.fixed_point_map(self, problem, LinearStep(problem), start)
+            image = SCS.fixed_point_map(self, problem, LinearStep(problem, self.normalize),
+                                        start)
             return torch.linalg.vector_norm(start - image, dim=1)
 
     def fixed_point_map(self, problem: ConeProgram, linear: LinearStep,
@@ -178,7 +198,7 @@ class SCS(IterativeMethod):
 
     def init(self, problem: ConeProgram, x0: torch.Tensor,
              params: Mapping[str, torch.Tensor]) -> State:
-        linear = LinearStep(problem)
+        linear = LinearStep(problem, self.normalize)
         fz = self.fixed_point_map(problem, linear, x0)
         state = {"x": x0, "fx": fz, "factor": linear.factor, "g": linear.g,
                  "denominator": linear.denominator,
@@ -195,7 +215,7 @@ class SCS(IterativeMethod):
         linear = LinearStep.__new__(LinearStep)
         linear.problem = problem
         linear.factor, linear.g = state["factor"], state["g"]
-        linear.h = torch.cat([problem.cost, problem.rhs], dim=1)
+        linear.h = embedding_vector(problem, self.normalize)
         linear.denominator = state["denominator"]
         return linear
 
@@ -218,22 +238,27 @@ class SCS(IterativeMethod):
 
     def converged(self, problem: ConeProgram, state: State, norms: torch.Tensor,
                   threshold: torch.Tensor) -> torch.Tensor:
-        res = primal_dual(problem, state["x"])
+        res = primal_dual(problem, state["x"], self.normalize)
         ok = torch.ones_like(norms, dtype=torch.bool)
         for name in ("primal", "dual", "gap"):
             ok &= res[name] <= self.eps_abs + self.eps_rel * res[f"{name}_scale"]
         return ok & (res["tau"] > 0)
 
 
-def primal_dual(problem: ConeProgram, z: torch.Tensor) -> dict[str, torch.Tensor]:
-    """The candidate solution ``(x, y, s) = (u_x, u_y, v_s) / tau`` of the iterate ``z`` and its
-    residuals as SCS 3 reports them (infinity norms): ``primal = ||A x + s - b||``,
-    ``dual = ||A^T y + c||``, ``gap = |c^T x + b^T y|``, with the scales their relative
-    tolerances multiply (``primal_scale`` etc.)."""
+def primal_dual(problem: ConeProgram, z: torch.Tensor,
+                normalize: bool = True) -> dict[str, torch.Tensor]:
+    """The candidate solution ``(x, y, s) = (u_x, u_y, v_s) / tau`` of the iterate ``z`` (of the
+    normalised program when ``normalize``, mapped back: ``x, s`` times ``||b||``, ``y`` times
+    ``||c||``) and its residuals as SCS 3 reports them (infinity norms):
+    ``primal = ||A x + s - b||``, ``dual = ||A^T y + c||``, ``gap = |c^T x + b^T y|``, with the
+    scales their relative tolerances multiply (``primal_scale`` etc.)."""
     n, m = problem.variables, problem.constraints
     normalized = tau_normalized(z)
     u, v = unpack(normalized)
     x, y, s = u[:, :n], u[:, n:n + m], v[:, n:n + m]
+    if normalize:
+        beta, gamma = problem.data_scales()
+        x, s, y = x * beta.unsqueeze(1), s * beta.unsqueeze(1), y * gamma.unsqueeze(1)
     ax, aty = problem.matvec(x), problem.rmatvec(y)
     inf = torch.inf
     cx, by = (problem.cost * x).sum(dim=1), (problem.rhs * y).sum(dim=1)

@@ -1,0 +1,342 @@
+"""What the neural SCS experiments share (neural SCS paper, sec. 4-6): the learned solvers, the
+per-iteration residual curves of SCS, SCS+AA and the learned models, the deployment into the real
+``scs`` package as warm starts, tables and plots.
+
+* SCS is :class:`~metasolve.solvers.scs.SCS` (relaxation 1.5, data normalised), SCS+AA is
+  :class:`~metasolve.solvers.anderson.AndersonSCS` (history 5), both from the cold start, on the
+  same test programs as the learned models, for 50 iterations (sec. 4.4.1).
+* The learned models: ``mlp`` is Algorithm 2 (:class:`~metasolve.learned.neural_scs.
+  IntermittentSCS`, an MLP initializer of the context and an MLP accelerator at the access set,
+  loss: log fixed-point residuals over the access windows, sec. 5.2); ``recurrent`` is
+  Algorithm 1 (:class:`~metasolve.learned.neural_scs.RecurrentSCS`, MLP initializer and a GRU at
+  every iteration, loss eq. 7). Both predict tau-normalised iterates.
+* Residuals reported per iteration ``k``: the tau-normalised fixed-point residual
+  ``||z_k/tau_k - f(z_k)/tau_f||`` (what SCS+Neural minimises), and SCS's primal and dual
+  residuals ``||A x + s - b||_inf``, ``||A^T y + c||_inf`` of the original program.
+* Deployment: the learned model runs ``deploy_iterations`` iterations (initializer included) in
+  PyTorch, and its ``(x, y, s)`` warm-starts the real ``scs`` (eps_abs = eps_rel = 1e-4); we
+  compare scs's iterations and wall-clock (the learned model's time included) with a cold start
+  and with a warm start from the previous test instance's scs solution.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..baselines import solve_with_scs
+from ..evaluation.records import record
+from ..learned import IdentityHead, IntermittentSCS, LearnedSolver, NetworkMetaSolver, RecurrentSCS
+from ..solvers import AndersonSCS, run
+from ..solvers.scs import SCS, primal_dual
+from ..tasks.base import make_splits
+from ..training import ResidualSumLoss, Trainer, TrainingConfig
+from .common import find_record, format_record, markdown_table, rich_table, save_figure
+
+ITERATIONS = 50
+SHOWN = (1, 5, 10, 20, 30, 40, 50)
+METHODS = ("scs", "scs_aa", "neural_mlp", "neural_recurrent")
+LABELS = {"scs": "SCS", "scs_aa": "SCS+AA", "neural_mlp": "SCS+Neural-MLP (Alg. 2)",
+          "neural_recurrent": "SCS+Neural (Alg. 1, GRU)"}
+RESIDUALS = ("fixed_point", "primal", "dual")
+
+
+@dataclass(frozen=True)
+class Settings:
+    """One scale of a neural SCS experiment (one family)."""
+
+    family: dict
+    train: int
+    validation: int
+    test: int
+    training: TrainingConfig
+    models: tuple[str, ...] = ("neural_mlp", "neural_recurrent")
+    init_hidden: tuple[int, ...] = (512, 512)
+    acc_hidden: tuple[int, ...] = (512, 512)
+    access: tuple[int, ...] = (1, 2, 5, 10, 15)
+    windows: tuple[tuple[int, int], ...] = ((0, 5), (1, 10), (2, 10), (5, 10), (10, 20),
+                                            (15, 20))
+    history: int = 1
+    overparametrize: bool = False
+    rnn_hidden: int = 256
+    deploy: int = 100
+    deploy_iterations: int = 10
+    seed: int = 0
+    extra: dict = field(default_factory=dict)
+
+
+def build_solver(kind: str, family, dim: int, settings: Settings,
+                 feature_scale: torch.Tensor | None = None) -> tuple[LearnedSolver, object]:
+    """The learned solver and its training loss for ``kind`` (``neural_mlp``/``recurrent``);
+    ``feature_scale`` divides the context features before the initializer's first layer."""
+    features = family.feature_dim
+    if kind == "neural_mlp":
+        method = IntermittentSCS(dim, features, access=settings.access, history=settings.history,
+                                 hidden=settings.acc_hidden,
+                                 overparametrize=settings.overparametrize)
+        heads = {"start_correction": IdentityHead(dim)}
+        horizon = max(t + r - 1 for t, r in settings.windows)
+        loss = ResidualSumLoss(horizon, log=True, windows=settings.windows)
+    elif kind == "neural_recurrent":
+        method = RecurrentSCS(dim, hidden=settings.rnn_hidden, encoder=(settings.rnn_hidden,))
+        heads = {"start_correction": IdentityHead(dim),
+                 "hidden0": IdentityHead(settings.rnn_hidden)}
+        loss = ResidualSumLoss(ITERATIONS)
+    else:
+        raise ValueError(f"unknown learned model {kind!r}; known: neural_mlp, neural_recurrent")
+    metasolver = NetworkMetaSolver(features, heads, hidden=settings.init_hidden,
+                                   activation="relu", zero_init=True,
+                                   feature_scale=feature_scale)
+    return LearnedSolver(method, metasolver, family=family), loss
+
+
+def residual_curves(solve) -> tuple[dict[str, np.ndarray], float]:
+    """Run ``solve(callback)`` and collect ``(ITERATIONS + 1, B)`` residual arrays per kind
+    (row ``k`` after iteration ``k``; the primal and dual rows 0 are NaN: only the fixed-point
+    residual is recorded at the start), and the seconds it took."""
+    primal, dual = [], []
+    holder: dict = {}
+
+    def callback(k, state, norms):
+        res = primal_dual(holder["problem"], state["x"])
+        primal.append(res["primal"])
+        dual.append(res["dual"])
+
+    start = time.perf_counter()
+    with torch.no_grad():
+        solution = solve(callback, holder)
+    seconds = time.perf_counter() - start
+    nan = torch.full_like(primal[0], float("nan"))
+    return {"fixed_point": solution.residual_history.numpy(),
+            "primal": torch.stack([nan, *primal]).numpy(),
+            "dual": torch.stack([nan, *dual]).numpy()}, seconds
+
+
+def curves_of(method, problem, solver: LearnedSolver | None = None, tasks=None):
+    """Residual curves of a classical method, or of a learned solver on ``tasks``."""
+
+    def solve(callback, holder):
+        holder["problem"] = problem
+        if solver is None:
+            return run(method, problem, fixed_iterations=ITERATIONS, rtol=0.0,
+                       callback=callback)
+        return solver.solve(tasks, fixed_iterations=ITERATIONS, rtol=0.0, callback=callback)
+
+    return residual_curves(solve)
+
+
+def curve_records(experiment: str, method: str, curves: dict[str, np.ndarray],
+                  **setting) -> list[dict]:
+    records = []
+    for kind, values in curves.items():
+        for k in SHOWN:
+            if k < values.shape[0]:
+                records.append(record(experiment, method, f"median_{kind}_residual",
+                                      float(np.median(values[k])), iteration=k, **setting))
+    fixed = np.median(curves["fixed_point"], axis=1)
+    for target in (1e-2, 1e-3, 1e-4):
+        reached = np.nonzero(fixed <= target)[0]
+        records.append(record(experiment, method, "iterations_to_median_fixed_point",
+                              float(reached[0]) if reached.size else float("nan"),
+                              target=target, **setting))
+    return records
+
+
+def learned_start(solver: LearnedSolver, tasks, iterations: int) -> tuple[dict, float]:
+    """``(x, y, s)`` after ``iterations`` learned iterations (0: the initializer alone), as
+    numpy arrays per instance, and the seconds the model took."""
+    start = time.perf_counter()
+    with torch.no_grad():
+        solution = solver.solve(tasks, fixed_iterations=iterations, rtol=0.0)
+        res = primal_dual(tasks.problem, solution.x)
+    seconds = time.perf_counter() - start
+    return {key: res[key].numpy() for key in ("x", "y", "s")}, seconds
+
+
+def deployment_records(experiment: str, solver: LearnedSolver, tasks, settings: Settings,
+                       **setting) -> tuple[list[dict], dict]:
+    """Real scs from a cold start, warm-started by the learned model, and warm-started from the
+    previous instance's solution (the classical warm start for a sequence of problems)."""
+    count = min(settings.deploy, len(tasks))
+    tasks = tasks.index(torch.arange(count))
+    program = tasks.problem
+    start, model_seconds = learned_start(solver, tasks, settings.deploy_iterations)
+    iterations = {"cold": [], "learned": [], "previous": []}
+    seconds = {"cold": [], "learned": [], "previous": []}
+    previous = None
+    for i in range(count):
+        cold = solve_with_scs(program, i)
+        warm = solve_with_scs(program, i, warm_start={k: v[i] for k, v in start.items()})
+        iterations["cold"].append(cold["iterations"])
+        seconds["cold"].append(cold["wall_time"])
+        iterations["learned"].append(warm["iterations"])
+        seconds["learned"].append(warm["wall_time"] + model_seconds / count)
+        if previous is not None:
+            again = solve_with_scs(program, i, warm_start=previous)
+            iterations["previous"].append(again["iterations"])
+            seconds["previous"].append(again["wall_time"])
+        previous = {k: cold[k] for k in ("x", "y", "s")}
+    records = []
+    for kind in iterations:
+        its, secs = np.array(iterations[kind], float), np.array(seconds[kind], float)
+        records += [record(experiment, f"scs_{kind}", "scs_mean_iterations", its.mean(),
+                           **setting),
+                    record(experiment, f"scs_{kind}", "scs_median_seconds", np.median(secs),
+                           **setting),
+                    record(experiment, f"scs_{kind}", "scs_total_seconds", secs.sum(),
+                           **setting)]
+    cold_its = np.array(iterations["cold"], float)
+    warm_its = np.array(iterations["learned"], float)
+    records.append(record(experiment, "scs_learned", "iteration_ratio_to_cold",
+                          warm_its.mean() / cold_its.mean(), **setting))
+    records.append(record(experiment, "scs_learned", "wall_time_ratio_to_cold",
+                          sum(seconds["learned"]) / sum(seconds["cold"]), **setting))
+    records.append(record(experiment, "scs_learned", "model_seconds_per_instance",
+                          model_seconds / count, deploy_iterations=settings.deploy_iterations,
+                          **setting))
+    return records, {k: list(map(int, v)) for k, v in iterations.items()}
+
+
+def run_family_cell(experiment: str, job: dict, settings: Settings, family,
+                    label: str) -> dict:
+    """Train the learned models of ``settings`` on ``family`` and evaluate everything."""
+    out = Path(job["out_dir"])
+    torch.manual_seed(settings.seed)
+    splits = make_splits(family, settings.train, settings.validation, settings.test,
+                         seed=settings.seed)
+    test = splits.test
+    dim = test.problem.size
+    setting = {"set": label, "train_tasks": settings.train, "test_tasks": settings.test,
+               "variables": test.problem.variables, "constraints": test.problem.constraints}
+    records, curves = [], {}
+    for name, method in (("scs", SCS()), ("scs_aa", AndersonSCS(memory=5))):
+        curves[name], seconds = curves_of(method, test.problem)
+        records += curve_records(experiment, name, curves[name], **setting)
+        records.append(record(experiment, name, "seconds_50_iterations", seconds, **setting))
+    deployments = {}
+    scale = splits.train.features.std(dim=0).clamp_min(1e-3)
+    for kind in settings.models:
+        torch.manual_seed(settings.seed)
+        solver, loss = build_solver(kind, family, dim, settings, scale)
+        tag = f"{label}-{kind}".replace(" ", "_").replace("/", "_")
+        trainer = Trainer(solver, loss, settings.training,
+                          checkpoint=out / "checkpoints" / f"{tag}.safetensors",
+                          progress=job.get("progress", False))
+        start = time.perf_counter()
+        history = trainer.fit(splits.train, splits.validation)
+        train_seconds = time.perf_counter() - start
+        solver.settings.update({"experiment": experiment, "set": label,
+                                "scale": job.get("scale")})
+        solver.save(out / "models" / f"{tag}.safetensors")
+        info = {"epochs": settings.training.epochs, "best_epoch": history.best_epoch,
+                "train_seconds": train_seconds}
+        curves[kind], seconds = curves_of(None, test.problem, solver, test)
+        records += curve_records(experiment, kind, curves[kind], **setting, **info)
+        records.append(record(experiment, kind, "seconds_50_iterations", seconds, **setting))
+        if settings.deploy and kind == "neural_mlp":
+            deploy_records, deployments[kind] = deployment_records(
+                experiment, solver, test, settings, **setting)
+            records += deploy_records
+    figure = {name: {kind: {"median": np.median(c[kind], axis=1).tolist(),
+                            "q25": np.quantile(c[kind], 0.25, axis=1).tolist(),
+                            "q75": np.quantile(c[kind], 0.75, axis=1).tolist()}
+                     for kind in RESIDUALS} for name, c in curves.items()}
+    return {"records": records, "figure": {"set": label, "curves": figure,
+                                           "deployments": deployments}, "label": label}
+
+
+def get(records, experiment, metric, method, **where):
+    return find_record(records, experiment, metric, method, **where)
+
+
+def residual_rows(records: list[dict], experiment: str, sets) -> list[list[str]]:
+    rows = []
+    for label in sets:
+        for method in METHODS:
+            cells = [get(records, experiment, "median_fixed_point_residual", method, set=label,
+                         iteration=k) for k in SHOWN]
+            if all(c is None for c in cells):
+                continue
+            to3 = get(records, experiment, "iterations_to_median_fixed_point", method,
+                      set=label, target=1e-3)
+            rows.append([label, LABELS[method], *[format_record(c, "{:.1e}") for c in cells],
+                         format_record(to3, "{:.0f}")])
+    return rows
+
+
+RESIDUAL_HEAD = ["set", "method", *[f"k={k}" for k in SHOWN], "iterations to 1e-3"]
+DEPLOY_HEAD = ["set", "scs start", "mean iterations", "median seconds", "iterations / cold",
+               "wall-clock / cold"]
+
+
+def deployment_rows(records: list[dict], experiment: str, sets) -> list[list[str]]:
+    rows = []
+    names = {"scs_cold": "cold", "scs_learned": "learned model",
+             "scs_previous": "previous solution"}
+    for label in sets:
+        for method, name in names.items():
+            mean = get(records, experiment, "scs_mean_iterations", method, set=label)
+            if mean is None:
+                continue
+            ratio = get(records, experiment, "iteration_ratio_to_cold", method, set=label)
+            clock = get(records, experiment, "wall_time_ratio_to_cold", method, set=label)
+            rows.append([label, name, format_record(mean, "{:.1f}"),
+                         format_record(get(records, experiment, "scs_median_seconds", method,
+                                           set=label), "{:.4f}"),
+                         format_record(ratio), format_record(clock)])
+    return rows
+
+
+def tables(records, experiment, title, sets):
+    from rich.console import Group
+
+    parts = [rich_table(f"{title}\nmedian tau-normalised fixed-point residual at iteration k "
+                        f"(test set)", RESIDUAL_HEAD, residual_rows(records, experiment, sets),
+                        2)]
+    deploy = deployment_rows(records, experiment, sets)
+    if deploy:
+        parts.append(rich_table("Real scs (eps 1e-4): cold start, warm start from the learned "
+                                "model (its time included), from the previous solution",
+                                DEPLOY_HEAD, deploy, 2))
+    return Group(*parts)
+
+
+def markdown(records, experiment, sets) -> str:
+    text = markdown_table(RESIDUAL_HEAD, residual_rows(records, experiment, sets))
+    deploy = deployment_rows(records, experiment, sets)
+    if deploy:
+        text += "\n" + markdown_table(DEPLOY_HEAD, deploy)
+    return text
+
+
+def plot(results: list[dict], path: Path) -> Path | None:
+    """Median and quartiles of the fixed-point, primal and dual residuals per iteration (the
+    style of the paper's Figures 1-8), one row per problem set."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figures = [r["figure"] for r in results if r.get("figure")]
+    if not figures:
+        return None
+    fig, axes = plt.subplots(len(figures), 3, figsize=(14, 3.4 * len(figures)), squeeze=False)
+    colors = {"scs": "tab:blue", "scs_aa": "tab:orange", "neural_mlp": "tab:red",
+              "neural_recurrent": "tab:purple"}
+    for row, figure in zip(axes, figures, strict=True):
+        for ax, kind in zip(row, RESIDUALS, strict=True):
+            for method, curves in figure["curves"].items():
+                c = curves[kind]
+                k = np.arange(len(c["median"]))
+                ax.semilogy(k, np.maximum(c["median"], 1e-16), color=colors[method],
+                            label=LABELS[method])
+                ax.fill_between(k, np.maximum(c["q25"], 1e-16), np.maximum(c["q75"], 1e-16),
+                                color=colors[method], alpha=0.15)
+            ax.set_title(f"{figure['set']}: {kind.replace('_', '-')} residual", fontsize=9)
+            ax.set_xlabel("iteration")
+        row[0].legend(fontsize=7)
+    return save_figure(fig, path)
