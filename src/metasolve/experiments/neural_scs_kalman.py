@@ -24,11 +24,11 @@ TITLE = "Neural acceleration of SCS: robust Kalman filtering (neural SCS paper, 
 PAPER_CLAIM = "learned at k=10 <= SCS+AA at k=50"
 
 FULL = common.Settings(
-    family={"steps": 30}, train=1024, validation=64, test=128,
-    training=TrainingConfig(epochs=20, batch_size=32, lr=1e-3, betas=(0.9, 0.999),
+    family={"steps": 20}, train=1024, validation=64, test=128,
+    training=TrainingConfig(epochs=15, batch_size=32, lr=1e-3, betas=(0.9, 0.999),
                             plateau_patience=3, plateau_factor=0.5, grad_clip=100.0),
     access=(1, 2, 5, 10, 20), windows=((0, 15), (1, 15), (2, 15), (5, 30), (10, 30), (20, 30)),
-    init_hidden=(1024, 1024), acc_hidden=(1024, 1024), overparametrize=True, rnn_hidden=256,
+    init_hidden=(512, 512), acc_hidden=(512, 512), overparametrize=True, rnn_hidden=256,
     deploy=100)
 QUICK = replace(FULL, family={"steps": 12}, train=256, validation=32, test=64,
                 training=replace(FULL.training, epochs=6), init_hidden=(256, 256),

@@ -22,11 +22,11 @@ TITLE = "Neural acceleration of SCS: Lasso, p = 50, q = 100 (neural SCS paper, F
 PAPER_ITERATIONS_TO_1E3 = {"neural_recurrent": 25, "scs_aa": 35, "scs": 50}
 
 FULL = common.Settings(
-    family={"p": 50, "q": 100}, train=2048, validation=64, test=128,
-    training=TrainingConfig(epochs=15, batch_size=64, lr=1e-3, betas=(0.9, 0.999),
+    family={"p": 50, "q": 100}, train=1024, validation=64, test=128,
+    training=TrainingConfig(epochs=10, batch_size=64, lr=1e-3, betas=(0.9, 0.999),
                             plateau_patience=3, plateau_factor=0.5, grad_clip=100.0),
     access=(1, 2, 5, 10, 15), windows=((0, 5), (1, 10), (2, 10), (5, 10), (10, 20), (15, 20)),
-    init_hidden=(1024, 1024), acc_hidden=(1024, 1024), rnn_hidden=256, deploy=100)
+    init_hidden=(512, 512), acc_hidden=(512, 512), rnn_hidden=256, deploy=100)
 QUICK = replace(FULL, family={"p": 20, "q": 40}, train=256, validation=32, test=64,
                 training=replace(FULL.training, epochs=6, batch_size=32),
                 init_hidden=(256, 256), acc_hidden=(256, 256), rnn_hidden=128, deploy=32)
