@@ -164,6 +164,28 @@ def test_forward_difference_layer_is_a_jacobian_vector_product():
     assert float((plain.x - x0 - jvp).norm()) > 1e-2 * float(jvp.norm())
 
 
+def test_forward_difference_keeps_its_accuracy_near_a_solution():
+    # Near a solution the direction d = theta f(x) is tiny; a fixed step eps d would round to
+    # nothing (x + 1e-19 d == x) and give v_1 = 0. The step scaled by ||d|| keeps J d exact
+    # to the difference's accuracy.
+    problem = chandrasekhar(seed=4)
+    tiny = 1e-12
+    theta = tiny * torch.tensor([[0.7], [-1.3], [0.4]], dtype=DTYPE)
+    method = R2N2(layers=2, difference="forward", epsilon=1e-7)
+    sol = ms.run(method, problem, fixed_iterations=1, rtol=0.0,
+                 params={"stage_weights": theta,
+                         "output_weights": torch.tensor([[0.0, 1 / tiny]] * 3, dtype=DTYPE)})
+    x0 = problem.start
+    _, jvp = torch.func.jvp(problem.function, (x0,), (theta / tiny * problem.function(x0),))
+    for i in range(3):
+        assert float((sol.x[i] - x0[i] - jvp[i]).norm() / jvp[i].norm()) < 1e-5
+    # A zero direction has a zero derivative, not 0/0.
+    zero = ms.run(method, problem, fixed_iterations=1, rtol=0.0,
+                  params={"stage_weights": torch.zeros(3, 1, dtype=DTYPE),
+                          "output_weights": torch.tensor([[0.0, 1.0]] * 3, dtype=DTYPE)})
+    torch.testing.assert_close(zero.x, x0, rtol=0.0, atol=0.0)
+
+
 # --- 4. the SM4 certificate ----------------------------------------------------------------
 
 
@@ -351,6 +373,84 @@ def test_bad_input():
         ms.run(R2N2.from_tableau(RK3), ivp, fixed_iterations=3, rtol=0.0)
 
 
+def test_bad_analysis_arguments():
+    method = R2N2(layers=2, output_steps=2, stage_weights=[1.0],
+                  output_weights=[-0.5, 0.1, -0.4, 0.2])
+    a = spd(3, seed=1)
+    for bad in (1.0, "0", None, True):
+        with pytest.raises(TypeError, match="output_step"):
+            method.certificate(a, output_step=bad)
+        with pytest.raises(TypeError, match="output_step"):
+            method.residual_polynomial(output_step=bad)
+    with pytest.raises(ValueError, match="output_step"):
+        method.residual_polynomial(output_step=-3)
+    for bad in (0.0, -1.0, float("nan"), float("inf")):
+        with pytest.raises(ValueError, match="h"):
+            method.layer_polynomials(h=bad)
+        with pytest.raises(ValueError, match="h"):
+            method.residual_polynomial(h=bad)
+        with pytest.raises(ValueError, match="h"):
+            method.output_weights_for([1.0, 1.0], h=bad)
+    with pytest.raises(TypeError, match="h"):
+        method.layer_polynomials(h="1")
+
+
+def test_bad_baseline_input():
+    mats = torch.stack([spd(4, seed=i) for i in range(3)])
+    rhs = randn(3, 4, seed=1)
+    with pytest.raises(ValueError, match="matrices"):
+        gmres_history(mats[:2], rhs, restart=2, cycles=1)  # batch 2 against 3
+    with pytest.raises(ValueError, match="matrices"):
+        gmres_history(mats[:, :3, :3], rhs, restart=2, cycles=1)
+    with pytest.raises(ValueError, match="matrices"):
+        gmres_history(torch.ones(4, 3, dtype=DTYPE), rhs, restart=2, cycles=1)
+    with pytest.raises(ValueError, match="x0"):
+        gmres_history(mats, rhs, restart=2, cycles=1, x0=torch.zeros(3, 5, dtype=DTYPE))
+    with pytest.raises(ValueError, match="x0"):
+        gmres_history(mats, rhs, restart=2, cycles=1,
+                      x0=torch.full((3, 4), float("nan"), dtype=DTYPE))
+    with pytest.raises(TypeError, match="x0"):
+        gmres_history(mats, rhs, restart=2, cycles=1, x0=np.zeros((3, 4)))
+    # A shared matrix and a given start are fine.
+    out = gmres_history(mats[0], rhs, restart=2, cycles=1, x0=torch.ones(3, 4, dtype=DTYPE))
+    assert out["residual"].shape == (2, 3)
+
+    def f(x):
+        return x - 1.0
+
+    with pytest.raises(TypeError, match="function"):
+        newton_krylov_history("f", np.zeros(3), iterations=1, inner_dim=1)
+    for bad in (np.zeros((2, 2)), np.zeros(0), np.array([0.0, np.inf]), [[1.0]], "abc"):
+        with pytest.raises(ValueError, match="x0"):
+            newton_krylov_history(f, bad, iterations=1, inner_dim=1)
+
+
+def test_bad_family_arguments():
+    for name in ("a_range", "x1_range", "x2_range"):
+        for bad in ((1.0,), (1.0, 2.0, 3.0), (2.0, 1.0), (0.0, float("nan")), 1.0):
+            with pytest.raises(ValueError, match=name):
+                ms.VanDerPolFamily(**{name: bad})
+    with pytest.raises(ValueError, match="step_sizes"):
+        ms.VanDerPolFamily(step_sizes=[])
+    with pytest.raises(ValueError, match="step_sizes"):
+        ms.VanDerPolFamily(step_sizes=[0.01, -0.1])
+    # A point range (low == high) is a valid degenerate distribution.
+    assert ms.VanDerPolFamily(a_range=(1.5, 1.5)).a_range == (1.5, 1.5)
+
+    for bad in ([10.7], [10.0], ["10"], [True]):
+        with pytest.raises(TypeError, match="sizes"):
+            ms.ChandrasekharFamily(sizes=bad)
+    for bad in ([], [0], [10, -1]):
+        with pytest.raises(ValueError, match="sizes"):
+            ms.ChandrasekharFamily(sizes=bad)
+    assert ms.ChandrasekharFamily(sizes=np.array([4, 6])).sizes == (4, 6)
+    for bad in (float("nan"), float("inf")):
+        with pytest.raises(ValueError, match="mean"):
+            ms.ChandrasekharFamily(mean=bad)
+    with pytest.raises(TypeError, match="mean"):
+        ms.ChandrasekharFamily(mean="1")
+
+
 # --- 8. the loss ---------------------------------------------------------------------------
 
 
@@ -410,7 +510,11 @@ def test_newton_krylov_history_solves_the_h_equation():
     out = newton_krylov_history(f, np.ones(10), iterations=5, inner_dim=2)
     assert out["residual"].shape == (6,) and out["evaluations"].shape == (5,)
     assert out["residual"][-1] < 1e-6 < out["residual"][0]
-    assert bool((out["evaluations"] > 0).all())
+    # inner_dim + 2 calls per Newton step (one per Arnoldi step, GMRES's residual of its
+    # result, f at the new iterate), plus f(x_0) in the first: the count the docs state.
+    for inner in (1, 2):
+        counts = newton_krylov_history(f, np.ones(10), iterations=5, inner_dim=inner)
+        assert counts["evaluations"].tolist() == [inner + 3] + [inner + 2] * 4
     assert np.linalg.norm(f(out["x"])) == pytest.approx(out["residual"][-1], rel=1e-8, abs=1e-14)
 
 

@@ -1,5 +1,6 @@
 """What the R2N2 experiments share: the trained object (an R2N2 whose weights are the constant
-meta-solver's ``theta``), its training protocol, and figure helpers.
+meta-solver's ``theta``), and its training protocol. Figure and record helpers that any
+experiment may use live in :mod:`metasolve.experiments.common`.
 
 Training protocol (R2N2 paper, sec. 3.4, scaled to 2 CPU cores): full-batch Adam (the paper:
 25,000 epochs at learning rate 1e-3; ours: ``Settings.training``, a larger rate and fewer
@@ -90,31 +91,3 @@ def trained_method(solver: LearnedSolver) -> R2N2:
                 difference=method.difference, epsilon=method.epsilon,
                 stage_weights=weights.get("stage_weights", []),
                 output_weights=weights["output_weights"])
-
-
-def save_figure(fig, path: Path) -> Path:
-    import matplotlib.pyplot as plt
-
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
-
-
-def find_record(records: list[dict], experiment: str, metric: str, method: str,
-                **where) -> dict | None:
-    """The first record of ``experiment`` with this metric and method matching ``where``."""
-    for r in records:
-        if (r["experiment"] == experiment and r["metric"] == metric and r["method"] == method
-                and all(r.get(k) == v for k, v in where.items())):
-            return r
-    return None
-
-
-def format_record(r: dict | None, fmt: str = "{:.3f}") -> str:
-    """A table cell: the value, with the paper's beside it when there is one."""
-    if r is None or r["value"] is None:
-        return "-"
-    text = fmt.format(r["value"])
-    return text if r.get("paper") is None else f"{text} (paper {fmt.format(r['paper'])})"

@@ -36,14 +36,18 @@ from ..solvers import run
 from ..tasks import MatrixSetFamily, make_splits, r2n2_matrices
 from ..tasks.matrix_set import PAPER_RHS_MEAN
 from ..training import WeightedResidualLoss
-from .common import job_settings, markdown_table, rich_table
-from .r2n2_common import (
-    Settings,
+from .common import (
     find_record,
     format_record,
+    job_settings,
+    markdown_table,
+    rich_table,
+    save_figure,
+)
+from .r2n2_common import (
+    Settings,
     full_batch_adam,
     r2n2_solver,
-    save_figure,
     train_r2n2,
     trained_method,
     weights_of,

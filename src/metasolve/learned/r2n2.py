@@ -25,9 +25,15 @@ Options:
   ``output_weights`` then has ``T n`` entries, row ``k`` used at outer iteration ``k`` and the last
   row at every later one;
 * ``difference="forward"``: layers ``j >= 1`` hard-wired to forward differences (SM1, eq. 1),
-  ``v_j = (f(x_k + eps d_j) - f(x_k)) / eps`` with ``d_j = h sum_l theta_{j,l} v_l``, so
-  ``v_j ~ J(x_k) d_j`` and the subspace is the Newton-Krylov one of sec. 3.2.2. Autograd
-  differentiates the difference quotient as written (the backward pass of SM1.3, eq. 4).
+  ``v_j = (f(x_k + s_j d_j) - f(x_k)) / s_j`` with ``d_j = h sum_l theta_{j,l} v_l``, so
+  ``v_j ~ J(x_k) d_j`` and the subspace is the Newton-Krylov one of sec. 3.2.2. The step is
+  scaled per instance as in SciPy's ``KrylovJacobian``: ``s_j = eps max(1, ||x_k||) / ||d_j||``,
+  so the perturbation ``s_j d_j`` has norm ``eps max(1, ||x_k||)`` however small ``d_j`` is
+  (``d_j`` shrinks with ``||f(x_k)||``; a fixed ``eps d_j`` would round to nothing near a
+  solution and stall the iteration); ``v_j = 0`` when ``d_j = 0``. On a linear ``f`` the
+  quotient is ``A d_j`` for every ``s_j``, so the SM4 analysis below is unchanged. Autograd
+  differentiates the difference quotient as written, ``s_j`` included (the backward pass of
+  SM1.3, eq. 4).
 
 Every outer iteration costs ``n`` evaluations of ``f``: ``n - 1`` inside and one at the new iterate
 (which is the next iteration's ``v_0``, kept in the state, and gives the residual for free).
@@ -152,7 +158,9 @@ class R2N2(IterativeMethod):
         output_steps: ``T``, distinct output weights for the first ``T`` outer iterations
             (SM3.3); 1 is the paper's main setting (one ``theta_n`` for all iterations).
         difference: ``"none"`` (eq. 9) or ``"forward"`` (forward-differencing layers, SM1).
-        epsilon: the forward-difference step (SM1 uses about 1e-8).
+        epsilon: the relative forward-difference step: layer ``j`` perturbs ``x_k`` by a vector
+            of norm ``epsilon * max(1, ||x_k||)`` along ``d_j`` (SM1 uses about 1e-8; SciPy's
+            ``KrylovJacobian`` ``sqrt(machine eps)``, about 1.5e-8).
         stage_weights, output_weights: constant weights used when ``params`` does not give
             them (e.g. a Butcher tableau's); sizes ``n(n-1)/2`` and ``T n``.
     """
@@ -274,8 +282,7 @@ class R2N2(IterativeMethod):
             start += j
             direction = h * sum(weights[:, l:l + 1] * v[l] for l in range(j))
             if self.difference == "forward":
-                v.append((self.function(problem, x + self.epsilon * direction) - v[0])
-                         / self.epsilon)
+                v.append(self._forward_difference(problem, x, direction, v[0]))
             else:
                 v.append(self.function(problem, x + direction))
         if self.output_steps > 1:
@@ -284,6 +291,24 @@ class R2N2(IterativeMethod):
                 torch.arange(x.shape[0], device=x.device), row]
         x_new = x + h * sum(output[:, j:j + 1] * v[j] for j in range(self.layers))
         return {"x": x_new, "fx": self.function(problem, x_new), "k": k + 1}
+
+    def _forward_difference(self, problem, x: torch.Tensor, direction: torch.Tensor,
+                            fx: torch.Tensor) -> torch.Tensor:
+        """``J(x) d`` by a forward difference (SM1, eq. 1) whose step is scaled per instance.
+
+        ``s = eps max(1, ||x||) / ||d||`` (SciPy's ``KrylovJacobian`` scaling, with 2-norms and
+        without its ``1 / max(1, |f|)`` factor, since ``d`` already carries ``f``'s size): the
+        perturbation stays at a fixed relative size of ``x`` whatever ``||d||`` is.
+        """
+        d_norm = torch.linalg.vector_norm(direction, dim=1, keepdim=True)
+        x_norm = torch.linalg.vector_norm(x, dim=1, keepdim=True)
+        flat = d_norm == 0
+        # A zero direction has a zero derivative; dividing by 1 there keeps 0/0 out of both
+        # the value and its gradient.
+        step = self.epsilon * x_norm.clamp(min=1.0) / torch.where(flat, torch.ones_like(d_norm),
+                                                                  d_norm)
+        value = (self.function(problem, x + step * direction) - fx) / step
+        return torch.where(flat, torch.zeros_like(value), value)
 
     def converged(self, problem, state: State, norms: torch.Tensor,
                   threshold: torch.Tensor) -> torch.Tensor:
@@ -301,6 +326,10 @@ class R2N2(IterativeMethod):
     # --- analysis on linear problems (SM4) -----------------------------------------------------
 
     def _weights_for_analysis(self, stage_weights, output_weights, output_step: int):
+        check_count("output_step", output_step, minimum=-self.output_steps)
+        if output_step >= self.output_steps:
+            raise ValueError(f"output_step must be in [-{self.output_steps}, "
+                             f"{self.output_steps}), got {output_step}")
         stage = self.stage_weights if stage_weights is None else _weights(
             "stage_weights", stage_weights, self.n_stage_weights)
         output = self.output_weights if output_weights is None else _weights(
@@ -309,9 +338,6 @@ class R2N2(IterativeMethod):
             raise ValueError("give stage_weights and output_weights (the method has no "
                              "constant weights)")
         rows = output.reshape(self.output_steps, self.layers)
-        if not -self.output_steps <= output_step < self.output_steps:
-            raise ValueError(f"output_step must be in [-{self.output_steps}, "
-                             f"{self.output_steps}), got {output_step}")
         return stage, rows[output_step]
 
     def layer_polynomials(self, stage_weights=None, h: float = 1.0) -> torch.Tensor:
@@ -320,7 +346,9 @@ class R2N2(IterativeMethod):
 
         ``p_0 = 1``; ``p_j(t) = 1 + h t sum_l theta_{j,l} p_l(t)`` for plain layers and
         ``h t sum_l theta_{j,l} p_l(t)`` for forward differences (exact on a linear ``f``).
+        ``h`` is the step size (1 for equations), a finite positive number.
         """
+        h = check_positive("h", h)
         stage = self.stage_weights if stage_weights is None else _weights(
             "stage_weights", stage_weights, self.n_stage_weights)
         if stage is None:
@@ -340,7 +368,9 @@ class R2N2(IterativeMethod):
     def residual_polynomial(self, stage_weights=None, output_weights=None, h: float = 1.0,
                             output_step: int = -1) -> torch.Tensor:
         """``(n + 1,)``: the coefficients ``(1, zeta_1, ..., zeta_n)`` of
-        ``q(t) = 1 + h t sum_j theta_{n,j} p_j(t)``, so ``r_{k+1} = q(A) r_k`` (SM4, eq. 14)."""
+        ``q(t) = 1 + h t sum_j theta_{n,j} p_j(t)``, so ``r_{k+1} = q(A) r_k`` (SM4, eq. 14).
+        ``h`` must be a finite positive number; ``output_step`` an int in ``[-T, T)``."""
+        h = check_positive("h", h)
         stage, output = self._weights_for_analysis(stage_weights, output_weights, output_step)
         polys = self.layer_polynomials(stage, h)
         q = torch.zeros(self.layers + 1, dtype=torch.float64)
@@ -352,7 +382,9 @@ class R2N2(IterativeMethod):
         """The output weights ``theta_n`` that make the residual polynomial
         ``q(t) = 1 + sum_{i>=1} c_i t^i`` (``coefficients = (c_1, ..., c_n)``), for these stage
         weights: a fixed-coefficient Krylov step, e.g. one GMRES(n) cycle's minimiser for one
-        instance (sec. 3.2.1, eq. 13-15). Needs the layer polynomials to span degrees 0..n-1."""
+        instance (sec. 3.2.1, eq. 13-15). Needs the layer polynomials to span degrees 0..n-1.
+        ``h`` must be a finite positive number."""
+        h = check_positive("h", h)
         polys = self.layer_polynomials(stage_weights, h)
         target = torch.as_tensor(coefficients, dtype=torch.float64).reshape(-1)
         if target.numel() != self.layers:

@@ -11,13 +11,14 @@ largest ``m`` with a mask, and ``f`` is zero on padded entries (so any method th
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
 
 from ..problems import NonlinearSystem, check_vectors
-from ..validation import check_positive, check_tensor
+from ..validation import check_count, check_finite_number, check_positive, check_tensor
 from .base import TaskBatch, TaskFamily, register_family
 
 #: SM2.2: training values of ``c``, and the two outside the training range.
@@ -85,9 +86,21 @@ class ChandrasekharSystem(NonlinearSystem):
         return self.operator[i, :m, :m], self.start[i, :m]
 
 
+def _integer(value):
+    # NumPy integers are integers too; bools and non-integers go on to check_count's TypeError.
+    if isinstance(value, numbers.Integral) and not isinstance(value, bool):
+        return int(value)
+    return value
+
+
 @register_family
 class ChandrasekharFamily(TaskFamily):
     """H-equations with ``m`` and ``c`` drawn from given sets and ``x_0 ~ N(mean, variance I)``.
+
+    Args:
+        sizes: the sizes ``m`` drawn from, ints >= 1.
+        c_values: the parameters ``c`` drawn from, in (0, 1).
+        mean, variance: ``x_0 ~ N(mean, variance I)``; ``mean`` finite, ``variance > 0``.
 
     SM2.2's training family: ``sizes=(10, 20)``, ``c_values=TRAIN_C``, ``x_0 ~ N(1, 0.2 I)``.
     The extrapolation sets of sec. 4.2: ``sizes=(100,)``, ``c_values=EXTRAPOLATION_C``,
@@ -103,14 +116,16 @@ class ChandrasekharFamily(TaskFamily):
 
     def __init__(self, sizes: Sequence[int] = (10, 20), c_values: Sequence[float] = TRAIN_C,
                  mean: float = 1.0, variance: float = 0.2):
-        sizes = [int(m) for m in sizes]
-        if not sizes or any(m < 1 for m in sizes):
-            raise ValueError(f"sizes must be positive integers, got {sizes}")
+        sizes = list(sizes)
+        if not sizes:
+            raise ValueError("sizes must hold at least one size m, got none")
+        # A size of 10.7 is a mistake, not a request for 10 unknowns: reject it.
+        sizes = [check_count("sizes", _integer(m), minimum=1) for m in sizes]
         c_values = [float(c) for c in c_values]
         if not c_values or any(not 0 < c < 1 for c in c_values):
             raise ValueError(f"c_values must lie in (0, 1), got {c_values}")
         self.sizes, self.c_values = tuple(sizes), tuple(c_values)
-        self.mean = float(mean)
+        self.mean = check_finite_number("mean", mean)
         self.variance = check_positive("variance", variance)
 
     def config(self):

@@ -25,8 +25,9 @@ PAPER_SPECTRUM = (1.0, 0.75, 0.5, 0.1, 0.1)
 PAPER_SHIFT = (0.5, 0.4, 0.3, 0.2, 0.1)
 
 
-def r2n2_matrices(seed: int = 0, dim: int = 5) -> dict[str, torch.Tensor]:
-    """The R2N2 paper's matrices ``A_1``-``A_19`` (SM2.1), generated from its recipes.
+def r2n2_matrices(seed: int = 0) -> dict[str, torch.Tensor]:
+    """The R2N2 paper's 5 x 5 matrices ``A_1``-``A_19`` (SM2.1), generated from its recipes
+    (which fix the size: ``lambda`` and ``Delta lambda`` have five entries each).
 
     * ``A_1``-``A_3`` (training): ``At^T At + diag(lambda)``, ``At`` entries ``N(0, 0.1)``
       (read as variance 0.1: the printed ``A_1`` has diagonal excess ~0.3-0.6, which a standard
@@ -35,9 +36,9 @@ def r2n2_matrices(seed: int = 0, dim: int = 5) -> dict[str, torch.Tensor]:
     * ``A_8``-``A_11``: ``At At^T`` with ``At`` entries ``U(0, sigma)``, ``sigma ~ U(0, 5)``;
     * ``A_12``-``A_19``: as ``A_1`` with variance ``sigma_l`` in ``{0.3, 0.5, 0.7, 1}``, two each.
     """
+    dim = len(PAPER_SPECTRUM)
     g = torch.Generator().manual_seed(seed)
-    spectrum = torch.diag(torch.tensor(PAPER_SPECTRUM[:dim] if dim <= 5 else
-                                       PAPER_SPECTRUM + (0.1,) * (dim - 5), dtype=torch.float64))
+    spectrum = torch.diag(torch.tensor(PAPER_SPECTRUM, dtype=torch.float64))
 
     def boosted(variance: float) -> torch.Tensor:
         at = torch.randn(dim, dim, generator=g, dtype=torch.float64) * variance ** 0.5

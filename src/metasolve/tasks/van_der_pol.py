@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from ..problems import InitialValueProblem
-from ..validation import check_count, check_positive, check_tensor
+from ..validation import check_count, check_finite_number, check_positive, check_tensor
 from .base import TaskBatch, TaskFamily, register_family
 
 
@@ -70,6 +70,22 @@ class VanDerPolSteps(InitialValueProblem):
                               scale)
 
 
+def _real(value):
+    # NumPy scalars (a linspace's entries) are real numbers too; the checks want Python floats.
+    return float(value) if isinstance(value, np.floating | np.integer) else value
+
+
+def _range(name: str, value) -> tuple[float, float]:
+    """A ``(low, high)`` pair of finite numbers with ``low <= high``."""
+    pair = tuple(value) if isinstance(value, Sequence | np.ndarray) else None
+    if pair is None or len(pair) != 2:
+        raise ValueError(f"{name} must be a pair (low, high), got {value!r}")
+    low, high = (check_finite_number(name, _real(v)) for v in pair)
+    if low > high:
+        raise ValueError(f"{name} must have low <= high, got ({low}, {high})")
+    return low, high
+
+
 @register_family
 class VanDerPolFamily(TaskFamily):
     """Van der Pol steps of sec. 4.3 with reference trajectories of ``steps`` steps.
@@ -78,7 +94,11 @@ class VanDerPolFamily(TaskFamily):
         steps: ``T``, reference steps per task (an integrator may take at most that many).
         order: ``p``; the error scale is ``h^(p/2)``, so a squared relative error is the paper's
             ``h^-p``-weighted squared error (sec. 4.3 sets ``p = n``, the R2N2's layers).
-        step_sizes: the equidistant values ``h`` is drawn from.
+        step_sizes: the values ``h`` is drawn from (default: 10 equidistant in [0.01, 0.1]);
+            non-empty, each finite and positive.
+        a_range, x1_range, x2_range: ``(low, high)`` of the uniform distributions of ``a``,
+            ``x1(0)`` and ``x2(0)``; finite with ``low <= high``.
+        tolerance: the reference integration's ``rtol`` and ``atol``.
 
     Features are ``(a, x1(0), x2(0), h)``.
     """
@@ -90,10 +110,13 @@ class VanDerPolFamily(TaskFamily):
                  x2_range: Sequence[float] = (0.0, 2.0), tolerance: float = 1e-10):
         self.steps = check_count("steps", steps, minimum=1)
         self.order = check_count("order", order)
-        values = np.linspace(0.01, 0.1, 10) if step_sizes is None else step_sizes
-        self.step_sizes = tuple(check_positive("step_sizes", float(h)) for h in values)
-        self.a_range, self.x1_range, self.x2_range = (
-            tuple(float(v) for v in r) for r in (a_range, x1_range, x2_range))
+        values = np.linspace(0.01, 0.1, 10).tolist() if step_sizes is None else list(step_sizes)
+        if not values:
+            raise ValueError("step_sizes must hold at least one step size, got none")
+        self.step_sizes = tuple(check_positive("step_sizes", _real(h)) for h in values)
+        self.a_range = _range("a_range", a_range)
+        self.x1_range = _range("x1_range", x1_range)
+        self.x2_range = _range("x2_range", x2_range)
         self.tolerance = check_positive("tolerance", tolerance)
 
     def config(self):
