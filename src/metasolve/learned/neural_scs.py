@@ -64,14 +64,13 @@ def mlp(width_in: int, hidden: Sequence[int], width_out: int,
 class _LearnedSCS(SCS, nn.Module):
     """Shared plumbing: an SCS whose acceleration rule has trainable weights."""
 
-    parameters = ("start_correction",)
+    parameter_names = ("start_correction",)
 
     def __init__(self, dim: int, **scs_options):
         nn.Module.__init__(self)
         SCS.__init__(self, **scs_options)
         self.dim = check_count("dim", dim, minimum=4)
 
-    # nn.Module defines ``parameters()``; the method's parameter names are a class constant.
     def config(self) -> dict:
         return {"dim": self.dim, **SCS.config(self)}
 
@@ -96,7 +95,7 @@ class RecurrentSCS(_LearnedSCS):
     """
 
     name = "scs-recurrent"
-    parameters = ("start_correction", "hidden0")
+    parameter_names = ("start_correction", "hidden0")
 
     def __init__(self, dim: int, hidden: int = 128, encoder: Sequence[int] = (256,),
                  **scs_options):

@@ -166,7 +166,7 @@ class R2N2(IterativeMethod):
     """
 
     name = "r2n2"
-    parameters = ("stage_weights", "output_weights")
+    parameter_names = ("stage_weights", "output_weights")
     problem_type = PROBLEM_TYPES
     per_instance_state = True
 

@@ -45,10 +45,10 @@ class LearnedSolver:
             raise TypeError(f"method must be an IterativeMethod, got {type(method).__name__}")
         if not isinstance(metasolver, MetaSolver):
             raise TypeError(f"metasolver must be a MetaSolver, got {type(metasolver).__name__}")
-        unknown = sorted(set(metasolver.outputs) - set(method.parameters) - {"x0"})
+        unknown = sorted(set(metasolver.outputs) - set(method.parameter_names) - {"x0"})
         if unknown:
             raise ValueError(f"metasolver outputs {unknown} are not parameters of {method.name} "
-                             f"(allowed: {sorted(set(method.parameters) | {'x0'})})")
+                             f"(allowed: {sorted(set(method.parameter_names) | {'x0'})})")
         if family is not None and getattr(metasolver, "in_features", None) not in (
                 None, family.feature_dim):
             raise ValueError(f"metasolver expects {metasolver.in_features} features but family "

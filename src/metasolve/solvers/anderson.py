@@ -61,9 +61,11 @@ class AndersonSCS(SCS):
         dz = torch.where(first, state["aa_dz"], dz)
         dg = torch.where(first, state["aa_dg"], dg)
         gram = dg @ dg.mT
-        scale = dg.square().sum(dim=(1, 2)).clamp_min(torch.finfo(z.dtype).tiny)
+        scale = dg.square().sum(dim=(1, 2))
         eye = torch.eye(self.memory, dtype=z.dtype, device=z.device)
-        lam = (self.regularization * scale).reshape(-1, 1, 1)
+        # The absolute floor keeps an empty history (dG = 0: the first step, or a converged
+        # instance) solvable; it then gives gamma = 0, the plain step.
+        lam = (self.regularization * scale + torch.finfo(z.dtype).tiny).reshape(-1, 1, 1)
         gamma = torch.linalg.solve(gram + lam * eye, (dg @ g.unsqueeze(-1))).squeeze(-1)
         candidate = fz - ((dz + dg) * gamma.unsqueeze(-1)).sum(dim=1)
         f_candidate = fixed_point_map(candidate)

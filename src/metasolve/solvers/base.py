@@ -62,12 +62,12 @@ def safe_ratio(num: torch.Tensor, den: torch.Tensor) -> torch.Tensor:
 class IterativeMethod:
     """Base class of a batched, differentiable iterative method.
 
-    Subclasses set ``name`` and ``parameters`` (the names of the ``theta`` entries they read
+    Subclasses set ``name`` and ``parameter_names`` (the names of the ``theta`` entries they read
     from ``params`` besides ``x0``) and implement ``init``, ``step`` and ``residual``.
     """
 
     name: ClassVar[str] = ""
-    parameters: ClassVar[tuple[str, ...]] = ()
+    parameter_names: ClassVar[tuple[str, ...]] = ()
     problem_type: ClassVar[type] = object
     #: Every state entry has the batch as leading dimension (none is shared), so the driver may
     #: step a gathered sub-batch of the running instances.
@@ -176,10 +176,10 @@ def run(method: IterativeMethod, problem, *, params: Mapping[str, torch.Tensor] 
         raise ValueError("monitor='error' needs problem.solution (the exact solutions)")
 
     params = dict(params or {})
-    unknown = sorted(set(params) - set(method.parameters) - {"x0"})
+    unknown = sorted(set(params) - set(method.parameter_names) - {"x0"})
     if unknown:
         raise TypeError(f"params has unknown entries {unknown} for {method.name}; "
-                        f"allowed: {sorted(set(method.parameters) | {'x0'})}")
+                        f"allowed: {sorted(set(method.parameter_names) | {'x0'})}")
     if x0 is not None and "x0" in params:
         raise ValueError("give the initial guess either as x0 or as params['x0'], not both")
     for name, value in params.items():

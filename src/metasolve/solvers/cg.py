@@ -41,7 +41,7 @@ class ConjugateGradient(IterativeMethod):
     """CG for symmetric positive definite ``A``, with an optional polynomial preconditioner."""
 
     name = "cg"
-    parameters = PRECONDITIONER
+    parameter_names = PRECONDITIONER
     problem_type = LinearSystem
 
     @staticmethod

@@ -46,7 +46,7 @@ class Chebyshev(IterativeMethod):
     """
 
     name = "chebyshev"
-    parameters = ("lower", "upper")
+    parameter_names = ("lower", "upper")
     problem_type = LinearSystem
 
     def __init__(self, lower: float = 1.0, upper: float = 2.0):

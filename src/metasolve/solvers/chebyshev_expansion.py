@@ -52,7 +52,7 @@ class ChebyshevSeries(IterativeMethod):
     """``x_{k+1} = x_k + c_k T_k(L(A)) b``: after ``K`` steps ``x = x_0 + q(A) b``."""
 
     name = "chebyshev-series"
-    parameters = ("coefficients", "lower", "upper")
+    parameter_names = ("coefficients", "lower", "upper")
     problem_type = LinearSystem
     per_instance_state = True
 

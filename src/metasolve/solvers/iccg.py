@@ -191,7 +191,7 @@ class ICCG(IterativeMethod):
     """
 
     name = "iccg"
-    parameters = ("alpha",)
+    parameter_names = ("alpha",)
     problem_type = LinearSystem
 
     def __init__(self, alpha: float = 0.0):

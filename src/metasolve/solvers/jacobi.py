@@ -33,7 +33,7 @@ class Jacobi(IterativeMethod):
     """
 
     name = "jacobi"
-    parameters = ("omega",)
+    parameter_names = ("omega",)
     problem_type = LinearSystem
 
     def __init__(self, omega: float = 1.0):

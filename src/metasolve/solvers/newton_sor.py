@@ -53,7 +53,7 @@ class NewtonSOR(IterativeMethod):
     """
 
     name = "newton-sor"
-    parameters = ("relaxation", "log_guess_shift")
+    parameter_names = ("relaxation", "log_guess_shift")
     problem_type = NonlinearSystem
     per_instance_state = True
 

@@ -44,7 +44,7 @@ class PolynomialRecurrence(IterativeMethod):
     """``x_{k+1} = x_k + d_k``, ``d_{k+1} = mu_k d_k + nu_k r_{k+1}``, ``d_0 = gamma r_0``."""
 
     name = "polynomial-recurrence"
-    parameters = ("initial", "momentum", "step")
+    parameter_names = ("initial", "momentum", "step")
     problem_type = LinearSystem
 
     def init(self, problem: LinearSystem, x0, params) -> State:

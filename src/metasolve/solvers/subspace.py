@@ -70,7 +70,7 @@ class FilteredSubspaceIteration(IterativeMethod):
     """
 
     name = "filtered-subspace-iteration"
-    parameters = ()
+    parameter_names = ()
     problem_type = EigenProblem
 
     def __init__(self, degree: int = 10, filter_rule=None):
