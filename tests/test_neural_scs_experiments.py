@@ -42,5 +42,6 @@ def test_every_method_reports_residuals_at_the_paper_iterations(smoke_runs):
 def test_deployment_counts_real_scs_iterations(smoke_runs):
     records = smoke_runs["neural-scs-kalman"]["records"]
     means = {r["method"]: r["value"] for r in records if r["metric"] == "scs_mean_iterations"}
-    assert set(means) == {"scs_cold", "scs_learned", "scs_previous"}
+    assert set(means) == {"scs_cold", "scs_cold_scs_aa", "scs_learned", "scs_torch_scs",
+                          "scs_previous"}
     assert all(value > 0 for value in means.values())

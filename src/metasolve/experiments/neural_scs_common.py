@@ -78,6 +78,8 @@ def build_solver(kind: str, family, dim: int, settings: Settings,
         method = IntermittentSCS(dim, features, access=settings.access, history=settings.history,
                                  hidden=settings.acc_hidden,
                                  overparametrize=settings.overparametrize)
+        if feature_scale is not None:
+            method.context_scale.copy_(feature_scale)
         heads = {"start_correction": IdentityHead(dim)}
         horizon = max(t + r - 1 for t, r in settings.windows)
         loss = ResidualSumLoss(horizon, log=True, windows=settings.windows)
@@ -146,59 +148,72 @@ def curve_records(experiment: str, method: str, curves: dict[str, np.ndarray],
     return records
 
 
-def learned_start(solver: LearnedSolver, tasks, iterations: int) -> tuple[dict, float]:
-    """``(x, y, s)`` after ``iterations`` learned iterations (0: the initializer alone), as
-    numpy arrays per instance, and the seconds the model took."""
+def iterate_start(solve, program) -> tuple[dict, float]:
+    """``(x, y, s)`` of the iterate ``solve()`` returns, as numpy arrays per instance, and the
+    seconds it took (one batched call, amortised over the batch by the caller)."""
     start = time.perf_counter()
     with torch.no_grad():
-        solution = solver.solve(tasks, fixed_iterations=iterations, rtol=0.0)
-        res = primal_dual(tasks.problem, solution.x)
+        res = primal_dual(program, solve().x)
     seconds = time.perf_counter() - start
     return {key: res[key].numpy() for key in ("x", "y", "s")}, seconds
 
 
+#: scs's own Anderson acceleration for the second SCS+AA reference (scs's default lookback).
+SCS_LOOKBACK = 10
+
+
 def deployment_records(experiment: str, solver: LearnedSolver, tasks, settings: Settings,
                        **setting) -> tuple[list[dict], dict]:
-    """Real scs from a cold start, warm-started by the learned model, and warm-started from the
-    previous instance's solution (the classical warm start for a sequence of problems)."""
+    """Real scs (eps 1e-4, its Anderson acceleration off unless stated) from a cold start,
+    warm-started by the learned model after ``deploy_iterations`` iterations, warm-started by
+    as many plain PyTorch SCS iterations (what the model's iterations alone would give), and
+    warm-started from the previous test instance's solution; plus cold starts with scs's own
+    Anderson acceleration (lookback 10), the second SCS+AA reference. The model's and the
+    PyTorch iterations' time is one batched call divided by the instances."""
     count = min(settings.deploy, len(tasks))
     tasks = tasks.index(torch.arange(count))
     program = tasks.problem
-    start, model_seconds = learned_start(solver, tasks, settings.deploy_iterations)
-    iterations = {"cold": [], "learned": [], "previous": []}
-    seconds = {"cold": [], "learned": [], "previous": []}
+    k = settings.deploy_iterations
+    learned, learned_seconds = iterate_start(
+        lambda: solver.solve(tasks, fixed_iterations=k, rtol=0.0), program)
+    plain, plain_seconds = iterate_start(
+        lambda: run(SCS(), program, fixed_iterations=k, rtol=0.0), program)
+    starts = {"cold": None, "cold_scs_aa": None, "learned": learned, "torch_scs": plain,
+              "previous": None}
+    overhead = {"learned": learned_seconds / count, "torch_scs": plain_seconds / count}
+    iterations = {name: [] for name in starts}
+    seconds = {name: [] for name in starts}
     previous = None
     for i in range(count):
-        cold = solve_with_scs(program, i)
-        warm = solve_with_scs(program, i, warm_start={k: v[i] for k, v in start.items()})
-        iterations["cold"].append(cold["iterations"])
-        seconds["cold"].append(cold["wall_time"])
-        iterations["learned"].append(warm["iterations"])
-        seconds["learned"].append(warm["wall_time"] + model_seconds / count)
-        if previous is not None:
-            again = solve_with_scs(program, i, warm_start=previous)
-            iterations["previous"].append(again["iterations"])
-            seconds["previous"].append(again["wall_time"])
-        previous = {k: cold[k] for k in ("x", "y", "s")}
+        for name, start in starts.items():
+            if name == "previous":
+                if previous is None:
+                    continue
+                warm = previous
+            else:
+                warm = None if start is None else {key: v[i] for key, v in start.items()}
+            lookback = SCS_LOOKBACK if name == "cold_scs_aa" else 0
+            out = solve_with_scs(program, i, warm_start=warm, acceleration_lookback=lookback)
+            iterations[name].append(out["iterations"])
+            seconds[name].append(out["wall_time"] + overhead.get(name, 0.0))
+            if name == "cold":
+                previous = {key: out[key] for key in ("x", "y", "s")}
     records = []
-    for kind in iterations:
-        its, secs = np.array(iterations[kind], float), np.array(seconds[kind], float)
-        records += [record(experiment, f"scs_{kind}", "scs_mean_iterations", its.mean(),
-                           **setting),
-                    record(experiment, f"scs_{kind}", "scs_median_seconds", np.median(secs),
-                           **setting),
-                    record(experiment, f"scs_{kind}", "scs_total_seconds", secs.sum(),
-                           **setting)]
-    cold_its = np.array(iterations["cold"], float)
-    warm_its = np.array(iterations["learned"], float)
-    records.append(record(experiment, "scs_learned", "iteration_ratio_to_cold",
-                          warm_its.mean() / cold_its.mean(), **setting))
-    records.append(record(experiment, "scs_learned", "wall_time_ratio_to_cold",
-                          sum(seconds["learned"]) / sum(seconds["cold"]), **setting))
+    cold_its, cold_secs = np.mean(iterations["cold"]), np.sum(seconds["cold"])
+    for name in starts:
+        its, secs = np.array(iterations[name], float), np.array(seconds[name], float)
+        used = {"instances": int(its.size), **setting}
+        records += [record(experiment, f"scs_{name}", "scs_mean_iterations", its.mean(), **used),
+                    record(experiment, f"scs_{name}", "scs_median_seconds", np.median(secs),
+                           **used),
+                    record(experiment, f"scs_{name}", "iteration_ratio_to_cold",
+                           its.mean() / cold_its, **used)]
+        if name != "previous":
+            records.append(record(experiment, f"scs_{name}", "wall_time_ratio_to_cold",
+                                  secs.sum() / cold_secs, **used))
     records.append(record(experiment, "scs_learned", "model_seconds_per_instance",
-                          model_seconds / count, deploy_iterations=settings.deploy_iterations,
-                          **setting))
-    return records, {k: list(map(int, v)) for k, v in iterations.items()}
+                          overhead["learned"], deploy_iterations=k, **setting))
+    return records, {name: list(map(int, v)) for name, v in iterations.items()}
 
 
 def run_family_cell(experiment: str, job: dict, settings: Settings, family,
@@ -269,13 +284,29 @@ def residual_rows(records: list[dict], experiment: str, sets) -> list[list[str]]
 
 
 RESIDUAL_HEAD = ["set", "method", *[f"k={k}" for k in SHOWN], "iterations to 1e-3"]
+PRIMAL_DUAL_AT = (5, 10, 20, 50)
+PRIMAL_DUAL_HEAD = ["set", "method", *[f"primal k={k}" for k in PRIMAL_DUAL_AT],
+                    *[f"dual k={k}" for k in PRIMAL_DUAL_AT]]
+
+
+def primal_dual_rows(records: list[dict], experiment: str, sets) -> list[list[str]]:
+    rows = []
+    for label in sets:
+        for method in METHODS:
+            cells = [get(records, experiment, f"median_{kind}_residual", method, set=label,
+                         iteration=k) for kind in ("primal", "dual") for k in PRIMAL_DUAL_AT]
+            if all(c is None for c in cells):
+                continue
+            rows.append([label, LABELS[method], *[format_record(c, "{:.1e}") for c in cells]])
+    return rows
 DEPLOY_HEAD = ["set", "scs start", "mean iterations", "median seconds", "iterations / cold",
                "wall-clock / cold"]
 
 
 def deployment_rows(records: list[dict], experiment: str, sets) -> list[list[str]]:
     rows = []
-    names = {"scs_cold": "cold", "scs_learned": "learned model",
+    names = {"scs_cold": "cold", "scs_cold_scs_aa": "cold, scs's AA (lookback 10)",
+             "scs_learned": "learned model (10 its)", "scs_torch_scs": "PyTorch SCS (10 its)",
              "scs_previous": "previous solution"}
     for label in sets:
         for method, name in names.items():
@@ -296,17 +327,21 @@ def tables(records, experiment, title, sets):
 
     parts = [rich_table(f"{title}\nmedian tau-normalised fixed-point residual at iteration k "
                         f"(test set)", RESIDUAL_HEAD, residual_rows(records, experiment, sets),
+                        2),
+             rich_table("median primal and dual residuals (SCS's, infinity norm, original "
+                        "program)", PRIMAL_DUAL_HEAD, primal_dual_rows(records, experiment, sets),
                         2)]
     deploy = deployment_rows(records, experiment, sets)
     if deploy:
-        parts.append(rich_table("Real scs (eps 1e-4): cold start, warm start from the learned "
-                                "model (its time included), from the previous solution",
+        parts.append(rich_table("Real scs (eps 1e-4; it checks convergence every 25 "
+                                "iterations): warm starts, their PyTorch time included",
                                 DEPLOY_HEAD, deploy, 2))
     return Group(*parts)
 
 
 def markdown(records, experiment, sets) -> str:
     text = markdown_table(RESIDUAL_HEAD, residual_rows(records, experiment, sets))
+    text += "\n" + markdown_table(PRIMAL_DUAL_HEAD, primal_dual_rows(records, experiment, sets))
     deploy = deployment_rows(records, experiment, sets)
     if deploy:
         text += "\n" + markdown_table(DEPLOY_HEAD, deploy)

@@ -22,10 +22,8 @@ VARIANTS = {
     "original": (LassoFamily, {"p": 10, "q": 20}),
     "fixed F": (LassoFamily, {"p": 10, "q": 20, "fixed_matrix_seed": 0}),
     "reduced noise": (LassoFamily, {"p": 10, "q": 20, "noise": 1e-2}),
-    "fixed F, q=40": (LassoFamily, {"p": 10, "q": 20, "fixed_matrix_seed": 0,
-                                    "observations": 2}),
-    "fixed F, q=60": (LassoFamily, {"p": 10, "q": 20, "fixed_matrix_seed": 0,
-                                    "observations": 3}),
+    "fixed F, q=40": (LassoFamily, {"p": 10, "q": 40, "fixed_matrix_seed": 0}),
+    "fixed F, q=60": (LassoFamily, {"p": 10, "q": 60, "fixed_matrix_seed": 0}),
     "dynamic, 2 steps": (DynamicLassoFamily, {"steps": 2}),
     "dynamic, 3 steps": (DynamicLassoFamily, {"steps": 3}),
 }

@@ -15,9 +15,15 @@ network (so the driver loop, the stopping test and the residuals are SCS's own):
 
 The initializer ``g_init`` (an MLP of the context ``phi``) is the meta-solver: a
 :class:`~metasolve.learned.metasolver.NetworkMetaSolver` with the head ``start_correction``
-(added to SCS's cold start, in tau = 1 units) and, for the recurrent model, ``hidden0``. Both
-predict in tau-normalised units, so nothing is learned about ``tau`` (sec. 4.3.2); the SCS
-embedding is homogeneous, so rescaling an iterate by a positive number changes nothing.
+(added to SCS's cold start, in tau = 1 units) and, for the recurrent model, ``hidden0``. Every
+correction is made in tau-normalised units and its ``tau`` entry is masked to zero, so the
+predicted iterates have ``tau = 1`` and nothing is learned about ``tau`` (sec. 4.3.2: a model
+that could shrink ``tau`` would shrink the residuals without solving anything); the embedding is
+homogeneous, so rescaling an iterate by a positive number changes nothing else.
+
+Training Algorithm 2 uses the truncated gradients of sec. 5.1: while autograd records, the model
+reads a detached iterate and history at each access, so each access is trained by the residuals
+that follow it (up to the next access), not through the iterations before it.
 
 The corrections start at zero (zero-initialised last layers): untrained, both methods are SCS.
 """
@@ -70,6 +76,15 @@ class _LearnedSCS(SCS, nn.Module):
         nn.Module.__init__(self)
         SCS.__init__(self, **scs_options)
         self.dim = check_count("dim", dim, minimum=4)
+        if dim % 2:
+            raise ValueError(f"dim must be even (the iterate is (u, v)), got {dim}")
+        keep = torch.ones(dim, dtype=torch.float64)
+        keep[dim // 2 - 1] = 0.0  # u's last entry is tau
+        self.register_buffer("tau_free", keep)
+
+    def correction(self, value: torch.Tensor) -> torch.Tensor:
+        """A predicted correction with its ``tau`` entry removed (predictions keep tau = 1)."""
+        return value * self.tau_free
 
     def config(self) -> dict:
         return {"dim": self.dim, **SCS.config(self)}
@@ -80,7 +95,7 @@ class _LearnedSCS(SCS, nn.Module):
                              f"program's is {problem.size} (2 (n + m + 1))")
         correction = params.get("start_correction")
         if correction is not None:
-            x0 = tau_normalized(x0) + correction
+            x0 = tau_normalized(x0) + self.correction(correction)
         return super().init(problem, x0, params)
 
 
@@ -123,7 +138,7 @@ class RecurrentSCS(_LearnedSCS):
     def accelerate(self, problem, state, z, fz, fixed_point_map):
         zn, fzn = tau_normalized(z), tau_normalized(fz)
         hidden = self.cell(self.encoder(torch.cat([zn, fzn], dim=1)), state["hidden"])
-        return fzn + self.decoder(hidden), {"hidden": hidden}, None
+        return fzn + self.correction(self.decoder(hidden)), {"hidden": hidden}, None
 
 
 @register_method
@@ -132,7 +147,8 @@ class IntermittentSCS(_LearnedSCS):
 
     Args:
         dim: length of the SCS iterate of the family.
-        context_dim: width of the context ``phi`` (``problem.context``).
+        context_dim: width of the context ``phi`` (``problem.context``); the buffer
+            ``context_scale`` divides it (set it to the training features' spread).
         access: the iterations ``A`` at which the model is applied (1-based, as the paper's).
         history: ``k``, iterates kept as the model's input besides ``f(z)``.
         hidden: hidden widths of the MLP; ``overparametrize`` as in sec. 5.2.
@@ -151,6 +167,8 @@ class IntermittentSCS(_LearnedSCS):
         self.overparametrize = bool(overparametrize)
         self.net = mlp((self.history + 1) * dim + self.context_dim, self.hidden, dim,
                        self.overparametrize)
+        self.register_buffer("context_scale", torch.ones(self.context_dim,
+                                                         dtype=torch.float64))
         self.register_buffer("access_mask", torch.zeros(max(self.access) + 1,
                                                         dtype=torch.bool))
         self.access_mask[self.access] = True
@@ -176,9 +194,13 @@ class IntermittentSCS(_LearnedSCS):
             t.clamp(max=self.access_mask.numel() - 1)]
         if not bool(accessed.any()):
             return fz, {"history": history}, None
-        inputs = [fzn, history.flatten(1)]
+        if torch.is_grad_enabled():  # truncated gradients (sec. 5.1): start from a detached state
+            fzn, history_in = fzn.detach(), history.detach()
+        else:
+            history_in = history
+        inputs = [fzn, history_in.flatten(1)]
         if self.context_dim:
-            inputs.append(problem.context)
-        predicted = fzn + self.net(torch.cat(inputs, dim=1))
+            inputs.append(problem.context / self.context_scale)
+        predicted = fzn + self.correction(self.net(torch.cat(inputs, dim=1)))
         return (torch.where(accessed.unsqueeze(1), predicted, fz), {"history": history},
                 None)

@@ -7,7 +7,7 @@ is ``z_AA = f(z_k) - (dZ + dG) gamma`` with
 ``gamma = argmin ||g_k - dG gamma||^2 + lambda ||gamma||^2``, ``lambda = regularization
 ||dG||_F^2`` (Tikhonov, as SCS does against ill-conditioned histories). Safeguard: the step is
 kept only if ``||g(z_AA)|| <= safeguard ||g(z_k)||``; otherwise the plain step ``f(z_k)`` is
-taken (costing one more application of ``f`` that iteration, as in SCS). ``state["aa_rejected"]``
+taken (costing one more application of ``f`` that iteration). ``state["aa_rejected"]``
 counts the rejections per instance.
 """
 
@@ -74,7 +74,10 @@ class AndersonSCS(SCS):
                   <= self.safeguard * g_norm) & (k > 0)
         accept &= torch.isfinite(candidate).all(dim=1)
         z_next = torch.where(accept.unsqueeze(1), candidate, fz)
-        f_next = torch.where(accept.unsqueeze(1), f_candidate, fixed_point_map(fz))
+        if bool(accept.all()):
+            f_next = f_candidate
+        else:  # the plain step for the rejected instances (computed for the batch)
+            f_next = torch.where(accept.unsqueeze(1), f_candidate, fixed_point_map(fz))
         extra = {"aa_dz": dz, "aa_dg": dg, "aa_prev_z": z, "aa_prev_g": g,
                  "aa_rejected": state["aa_rejected"] + ((~accept) & (k > 0)).long()}
         return z_next, extra, f_next

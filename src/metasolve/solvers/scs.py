@@ -163,9 +163,11 @@ class SCS(IterativeMethod):
         return cold_start(problem)
 
     def reference_norm(self, problem: ConeProgram) -> torch.Tensor:
-        """``R_0 = ||z_0 - f(z_0)||`` at the cold start (``tau = 1`` there): a constant of each
-        program, the normaliser of the neural SCS paper's loss (eq. 7), so a learned
-        initializer cannot shrink it."""
+        """``R_0 = ||z_0 - f(z_0)||`` at the cold start, *not* tau-normalised (the image's
+        ``tau`` may be 0 in the first iterations, where the normalised residual is not
+        meaningful): a constant of each program, the normaliser of the neural SCS paper's loss
+        (eq. 7), so a learned initializer cannot shrink it. It differs from the history's row
+        0 (which is tau-normalised) by a factor of order 1."""
         with torch.no_grad():
             start = cold_start(problem)
             image = SCS.fixed_point_map(self, problem, LinearStep(problem, self.normalize),
