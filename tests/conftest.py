@@ -23,3 +23,20 @@ def poisson16():
     import metasolve as ms
 
     return ms.Poisson1DFamily(n=16, p=0.01)
+
+
+def check_smoke_outputs(runs: dict) -> None:
+    """Every experiment of ``runs`` (name -> ``reproduce`` result) wrote its own records, a JSON
+    file and a plot, and its tables render (rich and Markdown)."""
+    import io
+
+    from rich.console import Console
+
+    from metasolve.experiments import render_markdown
+
+    for name, result in runs.items():
+        records = result["records"]
+        assert records and all(r["experiment"] == name for r in records)
+        assert result["json"].exists() and result["plot"].exists()
+        Console(file=io.StringIO()).print(result["table"])
+        assert name in render_markdown(records)

@@ -3,11 +3,10 @@ into the real scs package."""
 
 from __future__ import annotations
 
-import io
-
 import pytest
+from conftest import check_smoke_outputs
 
-from metasolve.experiments import render_markdown, reproduce
+from metasolve.experiments import reproduce
 
 NAMES = ("neural-scs-kalman", "neural-scs-lasso", "neural-scs-lasso-variants")
 
@@ -20,14 +19,7 @@ def smoke_runs(tmp_path_factory):
 
 
 def test_smoke_runs_write_records_plots_and_tables(smoke_runs):
-    from rich.console import Console
-
-    for name, result in smoke_runs.items():
-        records = result["records"]
-        assert records and all(r["experiment"] == name for r in records)
-        assert result["json"].exists() and result["plot"].exists()
-        Console(file=io.StringIO()).print(result["table"])
-        assert name in render_markdown(records)
+    check_smoke_outputs(smoke_runs)
 
 
 def test_every_method_reports_residuals_at_the_paper_iterations(smoke_runs):

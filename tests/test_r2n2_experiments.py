@@ -3,12 +3,12 @@ any scale (GMRES bounds the R2N2's first step; the certificate matches what the 
 
 from __future__ import annotations
 
-import io
 import math
 
 import pytest
+from conftest import check_smoke_outputs
 
-from metasolve.experiments import render_markdown, reproduce
+from metasolve.experiments import reproduce
 
 NAMES = ("r2n2-linear", "r2n2-chandrasekhar", "r2n2-vanderpol")
 
@@ -26,14 +26,7 @@ def _values(records, metric, **where):
 
 
 def test_smoke_runs_write_records_plots_and_tables(smoke_runs):
-    from rich.console import Console
-
-    for name, result in smoke_runs.items():
-        records = result["records"]
-        assert records and all(r["experiment"] == name for r in records)
-        assert result["json"].exists() and result["plot"].exists()
-        Console(file=io.StringIO()).print(result["table"])
-        assert name in render_markdown(records)
+    check_smoke_outputs(smoke_runs)
 
 
 def test_gmres_bounds_the_r2n2_step_whatever_its_training(smoke_runs):

@@ -374,3 +374,26 @@ def plot(results: list[dict], path: Path) -> Path | None:
             ax.set_xlabel("iteration")
         row[0].legend(fontsize=7)
     return save_figure(fig, path)
+
+
+def single_family_jobs(settings: Settings, scale: str, out_dir: Path,
+                       epochs: int | None) -> list[dict]:
+    """The one job of an experiment on one family (both learned models train in it)."""
+    return [{"settings": settings, "out_dir": str(out_dir), "scale": scale, "epochs": epochs}]
+
+
+def renderers(experiment: str, title: str, order=None):
+    """``table(records)`` and ``markdown(records)`` of an experiment: its problem sets in
+    ``order`` (default: sorted)."""
+
+    def sets(records):
+        present = {r["set"] for r in records if r["experiment"] == experiment}
+        return [s for s in order if s in present] if order else sorted(present)
+
+    def table(records: list[dict]):
+        return tables(records, experiment, title, sets(records))
+
+    def render_markdown(records: list[dict]) -> str:
+        return markdown(records, experiment, sets(records))
+
+    return table, render_markdown

@@ -51,20 +51,8 @@ def run_cell(job: dict) -> dict:
 
 
 def jobs(scale: str, out_dir: Path, epochs: int | None = None) -> list[dict]:
-    return [{"settings": SCALES[scale], "out_dir": str(out_dir), "scale": scale,
-             "epochs": epochs}]
+    return common.single_family_jobs(SCALES[scale], scale, out_dir, epochs)
 
 
-def _sets(records):
-    return sorted({r["set"] for r in records if r["experiment"] == NAME})
-
-
-def table(records: list[dict]):
-    return common.tables(records, NAME, TITLE, _sets(records))
-
-
-def markdown(records: list[dict]) -> str:
-    return common.markdown(records, NAME, _sets(records))
-
-
+table, markdown = common.renderers(NAME, TITLE)
 plot = common.plot

@@ -59,17 +59,5 @@ def jobs(scale: str, out_dir: Path, epochs: int | None = None) -> list[dict]:
              "epochs": epochs} for v in settings.extra["variants"]]
 
 
-def _sets(records):
-    present = {r["set"] for r in records if r["experiment"] == NAME}
-    return [v for v in VARIANTS if v in present]
-
-
-def table(records: list[dict]):
-    return common.tables(records, NAME, TITLE, _sets(records))
-
-
-def markdown(records: list[dict]) -> str:
-    return common.markdown(records, NAME, _sets(records))
-
-
+table, markdown = common.renderers(NAME, TITLE, order=tuple(VARIANTS))
 plot = common.plot
