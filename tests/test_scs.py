@@ -548,3 +548,16 @@ def test_run_rejects_bad_problem_and_guess():
         ms.run(SCS(), program, x0=torch.zeros(1, program.size - 1, dtype=F64))
     with pytest.raises(TypeError, match="x0"):
         ms.run(SCS(), program, x0=torch.zeros(1, program.size, dtype=torch.float32))
+
+
+def test_learned_heads_must_match_the_method():
+    program = ms.tasks.LassoFamily(p=3, q=4).sample(2, seed=0).problem
+    method = RecurrentSCS(program.size, hidden=4, encoder=(4,))
+    with pytest.raises(ValueError, match="start_correction"):
+        ms.run(method, program, params={"start_correction": torch.zeros(
+            2, program.size - 2, dtype=torch.float64)}, fixed_iterations=1, rtol=0.0)
+    with pytest.raises(ValueError, match="hidden0"):
+        ms.run(method, program, params={"hidden0": torch.zeros(2, 5, dtype=torch.float64)},
+               fixed_iterations=1, rtol=0.0)
+    with pytest.raises(TypeError, match="windows"):
+        ResidualSumLoss(5, windows=[(0.5, 2)])

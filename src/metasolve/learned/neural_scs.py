@@ -94,6 +94,9 @@ class _LearnedSCS(SCS, nn.Module):
             raise ValueError(f"{self.name} was built for iterates of length {self.dim}, the "
                              f"program's is {problem.size} (2 (n + m + 1))")
         correction = params.get("start_correction")
+        if correction is not None and tuple(correction.shape) != (x0.shape[0], self.dim):
+            raise ValueError(f"params['start_correction'] must have shape ({x0.shape[0]}, "
+                             f"{self.dim}), got {tuple(correction.shape)}")
         if correction is not None:
             x0 = tau_normalized(x0) + self.correction(correction)
         return super().init(problem, x0, params)
@@ -131,6 +134,9 @@ class RecurrentSCS(_LearnedSCS):
 
     def init_extra(self, problem, x0, fz, params):
         h0 = params.get("hidden0")
+        if h0 is not None and tuple(h0.shape) != (x0.shape[0], self.hidden):
+            raise ValueError(f"params['hidden0'] must have shape ({x0.shape[0]}, {self.hidden}), "
+                             f"got {tuple(h0.shape)}")
         if h0 is None:
             h0 = torch.zeros(x0.shape[0], self.hidden, dtype=x0.dtype, device=x0.device)
         return {"hidden": h0}

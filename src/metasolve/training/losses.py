@@ -328,8 +328,8 @@ class ResidualSumLoss(Loss):
         self.floor = check_positive("floor", floor)
         self.windows = None
         if windows is not None:
-            pairs = [(check_count("windows start", int(t)), check_count("windows length",
-                                                                         int(r), minimum=1))
+            pairs = [(check_count("windows start", t), check_count("windows length", r,
+                                                                    minimum=1))
                      for t, r in windows]
             if not pairs or max(t + r - 1 for t, r in pairs) > self.iterations:
                 raise ValueError(f"windows {pairs} must be non-empty and end by iteration "
