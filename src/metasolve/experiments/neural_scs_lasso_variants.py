@@ -29,8 +29,8 @@ VARIANTS = {
 }
 
 FULL = common.Settings(
-    family={}, train=1024, validation=64, test=128,
-    training=TrainingConfig(epochs=15, batch_size=64, lr=1e-3, betas=(0.9, 0.999),
+    family={}, train=2048, validation=64, test=128,
+    training=TrainingConfig(epochs=60, batch_size=64, lr=1e-3, betas=(0.9, 0.999),
                             plateau_patience=3, plateau_factor=0.5, grad_clip=100.0),
     models=("neural_mlp",), access=(1, 2, 5, 10),
     windows=((0, 10), (1, 10), (2, 10), (5, 10), (10, 10)),
