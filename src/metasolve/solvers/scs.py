@@ -74,8 +74,16 @@ def embedding_vector(problem: ConeProgram, normalize: bool) -> torch.Tensor:
 class LinearStep:
     """``(I + Q)^{-1}`` for a batch of cone programs, factorised once (see the module doc)."""
 
-    def __init__(self, problem: ConeProgram, normalize: bool = True):
+    #: The tensors that define the step, kept in the solver state between iterations.
+    PARTS = ("factor", "h", "g", "denominator")
+
+    def __init__(self, problem: ConeProgram, normalize: bool = True,
+                 parts: Mapping[str, torch.Tensor] | None = None):
         self.problem = problem
+        if parts is not None:  # rebuilt from the state: nothing to factorise again
+            for key in self.PARTS:
+                setattr(self, key, parts[key])
+            return
         a = problem.matrix
         n = problem.variables
         eye = torch.eye(n, dtype=a.dtype, device=a.device)
@@ -84,6 +92,9 @@ class LinearStep:
         self.h = embedding_vector(problem, normalize)
         self.g = self._solve_m(self.h)
         self.denominator = 1.0 + (self.h * self.g).sum(dim=1)
+
+    def parts(self) -> dict[str, torch.Tensor]:
+        return {key: getattr(self, key) for key in self.PARTS}
 
     def _solve_m(self, w: torch.Tensor) -> torch.Tensor:
         """``M^{-1} w`` for ``w = (w_x, w_y)``: ``(I + A^T A) x = w_x - A^T w_y``,
@@ -202,8 +213,7 @@ class SCS(IterativeMethod):
              params: Mapping[str, torch.Tensor]) -> State:
         linear = LinearStep(problem, self.normalize)
         fz = self.fixed_point_map(problem, linear, x0)
-        state = {"x": x0, "fx": fz, "factor": linear.factor, "g": linear.g,
-                 "denominator": linear.denominator,
+        state = {"x": x0, "fx": fz, **linear.parts(),
                  "k": torch.zeros(problem.batch_size, dtype=torch.int64,
                                   device=x0.device)}
         state.update(self.init_extra(problem, x0, fz, params))
@@ -213,17 +223,9 @@ class SCS(IterativeMethod):
         """Extra state of a subclass (history, hidden state), built at the start."""
         return {}
 
-    def _linear(self, problem: ConeProgram, state: State) -> LinearStep:
-        linear = LinearStep.__new__(LinearStep)
-        linear.problem = problem
-        linear.factor, linear.g = state["factor"], state["g"]
-        linear.h = embedding_vector(problem, self.normalize)
-        linear.denominator = state["denominator"]
-        return linear
-
     def step(self, problem: ConeProgram, state: State,
              params: Mapping[str, torch.Tensor]) -> State:
-        linear = self._linear(problem, state)
+        linear = LinearStep(problem, parts=state)
         def f(z):
             return self.fixed_point_map(problem, linear, z)
 

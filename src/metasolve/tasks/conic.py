@@ -36,6 +36,7 @@ family's samples are a function of the seed alone.
 
 from __future__ import annotations
 
+import abc
 import dataclasses
 import math
 from dataclasses import dataclass
@@ -202,7 +203,7 @@ def _check_density(value) -> float:
     return value
 
 
-class ConicFamily(TaskFamily):
+class ConicFamily(TaskFamily, abc.ABC):
     """Base class of the cvxpy-canonicalized cone-program families.
 
     A subclass implements :meth:`_build` (the parametrized cvxpy problem, built fresh on each
@@ -213,14 +214,24 @@ class ConicFamily(TaskFamily):
 
     # -- subclass interface ------------------------------------------------------------------
 
+    @abc.abstractmethod
     def _build(self):
         """``(problem, {name: Parameter})``: the family's cvxpy problem. Variables must carry
         unique names (they name the entries of ``variable_map``)."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def _draw_one(self, generator: torch.Generator) -> dict[str, np.ndarray]:
         """Parameter values of one instance, keyed by parameter name."""
-        raise NotImplementedError
+
+    def _source_matrix(self, params: dict):
+        """The Lasso families' ``F``: the fixed matrix, or (registered in ``params``) a cvxpy
+        Parameter when every instance draws its own."""
+        import cvxpy as cp
+
+        if self.fixed_matrix is not None:
+            return self.fixed_matrix
+        params["F"] = cp.Parameter((self.q, self.p), name="F")
+        return params["F"]
 
     # -- public helpers ----------------------------------------------------------------------
 
@@ -503,11 +514,7 @@ class LassoFamily(ConicFamily):
         g = cp.Parameter(self.q * self._sets, name="g")
         mu = cp.Parameter(nonneg=True, name="mu")
         params = {"g": g, "mu": mu}
-        if self.fixed_matrix is None:
-            f = cp.Parameter((self.q, self.p), name="F")
-            params["F"] = f
-        else:
-            f = self.fixed_matrix
+        f = self._source_matrix(params)
         fz = f @ z
         stacked = fz if self._sets == 1 else cp.hstack([fz] * self._sets)
         objective = 0.5 * cp.square(cp.norm(stacked - g, 2)) + mu * cp.norm1(z)
@@ -594,11 +601,7 @@ class DynamicLassoFamily(ConicFamily):
         g = cp.Parameter((self.q, self.steps), name="g")
         mu = cp.Parameter(nonneg=True, name="mu")
         params = {"g": g, "mu": mu}
-        if self.fixed_matrix is None:
-            f = cp.Parameter((self.q, self.p), name="F")
-            params["F"] = f
-        else:
-            f = self.fixed_matrix
+        f = self._source_matrix(params)
         objective = (cp.square(cp.norm(cp.vec(f @ z - g, order="F"), 2))
                      + mu * cp.norm1(cp.vec(z, order="F"))
                      + cp.norm(cp.vec(v, order="F"), 2))
