@@ -52,7 +52,7 @@ def test_workers_end_when_the_parent_is_killed(tmp_path):
     workers = [int(parent.stdout.readline()) for _ in range(2)]
     parent.kill()
     parent.wait()
-    deadline = time.monotonic() + 20
+    deadline = time.monotonic() + 60  # generous: a loaded machine delivers signals late
     while time.monotonic() < deadline and any(_alive(pid) for pid in workers):
         time.sleep(0.2)
     assert not any(_alive(pid) for pid in workers)

@@ -403,6 +403,30 @@ def test_intermittent_model_acts_only_at_access_iterations(lasso_tasks):
         assert not torch.allclose(tau_normalized(iterates[k]), tau_normalized(plain))
 
 
+def test_scaled_corrections_keep_scs_fixed_points(lasso_tasks):
+    """With ``scaled_corrections`` a model with arbitrary weights leaves SCS's solution where it
+    is; the paper's unscaled corrections move it off."""
+    family, program = lasso_tasks
+    solved = ms.run(SCS(), program, fixed_iterations=3000, rtol=0.0)
+    assert bool((solved.residual_history[-1] < 1e-11).all())
+    start = solved.x.detach()
+    gen = torch.Generator().manual_seed(1)
+    for scaled in (True, False):
+        for method in (RecurrentSCS(program.size, hidden=8, encoder=(16,),
+                                    scaled_corrections=scaled),
+                       IntermittentSCS(program.size, family.feature_dim, access=(1, 2, 3),
+                                       hidden=(16,), scaled_corrections=scaled)):
+            with torch.no_grad():
+                for p in method.parameters():
+                    p.copy_(0.1 * torch.randn(p.shape, generator=gen, dtype=p.dtype))
+                moved = ms.run(method, program, x0=start, fixed_iterations=3, rtol=0.0)
+            final = moved.residual_history[-1]
+            if scaled:
+                assert bool((final < 1e-9).all()), (method.name, final)
+            else:
+                assert bool((final > 1e-4).all()), (method.name, final)
+
+
 def test_learned_models_check_their_input(lasso_tasks):
     family, program = lasso_tasks
     with pytest.raises(ValueError, match="length"):

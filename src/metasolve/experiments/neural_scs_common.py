@@ -9,7 +9,10 @@ per-iteration residual curves of SCS, SCS+AA and the learned models, the deploym
   IntermittentSCS`, an MLP initializer of the context and an MLP accelerator at the access set,
   loss: log fixed-point residuals over the access windows, sec. 5.2); ``recurrent`` is
   Algorithm 1 (:class:`~metasolve.learned.neural_scs.RecurrentSCS`, MLP initializer and a GRU at
-  every iteration, loss eq. 7). Both predict tau-normalised iterates.
+  every iteration, loss eq. 7). Both predict tau-normalised iterates. Their corrections are
+  scaled by the fixed-point residual (our change, see :mod:`metasolve.learned.neural_scs`); the
+  scale ``paper-corrections`` of each experiment runs the paper's unscaled corrections with the
+  full scale's other settings.
 * Residuals reported per iteration ``k``: the tau-normalised fixed-point residual
   ``||z_k/tau_k - f(z_k)/tau_f||`` (what SCS+Neural minimises), and SCS's primal and dual
   residuals ``||A x + s - b||_inf``, ``||A^T y + c||_inf`` of the original program.
@@ -64,6 +67,10 @@ class Settings:
                                             (15, 20))
     history: int = 1
     overparametrize: bool = False
+    #: Corrections proportional to the fixed-point residual (our change, see
+    #: :mod:`metasolve.learned.neural_scs`); False is the paper's design (the scale
+    #: "paper-corrections" of each experiment).
+    scaled_corrections: bool = True
     rnn_hidden: int = 256
     deploy: int = 100
     deploy_iterations: int = 10
@@ -79,14 +86,16 @@ def build_solver(kind: str, family, dim: int, settings: Settings,
     if kind == "neural_mlp":
         method = IntermittentSCS(dim, features, access=settings.access, history=settings.history,
                                  hidden=settings.acc_hidden,
-                                 overparametrize=settings.overparametrize)
+                                 overparametrize=settings.overparametrize,
+                                 scaled_corrections=settings.scaled_corrections)
         if feature_scale is not None:
             method.context_scale.copy_(feature_scale)
         heads = {"start_correction": IdentityHead(dim)}
         horizon = max(t + r - 1 for t, r in settings.windows)
         loss = ResidualSumLoss(horizon, log=True, windows=settings.windows)
     elif kind == "neural_recurrent":
-        method = RecurrentSCS(dim, hidden=settings.rnn_hidden, encoder=(settings.rnn_hidden,))
+        method = RecurrentSCS(dim, hidden=settings.rnn_hidden, encoder=(settings.rnn_hidden,),
+                              scaled_corrections=settings.scaled_corrections)
         heads = {"start_correction": IdentityHead(dim),
                  "hidden0": IdentityHead(settings.rnn_hidden)}
         loss = ResidualSumLoss(ITERATIONS)
@@ -249,7 +258,8 @@ def run_family_cell(experiment: str, job: dict, settings: Settings, family,
                                 "scale": job.get("scale")})
         solver.save(out / "models" / f"{tag}.safetensors")
         # (Training time is not a record: a rerun resumes the finished checkpoint in seconds.)
-        info = {"epochs": settings.training.epochs, "best_epoch": history.best_epoch}
+        info = {"epochs": settings.training.epochs, "best_epoch": history.best_epoch,
+                "scaled_corrections": settings.scaled_corrections}
         curves[kind], seconds = curves_of(None, test.problem, solver, test)
         records += curve_records(experiment, kind, curves[kind], **setting, **info)
         records.append(record(experiment, kind, "seconds_50_iterations", seconds, **setting))
