@@ -33,7 +33,15 @@ def test_every_method_reports_residuals_at_the_paper_iterations(smoke_runs):
 
 def test_deployment_counts_real_scs_iterations(smoke_runs):
     records = smoke_runs["neural-scs-kalman"]["records"]
-    means = {r["method"]: r["value"] for r in records if r["metric"] == "scs_mean_iterations"}
-    assert set(means) == {"scs_cold", "scs_cold_scs_aa", "scs_learned", "scs_torch_scs",
-                          "scs_previous"}
+    means = {(r["method"], r.get("deploy_iterations")): r["value"] for r in records
+             if r["metric"] == "scs_mean_iterations"}
+    warm = {(f"scs_{name}", k) for name in ("neural_mlp", "neural_recurrent", "torch_scs")
+            for k in (2, 5)}
+    assert set(means) == {("scs_cold", None), ("scs_cold_scs_aa", None),
+                          ("scs_previous", None)} | warm
     assert all(value > 0 for value in means.values())
+    totals = {(r["method"], r["deploy_iterations"]): r["value"] for r in records
+              if r["metric"] == "scs_total_iterations"}
+    assert set(totals) == warm
+    for (method, k), total in totals.items():
+        assert total == pytest.approx(means[(method, k)] + k)

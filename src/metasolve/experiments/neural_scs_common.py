@@ -16,12 +16,13 @@ per-iteration residual curves of SCS, SCS+AA and the learned models, the deploym
 * Residuals reported per iteration ``k``: the tau-normalised fixed-point residual
   ``||z_k/tau_k - f(z_k)/tau_f||`` (what SCS+Neural minimises), and SCS's primal and dual
   residuals ``||A x + s - b||_inf``, ``||A^T y + c||_inf`` of the original program.
-* Deployment: the learned model runs ``deploy_iterations`` iterations (initializer included) in
-  PyTorch, and its ``(x, y, s)`` warm-starts the real ``scs`` (eps_abs = eps_rel = 1e-4, scs's
-  Anderson acceleration off); we compare scs's iterations and wall-clock (the model's time, one
-  batched call divided by the instances, included) with a cold start, a cold start with scs's
-  own Anderson acceleration (lookback 10), a warm start from as many plain PyTorch SCS
-  iterations, and a warm start from the previous test instance's scs solution.
+* Deployment: each learned model runs each of ``deploy_iterations`` iterations (initializer
+  included) in PyTorch, and its ``(x, y, s)`` warm-starts the real ``scs`` (eps_abs = eps_rel =
+  1e-4, scs's Anderson acceleration off); we compare scs's iterations (alone, and with the
+  PyTorch iterations added) and wall-clock (the PyTorch time, one batched call divided by the
+  instances, included) with a cold start, a cold start with scs's own Anderson acceleration
+  (lookback 10), a warm start from as many plain PyTorch SCS iterations, and a warm start from
+  the previous test instance's scs solution.
 """
 
 from __future__ import annotations
@@ -73,7 +74,7 @@ class Settings:
     scaled_corrections: bool = True
     rnn_hidden: int = 256
     deploy: int = 100
-    deploy_iterations: int = 10
+    deploy_iterations: tuple[int, ...] = (10,)
     seed: int = 0
     extra: dict = field(default_factory=dict)
 
@@ -173,59 +174,71 @@ def iterate_start(solve, program) -> tuple[dict, float]:
 SCS_LOOKBACK = 10
 
 
-def deployment_records(experiment: str, solver: LearnedSolver, tasks, settings: Settings,
-                       **setting) -> tuple[list[dict], dict]:
+def deployment_records(experiment: str, solvers: dict[str, LearnedSolver], tasks,
+                       settings: Settings, **setting) -> tuple[list[dict], dict]:
     """Real scs (eps 1e-4, its Anderson acceleration off unless stated) from a cold start,
-    warm-started by the learned model after ``deploy_iterations`` iterations, warm-started by
-    as many plain PyTorch SCS iterations (what the model's iterations alone would give), and
-    warm-started from the previous test instance's solution; plus cold starts with scs's own
-    Anderson acceleration (lookback 10), the second SCS+AA reference. The model's and the
-    PyTorch iterations' time is one batched call divided by the instances."""
+    warm-started by each learned model after each of ``settings.deploy_iterations`` of its own
+    iterations, warm-started by as many plain PyTorch SCS iterations (what the model's
+    iterations alone would give), and warm-started from the previous test instance's solution;
+    plus cold starts with scs's own Anderson acceleration (lookback 10), the second SCS+AA
+    reference. A PyTorch start's time is one batched call divided by the instances, and its
+    records carry ``deploy_iterations``; ``scs_total_iterations`` adds those iterations to
+    scs's."""
     count = min(settings.deploy, len(tasks))
     tasks = tasks.index(torch.arange(count))
     program = tasks.problem
-    k = settings.deploy_iterations
-    learned, learned_seconds = iterate_start(
-        lambda: solver.solve(tasks, fixed_iterations=k, rtol=0.0), program)
-    plain, plain_seconds = iterate_start(
-        lambda: run(SCS(), program, fixed_iterations=k, rtol=0.0), program)
-    starts = {"cold": None, "cold_scs_aa": None, "learned": learned, "torch_scs": plain,
-              "previous": None}
-    overhead = {"learned": learned_seconds / count, "torch_scs": plain_seconds / count}
-    iterations = {name: [] for name in starts}
-    seconds = {name: [] for name in starts}
+    starts: dict[tuple[str, int], dict | None] = {("cold", 0): None, ("cold_scs_aa", 0): None}
+    overhead: dict[tuple[str, int], float] = {}
+    for k in settings.deploy_iterations:
+        for kind, solver in solvers.items():
+            starts[(kind, k)], seconds = iterate_start(
+                lambda solver=solver, k=k: solver.solve(tasks, fixed_iterations=k, rtol=0.0),
+                program)
+            overhead[(kind, k)] = seconds / count
+        starts[("torch_scs", k)], seconds = iterate_start(
+            lambda k=k: run(SCS(), program, fixed_iterations=k, rtol=0.0), program)
+        overhead[("torch_scs", k)] = seconds / count
+    starts[("previous", 0)] = None
+    iterations = {key: [] for key in starts}
+    seconds = {key: [] for key in starts}
     previous = None
     for i in range(count):
-        for name, start in starts.items():
-            if name == "previous":
+        for key, start in starts.items():
+            if key[0] == "previous":
                 if previous is None:
                     continue
                 warm = previous
             else:
-                warm = None if start is None else {key: v[i] for key, v in start.items()}
-            lookback = SCS_LOOKBACK if name == "cold_scs_aa" else 0
+                warm = None if start is None else {name: v[i] for name, v in start.items()}
+            lookback = SCS_LOOKBACK if key[0] == "cold_scs_aa" else 0
             out = solve_with_scs(program, i, warm_start=warm, acceleration_lookback=lookback)
-            iterations[name].append(out["iterations"])
-            seconds[name].append(out["wall_time"] + overhead.get(name, 0.0))
-            if name == "cold":
-                solved = {key: out[key] for key in ("x", "y", "s")}
+            iterations[key].append(out["iterations"])
+            seconds[key].append(out["wall_time"] + overhead.get(key, 0.0))
+            if key[0] == "cold":
+                solved = {name: out[name] for name in ("x", "y", "s")}
         previous = solved  # the next instance starts from this one's solution
     records = []
-    cold_its, cold_secs = np.mean(iterations["cold"]), np.sum(seconds["cold"])
-    for name in starts:
-        its, secs = np.array(iterations[name], float), np.array(seconds[name], float)
+    cold_its, cold_secs = np.mean(iterations[("cold", 0)]), np.sum(seconds[("cold", 0)])
+    for (name, k), its in iterations.items():
+        its, secs = np.array(its, float), np.array(seconds[(name, k)], float)
         used = {"instances": int(its.size), **setting}
-        records += [record(experiment, f"scs_{name}", "scs_mean_iterations", its.mean(), **used),
-                    record(experiment, f"scs_{name}", "scs_median_seconds", np.median(secs),
-                           **used),
-                    record(experiment, f"scs_{name}", "iteration_ratio_to_cold",
-                           its.mean() / cold_its, **used)]
+        if k:
+            used["deploy_iterations"] = k
+        method = f"scs_{name}"
+        records += [record(experiment, method, "scs_mean_iterations", its.mean(), **used),
+                    record(experiment, method, "scs_median_seconds", np.median(secs), **used),
+                    record(experiment, method, "iteration_ratio_to_cold", its.mean() / cold_its,
+                           **used)]
+        if k:
+            records += [record(experiment, method, "scs_total_iterations", its.mean() + k,
+                               **used),
+                        record(experiment, method, "pytorch_seconds_per_instance",
+                               overhead[(name, k)], **used)]
         if name != "previous":
-            records.append(record(experiment, f"scs_{name}", "wall_time_ratio_to_cold",
+            records.append(record(experiment, method, "wall_time_ratio_to_cold",
                                   secs.sum() / cold_secs, **used))
-    records.append(record(experiment, "scs_learned", "model_seconds_per_instance",
-                          overhead["learned"], deploy_iterations=k, **setting))
-    return records, {name: list(map(int, v)) for name, v in iterations.items()}
+    return records, {f"{name}/{k}" if k else name: list(map(int, v))
+                     for (name, k), v in iterations.items()}
 
 
 def run_family_cell(experiment: str, job: dict, settings: Settings, family,
@@ -244,7 +257,7 @@ def run_family_cell(experiment: str, job: dict, settings: Settings, family,
         curves[name], seconds = curves_of(method, test.problem)
         records += curve_records(experiment, name, curves[name], **setting)
         records.append(record(experiment, name, "seconds_50_iterations", seconds, **setting))
-    deployments = {}
+    deployments, trained = {}, {}
     scale = splits.train.features.std(dim=0).clamp_min(1e-3)
     for kind in settings.models:
         torch.manual_seed(settings.seed)
@@ -263,10 +276,11 @@ def run_family_cell(experiment: str, job: dict, settings: Settings, family,
         curves[kind], seconds = curves_of(None, test.problem, solver, test)
         records += curve_records(experiment, kind, curves[kind], **setting, **info)
         records.append(record(experiment, kind, "seconds_50_iterations", seconds, **setting))
-        if settings.deploy and kind == "neural_mlp":
-            deploy_records, deployments[kind] = deployment_records(
-                experiment, solver, test, settings, **setting)
-            records += deploy_records
+        trained[kind] = solver
+    if settings.deploy:
+        deploy_records, deployments = deployment_records(experiment, trained, test, settings,
+                                                         **setting)
+        records += deploy_records
     figure = {name: {kind: {"median": np.median(c[kind], axis=1).tolist(),
                             "q25": np.quantile(c[kind], 0.25, axis=1).tolist(),
                             "q75": np.quantile(c[kind], 0.75, axis=1).tolist()}
@@ -310,26 +324,41 @@ def primal_dual_rows(records: list[dict], experiment: str, sets) -> list[list[st
                 continue
             rows.append([label, LABELS[method], *[format_record(c, "{:.1e}") for c in cells]])
     return rows
-DEPLOY_HEAD = ["set", "scs start", "mean iterations", "median seconds", "iterations / cold",
-               "wall-clock / cold"]
+DEPLOY_HEAD = ["set", "scs start", "scs mean iterations", "PyTorch + scs iterations",
+               "median seconds", "scs iterations / cold", "wall-clock / cold"]
+#: Deployment rows in table order: (record method, label); a start computed in PyTorch is
+#: labelled with its iteration count.
+DEPLOY_STARTS = (("scs_cold", "cold"), ("scs_cold_scs_aa", "cold, scs's AA (lookback 10)"),
+                 ("scs_neural_mlp", LABELS["neural_mlp"]),
+                 ("scs_neural_recurrent", LABELS["neural_recurrent"]),
+                 ("scs_learned", LABELS["neural_mlp"]),  # records written before both models
+                 ("scs_torch_scs", "PyTorch SCS"), ("scs_previous", "previous solution"))
 
 
 def deployment_rows(records: list[dict], experiment: str, sets) -> list[list[str]]:
     rows = []
-    names = {"scs_cold": "cold", "scs_cold_scs_aa": "cold, scs's AA (lookback 10)",
-             "scs_learned": "learned model (10 its)", "scs_torch_scs": "PyTorch SCS (10 its)",
-             "scs_previous": "previous solution"}
+    order = {method: i for i, (method, _) in enumerate(DEPLOY_STARTS)}
+    names = dict(DEPLOY_STARTS)
     for label in sets:
-        for method, name in names.items():
-            mean = get(records, experiment, "scs_mean_iterations", method, set=label)
-            if mean is None:
-                continue
-            ratio = get(records, experiment, "iteration_ratio_to_cold", method, set=label)
-            clock = get(records, experiment, "wall_time_ratio_to_cold", method, set=label)
-            rows.append([label, name, format_record(mean, "{:.1f}"),
-                         format_record(get(records, experiment, "scs_median_seconds", method,
-                                           set=label), "{:.4f}"),
-                         format_record(ratio), format_record(clock)])
+        found = [r for r in records if r["experiment"] == experiment and r.get("set") == label
+                 and r["metric"] == "scs_mean_iterations" and r["method"] in order]
+        # Records written before the deployment named its iteration counts used 10 for both.
+        iterations_of = {r["method"]: r.get("deploy_iterations") or (
+            10 if r["method"] in ("scs_learned", "scs_torch_scs") else 0) for r in found}
+        found.sort(key=lambda r: (r.get("deploy_iterations") or 0, order[r["method"]]))
+        for mean in found:
+            method, k = mean["method"], mean.get("deploy_iterations")
+            where = {"set": label, "deploy_iterations": k}
+
+            def cell(metric, fmt="{:.3f}", method=method, where=where):
+                return format_record(get(records, experiment, metric, method, **where), fmt)
+
+            its = iterations_of[method] if k is None else k
+            name = names[method] + (f", {its} its" if its else "")
+            total = cell("scs_total_iterations", "{:.1f}") if k else "-"
+            rows.append([label, name, format_record(mean, "{:.1f}"), total,
+                         cell("scs_median_seconds", "{:.4f}"), cell("iteration_ratio_to_cold"),
+                         cell("wall_time_ratio_to_cold")])
     return rows
 
 

@@ -25,17 +25,18 @@ PAPER_CLAIM = "learned at k=10 <= SCS+AA at k=50"
 
 FULL = common.Settings(
     family={"steps": 20}, train=1024, validation=64, test=128,
-    training=TrainingConfig(epochs=15, batch_size=32, lr=1e-3, betas=(0.9, 0.999),
+    training=TrainingConfig(epochs=40, batch_size=32, lr=1e-3, betas=(0.9, 0.999),
                             plateau_patience=3, plateau_factor=0.5, grad_clip=100.0),
     access=(1, 2, 5, 10, 20), windows=((0, 15), (1, 15), (2, 15), (5, 30), (10, 30), (20, 30)),
     init_hidden=(512, 512), acc_hidden=(512, 512), overparametrize=True, rnn_hidden=256,
-    deploy=100)
+    deploy=100, deploy_iterations=(10, 50, 100))
 QUICK = replace(FULL, family={"steps": 12}, train=256, validation=32, test=64,
                 training=replace(FULL.training, epochs=6), init_hidden=(256, 256),
-                acc_hidden=(256, 256), rnn_hidden=128, deploy=32)
+                acc_hidden=(256, 256), rnn_hidden=128, deploy=32,
+                deploy_iterations=(10, 50))
 SMOKE = replace(FULL, family={"steps": 4}, train=8, validation=4, test=4,
                 training=replace(FULL.training, epochs=1, batch_size=4), init_hidden=(16,),
-                acc_hidden=(16,), rnn_hidden=8, deploy=3,
+                acc_hidden=(16,), rnn_hidden=8, deploy=3, deploy_iterations=(2, 5),
                 windows=((0, 3), (1, 3), (2, 3), (5, 3), (10, 3), (20, 3)))
 #: The full scale with the paper's corrections, which do not vanish at SCS's fixed point.
 PAPER_CORRECTIONS = replace(FULL, scaled_corrections=False)

@@ -26,13 +26,15 @@ FULL = common.Settings(
     training=TrainingConfig(epochs=10, batch_size=64, lr=1e-3, betas=(0.9, 0.999),
                             plateau_patience=3, plateau_factor=0.5, grad_clip=100.0),
     access=(1, 2, 5, 10, 15), windows=((0, 5), (1, 10), (2, 10), (5, 10), (10, 20), (15, 20)),
-    init_hidden=(512, 512), acc_hidden=(512, 512), rnn_hidden=256, deploy=100)
+    init_hidden=(512, 512), acc_hidden=(512, 512), rnn_hidden=256, deploy=100,
+    deploy_iterations=(10, 50, 100))
 QUICK = replace(FULL, family={"p": 20, "q": 40}, train=256, validation=32, test=64,
                 training=replace(FULL.training, epochs=6, batch_size=32),
-                init_hidden=(256, 256), acc_hidden=(256, 256), rnn_hidden=128, deploy=32)
+                init_hidden=(256, 256), acc_hidden=(256, 256), rnn_hidden=128, deploy=32,
+                deploy_iterations=(10, 50))
 SMOKE = replace(FULL, family={"p": 5, "q": 10}, train=8, validation=4, test=4,
                 training=replace(FULL.training, epochs=1, batch_size=4), init_hidden=(16,),
-                acc_hidden=(16,), rnn_hidden=8, deploy=3,
+                acc_hidden=(16,), rnn_hidden=8, deploy=3, deploy_iterations=(2, 5),
                 windows=((0, 3), (1, 3), (2, 3), (5, 3), (10, 3), (15, 3)))
 #: The full scale with the paper's corrections, which do not vanish at SCS's fixed point.
 PAPER_CORRECTIONS = replace(FULL, scaled_corrections=False)
