@@ -45,3 +45,24 @@ def test_deployment_counts_real_scs_iterations(smoke_runs):
     assert set(totals) == warm
     for (method, k), total in totals.items():
         assert total == pytest.approx(means[(method, k)] + k)
+
+
+def test_deployment_rows_name_each_start_and_its_iterations():
+    from metasolve.evaluation.records import record
+    from metasolve.experiments.neural_scs_common import deployment_rows
+
+    name, label = "neural-scs-kalman", "Kalman, 4 steps"
+
+    def start(method, mean, **extra):
+        return [record(name, method, "scs_mean_iterations", mean, set=label, **extra),
+                record(name, method, "iteration_ratio_to_cold", mean / 200, set=label, **extra)]
+
+    records = (start("scs_cold", 200) + start("scs_neural_recurrent", 60, deploy_iterations=50)
+               + [record(name, "scs_neural_recurrent", "scs_total_iterations", 110, set=label,
+                         deploy_iterations=50)]
+               + start("scs_learned", 190))  # a record written before starts named their counts
+    rows = deployment_rows(records, name, [label])
+    assert [row[1] for row in rows] == ["cold", "SCS+Neural-MLP (Alg. 2), 10 its",
+                                        "SCS+Neural (Alg. 1, GRU), 50 its"]
+    assert rows[2][2:4] == ["60.0", "110.0"]
+    assert rows[2][5] == "0.300"
