@@ -28,7 +28,7 @@ per-iteration residual curves of SCS, SCS+AA and the learned models, the deploym
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -415,6 +415,14 @@ def plot(results: list[dict], path: Path) -> Path | None:
             ax.set_xlabel("iteration")
         row[0].legend(fontsize=7)
     return save_figure(fig, path)
+
+
+def scales(full: Settings, quick: Settings, smoke: Settings) -> dict[str, Settings]:
+    """An experiment's named scales: ``full``, ``quick``, ``smoke``, and ``paper-corrections``
+    (the full scale with the paper's unscaled corrections, which do not vanish at SCS's fixed
+    point)."""
+    return {"full": full, "quick": quick, "smoke": smoke,
+            "paper-corrections": replace(full, scaled_corrections=False)}
 
 
 def single_family_jobs(settings: Settings, scale: str, out_dir: Path,

@@ -38,10 +38,7 @@ SMOKE = replace(FULL, family={"steps": 4}, train=8, validation=4, test=4,
                 training=replace(FULL.training, epochs=1, batch_size=4), init_hidden=(16,),
                 acc_hidden=(16,), rnn_hidden=8, deploy=3, deploy_iterations=(2, 5),
                 windows=((0, 3), (1, 3), (2, 3), (5, 3), (10, 3), (20, 3)))
-#: The full scale with the paper's corrections, which do not vanish at SCS's fixed point.
-PAPER_CORRECTIONS = replace(FULL, scaled_corrections=False)
-SCALES = {"full": FULL, "quick": QUICK, "smoke": SMOKE,
-          "paper-corrections": PAPER_CORRECTIONS}
+SCALES = common.scales(FULL, QUICK, SMOKE)
 
 
 def label_of(settings: common.Settings) -> str:

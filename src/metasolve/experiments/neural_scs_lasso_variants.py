@@ -44,10 +44,7 @@ SMOKE = replace(FULL, train=8, validation=4, test=4,
                 training=replace(FULL.training, epochs=1, batch_size=4), init_hidden=(16,),
                 acc_hidden=(16,), windows=((0, 3), (1, 3), (2, 3), (5, 3), (10, 3)),
                 extra={"variants": ("fixed F", "dynamic, 2 steps")})
-#: The full scale with the paper's corrections, which do not vanish at SCS's fixed point.
-PAPER_CORRECTIONS = replace(FULL, scaled_corrections=False)
-SCALES = {"full": FULL, "quick": QUICK, "smoke": SMOKE,
-          "paper-corrections": PAPER_CORRECTIONS}
+SCALES = common.scales(FULL, QUICK, SMOKE)
 
 
 def run_cell(job: dict) -> dict:
