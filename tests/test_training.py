@@ -307,3 +307,117 @@ def test_milestones_cut_the_learning_rate_at_fixed_epochs(splits, tmp_path):
         ms.TrainingConfig(milestones=(150, 100))
     with pytest.raises(TypeError, match="milestones"):
         ms.TrainingConfig(milestones=100)
+
+
+# -- Gauss-Newton (IRLS) refinement ------------------------------------------------------------
+
+def _linear_solver(seed=0):
+    """A meta-solver affine in its weights: ``L_m`` is then exactly quadratic in them."""
+    torch.manual_seed(seed)
+    psi = ms.NetworkMetaSolver(16, {"x0": ms.BasisHead(ms.sine_basis(16))}, hidden=())
+    return ms.LearnedSolver(ms.Jacobi(), psi, family=ms.Poisson1DFamily(n=16, p=0.0),
+                            monitor="error")
+
+
+def _refiner(solver, loss, **config):
+    from metasolve.training.gauss_newton import GaussNewtonRefiner
+
+    trainer = ms.Trainer(solver, loss, ms.TrainingConfig(epochs=1), progress=False)
+    return GaussNewtonRefiner(solver, loss, ms.GaussNewtonConfig(**config), trainer._identity())
+
+
+def _mean_loss_of_weights(solver, loss, tasks):
+    from torch.func import functional_call
+
+    names = [n for n, _ in solver.metasolver.named_parameters()]
+    shapes = [w.shape for w in solver.metasolver.parameters()]
+
+    def value(theta):
+        weights, start = {}, 0
+        for name, shape in zip(names, shapes, strict=True):
+            weights[name] = theta[start:start + shape.numel()].view(shape)
+            start += shape.numel()
+        params = functional_call(solver.metasolver, weights, (tasks.features,))
+        return loss(ms.run(solver.method, tasks.problem, params=params, monitor="error",
+                           **loss.run_options())).mean()
+
+    return value
+
+
+def test_gauss_newton_model_of_l_m_is_the_exact_hessian(splits):
+    # For an affine meta-solver and a linear stationary method, L_m is a quadratic in the
+    # weights: the IRLS Gauss-Newton matrix must be its exact Hessian, the gradient exact.
+    solver, loss, tasks = _linear_solver(), ms.FixedIterationLoss(3), splits.train
+    refiner = _refiner(solver, loss, chunk_size=24)  # several chunks, summed
+    theta = refiner._flat()
+    value, curvature, gradient = refiner._model(tasks, theta)
+    exact = _mean_loss_of_weights(solver, loss, tasks)
+    assert value == pytest.approx(float(exact(theta)), rel=1e-12)
+    assert torch.allclose(gradient, torch.func.grad(exact)(theta), rtol=1e-8, atol=1e-14)
+    hessian = torch.autograd.functional.hessian(exact, theta)
+    assert torch.allclose(curvature, hessian, rtol=1e-7, atol=1e-12 * float(hessian.abs().max()))
+
+
+def test_gauss_newton_gradient_of_the_surrogate_is_exact(splits):
+    solver = _solver()
+    with torch.no_grad():  # a non-trivial guess, so every weight has a gradient
+        for w in solver.metasolver.parameters():
+            w.add_(0.01 * torch.randn_like(w))
+    loss, tasks = ms.IterationSurrogateLoss(1e-4, maxiter=300), splits.validation
+    refiner = _refiner(solver, loss)
+    theta = refiner._flat()
+    _, curvature, gradient = refiner._model(tasks, theta)
+    assert torch.allclose(gradient, torch.func.grad(_mean_loss_of_weights(solver, loss, tasks))(
+        theta), rtol=1e-7, atol=1e-12)
+    assert torch.linalg.eigvalsh(curvature).min() >= -1e-10 * float(curvature.abs().max())
+
+
+def test_gauss_newton_refinement_solves_an_affine_l_m_fit(splits):
+    # With an affine meta-solver, L_m is quadratic: one undamped step reaches its minimum, and
+    # Levenberg-Marquardt gets there in a few. The kept model is never worse on validation.
+    solver, loss = _linear_solver(), ms.FixedIterationLoss(2)
+    trainer = ms.Trainer(solver, loss, ms.TrainingConfig(epochs=1), progress=False)
+    with torch.no_grad():
+        before = float(trainer.batch_loss(splits.train))
+    history = trainer.refine_gauss_newton(splits.train, splits.validation,
+                                          ms.GaussNewtonConfig(iterations=8, damping=1e-6))
+    with torch.no_grad():
+        after = float(trainer.batch_loss(splits.train))
+    assert history.train_loss[-1] < 1e-6 * before
+    assert after < 1e-6 * before
+    assert history.best_validation_loss <= history.start_validation_loss
+    assert solver.settings["training"]["gauss_newton"]["iterations"] == 8
+
+
+def test_gauss_newton_resumes_where_an_uninterrupted_run_ends(splits, tmp_path):
+    # Up to round-off: LAPACK's results may differ in the last bits from one call to the next.
+    loss = ms.FixedIterationLoss(3)
+    whole = _solver()
+    ms.Trainer(whole, loss, ms.TrainingConfig(epochs=1), progress=False).refine_gauss_newton(
+        splits.train, splits.validation, ms.GaussNewtonConfig(iterations=3))
+    parts = _solver()
+    trainer = ms.Trainer(parts, loss, ms.TrainingConfig(epochs=1), progress=False)
+    checkpoint = tmp_path / "gn.safetensors"
+    trainer.refine_gauss_newton(splits.train, splits.validation,
+                                ms.GaussNewtonConfig(iterations=1), checkpoint=checkpoint)
+    trainer.refine_gauss_newton(splits.train, splits.validation,
+                                ms.GaussNewtonConfig(iterations=3), checkpoint=checkpoint)
+    for a, b in zip(_params(whole).values(), _params(parts).values(), strict=True):
+        assert torch.allclose(a, b, rtol=1e-8, atol=1e-12)
+    other = ms.Trainer(_solver(), ms.FixedIterationLoss(2), ms.TrainingConfig(epochs=1),
+                       progress=False)
+    with pytest.raises(ms.ArtifactError, match="different settings"):
+        other.refine_gauss_newton(splits.train, splits.validation,
+                                  ms.GaussNewtonConfig(iterations=3), checkpoint=checkpoint)
+
+
+def test_gauss_newton_rejects_bad_arguments(splits):
+    trainer = ms.Trainer(_solver(), ms.FixedIterationLoss(2), progress=False)
+    with pytest.raises(TypeError, match="config"):
+        trainer.refine_gauss_newton(splits.train, splits.validation, {"iterations": 3})
+    with pytest.raises(TypeError, match="train"):
+        trainer.refine_gauss_newton(splits.train.features, splits.validation)
+    with pytest.raises(ValueError, match="damping"):
+        ms.GaussNewtonConfig(damping=-1.0)
+    with pytest.raises(ValueError, match="iterations"):
+        ms.GaussNewtonConfig(iterations=0)

@@ -1,5 +1,6 @@
 """Losses, the trainer and its checkpoints."""
 
+from .gauss_newton import GaussNewtonConfig, GaussNewtonHistory
 from .losses import (
            FailurePenaltyLoss,
            FilterGapLoss,
@@ -14,7 +15,8 @@ from .losses import (
 from .trainer import Trainer, TrainingConfig, TrainingHistory
 
 __all__ = [
-    "FailurePenaltyLoss", "FilterGapLoss", "FixedIterationLoss", "IterationSurrogateLoss",
+    "FailurePenaltyLoss", "FilterGapLoss", "FixedIterationLoss", "GaussNewtonConfig",
+    "GaussNewtonHistory", "IterationSurrogateLoss",
     "LogResidualLoss", "Loss", "ResidualSumLoss", "Trainer", "TrainingConfig", "TrainingHistory",
     "WeightedResidualLoss", "loss_from_config"
 ]

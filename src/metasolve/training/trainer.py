@@ -25,6 +25,7 @@ from ..artifact import ArtifactError, read_tensors, write_tensors
 from ..learned.solver import LearnedSolver
 from ..tasks.base import TaskBatch
 from ..validation import check_count, check_positive
+from .gauss_newton import GaussNewtonConfig, GaussNewtonHistory, GaussNewtonRefiner
 from .losses import Loss
 from .progress import progress_bar
 
@@ -268,6 +269,34 @@ class Trainer:
             "iterations": iterations, "lr": lr, "validation_before": before,
             "validation_after": after, "kept": kept}
         return kept
+
+    def refine_gauss_newton(self, train: TaskBatch, validation: TaskBatch,
+                            config: GaussNewtonConfig | None = None,
+                            checkpoint: str | Path | None = None) -> GaussNewtonHistory:
+        """Refine the meta-solver with Levenberg-Marquardt steps on an IRLS Gauss-Newton model
+        of this trainer's loss (:mod:`metasolve.training.gauss_newton`), after :meth:`fit` or
+        instead of it. Keeps the weights with the best validation loss, the starting ones
+        included; ``checkpoint`` makes a killed refinement resume. For meta-solvers of up to a
+        few thousand weights (the Gauss-Newton matrix is dense).
+        """
+        for name, tasks in (("train", train), ("validation", validation)):
+            if not isinstance(tasks, TaskBatch):
+                raise TypeError(f"{name} must be a TaskBatch, got {type(tasks).__name__}")
+        config = config or GaussNewtonConfig()
+        if not isinstance(config, GaussNewtonConfig):
+            raise TypeError(f"config must be a GaussNewtonConfig, got {type(config).__name__}")
+        refiner = GaussNewtonRefiner(self.solver, self.loss, config, self._identity(),
+                                     checkpoint=None if checkpoint is None else Path(checkpoint),
+                                     progress=self.progress)
+        history = refiner.fit(train, validation)
+        self.solver.model.eval()
+        if history.best_validation_loss < self.history.best_validation_loss:
+            self.history.best_validation_loss = history.best_validation_loss
+        self.solver.settings.setdefault("training", {})["gauss_newton"] = {
+            **asdict(config), "start_validation_loss": history.start_validation_loss,
+            "best_validation_loss": history.best_validation_loss,
+            "best_iteration": history.best_iteration, "stopped": history.stopped}
+        return history
 
     def _save(self, next_epoch, optimizer, scheduler, generator, best_state):
         tensors = {f"model.{k}": v for k, v in self.solver.model.state_dict().items()}

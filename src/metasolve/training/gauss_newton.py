@@ -1,0 +1,290 @@
+"""Second-order refinement of a meta-solver: Levenberg-Marquardt steps on a Gauss-Newton model
+of the training loss, built by iteratively reweighted least squares (IRLS).
+
+Why: some meta-solvers must be accurate far beyond what first-order training reaches. The GBMS
+paper's Poisson/Jacobi guess (Appendix C.1) needs about 1e-5 relative accuracy in the slowest
+Jacobi modes before it saves any iterations; Adam moves every weight by about its learning rate
+whatever the gradient's size, and stalls orders of magnitude short of that. Our own
+Levenberg-Marquardt fit of the same network (``benchmarks/poisson_fit_capacity.py``) shows the
+network can get there. This module gives every loss of :mod:`metasolve.training.losses` the same
+kind of step.
+
+The model, for one training instance ``i`` with meta-solver outputs ``z_i = Psi(tau_i; omega)``:
+
+* Every loss is a function ``l_i(L_0, ..., L_K)`` of the monitored norms ``L_k = ||r_k||``
+  (error or residual after ``k`` iterations). With ``c_k = (dl_i/dL_k) / L_k``, clamped at 0 and
+  frozen at the current weights, ``q_i = 1/2 sum_k c_k ||r_k||^2`` has the same gradient as
+  ``l_i``. For ``L_m`` (a squared norm) ``q_i`` is ``l_i`` itself. For the surrogate
+  ``L~_eps`` of eq. (10) on the log scale, each counted term ``sigmoid(a log(L_k / eps))`` is a
+  concave function of ``L_k^2`` above the tolerance, so ``q_i`` lies above it there (the
+  classical IRLS majoriser of a logarithm): a step that lowers ``q_i`` lowers the loss.
+* ``H_i``, the Hessian of ``q_i`` in ``z_i`` (``d`` Hessian-vector products, a double backward
+  through the unrolled solve), projected onto the positive semi-definite cone. When the iterates
+  are affine in ``z_i`` (an initial guess for a linear stationary method such as Jacobi or SOR),
+  ``r_k = M_k z_i + const`` and ``H_i = sum_k c_k M_k^T M_k`` exactly; otherwise it is the
+  curvature of ``q_i`` at the current point.
+* With ``G_i = dz_i/domega``, the Gauss-Newton matrix of the mean loss is
+  ``J = (1/n) sum_i G_i^T H_i G_i``, its gradient ``g = (1/n) sum_i G_i^T grad_z l_i``, and the
+  Levenberg-Marquardt step solves ``(J + lambda diag(J)) delta = -g``. A step is kept only if it
+  lowers the training loss (``lambda`` then shrinks by 3), else ``lambda`` grows by 4 and the
+  step is recomputed.
+
+The meta-solver's weights are the only ones trained: ``J`` is a dense ``P x P`` matrix, so this
+is for meta-solvers of up to a few thousand weights. The weights with the best validation loss
+(the starting weights included) are kept. A checkpoint after every iteration lets a killed
+refinement resume where it stopped.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+from torch import nn
+from torch.func import functional_call, jacrev
+
+from ..artifact import ArtifactError, read_tensors, write_tensors
+from ..solvers.base import run
+from ..tasks.base import TaskBatch
+from ..validation import check_count, check_positive
+from .progress import progress_bar
+
+
+@dataclass
+class GaussNewtonConfig:
+    """Settings of :meth:`Trainer.refine_gauss_newton`.
+
+    ``iterations``: accepted-or-not Levenberg-Marquardt iterations (each builds ``J`` once).
+    ``damping``: the starting ``lambda``. ``max_tries``: rejected steps in a row (``lambda``
+    grows by 4 each time) before the refinement stops. ``chunk_size``: training instances per
+    unrolled solve, which bounds memory.
+    """
+
+    iterations: int = 50
+    damping: float = 1e-2
+    max_tries: int = 12
+    chunk_size: int = 250
+
+    def __post_init__(self):
+        check_count("iterations", self.iterations, minimum=1)
+        check_positive("damping", self.damping)
+        check_count("max_tries", self.max_tries, minimum=1)
+        check_count("chunk_size", self.chunk_size, minimum=1)
+
+
+@dataclass
+class GaussNewtonHistory:
+    iteration: list[int] = field(default_factory=list)
+    train_loss: list[float] = field(default_factory=list)
+    validation_loss: list[float] = field(default_factory=list)
+    damping: list[float] = field(default_factory=list)
+    start_train_loss: float = float("nan")
+    start_validation_loss: float = float("nan")
+    best_iteration: int = -1
+    best_validation_loss: float = float("inf")
+    stopped: str = ""
+
+
+def _extendable(identity: dict) -> dict:
+    """What a checkpoint must share with the refinement resuming it: all but the iteration
+    count, so a finished refinement can be extended by asking for more iterations."""
+    identity = json.loads(json.dumps(identity))
+    identity["gauss_newton"].pop("iterations", None)
+    identity["config"].pop("epochs", None)
+    return identity
+
+
+class GaussNewtonRefiner:
+    """Levenberg-Marquardt on the IRLS Gauss-Newton model above; see the module docstring.
+
+    Built by :meth:`metasolve.training.Trainer.refine_gauss_newton`, which passes its solver,
+    loss and identity (so a checkpoint from other settings is refused).
+    """
+
+    def __init__(self, solver, loss, config: GaussNewtonConfig, identity: dict,
+                 checkpoint: Path | None = None, progress: bool = False):
+        method = solver.method
+        if isinstance(method, nn.Module) and any(p.requires_grad for p in method.parameters()):
+            raise ValueError(f"Gauss-Newton refinement trains the meta-solver alone, but method "
+                             f"{method.name} has trainable weights of its own")
+        self.solver, self.loss, self.config = solver, loss, config
+        self.metasolver = solver.metasolver
+        self.identity = {**identity, "gauss_newton": asdict(config)}
+        self.checkpoint = checkpoint
+        self.progress = progress
+        self.history = GaussNewtonHistory()
+        self._names = [name for name, _ in self.metasolver.named_parameters()]
+        self._shapes = [w.shape for w in self.metasolver.parameters()]
+
+    # -- weights as one flat vector ---------------------------------------------------------
+    def _flat(self) -> torch.Tensor:
+        return torch.cat([w.detach().reshape(-1) for w in self.metasolver.parameters()])
+
+    def _unflatten(self, theta: torch.Tensor) -> dict[str, torch.Tensor]:
+        out, start = {}, 0
+        for name, shape in zip(self._names, self._shapes, strict=True):
+            size = math.prod(shape)
+            out[name] = theta[start:start + size].view(shape)
+            start += size
+        return out
+
+    def _assign(self, theta: torch.Tensor) -> None:
+        with torch.no_grad():
+            for w, value in zip(self.metasolver.parameters(), self._unflatten(theta).values(),
+                                strict=True):
+                w.copy_(value)
+
+    # -- the loss and its Gauss-Newton model ------------------------------------------------
+    def _solve(self, tasks: TaskBatch, params: dict[str, torch.Tensor]):
+        options = {"monitor": self.solver.monitor, **self.loss.run_options()}
+        return run(self.solver.method, tasks.problem, params=params, **options)
+
+    def mean_loss(self, tasks: TaskBatch) -> float:
+        """The loss at the current weights, averaged over ``tasks`` (no autograd)."""
+        total = 0.0
+        with torch.no_grad():
+            for idx in torch.arange(len(tasks)).split(self.config.chunk_size):
+                chunk = tasks.index(idx)
+                total += float(self.loss(self._solve(chunk, self.solver.params(
+                    chunk.features))).sum())
+        return total / len(tasks)
+
+    def _chunk_model(self, chunk: TaskBatch, theta: torch.Tensor):
+        """``(loss sum, sum_i G_i^T H_i G_i, sum_i G_i^T grad_z l_i)`` on one chunk."""
+        with torch.no_grad():
+            outputs = self.solver.params(chunk.features)
+        names = list(outputs)
+        widths = [outputs[k][0].numel() for k in names]
+        shapes = {k: outputs[k].shape[1:] for k in names}
+        batch = len(chunk)
+
+        def split(z):
+            parts = z.split(widths, dim=1)
+            return {k: part.reshape(batch, *shapes[k]) for k, part in zip(names, parts,
+                                                                          strict=True)}
+
+        z = torch.cat([outputs[k].reshape(batch, -1) for k in names], dim=1).requires_grad_()
+        with torch.enable_grad():
+            solution = self._solve(chunk, split(z))
+            per_instance = self.loss(solution)
+            total = per_instance.sum()
+            norms = solution.residual_history
+            (grad_z, grad_norms) = torch.autograd.grad(total, (z, norms), retain_graph=True,
+                                                       allow_unused=True)
+            if grad_norms is None:
+                raise ValueError(f"Gauss-Newton refinement needs a loss of the monitored norms; "
+                                 f"{self.loss.label} does not depend on them")
+            if grad_z is None:
+                grad_z = torch.zeros_like(z)
+            tiny = torch.finfo(norms.dtype).tiny
+            weights = torch.where((norms > tiny) & torch.isfinite(grad_norms),
+                                  (grad_norms / norms.clamp_min(tiny)).clamp_min(0.0),
+                                  torch.zeros_like(norms)).detach()
+            model = 0.5 * torch.where(weights > 0, weights * norms ** 2,
+                                      torch.zeros_like(norms)).sum()
+            (grad_model,) = torch.autograd.grad(model, z, create_graph=True)
+            width = z.shape[1]
+            rows = [torch.autograd.grad(grad_model[:, j].sum(), z, retain_graph=j < width - 1)[0]
+                    for j in range(width)]
+        hessian = torch.stack(rows, dim=1).detach()
+        hessian = 0.5 * (hessian + hessian.transpose(1, 2))
+        hessian = torch.where(torch.isfinite(hessian), hessian, torch.zeros_like(hessian))
+        values, vectors = torch.linalg.eigh(hessian)
+        root = vectors * values.clamp_min(0.0).sqrt().unsqueeze(1)  # H_i = root root^T
+
+        def outputs_of(weights_flat):
+            out = functional_call(self.metasolver, self._unflatten(weights_flat),
+                                  (chunk.features,))
+            return torch.cat([out[k].reshape(batch, -1) for k in names], dim=1)
+
+        jac = jacrev(outputs_of)(theta)  # (batch, width, P)
+        scaled = torch.einsum("bji,bjp->bip", root, jac).reshape(-1, theta.numel())
+        grad_z = torch.where(torch.isfinite(grad_z), grad_z.detach(), torch.zeros_like(grad_z))
+        return (float(total.detach()), scaled.T @ scaled,
+                torch.einsum("bjp,bj->p", jac, grad_z))
+
+    def _model(self, tasks: TaskBatch, theta: torch.Tensor):
+        n = len(tasks)
+        total, curvature, gradient = 0.0, None, None
+        for idx in torch.arange(n).split(self.config.chunk_size):
+            value, c, g = self._chunk_model(tasks.index(idx), theta)
+            total += value
+            curvature = c if curvature is None else curvature + c
+            gradient = g if gradient is None else gradient + g
+        return total / n, curvature / n, gradient / n
+
+    # -- the iteration ----------------------------------------------------------------------
+    def fit(self, train: TaskBatch, validation: TaskBatch) -> GaussNewtonHistory:
+        cfg = self.config
+        theta = self._flat()
+        best = theta.clone()
+        damping = cfg.damping
+        start = 0
+        h = self.history = GaussNewtonHistory()
+        if self.checkpoint is not None and self.checkpoint.exists():
+            theta, best, damping, start = self._resume()
+            h = self.history
+            self._assign(theta)
+        else:
+            h.start_validation_loss = self.mean_loss(validation)
+            h.start_train_loss = self.mean_loss(train)
+            if math.isfinite(h.start_validation_loss):
+                h.best_validation_loss = h.start_validation_loss
+        with progress_bar(self.progress, total=cfg.iterations, completed=start,
+                          description=f"Gauss-Newton {self.loss.label}") as bar:
+            for it in range(start, cfg.iterations):
+                if h.stopped:
+                    break
+                value, curvature, gradient = self._model(train, theta)
+                scale = curvature.diagonal().clamp_min(
+                    1e-12 * float(curvature.diagonal().max().clamp_min(1e-300)))
+                for _ in range(cfg.max_tries):
+                    step = torch.linalg.lstsq(curvature + damping * torch.diag(scale),
+                                              -gradient.unsqueeze(1)).solution.squeeze(1)
+                    self._assign(theta + step)
+                    trial = self.mean_loss(train)
+                    if math.isfinite(trial) and trial < value:
+                        theta, value = theta + step, trial
+                        damping = max(damping / 3.0, 1e-12)
+                        break
+                    damping *= 4.0
+                else:
+                    h.stopped = f"no decrease in {cfg.max_tries} tries at iteration {it}"
+                self._assign(theta)
+                val = self.mean_loss(validation)
+                h.iteration.append(it)
+                h.train_loss.append(value)
+                h.validation_loss.append(val)
+                h.damping.append(damping)
+                if val < h.best_validation_loss:
+                    h.best_validation_loss, h.best_iteration = val, it
+                    best = theta.clone()
+                if self.checkpoint is not None:
+                    self._save(it + 1, theta, best, damping)
+                bar.advance(f"train {value:.4g} val {val:.4g} best {h.best_validation_loss:.4g}")
+        self._assign(best)
+        return h
+
+    def _save(self, next_iteration, theta, best, damping):
+        document = {"kind": "gauss-newton-checkpoint", "identity": self.identity,
+                    "next_iteration": next_iteration, "damping": damping,
+                    "history": asdict(self.history)}
+        write_tensors(self.checkpoint, {"theta": theta, "best": best},
+                      json.loads(json.dumps(document)))
+
+    def _resume(self):
+        tensors, document = read_tensors(self.checkpoint)
+        if document.get("kind") != "gauss-newton-checkpoint":
+            raise ArtifactError(f"{self.checkpoint} is not a Gauss-Newton checkpoint")
+        if _extendable(document["identity"]) != _extendable(self.identity):
+            raise ArtifactError(f"{self.checkpoint} was written by a refinement with different "
+                                "settings; remove it or choose another checkpoint path")
+        n = self._flat().numel()
+        if tensors.get("theta") is None or tensors["theta"].shape != (n,):
+            raise ArtifactError(f"{self.checkpoint} does not hold this meta-solver's {n} weights")
+        self.history = GaussNewtonHistory(**document["history"])
+        return (tensors["theta"], tensors["best"], float(document["damping"]),
+                int(document["next_iteration"]))
