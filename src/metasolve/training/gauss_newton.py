@@ -88,6 +88,15 @@ class GaussNewtonHistory:
     stopped: str = ""
 
 
+def _damped_step(curvature, scale, damping, gradient) -> torch.Tensor:
+    """Solve ``(J + lambda diag(J)) delta = -g``; a least-squares solution if it is singular."""
+    system = curvature + damping * torch.diag(scale)
+    try:
+        return torch.linalg.solve(system, -gradient)
+    except RuntimeError:  # torch.linalg.LinAlgError: exactly singular
+        return torch.linalg.lstsq(system, -gradient.unsqueeze(1), driver="gelsd").solution[:, 0]
+
+
 def _extendable(identity: dict) -> dict:
     """What a checkpoint must share with the refinement resuming it: all but the iteration
     count, so a finished refinement can be extended by asking for more iterations."""
@@ -242,8 +251,7 @@ class GaussNewtonRefiner:
                 scale = curvature.diagonal().clamp_min(
                     1e-12 * float(curvature.diagonal().max().clamp_min(1e-300)))
                 for _ in range(cfg.max_tries):
-                    step = torch.linalg.lstsq(curvature + damping * torch.diag(scale),
-                                              -gradient.unsqueeze(1)).solution.squeeze(1)
+                    step = _damped_step(curvature, scale, damping, gradient)
                     self._assign(theta + step)
                     trial = self.mean_loss(train)
                     if math.isfinite(trial) and trial < value:
