@@ -48,6 +48,20 @@ def test_baseline_records_carry_the_paper_numbers(smoke):
                                                                       ("L_eps", None, 0.01)}
     assert all(r["paper"] is not None for r in learned)
     assert all(r["value"] is not None and r["value"] >= 0 for r in learned)
+    assert all(r["optimizer"] == "gauss-newton" and r["iterations"] == 2 for r in learned)
+
+
+def test_the_adam_scale_trains_with_appendix_c1s_optimizer(tmp_path):
+    from dataclasses import replace
+
+    from metasolve.experiments import poisson_jacobi
+
+    settings = replace(poisson_jacobi.SMOKE, optimizer="adam")
+    result = poisson_jacobi.run_cell({"settings": settings, "p": 0.01, "row": ("L_m", 5),
+                                      "out_dir": str(tmp_path), "scale": "smoke"})
+    learned = [r for r in result["records"] if r["metric"] == "mean_iterations"]
+    assert learned and all(r["optimizer"] == "adam" and r["epochs"] == 2 for r in learned)
+    assert list((tmp_path / "checkpoints").glob("*.safetensors"))
 
 
 def test_json_and_plot_are_written(smoke):
