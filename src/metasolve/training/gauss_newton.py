@@ -47,7 +47,7 @@ from pathlib import Path
 
 import torch
 from torch import nn
-from torch.func import functional_call, jacrev
+from torch.func import functional_call, jacfwd
 
 from ..artifact import ArtifactError, read_tensors, write_tensors
 from ..solvers.base import run
@@ -215,7 +215,8 @@ class GaussNewtonRefiner:
                                   (chunk.features,))
             return torch.cat([out[k].reshape(batch, -1) for k in names], dim=1)
 
-        jac = jacrev(outputs_of)(theta)  # (batch, width, P)
+        # Forward mode: P tangents through the small network beat batch * width cotangents.
+        jac = jacfwd(outputs_of)(theta)  # (batch, width, P)
         scaled = torch.einsum("bji,bjp->bip", root, jac).reshape(-1, theta.numel())
         grad_z = torch.where(torch.isfinite(grad_z), grad_z.detach(), torch.zeros_like(grad_z))
         return (float(total.detach()), scaled.T @ scaled,
