@@ -351,6 +351,9 @@ def test_gauss_newton_model_of_l_m_is_the_exact_hessian(splits):
     refiner = _refiner(solver, loss, chunk_size=24)  # several chunks, summed
     theta = refiner._flat()
     value, curvature, gradient = refiner._model(tasks, theta)
+    # A second build (chunked in the order of the first one's iteration counts): same sums.
+    again = refiner._model(tasks, theta)
+    assert torch.allclose(again[1], curvature, rtol=1e-10) and again[0] == pytest.approx(value)
     exact = _mean_loss_of_weights(solver, loss, tasks)
     assert value == pytest.approx(float(exact(theta)), rel=1e-12)
     assert torch.allclose(gradient, torch.func.grad(exact)(theta), rtol=1e-8, atol=1e-14)
@@ -367,6 +370,7 @@ def test_gauss_newton_gradient_of_the_surrogate_is_exact(splits):
     refiner = _refiner(solver, loss)
     theta = refiner._flat()
     _, curvature, gradient = refiner._model(tasks, theta)
+    assert refiner._chunks(tasks)[0].tolist() != list(range(len(tasks)))  # chunked by count
     assert torch.allclose(gradient, torch.func.grad(_mean_loss_of_weights(solver, loss, tasks))(
         theta), rtol=1e-7, atol=1e-12)
     assert torch.linalg.eigvalsh(curvature).min() >= -1e-10 * float(curvature.abs().max())

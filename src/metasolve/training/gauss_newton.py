@@ -131,6 +131,7 @@ class GaussNewtonRefiner:
         self.checkpoint = checkpoint
         self.progress = progress
         self.history = GaussNewtonHistory()
+        self._ordered, self._order = None, None  # see _chunks
         self._names = [name for name, _ in self.metasolver.named_parameters()]
         self._shapes = [w.shape for w in self.metasolver.parameters()]
 
@@ -157,11 +158,19 @@ class GaussNewtonRefiner:
         options = {"monitor": self.solver.monitor, **self.loss.run_options()}
         return run(self.solver.method, tasks.problem, params=params, **options)
 
+    def _chunks(self, tasks: TaskBatch) -> list[torch.Tensor]:
+        """Index chunks of ``tasks``. The training set is chunked in the order of its
+        instances' last iteration counts: a batched solve runs until its slowest instance
+        stops, so a few slow instances spread over every chunk would make every chunk slow."""
+        order = self._order if (tasks is self._ordered and self._order is not None) \
+            else torch.arange(len(tasks))
+        return list(order.split(self.config.chunk_size))
+
     def mean_loss(self, tasks: TaskBatch) -> float:
         """The loss at the current weights, averaged over ``tasks`` (no autograd)."""
         total = 0.0
         with torch.no_grad():
-            for idx in torch.arange(len(tasks)).split(self.config.chunk_size):
+            for idx in self._chunks(tasks):
                 chunk = tasks.index(idx)
                 total += float(self.loss(self._solve(chunk, self.solver.params(
                     chunk.features))).sum())
@@ -220,16 +229,19 @@ class GaussNewtonRefiner:
         scaled = torch.einsum("bji,bjp->bip", root, jac).reshape(-1, theta.numel())
         grad_z = torch.where(torch.isfinite(grad_z), grad_z.detach(), torch.zeros_like(grad_z))
         return (float(total.detach()), scaled.T @ scaled,
-                torch.einsum("bjp,bj->p", jac, grad_z))
+                torch.einsum("bjp,bj->p", jac, grad_z), solution.iterations)
 
     def _model(self, tasks: TaskBatch, theta: torch.Tensor):
         n = len(tasks)
         total, curvature, gradient = 0.0, None, None
-        for idx in torch.arange(n).split(self.config.chunk_size):
-            value, c, g = self._chunk_model(tasks.index(idx), theta)
+        counts = torch.zeros(n, dtype=torch.long)
+        for idx in self._chunks(tasks):
+            value, c, g, iterations = self._chunk_model(tasks.index(idx), theta)
             total += value
             curvature = c if curvature is None else curvature + c
             gradient = g if gradient is None else gradient + g
+            counts[idx] = iterations
+        self._ordered, self._order = tasks, torch.argsort(counts, stable=True)
         return total / n, curvature / n, gradient / n
 
     # -- the iteration ----------------------------------------------------------------------
