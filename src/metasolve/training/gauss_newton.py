@@ -210,10 +210,13 @@ class GaussNewtonRefiner:
             model = 0.5 * torch.where(weights > 0, weights * norms ** 2,
                                       torch.zeros_like(norms)).sum()
             (grad_model,) = torch.autograd.grad(model, z, create_graph=True)
+            # Row j of every instance's Hessian is the gradient of sum_i grad_model[i, j]: all
+            # rows in one batched backward pass (vmap over the unit cotangents).
             width = z.shape[1]
-            rows = [torch.autograd.grad(grad_model[:, j].sum(), z, retain_graph=j < width - 1)[0]
-                    for j in range(width)]
-        hessian = torch.stack(rows, dim=1).detach()
+            units = torch.eye(width, dtype=z.dtype).unsqueeze(1).expand(width, batch, width)
+            (rows,) = torch.autograd.grad(grad_model, z, grad_outputs=units,
+                                          is_grads_batched=True)
+        hessian = rows.transpose(0, 1).detach()
         hessian = 0.5 * (hessian + hessian.transpose(1, 2))
         hessian = torch.where(torch.isfinite(hessian), hessian, torch.zeros_like(hessian))
         values, vectors = torch.linalg.eigh(hessian)
