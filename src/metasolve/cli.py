@@ -36,7 +36,8 @@ def reproduce(
                                 help="worker processes for independent trainings"),
     progress: bool = typer.Option(True, "--progress/--no-progress"),
     epochs: int = typer.Option(None, "--epochs", min=1,
-                               help="override the scale's training epochs (budget runs)"),
+                               help="override the scale's training epochs (budget runs; "
+                                    "for a Gauss-Newton scale, its iterations)"),
     restart: bool = typer.Option(False, "--restart",
                                  help="discard checkpoints of an earlier run instead of resuming"),
 ) -> None:

@@ -21,7 +21,7 @@ Where we depart from Appendix C.1, and why:
   from the zero guess, ``Settings.gauss_newton.iterations`` iterations on the whole training
   set). To save iterations a guess needs about 1e-5 relative accuracy in the slowest Jacobi
   modes, which Adam, moving every weight by about its learning rate, does not reach in any
-  budget we could run (``benchmarks/poisson_fit_capacity.py`` shows the network itself can).
+  budget we could run (the ``adam`` scale's learned rows match the zero guess).
 * The ``adam`` scale is Appendix C.1's optimizer (Adam, betas (0.999, 0.999), batch 256,
   learning rate cut by 1/5 after 100 epochs without validation improvement) with two changes.
   It starts at learning rate 2e-3 instead of 0.01: with 0.01 our runs spent their first ~350
