@@ -415,7 +415,29 @@ def test_gauss_newton_resumes_where_an_uninterrupted_run_ends(splits, tmp_path):
                                   ms.GaussNewtonConfig(iterations=3), checkpoint=checkpoint)
 
 
+class _FinalIterateLoss(ms.training.Loss):
+    """Scores the final iterate directly, not through the monitored norms."""
+
+    kind = "final-iterate-test"
+
+    def run_options(self):
+        return {"fixed_iterations": 2, "rtol": 0.0}
+
+    def __call__(self, solution):
+        return solution.x.pow(2).sum(dim=1)
+
+    def config(self):
+        return {"kind": self.kind}
+
+    @property
+    def label(self):
+        return "final iterate"
+
+
 def test_gauss_newton_rejects_bad_arguments(splits):
+    with pytest.raises(ValueError, match="monitored norms"):
+        ms.Trainer(_solver(), _FinalIterateLoss(), progress=False).refine_gauss_newton(
+            splits.train, splits.validation, ms.GaussNewtonConfig(iterations=1))
     trainer = ms.Trainer(_solver(), ms.FixedIterationLoss(2), progress=False)
     with pytest.raises(TypeError, match="config"):
         trainer.refine_gauss_newton(splits.train, splits.validation, {"iterations": 3})
