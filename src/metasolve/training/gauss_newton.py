@@ -60,9 +60,9 @@ class GaussNewtonConfig:
 
     ``iterations``: Levenberg-Marquardt iterations (each builds ``J`` once). ``damping``: the
     starting ``lambda``. ``max_tries``: rejected steps in a row (``lambda`` grows by 4 each
-    time) before the refinement stops. ``chunk_size``: training instances per
-    unrolled solve, which bounds memory. ``expansions``: how many times an accepted step may
-    be doubled while the loss keeps falling.
+    time) before the refinement stops. ``chunk_size``: training instances per unrolled solve,
+    which bounds memory. ``expansions``: how many times an accepted step may be doubled while
+    the loss keeps falling.
     """
 
     iterations: int = 50
