@@ -87,6 +87,12 @@ class TrainingHistory:
     skipped_steps: int = 0
 
 
+def _check_splits(train, validation) -> None:
+    for name, tasks in (("train", train), ("validation", validation)):
+        if not isinstance(tasks, TaskBatch):
+            raise TypeError(f"{name} must be a TaskBatch, got {type(tasks).__name__}")
+
+
 def _resumable(identity: dict) -> dict:
     """The settings a checkpoint must share with the trainer resuming it: all but ``epochs``,
     so a finished run can be extended by asking for more epochs."""
@@ -142,9 +148,7 @@ class Trainer:
 
     def fit(self, train: TaskBatch, validation: TaskBatch) -> TrainingHistory:
         """Run (or resume) training; leaves the best-validation weights in ``solver.model``."""
-        for name, tasks in (("train", train), ("validation", validation)):
-            if not isinstance(tasks, TaskBatch):
-                raise TypeError(f"{name} must be a TaskBatch, got {type(tasks).__name__}")
+        _check_splits(train, validation)
         cfg = self.config
         model = self.solver.model
         generator = torch.Generator().manual_seed(cfg.seed)
@@ -236,9 +240,7 @@ class Trainer:
         Meant for meta-solvers with few parameters (an R2N2's weights): every L-BFGS iteration
         evaluates the loss on the whole training set, with a strong-Wolfe line search.
         """
-        for name, tasks in (("train", train), ("validation", validation)):
-            if not isinstance(tasks, TaskBatch):
-                raise TypeError(f"{name} must be a TaskBatch, got {type(tasks).__name__}")
+        _check_splits(train, validation)
         check_count("iterations", iterations, minimum=1)
         check_positive("lr", lr)
         model = self.solver.model
@@ -279,9 +281,7 @@ class Trainer:
         included; ``checkpoint`` makes a killed refinement resume. For meta-solvers of up to a
         few thousand weights (the Gauss-Newton matrix is dense).
         """
-        for name, tasks in (("train", train), ("validation", validation)):
-            if not isinstance(tasks, TaskBatch):
-                raise TypeError(f"{name} must be a TaskBatch, got {type(tasks).__name__}")
+        _check_splits(train, validation)
         config = config or GaussNewtonConfig()
         if not isinstance(config, GaussNewtonConfig):
             raise TypeError(f"config must be a GaussNewtonConfig, got {type(config).__name__}")
