@@ -117,7 +117,6 @@ FULL = Settings(ps=(0.0, 0.01), rows=ALL_ROWS, n_train=1000, n_validation=1000, 
 # Quick: p = 0 only, so that the L~_eps training (the slow one) runs on one worker while the
 # baseline and the L_m training share the other, in under 3 minutes on 2 cores.
 QUICK = replace(FULL, ps=(0.0,), rows=(("L_m", 25), ("L_eps", 1e-6)),
-                training=replace(FULL.training, epochs=40),
                 gauss_newton=GaussNewtonConfig(iterations=20), wall_clock_repeats=3,
                 large_sample=20_000)
 SMOKE = replace(FULL, ps=(0.01,), rows=(("L_m", 5), ("L_eps", 1e-2)), n_train=64,
