@@ -44,11 +44,30 @@ def test_baseline_records_carry_the_paper_numbers(smoke):
         assert abs(r["value"] - r["paper"]) < 0.1 * r["paper"]
     learned = [r for r in smoke["records"]
                if r["method"] == "learned" and r["metric"] == "mean_iterations"]
-    assert {(r["loss"], r["m"], r["train_eps"]) for r in learned} == {("L_m", 5, None),
-                                                                      ("L_eps", None, 0.01)}
+    assert {(r["loss"], r["m"], r["train_eps"]) for r in learned} == {
+        ("L_m", 5, None), ("L_eps", None, 0.01), ("L_eps", None, 1e-4)}
     assert all(r["paper"] is not None for r in learned)
     assert all(r["value"] is not None and r["value"] >= 0 for r in learned)
     assert all(r["optimizer"] == "gauss-newton" and r["iterations"] == 2 for r in learned)
+    # Continuation: the L~_eps rows are trained from the previous (larger eps) row's weights.
+    warm = {(r["loss"], r["train_eps"]): r["warm_start_eps"] for r in learned}
+    assert warm == {("L_m", None): None, ("L_eps", 0.01): None, ("L_eps", 1e-4): 0.01}
+
+
+def test_the_surrogate_rows_form_one_chain_job_per_p(tmp_path):
+    from dataclasses import replace
+
+    from metasolve.experiments import poisson_jacobi
+
+    rows = [job["rows"] for job in poisson_jacobi.jobs("full", tmp_path)]
+    chains = [r for r in rows if len(r) > 1]
+    assert chains == [[("L_eps", e) for e in (1e-2, 1e-4, 1e-6, 1e-8)]] * 2
+    assert sorted(map(len, rows)) == [1] * 12 + [4, 4]  # 2 baselines, 10 L_m rows
+    poisson_jacobi.SCALES["no-chain"] = replace(poisson_jacobi.FULL, continuation=False)
+    try:
+        assert all(len(job["rows"]) == 1 for job in poisson_jacobi.jobs("no-chain", tmp_path))
+    finally:
+        del poisson_jacobi.SCALES["no-chain"]
 
 
 def test_the_adam_scale_trains_with_appendix_c1s_optimizer(tmp_path):
@@ -71,7 +90,7 @@ def test_json_and_plot_are_written(smoke):
     assert smoke["plot"] is not None and smoke["plot"].is_file()
     assert smoke["plot"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     models = list(path.parent.glob("models/*.safetensors"))
-    assert len(models) == 2
+    assert len(models) == 3
     for model in models:
         assert isinstance(ms.load(model), ms.LearnedSolver)
 
