@@ -28,10 +28,16 @@ from metasolve.experiments import poisson_jacobi as experiment
 
 def parse_stage(text: str) -> tuple[tuple, int]:
     what, _, iterations = text.partition(":")
-    if not iterations.isdigit():
-        raise ValueError(f"a stage is EPS:ITERATIONS or mM:ITERATIONS, got {text!r}")
-    row = ("L_m", int(what[1:])) if what.startswith("m") else ("L_eps", float(what))
-    return row, int(iterations)
+    try:
+        row = ("L_m", int(what[1:])) if what.startswith("m") else ("L_eps", float(what))
+        count = int(iterations)
+        valid = count >= 1 and row[1] > 0
+    except ValueError:
+        valid = False
+    if not valid:
+        raise ValueError(f"stage: expected EPS:ITERATIONS or mM:ITERATIONS with positive "
+                         f"numbers (e.g. 1e-6:40, m25:40), got {text!r}")
+    return row, count
 
 
 def main(p: float, stages: list[str]) -> None:

@@ -77,7 +77,7 @@ def test_the_adam_scale_trains_with_appendix_c1s_optimizer(tmp_path):
     from metasolve.experiments import poisson_jacobi
 
     settings = replace(poisson_jacobi.SMOKE, optimizer="adam")
-    result = poisson_jacobi.run_cell({"settings": settings, "p": 0.01, "row": ("L_m", 5),
+    result = poisson_jacobi.run_cell({"settings": settings, "p": 0.01, "rows": [("L_m", 5)],
                                       "out_dir": str(tmp_path), "scale": "smoke"})
     learned = [r for r in result["records"] if r["metric"] == "mean_iterations"]
     assert learned and all(r["optimizer"] == "adam" and r["epochs"] == 2 for r in learned)

@@ -226,11 +226,10 @@ def _large_sample_baseline(family: Poisson1DFamily, settings: Settings) -> list[
 
 def run_cell(job: dict) -> dict:
     """Train (or, for the baseline row, just evaluate) the cells ``job["rows"]`` of Table 3 at
-    ``job["p"]``, in order, each from the previous one's weights (a continuation chain of
-    ``L~_eps`` rows) or a single row (``job["row"]``); a worker job."""
+    ``job["p"]``, in order, each from the previous one's weights (one row, or a continuation
+    chain of ``L~_eps`` rows); a worker job."""
     settings: Settings = job_settings(job)
-    p = job["p"]
-    rows = [tuple(r) if r != "base" else r for r in job.get("rows", [job.get("row")])]
+    p, rows = job["p"], job["rows"]
     out = Path(job["out_dir"])
     family = Poisson1DFamily(n=16, p=p)
     splits = make_splits(family, settings.n_train, settings.n_validation, settings.n_test,
@@ -322,11 +321,11 @@ def jobs(scale: str, out_dir: Path, epochs: int | None = None) -> list[dict]:
     """One job per cell, except that with Gauss-Newton and ``continuation`` the ``L~_eps`` rows
     of each ``p`` are one job, trained in order of decreasing ``eps``."""
     settings = SCALES[scale]
+    chained = settings.optimizer == "gauss-newton" and settings.continuation
+    surrogate = sorted((r for r in settings.rows if r[0] == "L_eps"), key=lambda r: -r[1])
     groups = []
     for p in settings.ps:
         groups.append((p, ["base"]))
-        surrogate = sorted((r for r in settings.rows if r[0] == "L_eps"), key=lambda r: -r[1])
-        chained = settings.optimizer == "gauss-newton" and settings.continuation
         for row in settings.rows:
             if not (chained and row[0] == "L_eps"):
                 groups.append((p, [row]))

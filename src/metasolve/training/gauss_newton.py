@@ -160,8 +160,7 @@ class GaussNewtonRefiner:
         """Index chunks of ``tasks``. The training set is chunked in the order of its
         instances' last iteration counts: a batched solve runs until its slowest instance
         stops, so a few slow instances spread over every chunk would make every chunk slow."""
-        order = self._order if (tasks is self._ordered and self._order is not None) \
-            else torch.arange(len(tasks))
+        order = self._order if tasks is self._ordered else torch.arange(len(tasks))
         return list(order.split(self.config.chunk_size))
 
     def mean_loss(self, tasks: TaskBatch) -> float:
