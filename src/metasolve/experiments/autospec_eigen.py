@@ -4,7 +4,7 @@ SPD matrices (AutoSpec summary; the issue's task (b)).
 
 * Training: :class:`~metasolve.tasks.spectra.FilterStateFamily`: states (Ritz values, residual
   norms, upper bound) of Chebyshev-filtered subspace iteration (block ``p = 15``, filter degree
-  ``d = 20``) on ``N = 512`` synthetic spectra after 0 to 4 iterations; loss
+  ``d = 20``) on ``N = 512`` synthetic spectra after 0 to 20 iterations; loss
   ``log(max_{j > p} |f(lambda_j)| / min_{j <= k} |f(lambda_j)|)`` with ``k = 10``
   (:class:`~metasolve.training.FilterGapLoss`).
 * Engine: paradigm ``"filter"`` of :class:`~metasolve.learned.autospec.AutoSpecEngine`: ``T_d``
@@ -62,7 +62,10 @@ class Settings:
     wanted: int = 10
     block: int = 15
     degree: int = 20
-    iterations: int = 4
+    # States after up to 20 iterations: on the test matrices the filter runs 9 to 46
+    # iterations, and an engine trained only on early states (0 to 4) meets late ones, with
+    # converged Ritz values and small residuals, outside its training distribution.
+    iterations: int = 20
     probe_steps: int = 20
     hidden: tuple[int, ...] = (64, 64)
     lower_range: float = 1.0
@@ -81,7 +84,8 @@ class Settings:
 
 FULL = Settings()
 QUICK = replace(FULL, n_train=512, n_validation=128, n_test=128,
-                training=replace(FULL.training, epochs=6), transfer=EIGEN_TRANSFER[:1])
+                training=replace(FULL.training, epochs=6), transfer=EIGEN_TRANSFER[:1],
+                iterations=4)  # early states only: fewer iterations to sample per state
 SMOKE = replace(FULL, size=64, wanted=3, block=5, degree=6, iterations=2, probe_steps=8,
                 hidden=(8,), n_train=16, n_validation=8, n_test=8, plain_cap=200,
                 training=replace(FULL.training, epochs=2, batch_size=8), transfer=EIGEN_SMOKE,
