@@ -169,3 +169,49 @@ def test_probe_interval_contains_the_top_of_the_spectrum():
     assert bool((upper >= eig[-1]).all())  # a safe upper bound ...
     assert bool((upper <= eig[-1] * (1 + 1e-2)).all())  # ... and a tight one
     assert bool((lower > 0).all()) and bool((lower <= probe.ritz_values[:, 0]).all())
+
+
+def test_minimal_residual_is_attained_and_below_every_method_at_equal_products():
+    from metasolve.probes import minimal_residual
+
+    a = poisson2d(12)  # N = 144, condition number about 60
+    dense = torch.tensor(a.toarray(), dtype=DTYPE)
+    rhs = torch.randn(3, 144, generator=torch.Generator().manual_seed(0), dtype=DTYPE)
+    steps = 25
+    floor = minimal_residual(lambda v: v @ dense, rhs, steps)
+    # Attained: the least-squares polynomial in the Krylov space, built independently from the
+    # dense eigendecomposition in a Chebyshev basis vanishing at 0 (well conditioned here).
+    values, vectors = torch.linalg.eigh(dense)
+    coefficients = rhs @ vectors
+    s = 2 * values / values.max() - 1
+    terms = [torch.ones_like(s), s]
+    for _ in range(steps - 1):
+        terms.append(2 * s * terms[-1] - terms[-2])
+    basis = torch.stack([terms[j] - (-1.0) ** j for j in range(1, steps + 1)], dim=1)
+    for i in range(3):
+        weighted = basis * coefficients[i].unsqueeze(1)
+        fit = torch.linalg.lstsq(weighted, coefficients[i].unsqueeze(1)).solution
+        best = torch.linalg.vector_norm(coefficients[i] - (weighted @ fit)[:, 0]) \
+            / torch.linalg.vector_norm(rhs[i])
+        assert float(floor[i]) == pytest.approx(float(best), rel=1e-8)
+    # Below CG and Chebyshev with exact bounds after the same number of products.
+    system = ms.LinearSystem(dense, rhs)
+    lower, upper = values.min().expand(3).contiguous(), values.max().expand(3).contiguous()
+    for method, params in ((ms.ConjugateGradient(), {}),
+                           (ms.Chebyshev(), {"lower": lower, "upper": upper})):
+        x = ms.run(method, system, params=params, fixed_iterations=steps, rtol=0.0).x
+        residual = torch.linalg.vector_norm(rhs - x @ dense, dim=1) \
+            / torch.linalg.vector_norm(rhs, dim=1)
+        assert bool((floor <= residual * (1 + 1e-10)).all())
+
+
+def test_minimal_residual_rejects_bad_arguments():
+    from metasolve.probes import minimal_residual
+
+    rhs = torch.ones(2, 5, dtype=DTYPE)
+    with pytest.raises(ValueError, match="steps"):
+        minimal_residual(lambda v: v, rhs, 6)
+    with pytest.raises(ValueError, match="steps"):
+        minimal_residual(lambda v: v, rhs, 0)
+    with pytest.raises(TypeError, match="matvec"):
+        minimal_residual("A", rhs, 2)

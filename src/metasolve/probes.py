@@ -159,6 +159,39 @@ def subspace_probe(matvec: Callable[[torch.Tensor], torch.Tensor], size: int, bl
                  matvecs=block * (iterations + 1))
 
 
+def minimal_residual(matvec: Callable[[torch.Tensor], torch.Tensor], rhs: torch.Tensor,
+                     steps: int) -> torch.Tensor:
+    """``(B,)``: ``min ||p(A) b|| / ||b||`` over polynomials ``p`` of degree at most ``steps``
+    with ``p(0) = 1``, for each row ``b`` of ``rhs``: the relative residual of MINRES after
+    ``steps`` products, computed in a fully reorthogonalized Lanczos basis so that it is the
+    exact-arithmetic optimum to round-off.
+
+    No method whose iterate after ``steps`` products is ``q(A) b`` (Richardson, Chebyshev, any
+    fixed or learned polynomial, CG) can have a smaller residual on that ``b``: this is the
+    floor a comparison "at equal products" is measured against. From ``A V_k = V_{k+1} T~_k``
+    (``T~_k`` the ``(k + 1) x k`` Lanczos tridiagonal) the residual of ``x = V_k y`` is
+    ``||b|| ||e_1 - T~_k y / ||b|| ||``, a small least-squares problem.
+
+    Memory: the basis holds ``steps * N`` numbers per row.
+    """
+    steps = check_count("steps", steps, minimum=1)
+    check_tensor("rhs", rhs, ndim=2)
+    if steps > rhs.shape[1]:
+        raise ValueError(f"steps must be at most the size ({rhs.shape[1]}), got {steps}")
+    if not callable(matvec):
+        raise TypeError(f"matvec must be callable, got {type(matvec).__name__}")
+    _, tridiagonal, beta = _lanczos(matvec, rhs, steps)
+    last = torch.zeros_like(tridiagonal[:, :1, :])
+    last[:, 0, -1] = beta
+    extended = torch.cat([tridiagonal, last], dim=1)  # T~_k, (B, k + 1, k)
+    target = torch.zeros(extended.shape[0], steps + 1, 1, dtype=rhs.dtype, device=rhs.device)
+    target[:, 0, 0] = 1.0
+    # QR, not the normal equations: T~_k may be as ill-conditioned as A.
+    q, r = torch.linalg.qr(extended)
+    y = torch.linalg.solve_triangular(r, q.mT @ target, upper=True)
+    return torch.linalg.vector_norm(target - extended @ y, dim=(1, 2))
+
+
 def lanczos_function(matvec: Callable[[torch.Tensor], torch.Tensor], vector: torch.Tensor,
                      steps: int, function: Callable[[torch.Tensor], torch.Tensor]
                      ) -> torch.Tensor:
