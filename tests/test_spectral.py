@@ -215,3 +215,9 @@ def test_minimal_residual_rejects_bad_arguments():
         minimal_residual(lambda v: v, rhs, 0)
     with pytest.raises(TypeError, match="matvec"):
         minimal_residual("A", rhs, 2)
+    with pytest.raises(ValueError, match="rhs row 1 is zero"):
+        minimal_residual(lambda v: v, torch.stack([rhs[0], torch.zeros(5, dtype=DTYPE)]), 2)
+    with pytest.raises(ValueError, match="rhs"):
+        minimal_residual(lambda v: v, torch.full((1, 5), float("nan"), dtype=DTYPE), 2)
+    # An invariant Krylov subspace (A = 2 I): the floor is at round-off, not NaN.
+    assert float(minimal_residual(lambda v: 2 * v, rhs, 3).max()) < 1e-12

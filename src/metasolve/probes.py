@@ -169,13 +169,19 @@ def minimal_residual(matvec: Callable[[torch.Tensor], torch.Tensor], rhs: torch.
     No method whose iterate after ``steps`` products is ``q(A) b`` (Richardson, Chebyshev, any
     fixed or learned polynomial, CG) can have a smaller residual on that ``b``: this is the
     floor a comparison "at equal products" is measured against. From ``A V_k = V_{k+1} T~_k``
-    (``T~_k`` the ``(k + 1) x k`` Lanczos tridiagonal) the residual of ``x = V_k y`` is
-    ``||b|| ||e_1 - T~_k y / ||b|| ||``, a small least-squares problem.
+    (``V_k`` the Lanczos basis started at ``b / ||b||``, ``T~_k`` the ``(k + 1) x k`` Lanczos
+    tridiagonal) the relative residual of ``x = ||b|| V_k y`` is ``||e_1 - T~_k y||``, a small
+    least-squares problem. An invariant Krylov subspace (Lanczos breakdown) gives a floor at
+    round-off, as it should: the solution lies in it.
 
     Memory: the basis holds ``steps * N`` numbers per row.
     """
     steps = check_count("steps", steps, minimum=1)
     check_tensor("rhs", rhs, ndim=2)
+    zero = torch.linalg.vector_norm(rhs, dim=1) == 0
+    if bool(zero.any()):
+        raise ValueError(f"rhs row {int(zero.nonzero()[0])} is zero: its relative residual is "
+                         "undefined")
     if steps > rhs.shape[1]:
         raise ValueError(f"steps must be at most the size ({rhs.shape[1]}), got {steps}")
     if not callable(matvec):
@@ -186,9 +192,10 @@ def minimal_residual(matvec: Callable[[torch.Tensor], torch.Tensor], rhs: torch.
     extended = torch.cat([tridiagonal, last], dim=1)  # T~_k, (B, k + 1, k)
     target = torch.zeros(extended.shape[0], steps + 1, 1, dtype=rhs.dtype, device=rhs.device)
     target[:, 0, 0] = 1.0
-    # QR, not the normal equations: T~_k may be as ill-conditioned as A.
-    q, r = torch.linalg.qr(extended)
-    y = torch.linalg.solve_triangular(r, q.mT @ target, upper=True)
+    # An orthogonal-factorization solver, not the normal equations (T~_k may be as
+    # ill-conditioned as A), and one that accepts rank deficiency: after an exact breakdown the
+    # Lanczos vectors are zero and so are T~_k's later columns.
+    y = torch.linalg.lstsq(extended, target, driver="gelsd").solution
     return torch.linalg.vector_norm(target - extended @ y, dim=(1, 2))
 
 
