@@ -7,11 +7,12 @@ than scs's whole solve). This script asks how accurate a one-shot model can be m
 scale, with the most direct training there is: supervised regression of scs's solution
 ``(x, y, s)`` (solved to 1e-9) on the measurements, by ridge regression and by an MLP (2 hidden
 layers, Adam, mean squared error of standardized targets). It prints the median relative error
-of the prediction on held-out problems and scs's mean iterations (eps 1e-4) from a cold start and
-from each prediction.
+of the prediction on held-out problems and scs's mean iterations (eps 1e-4) from a cold start,
+from each prediction, and from scs's own solution with random errors of relative size 1e-1,
+1e-2 and 1e-3 (how accurate a start must be).
 
     python benchmarks/kalman_initializer.py [TRAIN_PROBLEMS] [EPOCHS] [HIDDEN]
-    python benchmarks/kalman_initializer.py 4096 100 512     # about 4 min on 2 cores
+    python benchmarks/kalman_initializer.py 4096 100 512     # 3 to 4 min on 2 cores
 """
 
 from __future__ import annotations
@@ -74,6 +75,13 @@ def main(n_train: int = 4096, epochs: int = 100, hidden: int = 512, n_test: int 
     print(f"MLP trained in {time.perf_counter() - start:.0f} s")
     n, m = test.problem.variables, test.problem.constraints
     rows = {"cold start": None, "ridge regression": ridge, "MLP": mlp}
+    # How accurate a start must be: scs's solution with a random error of a given relative size.
+    noise = torch.randn(y_test.shape, generator=torch.Generator().manual_seed(3),
+                        dtype=torch.float64)
+    noise *= (torch.linalg.vector_norm(y_test, dim=1)
+              / torch.linalg.vector_norm(noise, dim=1)).unsqueeze(1)
+    for size in (1e-1, 1e-2, 1e-3):
+        rows[f"solution + {size:g} error"] = y_test + size * noise
     for name, prediction in rows.items():
         iterations = []
         for i in range(n_test):
