@@ -51,12 +51,14 @@ def main(n_train: int = 4096, epochs: int = 100, hidden: int = 512, n_test: int 
         return float((torch.linalg.vector_norm(prediction - y_test, dim=1)
                       / torch.linalg.vector_norm(y_test, dim=1)).median())
 
-    ones = torch.ones(n_train, 1, dtype=torch.float64)
-    design = torch.cat([x_train / scale, ones], dim=1)
-    weights = torch.linalg.solve(design.T @ design + 1e-6 * torch.eye(design.shape[1],
-                                                                        dtype=torch.float64),
-                                 design.T @ y_train)
-    ridge = torch.cat([x_test / scale, ones[:n_test]], dim=1) @ weights
+    def design(x):  # standardized features and a constant column
+        return torch.cat([x / scale, torch.ones(len(x), 1, dtype=torch.float64)], dim=1)
+
+    fit = design(x_train)
+    weights = torch.linalg.solve(fit.T @ fit + 1e-6 * torch.eye(fit.shape[1],
+                                                                dtype=torch.float64),
+                                 fit.T @ y_train)
+    ridge = design(x_test) @ weights
     net = torch.nn.Sequential(torch.nn.Linear(x_train.shape[1], hidden), torch.nn.ReLU(),
                               torch.nn.Linear(hidden, hidden), torch.nn.ReLU(),
                               torch.nn.Linear(hidden, y_train.shape[1])).double()
