@@ -247,6 +247,70 @@ def test_log_residual_loss_is_the_log_of_the_reduction():
         ms.LogResidualLoss(0)
 
 
+@pytest.mark.parametrize("paradigm", ["recurrence", "basis"])
+def test_engine_baseline_is_chebyshev_on_the_probe_interval_whatever_its_weights(paradigm):
+    family, tasks = _engine_tasks()
+    torch.manual_seed(0)
+    engine = ms.AutoSpecEngine(8, 20, paradigm)
+    with torch.no_grad():
+        engine.net[-1].weight.normal_(0, 0.3)  # a "trained" engine, far from Chebyshev
+    method = ms.PolynomialRecurrence() if paradigm == "recurrence" else ms.ChebyshevExpansion()
+    solver = ms.LearnedSolver(method, engine, family=family)
+    base = solver.solve_baseline(tasks, fixed_iterations=20, rtol=0.0)
+    with torch.no_grad():
+        learned = solver.solve(tasks, fixed_iterations=20, rtol=0.0)
+    lower, upper = split_probe(tasks.features, 8).interval()
+    cheb = ms.run(ms.Chebyshev(), tasks.problem, params={"lower": lower, "upper": upper},
+                  fixed_iterations=20, rtol=0.0)
+    scale = float(cheb.x.abs().max())
+    torch.testing.assert_close(base.x, cheb.x, rtol=1e-9, atol=1e-9 * scale)
+    assert not base.x.requires_grad
+    assert float((learned.x - cheb.x).abs().max()) > 1e-6 * scale  # the weights do matter
+
+
+def test_relative_log_residual_loss_is_a_softplus_of_the_log_ratio():
+    system = _spectrum_system(batch=3)
+    loss = ms.RelativeLogResidualLoss(6, sharpness=2.0)
+    learned = ms.run(ms.Chebyshev(1e-3, 1.0), system, **loss.run_options())
+    base = ms.run(ms.Chebyshev(1e-1, 1.0), system, **loss.run_options())
+    plain = ms.LogResidualLoss(6)
+    gap = plain(learned) - plain(base)
+    torch.testing.assert_close(loss(learned, base), torch.nn.functional.softplus(2 * gap) / 2)
+    # Against itself the loss is log(2) / beta, its value for an untrained engine.
+    torch.testing.assert_close(loss(base, base), torch.full((3,), math.log(2) / 2, dtype=F64))
+    with pytest.raises(ValueError, match="baseline"):
+        loss(learned)
+    with pytest.raises(ValueError, match="tasks"):
+        loss(learned, ms.run(ms.Chebyshev(1e-3, 1.0), _spectrum_system(batch=2),
+                             **loss.run_options()))
+    with pytest.raises(ValueError, match="sharpness"):
+        ms.RelativeLogResidualLoss(6, sharpness=0.0)
+    rebuilt = ms.training.loss_from_config(loss.config())
+    assert isinstance(rebuilt, ms.RelativeLogResidualLoss) and rebuilt.sharpness == 2.0
+
+
+def test_training_against_the_baseline_starts_at_log2_over_beta_and_lowers_it():
+    family = ms.SpectrumFamily(size=32, probe_steps=5)
+    splits = ms.make_splits(family, 64, 16, 16, seed=0)
+    torch.manual_seed(0)
+    solver = ms.LearnedSolver(ms.PolynomialRecurrence(),
+                              ms.AutoSpecEngine(5, 12, "recurrence", hidden=(8,)), family=family)
+    loss = ms.RelativeLogResidualLoss(12, sharpness=4.0)
+    trainer = ms.Trainer(solver, loss, ms.TrainingConfig(epochs=6, batch_size=16, lr=1e-2),
+                         progress=False)
+    with torch.no_grad():
+        assert float(trainer.batch_loss(splits.test)) == pytest.approx(math.log(2) / 4,
+                                                                       rel=1e-6)
+    trainer.fit(splits.train, splits.validation)
+    with torch.no_grad():
+        assert float(trainer.batch_loss(splits.test)) < math.log(2) / 4
+    # A meta-solver with no classical baseline cannot be trained against one.
+    constant = ms.LearnedSolver(ms.Jacobi(), ms.ConstantMetaSolver(
+        {"omega": ms.IdentityHead(1)}), family=ms.Poisson1DFamily(n=8))
+    with pytest.raises(TypeError, match="baseline"):
+        ms.Trainer(constant, loss, progress=False)
+
+
 def test_spectrum_family_draws_reproducible_spectra_with_the_asked_conditioning():
     family = ms.SpectrumFamily(size=40, probe_steps=6, kappa_min=10.0, kappa_max=1e4)
     a, b = family.sample(50, seed=3), family.sample(50, seed=3)

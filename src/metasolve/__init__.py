@@ -72,6 +72,7 @@ from .training import (  # noqa: E402
     GaussNewtonConfig,
     IterationSurrogateLoss,
     LogResidualLoss,
+    RelativeLogResidualLoss,
     Trainer,
     TrainingConfig,
     WeightedResidualLoss,
@@ -87,7 +88,8 @@ __all__ = [
     "InitialValueProblem", "IntervalHead", "IterationSurrogateLoss", "IterativeMethod", "Jacobi",
     "LearnedSolver", "LinearSystem", "LogResidualLoss", "MatrixSetFamily", "MetaSolver",
     "NetworkMetaSolver", "NewtonSOR", "NonlinearSystem", "Poisson1DFamily", "PolynomialRecurrence",
-    "PositiveHead", "R2N2", "RK3", "RK4", "RobertsonFamily", "SCS", "Solution", "SpectrumFamily",
+    "PositiveHead", "R2N2", "RK3", "RK4", "RelativeLogResidualLoss", "RobertsonFamily", "SCS",
+    "Solution", "SpectrumFamily",
     "Status", "TaskBatch", "TaskFamily", "Trainer", "TrainingConfig", "VanDerPolFamily",
     "WeightedResidualLoss", "__version__", "chebyshev_filter_rule", "load", "make_splits",
     "register_family", "register_method", "run", "save", "sine_basis"

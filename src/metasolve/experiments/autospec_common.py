@@ -15,7 +15,7 @@ from ..problems import LinearSystem
 from ..solvers import ChebyshevExpansion, ChebyshevSeries, PolynomialRecurrence
 from ..tasks import SpectrumFamily, TaskBatch, make_splits, operators
 from ..tasks.operators import sparse_system
-from ..training import LogResidualLoss, Trainer, TrainingConfig
+from ..training import LogResidualLoss, RelativeLogResidualLoss, Trainer, TrainingConfig
 
 SYNTHETIC = "synthetic (held out)"
 
@@ -124,14 +124,19 @@ def make_engine_solver(family: SpectrumFamily, degree: int, paradigm: str,
 
 def train_engine(family: SpectrumFamily, degree: int, paradigm: str, hidden, n_train: int,
                  n_validation: int, training: TrainingConfig, seed: int, checkpoint: Path,
-                 progress: bool, **engine_options) -> tuple[LearnedSolver, dict]:
+                 progress: bool, sharpness: float | None = None,
+                 **engine_options) -> tuple[LearnedSolver, dict]:
     """Train an engine on synthetic spectra with the log-residual loss (the log relative error
-    for a matrix function, whose monitor is the error)."""
+    for a matrix function, whose monitor is the error), or, given a ``sharpness``, with the loss
+    relative to the untrained engine's classical method
+    (:class:`~metasolve.training.RelativeLogResidualLoss`)."""
     splits = make_splits(family, n_train, n_validation, 1, seed=seed)
     torch.manual_seed(seed)
     solver = make_engine_solver(family, degree, paradigm, hidden, **engine_options)
-    trainer = Trainer(solver, LogResidualLoss(degree), training, checkpoint=checkpoint,
-                      progress=progress)
+    loss = LogResidualLoss(degree) if sharpness is None \
+        else RelativeLogResidualLoss(degree, sharpness)
+    trainer = Trainer(solver, loss, training, checkpoint=checkpoint, progress=progress)
     history = trainer.fit(splits.train, splits.validation)
     return solver, {"best_epoch": history.best_epoch, "epochs": training.epochs,
-                    "n_train": n_train, "best_validation_loss": history.best_validation_loss}
+                    "n_train": n_train, "best_validation_loss": history.best_validation_loss,
+                    "loss": loss.kind}

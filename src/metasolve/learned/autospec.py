@@ -163,10 +163,18 @@ class AutoSpecEngine(MetaSolver):
                 "correction": self.correction, "lower_range": self.lower_range,
                 "modes": self.modes}
 
-    def interval(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, dict]:
-        """``(a, b, parts)``: the learned interval and the network's raw outputs."""
+    def _raw(self, inputs: torch.Tensor, baseline: bool) -> dict[str, torch.Tensor]:
+        """The network's outputs split by head; all zero for the baseline (the untrained engine)."""
+        if baseline:
+            return self._split(inputs.new_zeros(inputs.shape[0], self.n_outputs))
+        return self._split(self.net(inputs))
+
+    def interval(self, features: torch.Tensor, baseline: bool = False
+                 ) -> tuple[torch.Tensor, torch.Tensor, dict]:
+        """``(a, b, parts)``: the learned interval and the network's raw outputs (with
+        ``baseline``, the probe's interval and zeros)."""
         probe = split_probe(features.to(torch.float64), self.probe_steps)
-        parts = self._split(self.net(probe_inputs(probe)))
+        parts = self._raw(probe_inputs(probe), baseline)
         lower0, upper0 = probe.interval()
         z = parts["interval"]
         lower = lower0 * torch.exp(self.lower_range * torch.tanh(z[:, 0]))
@@ -186,7 +194,7 @@ class AutoSpecEngine(MetaSolver):
         weights = parts["shape"].reshape(batch, profiles, self.modes)
         return self.correction * torch.tanh(weights @ basis)
 
-    def _filter(self, features: torch.Tensor) -> dict[str, torch.Tensor]:
+    def _filter(self, features: torch.Tensor, baseline: bool) -> dict[str, torch.Tensor]:
         check_tensor("features", features, ndim=2)
         p = self.probe_steps
         if features.shape[1] != 2 * p + 1:
@@ -200,7 +208,7 @@ class AutoSpecEngine(MetaSolver):
         top = ritz[:, -1:]
         inputs = torch.cat([torch.log10(ritz / top), torch.log10(top / upper.unsqueeze(1)),
                             torch.log10(residuals / top + 1e-12)], dim=1) / 3
-        parts = self._split(self.net(inputs))
+        parts = self._raw(inputs, baseline)
         z = parts["interval"]
         lower = torch.minimum(ritz[:, -1] * torch.exp(self.lower_range * torch.tanh(z[:, 0])),
                               0.99 * upper)
@@ -214,9 +222,20 @@ class AutoSpecEngine(MetaSolver):
                 "upper": upper}
 
     def forward(self, features: torch.Tensor) -> dict[str, torch.Tensor]:
+        return self._method_params(features, baseline=False)
+
+    def baseline_params(self, features: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The classical method the untrained engine is, for the same probe: Chebyshev
+        iteration (or Chebyshev-filtered subspace iteration, or the Chebyshev interpolant of
+        ``t^{-1/2}``) on the probe's interval. A loss relative to it
+        (:class:`~metasolve.training.RelativeLogResidualLoss`) reads it."""
+        with torch.no_grad():
+            return self._method_params(features, baseline=True)
+
+    def _method_params(self, features: torch.Tensor, baseline: bool) -> dict[str, torch.Tensor]:
         if self.paradigm == "filter":
-            return self._filter(features)
-        lower, upper, parts = self.interval(features)
+            return self._filter(features, baseline)
+        lower, upper, parts = self.interval(features, baseline)
         k = self.degree
         factors = torch.exp(self._profiles(parts, k))
         if self.paradigm == "recurrence":

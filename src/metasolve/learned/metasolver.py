@@ -62,6 +62,12 @@ class MetaSolver(nn.Module):
     def config(self) -> dict:
         raise NotImplementedError
 
+    def baseline_params(self, features: torch.Tensor) -> dict[str, torch.Tensor]:
+        """``theta`` of the classical method this meta-solver starts from, for the same tasks
+        (read by losses relative to it). Only meta-solvers whose untrained state is a classical
+        method define it."""
+        raise TypeError(f"a {type(self).__name__} has no classical baseline to compare with")
+
 
 class ConstantMetaSolver(MetaSolver):
     """The same ``theta`` for every task; learns the head's pre-activation ``z``.

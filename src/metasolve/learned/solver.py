@@ -86,6 +86,16 @@ class LearnedSolver:
         solution.info["inference_time"] = inference
         return solution
 
+    def solve_baseline(self, tasks: TaskBatch, **run_options) -> Solution:
+        """Run the method with :meth:`MetaSolver.baseline_params` (the classical method the
+        untrained meta-solver is) instead of the predicted ``theta``; no gradient."""
+        if not isinstance(tasks, TaskBatch):
+            raise TypeError(f"tasks must be a TaskBatch, got {type(tasks).__name__}")
+        run_options.setdefault("monitor", self.monitor)
+        with torch.no_grad():
+            return run(self.method, tasks.problem,
+                       params=self.metasolver.baseline_params(tasks.features), **run_options)
+
     def save(self, path) -> None:
         """Write ``path`` (safetensors) and its JSON description; see :mod:`metasolve.artifact`."""
         from ..artifact import save

@@ -8,6 +8,7 @@ from .losses import (
            IterationSurrogateLoss,
            LogResidualLoss,
            Loss,
+           RelativeLogResidualLoss,
            ResidualSumLoss,
            WeightedResidualLoss,
            loss_from_config,
@@ -17,6 +18,7 @@ from .trainer import Trainer, TrainingConfig, TrainingHistory
 __all__ = [
     "FailurePenaltyLoss", "FilterGapLoss", "FixedIterationLoss", "GaussNewtonConfig",
     "GaussNewtonHistory", "IterationSurrogateLoss",
-    "LogResidualLoss", "Loss", "ResidualSumLoss", "Trainer", "TrainingConfig", "TrainingHistory",
+    "LogResidualLoss", "Loss", "RelativeLogResidualLoss", "ResidualSumLoss", "Trainer",
+    "TrainingConfig", "TrainingHistory",
     "WeightedResidualLoss", "loss_from_config"
 ]

@@ -123,6 +123,9 @@ class GaussNewtonRefiner:
         if isinstance(method, nn.Module) and any(p.requires_grad for p in method.parameters()):
             raise ValueError(f"Gauss-Newton refinement trains the meta-solver alone, but method "
                              f"{method.name} has trainable weights of its own")
+        if loss.needs_baseline:
+            raise ValueError(f"Gauss-Newton refinement does not support loss {loss.kind!r}, "
+                             f"which compares with a baseline solve")
         self.solver, self.loss, self.config = solver, loss, config
         self.metasolver = solver.metasolver
         self.identity = {**identity, "gauss_newton": asdict(config)}

@@ -22,6 +22,7 @@ from pathlib import Path
 import torch
 
 from ..artifact import ArtifactError, read_tensors, write_tensors
+from ..learned.metasolver import MetaSolver
 from ..learned.solver import LearnedSolver
 from ..tasks.base import TaskBatch
 from ..validation import check_count, check_positive
@@ -120,6 +121,10 @@ class Trainer:
             raise TypeError(f"solver must be a LearnedSolver, got {type(solver).__name__}")
         if not isinstance(loss, Loss):
             raise TypeError(f"loss must be a metasolve Loss, got {type(loss).__name__}")
+        if loss.needs_baseline and \
+                type(solver.metasolver).baseline_params is MetaSolver.baseline_params:
+            raise TypeError(f"loss {loss.kind!r} compares with a classical baseline, which a "
+                            f"{type(solver.metasolver).__name__} does not define")
         self.solver = solver
         self.loss = loss
         self.config = config or TrainingConfig()
@@ -144,7 +149,11 @@ class Trainer:
 
     def batch_loss(self, tasks: TaskBatch) -> torch.Tensor:
         """Mean loss of the solver on ``tasks`` (differentiable if autograd is on)."""
-        return self.loss(self.solver.solve(tasks, **self.loss.run_options())).mean()
+        options = self.loss.run_options()
+        solution = self.solver.solve(tasks, **options)
+        if self.loss.needs_baseline:
+            return self.loss(solution, self.solver.solve_baseline(tasks, **options)).mean()
+        return self.loss(solution).mean()
 
     def fit(self, train: TaskBatch, validation: TaskBatch) -> TrainingHistory:
         """Run (or resume) training; leaves the best-validation weights in ``solver.model``."""
