@@ -7,12 +7,14 @@ transfer matrices (K = 150 products after a 10-step probe):
     python benchmarks/autospec_variants.py train --size 2048 --n-train 1024 --epochs 10
     python benchmarks/autospec_variants.py train --correction 0.1 --n-train 2048 --epochs 15
 
-The experiment's engine (4,096 eigenvalues, loss relative to Chebyshev) against each of its
-two choices alone (``--sharpness 0``: the plain log residual):
+(those three, with the defaults ``--size 256 --batch-size 128``, trained the engine of an
+earlier full run: 256 eigenvalues, the plain log residual). Each of the current engine's two
+choices alone, with its training budget (``--sharpness 0``: the plain log residual):
 
-    python benchmarks/autospec_variants.py train --size 4096 --sharpness 4 --n-train 1024 --epochs 8
-    python benchmarks/autospec_variants.py train --size 4096 --sharpness 0 --n-train 1024 --epochs 8
-    python benchmarks/autospec_variants.py train --size 256 --sharpness 4 --n-train 1024 --epochs 8
+    python benchmarks/autospec_variants.py train --size 4096 --sharpness 0 \
+        --n-train 1024 --epochs 12 --batch-size 64
+    python benchmarks/autospec_variants.py train --size 256 --sharpness 4 \
+        --n-train 1024 --epochs 12 --batch-size 64
 
 Switch parts of a trained recurrence engine off (the learned interval alone, plus the learned
 initial coefficient, plus the correction profiles = the engine as trained) on the held-out
@@ -50,7 +52,7 @@ def _report(name, learned, base):
 def train(args) -> None:
     settings = replace(autospec_linear.FULL, size=args.size, n_test=256)
     family = autospec_linear._family(settings)
-    config = replace(settings.training, epochs=args.epochs)
+    config = replace(settings.training, epochs=args.epochs, batch_size=args.batch_size)
     solver, info = train_engine(family, settings.degree, args.paradigm, settings.hidden,
                                 args.n_train, 512, config, 0, None, False,
                                 sharpness=args.sharpness or None, modes=args.modes,
@@ -98,6 +100,7 @@ def main() -> None:
     one.add_argument("--sharpness", type=float, default=0.0,
                      help="beta of the loss relative to Chebyshev; 0: the plain log residual")
     one.add_argument("--n-train", type=int, default=4096)
+    one.add_argument("--batch-size", type=int, default=128)
     one.add_argument("--epochs", type=int, default=20)
     one.set_defaults(run=train)
     two = commands.add_parser("ablate")

@@ -268,6 +268,24 @@ def test_engine_baseline_is_chebyshev_on_the_probe_interval_whatever_its_weights
     assert float((learned.x - cheb.x).abs().max()) > 1e-6 * scale  # the weights do matter
 
 
+@pytest.mark.parametrize("paradigm", ["invsqrt", "filter"])
+def test_engine_baseline_of_the_other_paradigms_is_the_untrained_engine(paradigm):
+    _, tasks = _engine_tasks()
+    features = tasks.features if paradigm == "invsqrt" else torch.cat(
+        [tasks.features, 2 * tasks.features[:, 7:8]], dim=1)  # p = 8 Ritz values, norms, b
+    torch.manual_seed(0)
+    engine = ms.AutoSpecEngine(8, 12, paradigm, modes=3)
+    with torch.no_grad():
+        untrained = engine(features)
+        engine.net[-1].weight.normal_(0, 0.3)
+        engine.net[-1].bias.normal_(0, 0.3)
+        trained = engine(features)
+    base = engine.baseline_params(features)
+    for name, value in untrained.items():
+        torch.testing.assert_close(base[name], value, rtol=1e-12, atol=0)
+    assert any(not torch.allclose(trained[k], untrained[k]) for k in untrained)
+
+
 def test_relative_log_residual_loss_is_a_softplus_of_the_log_ratio():
     system = _spectrum_system(batch=3)
     loss = ms.RelativeLogResidualLoss(6, sharpness=2.0)
@@ -304,7 +322,10 @@ def test_training_against_the_baseline_starts_at_log2_over_beta_and_lowers_it():
     trainer.fit(splits.train, splits.validation)
     with torch.no_grad():
         assert float(trainer.batch_loss(splits.test)) < math.log(2) / 4
-    # A meta-solver with no classical baseline cannot be trained against one.
+    # A meta-solver with no classical baseline cannot be trained against one, nor can a wrapper
+    # that would not pass the baseline on.
+    with pytest.raises(ValueError, match="baseline"):
+        ms.FailurePenaltyLoss(loss)
     constant = ms.LearnedSolver(ms.Jacobi(), ms.ConstantMetaSolver(
         {"omega": ms.IdentityHead(1)}), family=ms.Poisson1DFamily(n=8))
     with pytest.raises(TypeError, match="baseline"):

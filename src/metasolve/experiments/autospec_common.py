@@ -139,4 +139,4 @@ def train_engine(family: SpectrumFamily, degree: int, paradigm: str, hidden, n_t
     history = trainer.fit(splits.train, splits.validation)
     return solver, {"best_epoch": history.best_epoch, "epochs": training.epochs,
                     "n_train": n_train, "best_validation_loss": history.best_validation_loss,
-                    "loss": loss.kind}
+                    "loss": loss.kind, **({} if sharpness is None else {"sharpness": sharpness})}

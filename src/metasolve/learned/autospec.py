@@ -225,10 +225,11 @@ class AutoSpecEngine(MetaSolver):
         return self._method_params(features, baseline=False)
 
     def baseline_params(self, features: torch.Tensor) -> dict[str, torch.Tensor]:
-        """The classical method the untrained engine is, for the same probe: Chebyshev
-        iteration (or Chebyshev-filtered subspace iteration, or the Chebyshev interpolant of
-        ``t^{-1/2}``) on the probe's interval. A loss relative to it
-        (:class:`~metasolve.training.RelativeLogResidualLoss`) reads it."""
+        """The parameters of the classical method the untrained engine is, for the same
+        features: Chebyshev iteration, or the Chebyshev interpolant of ``t^{-1/2}``, on the
+        probe's interval ``[min(a_0, 0.9 u), u]``; for the filter paradigm, the Chebyshev
+        filter ``T_d`` on ``[theta_p, b]`` (Chebyshev-filtered subspace iteration's). A loss
+        relative to it (:class:`~metasolve.training.RelativeLogResidualLoss`) reads it."""
         with torch.no_grad():
             return self._method_params(features, baseline=True)
 
