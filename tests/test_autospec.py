@@ -124,6 +124,13 @@ def _engine_tasks(batch=4, steps=8, seed=0):
     return family, family.sample(batch, seed=seed)
 
 
+def _chebyshev_on_probe(tasks, probe_steps, steps):
+    """Chebyshev iteration on the interval of the tasks' probe, ``steps`` iterations."""
+    lower, upper = split_probe(tasks.features, probe_steps).interval()
+    return ms.run(ms.Chebyshev(), tasks.problem, params={"lower": lower, "upper": upper},
+                  fixed_iterations=steps, rtol=0.0)
+
+
 @pytest.mark.parametrize("paradigm", ["recurrence", "basis"])
 def test_an_untrained_engine_is_chebyshev_on_the_probe_interval(paradigm):
     family, tasks = _engine_tasks()
@@ -132,9 +139,7 @@ def test_an_untrained_engine_is_chebyshev_on_the_probe_interval(paradigm):
     solver = ms.LearnedSolver(method, engine, family=family)
     with torch.no_grad():
         ours = solver.solve(tasks, fixed_iterations=20, rtol=0.0)
-    lower, upper = split_probe(tasks.features, 8).interval()
-    cheb = ms.run(ms.Chebyshev(), tasks.problem, params={"lower": lower, "upper": upper},
-                  fixed_iterations=20, rtol=0.0)
+    cheb = _chebyshev_on_probe(tasks, 8, 20)
     torch.testing.assert_close(ours.x, cheb.x, rtol=1e-9, atol=1e-9 * float(cheb.x.abs().max()))
 
 
@@ -259,9 +264,7 @@ def test_engine_baseline_is_chebyshev_on_the_probe_interval_whatever_its_weights
     base = solver.solve_baseline(tasks, fixed_iterations=20, rtol=0.0)
     with torch.no_grad():
         learned = solver.solve(tasks, fixed_iterations=20, rtol=0.0)
-    lower, upper = split_probe(tasks.features, 8).interval()
-    cheb = ms.run(ms.Chebyshev(), tasks.problem, params={"lower": lower, "upper": upper},
-                  fixed_iterations=20, rtol=0.0)
+    cheb = _chebyshev_on_probe(tasks, 8, 20)
     scale = float(cheb.x.abs().max())
     torch.testing.assert_close(base.x, cheb.x, rtol=1e-9, atol=1e-9 * scale)
     assert not base.x.requires_grad

@@ -69,32 +69,38 @@ class LearnedSolver:
         """``theta = Psi(tau; omega)`` for a batch of task features."""
         return self.metasolver(features)
 
+    @property
+    def method_is_trainable(self) -> bool:
+        """Whether the method carries trainable weights of its own (a learned acceleration
+        model), besides the meta-solver's."""
+        return isinstance(self.method, nn.Module) and any(
+            p.requires_grad for p in self.method.parameters())
+
     def solve(self, tasks: TaskBatch, **run_options) -> Solution:
         """Predict ``theta`` for ``tasks`` and run the method; options go to :func:`metasolve.run`.
 
         ``solution.info["inference_time"]`` is the meta-solver's time and ``wall_time`` includes
         it, so wall-clock comparisons with the classical method are fair.
         """
+        return self._run(tasks, self.params, run_options)
+
+    def solve_baseline(self, tasks: TaskBatch, **run_options) -> Solution:
+        """Run the method with :meth:`MetaSolver.baseline_params` (the classical method the
+        untrained meta-solver is) instead of the predicted ``theta``; no gradient."""
+        with torch.no_grad():
+            return self._run(tasks, self.metasolver.baseline_params, run_options)
+
+    def _run(self, tasks: TaskBatch, params_of, run_options: dict) -> Solution:
         if not isinstance(tasks, TaskBatch):
             raise TypeError(f"tasks must be a TaskBatch, got {type(tasks).__name__}")
         run_options.setdefault("monitor", self.monitor)
         start = time.perf_counter()
-        params = self.params(tasks.features)
+        params = params_of(tasks.features)
         inference = time.perf_counter() - start
         solution = run(self.method, tasks.problem, params=params, **run_options)
         solution.wall_time += inference
         solution.info["inference_time"] = inference
         return solution
-
-    def solve_baseline(self, tasks: TaskBatch, **run_options) -> Solution:
-        """Run the method with :meth:`MetaSolver.baseline_params` (the classical method the
-        untrained meta-solver is) instead of the predicted ``theta``; no gradient."""
-        if not isinstance(tasks, TaskBatch):
-            raise TypeError(f"tasks must be a TaskBatch, got {type(tasks).__name__}")
-        run_options.setdefault("monitor", self.monitor)
-        with torch.no_grad():
-            return run(self.method, tasks.problem,
-                       params=self.metasolver.baseline_params(tasks.features), **run_options)
 
     def save(self, path) -> None:
         """Write ``path`` (safetensors) and its JSON description; see :mod:`metasolve.artifact`."""

@@ -44,7 +44,6 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
-from torch import nn
 from torch.func import functional_call, jacfwd
 
 from ..artifact import ArtifactError, read_tensors, write_tensors
@@ -119,10 +118,9 @@ class GaussNewtonRefiner:
 
     def __init__(self, solver, loss, config: GaussNewtonConfig, identity: dict,
                  checkpoint: Path | None = None, progress: bool = False):
-        method = solver.method
-        if isinstance(method, nn.Module) and any(p.requires_grad for p in method.parameters()):
+        if solver.method_is_trainable:
             raise ValueError(f"Gauss-Newton refinement trains the meta-solver alone, but method "
-                             f"{method.name} has trainable weights of its own")
+                             f"{solver.method.name} has trainable weights of its own")
         if loss.needs_baseline:
             raise ValueError(f"Gauss-Newton refinement does not support loss {loss.kind!r}, "
                              f"which compares with a baseline solve")

@@ -125,11 +125,10 @@ class Trainer:
                 type(solver.metasolver).baseline_params is MetaSolver.baseline_params:
             raise TypeError(f"loss {loss.kind!r} compares with a classical baseline, which a "
                             f"{type(solver.metasolver).__name__} does not define")
-        method = solver.method
-        if loss.needs_baseline and isinstance(method, torch.nn.Module) and any(
-                p.requires_grad for p in method.parameters()):
+        if loss.needs_baseline and solver.method_is_trainable:
             raise ValueError(f"loss {loss.kind!r} compares with the classical method, but method "
-                             f"{method.name} has trainable weights: the baseline would move")
+                             f"{solver.method.name} has trainable weights: the baseline would "
+                             f"move")
         self.solver = solver
         self.loss = loss
         self.config = config or TrainingConfig()
