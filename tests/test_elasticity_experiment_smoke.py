@@ -9,7 +9,7 @@ from typer.testing import CliRunner
 
 import metasolve as ms
 from metasolve.cli import app
-from metasolve.experiments import elasticity_iccg, reproduce
+from metasolve.experiments import elasticity_iccg, render_markdown, reproduce
 
 KEYS = {"experiment", "method", "metric", "value", "paper"}
 
@@ -71,7 +71,7 @@ def test_models_and_plot_are_written_and_the_table_renders(smoke):
         solver = ms.load(model)
         assert isinstance(solver.method, ms.ICCG)
         assert isinstance(solver.family, ms.ElasticBeamFamily)
-    text = elasticity_iccg.markdown(smoke["records"])
+    text = render_markdown(smoke["records"])
     assert "| Psi_base |" in text and "(115.26)" in text and "(0.036" in text
 
 

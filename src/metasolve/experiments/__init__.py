@@ -3,8 +3,9 @@ paper's numbers, so ``metasolve reproduce NAME`` prints ours beside theirs (DESI
 
 An experiment module defines ``NAME``, ``TITLE``, ``SCALES``, ``jobs(scale, out_dir, epochs)``, a
 module-level ``run_cell(job)`` (one independent unit of work, run in a worker process, returning a
-dict with ``records`` and a short ``label`` for the progress display), ``table(records)``,
-``markdown(records)`` and ``plot(results, path)``.
+dict with ``records`` and a short ``label`` for the progress display), ``tables(records)`` (a list
+of :class:`~metasolve.evaluation.render.Table`, rendered for the terminal and as Markdown by
+shared code) and ``plot(results, path)``.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import time
 from pathlib import Path
 
 from ..evaluation.records import write_records
+from ..evaluation.render import markdown_tables, rich_tables
 from ..parallel import map_jobs
 from ..training.progress import progress_bar
 from ..validation import check_choice, check_count
@@ -70,7 +72,7 @@ def reproduce(name: str, scale: str = "full", out_dir="metasolve-out", json_path
     json_path = Path(json_path) if json_path else out_dir / f"{name}.json"
     write_records(json_path, records)
     plot_path = module.plot(results, out_dir / f"{name}.png")
-    return {"records": records, "table": module.table(records), "json": json_path,
+    return {"records": records, "table": rich_tables(module.tables(records)), "json": json_path,
             "plot": plot_path, "seconds": seconds, "results": results}
 
 
@@ -79,5 +81,5 @@ def render_markdown(records: list[dict]) -> str:
     parts = []
     for name in sorted({r["experiment"] for r in records}):
         module = get(name)
-        parts.append(f"## {name}: {module.TITLE}\n\n{module.markdown(records)}")
+        parts.append(f"## {name}: {module.TITLE}\n\n{markdown_tables(module.tables(records))}")
     return "\n".join(parts)

@@ -31,6 +31,7 @@ import numpy as np
 import torch
 
 from ..evaluation.records import record
+from ..evaluation.render import Table, save_figure, subplots
 from ..learned import AutoSpecEngine, LearnedSolver
 from ..probes import lanczos_probe
 from ..problems import EigenProblem
@@ -39,7 +40,7 @@ from ..tasks import FilterStateFamily, make_splits
 from ..tasks.operators import sparse_system
 from ..training import FilterGapLoss, Trainer, TrainingConfig
 from .autospec_common import Operator, exact_extremes
-from .common import job_settings, markdown_table, rich_table
+from .common import job_settings
 
 NAME = "autospec-eigen"
 TITLE = "AutoSpec (b): a learned filter for subspace iteration, 10 smallest eigenpairs"
@@ -226,27 +227,18 @@ def _lines(records):
     return head, body
 
 
-def table(records: list[dict]):
-    return rich_table(f"{TITLE}\nproducts A @ v to residual 1e-8 (relative to ||A||), probe "
-                      "included", *_lines(records))
-
-
-def markdown(records: list[dict]) -> str:
-    return markdown_table(*_lines(records))
+def tables(records: list[dict]) -> list[Table]:
+    return [Table(f"{TITLE}\nproducts A @ v to residual 1e-8 (relative to ||A||), probe "
+                  "included", *_lines(records))]
 
 
 def plot(results: list[dict], path: Path) -> Path | None:
     """Largest wanted residual against products, per operator and method."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     histories = next((r["histories"] for r in results if r.get("histories")), None)
     if not histories:
         return None
     operators = sorted({key.split("/")[0] for key in histories})
-    fig, axes = plt.subplots(1, len(operators), figsize=(4.2 * len(operators), 3.4),
+    fig, axes = subplots(1, len(operators), figsize=(4.2 * len(operators), 3.4),
                              squeeze=False)
     for ax, op in zip(axes[0], operators, strict=True):
         for m in METHODS:
@@ -259,8 +251,4 @@ def plot(results: list[dict], path: Path) -> Path | None:
         ax.set_xlabel("products A @ v")
         ax.set_ylabel("largest wanted residual / ||A||")
         ax.legend(fontsize=7)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, dpi=110)

@@ -36,6 +36,7 @@ import numpy as np
 import torch
 
 from ..evaluation.records import record
+from ..evaluation.render import Table, save_figure, subplots
 from ..learned import split_probe
 from ..polynomials import chebyshev_coefficients_from_nodes, chebyshev_nodes
 from ..probes import lanczos_function, lanczos_probe
@@ -43,7 +44,7 @@ from ..solvers import ChebyshevSeries, run
 from ..tasks import SpectrumFamily
 from ..training import TrainingConfig
 from .autospec_common import SYNTHETIC, TRANSFER, TRANSFER_SMOKE, evaluation_sets, train_engine
-from .common import job_settings, markdown_table, rich_table
+from .common import job_settings
 
 NAME = "autospec-invsqrt"
 TITLE = "AutoSpec (c): learned Chebyshev series for A^(-1/2) b, trained small, transferred"
@@ -199,30 +200,21 @@ def _lines(records):
     return head, body
 
 
-def table(records: list[dict]):
+def tables(records: list[dict]) -> list[Table]:
     own = [r for r in records if r["experiment"] == NAME]
     degree = next((r["degree"] for r in own), "?")
     probe = next((r["probe_matvecs"] for r in own), "?")
-    return rich_table(f"{TITLE}\nmedian relative error at degree {int(degree) - 1} "
-                      f"({int(degree)} products after a {probe}-product subspace probe)",
-                      *_lines(records))
-
-
-def markdown(records: list[dict]) -> str:
-    return markdown_table(*_lines(records))
+    return [Table(f"{TITLE}\nmedian relative error at degree {int(degree) - 1} "
+                  f"({int(degree)} products after a {probe}-product subspace probe)",
+                  *_lines(records))]
 
 
 def plot(results: list[dict], path: Path) -> Path | None:
     """Relative error against the condition number on the held-out synthetic spectra."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     scatter = next((r["scatter"] for r in results if r.get("scatter")), None)
     if not scatter:
         return None
-    fig, ax = plt.subplots(figsize=(6.5, 4.2))
+    fig, ax = subplots(figsize=(6.5, 4.2))
     for method in METHODS:
         ax.scatter(scatter["kappa"], np.maximum(scatter[method], 1e-17), s=6,
                    label=LABELS[method], alpha=0.7)
@@ -232,8 +224,4 @@ def plot(results: list[dict], path: Path) -> Path | None:
     ax.set_ylabel("relative error of A^(-1/2) b")
     ax.set_title("held-out synthetic spectra, equal degree", fontsize=9)
     ax.legend(fontsize=7)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)

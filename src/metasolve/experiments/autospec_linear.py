@@ -54,6 +54,7 @@ import torch
 
 from ..evaluation.metrics import compare_wall_clock
 from ..evaluation.records import record
+from ..evaluation.render import Table, save_figure, subplots
 from ..learned import split_probe
 from ..polynomials import chebyshev_recurrence_coefficients, residual_polynomial
 from ..probes import minimal_residual
@@ -66,7 +67,7 @@ from .autospec_common import (
     train_engine,
 )
 from .autospec_common import evaluation_sets as common_evaluation_sets
-from .common import job_settings, markdown_table, rich_table
+from .common import job_settings
 
 NAME = "autospec-linear"
 TITLE = "AutoSpec (a): learned polynomial solvers, trained on synthetic spectra, transferred"
@@ -395,29 +396,18 @@ def _lines(records):
     return (head, body), (ratio_head, ratio_body), (pre_head, pre_body)
 
 
-def table(records: list[dict]):
-    from rich.console import Group
-
+def tables(records: list[dict]) -> list[Table]:
     titles = (f"{TITLE}\nmedian relative residual at equal products (K after an s-step probe)",
               "learned over baselines (ratios of the medians) and the fraction of instances "
               "no worse than Chebyshev on the probe interval",
               "CG with a learned polynomial preconditioner, largest transfer matrix")
-    return Group(*(rich_table(title, head, body, label_columns=2)
-                   for title, (head, body) in zip(titles, _lines(records), strict=True)))
-
-
-def markdown(records: list[dict]) -> str:
-    return "\n".join(markdown_table(head, body) for head, body in _lines(records))
+    return [Table(title, head, body, label_columns=2)
+            for title, (head, body) in zip(titles, _lines(records), strict=True)]
 
 
 def plot(results: list[dict], path: Path) -> Path | None:
     """Left: residual polynomials on the largest transfer matrix's interval (learned beside
     Chebyshev's). Right: median residual per operator and method."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     curves, points, operator = {}, None, None
     records = [r for result in results for r in result["records"]]
     for result in results:
@@ -426,7 +416,7 @@ def plot(results: list[dict], path: Path) -> Path | None:
             points, operator = result["points"], result["curve_operator"]
     if not records:
         return None
-    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.2))
+    fig, (left, right) = subplots(1, 2, figsize=(12, 4.2))
     if points is not None:
         for name, values in curves.items():
             left.loglog(points, np.abs(values), label=LABELS.get(name, name), lw=1.2)
@@ -446,8 +436,4 @@ def plot(results: list[dict], path: Path) -> Path | None:
     right.set_xticks(range(len(operators)), operators, rotation=25, fontsize=7, ha="right")
     right.set_ylabel("median relative residual")
     right.legend(fontsize=7)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)

@@ -54,6 +54,7 @@ import torch
 
 from ..evaluation.metrics import compare_wall_clock, iteration_stats
 from ..evaluation.records import record
+from ..evaluation.render import Table, save_figure, subplots
 from ..learned import IntervalHead, LearnedSolver, NetworkMetaSolver
 from ..solvers import ICCG, incomplete_cholesky, run
 from ..tasks import ElasticBeamFamily, make_splits
@@ -64,7 +65,7 @@ from ..training import (
     Trainer,
     TrainingConfig,
 )
-from .common import job_settings, markdown_table, rich_table
+from .common import job_settings
 
 NAME = "elasticity-iccg"
 TITLE = "Learned shifts for ICCG(alpha) on a clamped elastic beam (GBMS paper, Table 2)"
@@ -344,35 +345,21 @@ def _lines(records: list[dict]) -> tuple[list[str], list[list[str]]]:
     return head, body
 
 
-def table(records: list[dict]):
-    """Table 2 as a rich table: ours (paper)."""
-    return rich_table(f"{TITLE}\nICCG iterations to 1e-6 on the test set, a failure counted "
-                      "as N: ours (paper)", *_lines(records))
-
-
-def markdown(records: list[dict]) -> str:
-    """Table 2 as Markdown, for docs/RESULTS.md."""
-    return markdown_table(*_lines(records))
+def tables(records: list[dict]) -> list[Table]:
+    """Table 2: ours (paper)."""
+    return [Table(f"{TITLE}\nICCG iterations to 1e-6 on the test set, a failure counted as N: "
+                  "ours (paper)", *_lines(records))]
 
 
 def plot(results: list[dict], path: Path) -> Path | None:
     """Histograms of test iterations (failures at N) for each row."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     if not results:
         return None
-    fig, axes = plt.subplots(1, len(results), figsize=(3.2 * len(results), 2.8), squeeze=False,
+    fig, axes = subplots(1, len(results), figsize=(3.2 * len(results), 2.8), squeeze=False,
                              sharey=True)
     for ax, result in zip(axes[0], results, strict=True):
         data = [c if c >= 0 else result["N"] for c in result["counts"]]
         ax.hist(data, bins=30, color="tab:blue")
         ax.set_title(f"{row_label(result['row'])}\nmean {sum(data) / len(data):.1f}", fontsize=8)
         ax.set_xlabel("ICCG iterations to 1e-6")
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)

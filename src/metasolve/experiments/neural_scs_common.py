@@ -36,12 +36,12 @@ import torch
 
 from ..baselines import solve_with_scs
 from ..evaluation.records import record
+from ..evaluation.render import Table, find_record, format_record, save_figure, subplots
 from ..learned import IdentityHead, IntermittentSCS, LearnedSolver, NetworkMetaSolver, RecurrentSCS
 from ..solvers import AndersonSCS, run
 from ..solvers.scs import SCS, primal_dual
 from ..tasks.base import make_splits
 from ..training import ResidualSumLoss, Trainer, TrainingConfig
-from .common import find_record, format_record, markdown_table, rich_table, save_figure
 
 ITERATIONS = 50
 SHOWN = (1, 5, 10, 20, 30, 40, 50)
@@ -362,44 +362,25 @@ def deployment_rows(records: list[dict], experiment: str, sets) -> list[list[str
     return rows
 
 
-def tables(records, experiment, title, sets):
-    from rich.console import Group
-
-    parts = [rich_table(f"{title}\nmedian tau-normalised fixed-point residual at iteration k "
-                        f"(test set)", RESIDUAL_HEAD, residual_rows(records, experiment, sets),
-                        2),
-             rich_table("median primal and dual residuals (SCS's, infinity norm, original "
-                        "program)", PRIMAL_DUAL_HEAD, primal_dual_rows(records, experiment, sets),
-                        2)]
+def tables_of(records, experiment, title, sets) -> list[Table]:
+    out = [Table(f"{title}\nmedian tau-normalised fixed-point residual at iteration k (test set)",
+                 RESIDUAL_HEAD, residual_rows(records, experiment, sets), 2),
+           Table("median primal and dual residuals (SCS's, infinity norm, original program)",
+                 PRIMAL_DUAL_HEAD, primal_dual_rows(records, experiment, sets), 2)]
     deploy = deployment_rows(records, experiment, sets)
     if deploy:
-        parts.append(rich_table("Real scs (eps 1e-4; it checks convergence every 25 "
-                                "iterations): warm starts, their PyTorch time included",
-                                DEPLOY_HEAD, deploy, 2))
-    return Group(*parts)
-
-
-def markdown(records, experiment, sets) -> str:
-    text = markdown_table(RESIDUAL_HEAD, residual_rows(records, experiment, sets))
-    text += "\n" + markdown_table(PRIMAL_DUAL_HEAD, primal_dual_rows(records, experiment, sets))
-    deploy = deployment_rows(records, experiment, sets)
-    if deploy:
-        text += "\n" + markdown_table(DEPLOY_HEAD, deploy)
-    return text
+        out.append(Table("Real scs (eps 1e-4; it checks convergence every 25 iterations): warm "
+                         "starts, their PyTorch time included", DEPLOY_HEAD, deploy, 2))
+    return out
 
 
 def plot(results: list[dict], path: Path) -> Path | None:
     """Median and quartiles of the fixed-point, primal and dual residuals per iteration (the
     style of the paper's Figures 1-8), one row per problem set."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     figures = [r["figure"] for r in results if r.get("figure")]
     if not figures:
         return None
-    fig, axes = plt.subplots(len(figures), 3, figsize=(14, 3.4 * len(figures)), squeeze=False)
+    fig, axes = subplots(len(figures), 3, figsize=(14, 3.4 * len(figures)), squeeze=False)
     colors = {"scs": "tab:blue", "scs_aa": "tab:orange", "neural_mlp": "tab:red",
               "neural_recurrent": "tab:purple"}
     for row, figure in zip(axes, figures, strict=True):
@@ -431,18 +412,12 @@ def single_family_jobs(settings: Settings, scale: str, out_dir: Path,
     return [{"settings": settings, "out_dir": str(out_dir), "scale": scale, "epochs": epochs}]
 
 
-def renderers(experiment: str, title: str, order=None):
-    """``table(records)`` and ``markdown(records)`` of an experiment: its problem sets in
-    ``order`` (default: sorted)."""
+def renderer(experiment: str, title: str, order=None):
+    """``tables(records)`` of an experiment: its problem sets in ``order`` (default: sorted)."""
 
-    def sets(records):
+    def tables(records: list[dict]) -> list[Table]:
         present = {r["set"] for r in records if r["experiment"] == experiment}
-        return [s for s in order if s in present] if order else sorted(present)
+        sets = [s for s in order if s in present] if order else sorted(present)
+        return tables_of(records, experiment, title, sets)
 
-    def table(records: list[dict]):
-        return tables(records, experiment, title, sets(records))
-
-    def render_markdown(records: list[dict]) -> str:
-        return markdown(records, experiment, sets(records))
-
-    return table, render_markdown
+    return tables

@@ -58,5 +58,5 @@ def jobs(scale: str, out_dir: Path, epochs: int | None = None) -> list[dict]:
     return common.single_family_jobs(SCALES[scale], scale, out_dir, epochs)
 
 
-table, markdown = common.renderers(NAME, TITLE)
+tables = common.renderer(NAME, TITLE)
 plot = common.plot

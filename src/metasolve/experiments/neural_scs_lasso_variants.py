@@ -59,5 +59,5 @@ def jobs(scale: str, out_dir: Path, epochs: int | None = None) -> list[dict]:
              "epochs": epochs} for v in settings.extra["variants"]]
 
 
-table, markdown = common.renderers(NAME, TITLE, order=tuple(VARIANTS))
+tables = common.renderer(NAME, TITLE, order=tuple(VARIANTS))
 plot = common.plot

@@ -60,6 +60,7 @@ import torch
 
 from ..evaluation.metrics import compare_wall_clock, iteration_stats
 from ..evaluation.records import record
+from ..evaluation.render import Table, save_figure, subplots
 from ..learned import BasisHead, LearnedSolver, NetworkMetaSolver
 from ..solvers import Jacobi, run
 from ..tasks import Poisson1DFamily, make_splits, sine_basis
@@ -366,51 +367,29 @@ def _grid(records: list[dict]):
     return ps, rows, cell
 
 
-def table(records: list[dict]):
-    """Table 3 as rich tables, one per ``p``: ours beside the paper's, a row per training."""
-    from rich.console import Group
-    from rich.table import Table
-
-    ps, rows, cell = _grid(records)
-    tables = []
-    for p in ps:
-        t = Table(title=f"{TITLE}, p = {p:g}\nmean iterations to test tolerance: ours (paper)")
-        t.add_column("meta-solver / training")
-        for eps in TEST_EPS:
-            t.add_column(f"eps={eps:g}", justify="right")
-        for row in rows:
-            t.add_row(row_label(row), *[cell(p, row, eps) for eps in TEST_EPS])
-        tables.append(t)
-    return Group(*tables)
-
-
-def markdown(records: list[dict]) -> str:
-    """Table 3 and the wall-clock ratios as Markdown, for docs/RESULTS.md."""
+def tables(records: list[dict]) -> list[Table]:
+    """Table 3 (ours beside the paper's, a row per training) and the wall-clock ratios."""
     ps, rows, cell = _grid(records)
     head = ["meta-solver / training"] + [f"p={p:g}, {eps:g}" for p in ps for eps in TEST_EPS]
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for row in rows:
-        lines.append("| " + " | ".join([row_label(row)] + [cell(p, row, eps) for p in ps
-                                                           for eps in TEST_EPS]) + " |")
+    out = [Table(f"{TITLE}\nmean iterations to test tolerance: ours (paper)", head,
+                 [[row_label(row)] + [cell(p, row, eps) for p in ps for eps in TEST_EPS]
+                  for row in rows])]
     ratios = [r for r in records if r["experiment"] == NAME and r["metric"] == "wall_time_ratio"]
     if ratios:
-        lines += ["", "Wall-clock of the learned solve (inference included) over the zero-guess "
-                  "solve, test set, to 1e-6, median of repeated timings in one run:", "",
-                  "| p | meta-solver / training | learned / baseline |", "|---|---|---|"]
+        body = []
         for r in sorted(ratios, key=lambda r: (r["p"], str(r["loss"]), r["m"] or 0,
                                                -(r["train_eps"] or 0))):
             row = (r["loss"], r["m"]) if r["loss"] == "L_m" else (r["loss"], r["train_eps"])
-            lines.append(f"| {r['p']:g} | {row_label(row)} | {r['value']:.3f} |")
-    return "\n".join(lines) + "\n"
+            body.append([f"{r['p']:g}", row_label(row), f"{r['value']:.3f}"])
+        out.append(Table("Wall-clock", ["p", "meta-solver / training", "learned / baseline"],
+                         body, 2, caption="Wall-clock of the learned solve (inference included) "
+                         "over the zero-guess solve, test set, to 1e-6, median of repeated "
+                         "timings in one run:"))
+    return out
 
 
 def plot(results: list[dict], path: Path) -> Path | None:
     """The paper's Figure 2: histograms of iterations to 1e-6 on the test set."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     wanted = ["base", ("L_m", 25), ("L_eps", 1e-6)]
     cells = [cell for result in results for cell in result["cells"]]
     by_cell = {(c["p"], c["row"]): c["counts"] for c in cells}
@@ -418,7 +397,7 @@ def plot(results: list[dict], path: Path) -> Path | None:
     rows = [w for w in wanted if any((p, w) in by_cell for p in ps)]
     if not rows:
         return None
-    fig, axes = plt.subplots(len(ps), len(rows), figsize=(4 * len(rows), 3 * len(ps)),
+    fig, axes = subplots(len(ps), len(rows), figsize=(4 * len(rows), 3 * len(ps)),
                              squeeze=False, sharex="row")
     for i, p in enumerate(ps):
         for j, row in enumerate(rows):
@@ -434,8 +413,4 @@ def plot(results: list[dict], path: Path) -> Path | None:
             ax.set_title(f"p={p:g}, {row_label(row)}\nmean {mean:.1f}", fontsize=9)
             ax.set_xlabel("Jacobi iterations to 1e-6")
             ax.set_yscale("log")
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)

@@ -36,19 +36,13 @@ import torch
 
 from ..baselines import newton_krylov_history
 from ..evaluation.records import record
+from ..evaluation.render import Table, find_record, format_record, save_figure, subplots
 from ..solvers import run
 from ..tasks import ChandrasekharFamily
 from ..tasks.base import make_splits
 from ..tasks.chandrasekhar import EXTRAPOLATION_C, ChandrasekharSystem
 from ..training import WeightedResidualLoss
-from .common import (
-    find_record,
-    format_record,
-    job_settings,
-    markdown_table,
-    rich_table,
-    save_figure,
-)
+from .common import job_settings
 from .r2n2_common import (
     Settings,
     full_batch_adam,
@@ -262,34 +256,21 @@ HEADS = (["test set", "R2N2 < NK (k=1)", "R2N2 < NK (k=2)",
          ["test set", "method", *[f"converged to {TOLERANCE:g} by k={k}" for k in CHECKPOINTS]])
 
 
-def table(records: list[dict]):
-    from rich.console import Group
-
-    return Group(
-        rich_table(f"{TITLE}\nfunction evaluations per outer iteration: R2N2 {LAYERS}, "
-                   f"NK-GMRES {INNER_GMRES + 2} counted in SciPy ({INNER_GMRES} inner GMRES "
-                   f"steps)", HEADS[0], _comparison_rows(records)),
-        rich_table("Fraction of instances converged", HEADS[1], _converged_rows(records), 2))
-
-
-def markdown(records: list[dict]) -> str:
-    return (markdown_table(HEADS[0], _comparison_rows(records)) + "\n"
-            + markdown_table(HEADS[1], _converged_rows(records)))
+def tables(records: list[dict]) -> list[Table]:
+    return [Table(f"{TITLE}\nfunction evaluations per outer iteration: R2N2 {LAYERS}, "
+                  f"NK-GMRES {INNER_GMRES + 2} counted in SciPy ({INNER_GMRES} inner GMRES "
+                  f"steps)", HEADS[0], _comparison_rows(records)),
+            Table("Fraction of instances converged", HEADS[1], _converged_rows(records), 2)]
 
 
 def plot(results: list[dict], path: Path) -> Path | None:
     """Figure 7 (per-instance residual reduction over NK-GMRES's after 1 and 2 iterations, by
     ``c``; instances where NK-GMRES's ``Delta r <= 0`` are left out) and Figure 8 (median
     residual over 8 outer iterations, every test set)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     figure = results[0]["figure"] if results else None
     if not figure:
         return None
-    fig, axes = plt.subplots(1, 3, figsize=(15, 4))
+    fig, axes = subplots(1, 3, figsize=(15, 4))
     colors = {"training distribution": "tab:red", "c in {0.85, 0.95}": "yellowgreen"}
     for ax, k in zip(axes[:2], (1, 2), strict=True):
         for label, data in figure["scatter"].items():

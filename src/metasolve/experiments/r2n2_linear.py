@@ -31,19 +31,13 @@ import torch
 
 from ..baselines import gmres_history
 from ..evaluation.records import record
+from ..evaluation.render import Table, find_record, format_record, save_figure, subplots
 from ..problems import LinearSystem
 from ..solvers import run
 from ..tasks import MatrixSetFamily, make_splits, r2n2_matrices
 from ..tasks.matrix_set import PAPER_RHS_MEAN
 from ..training import WeightedResidualLoss
-from .common import (
-    find_record,
-    format_record,
-    job_settings,
-    markdown_table,
-    rich_table,
-    save_figure,
-)
+from .common import job_settings
 from .r2n2_common import (
     Settings,
     full_batch_adam,
@@ -272,35 +266,21 @@ HEADS = (["R2N2", "test set", "mean Delta r / Delta r_GMRES", "min", "max", "fra
           f"mean ‖r_{OUTER}‖ / ‖b‖"])
 
 
-def table(records: list[dict]):
-    from rich.console import Group
-
-    return Group(
-        rich_table(f"{TITLE}\nFigure 4: one outer iteration, residual reduction over GMRES(4)'s",
-                   HEADS[0], _rows(records), 2),
-        rich_table("Figure 5 / 6: R2N2 trained on T=3 outer iterations (w_k = 4^k), "
-                   "restarted GMRES(4)", HEADS[1], _curve_rows(records)),
-        rich_table("SM4 certificate and SM3.1 extrapolation (R2N2 trained on T=3)", HEADS[2],
-                   _certificate_rows(records)))
-
-
-def markdown(records: list[dict]) -> str:
-    return "\n".join(markdown_table(head, body) for head, body in
-                     zip(HEADS, (_rows(records), _curve_rows(records),
-                                 _certificate_rows(records)), strict=True))
+def tables(records: list[dict]) -> list[Table]:
+    return [Table(f"{TITLE}\nFigure 4: one outer iteration, residual reduction over GMRES(4)'s",
+                  HEADS[0], _rows(records), 2),
+            Table("Figure 5 / 6: R2N2 trained on T=3 outer iterations (w_k = 4^k), "
+                  "restarted GMRES(4)", HEADS[1], _curve_rows(records)),
+            Table("SM4 certificate and SM3.1 extrapolation (R2N2 trained on T=3)", HEADS[2],
+                  _certificate_rows(records))]
 
 
 def plot(results: list[dict], path: Path) -> Path | None:
     """Figure 4 (ratios per instance), Figure 5 (convergence and extrapolation), Figure 6."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     figures = {r["cell"]: r["figure"] for r in results}
     if not figures:
         return None
-    fig, axes = plt.subplots(1, 4, figsize=(17, 3.8))
+    fig, axes = subplots(1, 4, figsize=(17, 3.8))
     for ax, cell in zip(axes[:2], ("a1", "a123"), strict=True):
         for label, ratio in figures.get(cell, {}).get("ratios", {}).items():
             ax.plot(ratio, ".", markersize=3, label=label)

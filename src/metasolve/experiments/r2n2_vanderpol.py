@@ -27,19 +27,13 @@ import numpy as np
 import torch
 
 from ..evaluation.records import record
+from ..evaluation.render import Table, find_record, format_record, save_figure, subplots
 from ..learned import R2N2, RK3
 from ..solvers import run
 from ..tasks import VanDerPolFamily
 from ..tasks.base import make_splits
 from ..training import WeightedResidualLoss
-from .common import (
-    find_record,
-    format_record,
-    job_settings,
-    markdown_table,
-    rich_table,
-    save_figure,
-)
+from .common import job_settings
 from .r2n2_common import (
     Settings,
     full_batch_adam,
@@ -152,26 +146,17 @@ HEAD = ["loss weight h^-p", "steps T", "mean err ratio R2N2/RK-3", "median ratio
         "ratio of mean errors", "fraction better", "R2N2 mean error", "RK-3 mean error"]
 
 
-def table(records: list[dict]):
-    return rich_table(f"{TITLE}\ntrained on T = 1 step; both methods 3 evaluations per step",
-                      HEAD, _rows(records), 2)
-
-
-def markdown(records: list[dict]) -> str:
-    return markdown_table(HEAD, _rows(records))
+def tables(records: list[dict]) -> list[Table]:
+    return [Table(f"{TITLE}\ntrained on T = 1 step; both methods 3 evaluations per step", HEAD,
+                  _rows(records), 2)]
 
 
 def plot(results: list[dict], path: Path) -> Path | None:
     """Figure 9: error against ``h`` after 1, 2, 3 and 5 steps, R2N2 (each ``p``) and RK-3."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     figures = sorted((r["figure"] for r in results), key=lambda f: f["order"])
     if not figures:
         return None
-    fig, axes = plt.subplots(1, len(EVAL_STEPS), figsize=(16, 3.8), sharey=True)
+    fig, axes = subplots(1, len(EVAL_STEPS), figsize=(16, 3.8), sharey=True)
     colors = {3: "tab:orange", 8: "tab:red"}
     for ax, steps in zip(axes, EVAL_STEPS, strict=True):
         h = np.array(figures[0]["h"])

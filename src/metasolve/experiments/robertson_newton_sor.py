@@ -50,11 +50,12 @@ import torch
 
 from ..evaluation.metrics import compare_wall_clock, iteration_stats
 from ..evaluation.records import record
+from ..evaluation.render import Table, save_figure, subplots
 from ..learned import BoundedHead, IntervalHead, LearnedSolver, NetworkMetaSolver
 from ..solvers import NewtonSOR, run
 from ..tasks import RobertsonFamily, make_splits
 from ..training import FixedIterationLoss, IterationSurrogateLoss, Trainer, TrainingConfig
-from .common import job_settings, markdown_table, rich_table
+from .common import job_settings
 
 NAME = "robertson-newton-sor"
 TITLE = ("Learned relaxation factors and initial guesses for Newton-SOR on Robertson's equation "
@@ -314,23 +315,14 @@ HEADER = ["meta-solver, training", "mean iterations: ours (paper)", "converged",
           "median iterations", "r (median)", "wall-clock / base"]
 
 
-def table(records: list[dict]):
+def tables(records: list[dict]) -> list[Table]:
     """Table 1(a) and 1(b) in one: every row with the paper's number beside ours."""
-    return rich_table(f"{TITLE}\nNewton-SOR iterations to ||g|| <= {TEST_EPS:g}, test tasks",
-                      HEADER, _table_rows(records))
-
-
-def markdown(records: list[dict]) -> str:
-    return markdown_table(HEADER, _table_rows(records))
+    return [Table(f"{TITLE}\nNewton-SOR iterations to ||g|| <= {TEST_EPS:g}, test tasks",
+                  HEADER, _table_rows(records))]
 
 
 def plot(results: list[dict], path: Path) -> Path | None:
     """Histograms of iterations to 1e-9 on the test tasks, one panel per meta-solver."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     wanted = ["base", ("relax", "L_eps", TRAIN_EPS), ("ini", "L_eps", TRAIN_EPS),
               ("both", "L_eps", TRAIN_EPS), ("both", "L_m", 25)]
     by_row = {r["row"] if r["row"] == "base" else tuple(r["row"]): r["counts"] for r in results}
@@ -339,7 +331,7 @@ def plot(results: list[dict], path: Path) -> Path | None:
         return None
     top = max(max(by_row[row]) for row in rows)
     bins = torch.logspace(0, max(1.0, float(torch.log10(torch.tensor(top + 1.0)))), 40).tolist()
-    fig, axes = plt.subplots(1, len(rows), figsize=(3.6 * len(rows), 3), squeeze=False,
+    fig, axes = subplots(1, len(rows), figsize=(3.6 * len(rows), 3), squeeze=False,
                              sharey=True)
     for ax, row in zip(axes[0], rows, strict=True):
         counts = [max(c, 1) for c in by_row[row]]
@@ -350,8 +342,4 @@ def plot(results: list[dict], path: Path) -> Path | None:
         ax.set_yscale("log")
         ax.set_title(f"{row_label(row)}\nmean {mean:.2f}", fontsize=8)
         ax.set_xlabel(f"iterations to {TEST_EPS:g}")
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
