@@ -457,7 +457,8 @@ LEARNED_F64 = "a learned model with float64 weights"
 
 # One row per (problem, method) pair; every registered method needs at least one. A row that
 # exposes a bug in its method gets ``marks=(pytest.mark.xfail(strict=True, reason=...),)``
-# (for a single check, mark that check's parameter instead: see ``_params``).
+# (this marks every check of the row; to mark one check only, wrap that row in the one test's
+# parametrization with ``pytest.param(case, id=case.id, marks=...)``).
 
 CASES = [
     Case("jacobi-diag-dominant", "jacobi", jacobi_case),
