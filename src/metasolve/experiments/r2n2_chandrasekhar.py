@@ -37,20 +37,14 @@ import torch
 from ..baselines import newton_krylov_history
 from ..evaluation.records import record
 from ..evaluation.render import Table, find_record, format_record, save_figure, subplots
+from ..learned import constant_weights, frozen_r2n2, r2n2_solver
 from ..solvers import run
 from ..tasks import ChandrasekharFamily
 from ..tasks.base import make_splits
 from ..tasks.chandrasekhar import EXTRAPOLATION_C, ChandrasekharSystem
 from ..training import WeightedResidualLoss
 from .common import job_settings
-from .r2n2_common import (
-    Settings,
-    full_batch_adam,
-    r2n2_solver,
-    train_r2n2,
-    trained_method,
-    weights_of,
-)
+from .r2n2_common import Settings, full_batch_adam, train_r2n2
 
 NAME = "r2n2-chandrasekhar"
 TITLE = ("R2N2 against Newton-Krylov-GMRES on Chandrasekhar's H-equation (R2N2 paper, sec. 4.2, "
@@ -174,11 +168,11 @@ def run_cell(job: dict) -> dict:
                       out / "checkpoints" / "r2n2.safetensors", job.get("progress", False))
     solver.settings.update({"experiment": NAME, "scale": job.get("scale")})
     solver.save(out / "models" / "r2n2.safetensors")
-    method = trained_method(solver)
+    method = frozen_r2n2(solver)
     extra = {"train_outer": TRAIN_OUTER, "layers": LAYERS, "inner_gmres": INNER_GMRES, **info}
     records = [record(NAME, "r2n2", "evaluations_per_iteration",
                       method.evaluations_per_iteration, **extra)]
-    figure = {"weights": weights_of(solver), "curves": {}, "scatter": {}}
+    figure = {"weights": constant_weights(solver), "curves": {}, "scatter": {}}
     for index, (label, changes) in enumerate(TEST_SETS.items()):
         if not changes:
             tasks = splits.test

@@ -32,20 +32,14 @@ import torch
 from ..baselines import gmres_history
 from ..evaluation.records import record
 from ..evaluation.render import Table, find_record, format_record, save_figure, subplots
+from ..learned import constant_weights, frozen_r2n2, r2n2_solver
 from ..problems import LinearSystem
 from ..solvers import run
 from ..tasks import MatrixSetFamily, make_splits, r2n2_matrices
 from ..tasks.matrix_set import PAPER_RHS_MEAN
 from ..training import WeightedResidualLoss
 from .common import job_settings
-from .r2n2_common import (
-    Settings,
-    full_batch_adam,
-    r2n2_solver,
-    train_r2n2,
-    trained_method,
-    weights_of,
-)
+from .r2n2_common import Settings, full_batch_adam, train_r2n2
 
 NAME = "r2n2-linear"
 TITLE = "R2N2 against GMRES on 5 x 5 linear systems (R2N2 paper, sec. 4.1, Figures 4-6, SM4)"
@@ -116,9 +110,9 @@ def run_cell(job: dict) -> dict:
                       out / "checkpoints" / f"{cell}.safetensors", job.get("progress", False))
     solver.settings.update({"experiment": NAME, "cell": cell, "scale": job.get("scale")})
     solver.save(out / "models" / f"{cell}.safetensors")
-    method = trained_method(solver)
+    method = frozen_r2n2(solver)
     extra = {"train_outer": train_outer, **info}
-    records, figure = [], {"cell": cell, "weights": weights_of(solver)}
+    records, figure = [], {"cell": cell, "weights": constant_weights(solver)}
 
     test = splits.test.problem
     gmres = gmres_history(test.matrix, test.rhs, LAYERS, OUTER)

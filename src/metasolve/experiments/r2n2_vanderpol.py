@@ -28,20 +28,13 @@ import torch
 
 from ..evaluation.records import record
 from ..evaluation.render import Table, find_record, format_record, save_figure, subplots
-from ..learned import R2N2, RK3
+from ..learned import R2N2, RK3, constant_weights, frozen_r2n2, r2n2_solver
 from ..solvers import run
 from ..tasks import VanDerPolFamily
 from ..tasks.base import make_splits
 from ..training import WeightedResidualLoss
 from .common import job_settings
-from .r2n2_common import (
-    Settings,
-    full_batch_adam,
-    r2n2_solver,
-    train_r2n2,
-    trained_method,
-    weights_of,
-)
+from .r2n2_common import Settings, full_batch_adam, train_r2n2
 
 NAME = "r2n2-vanderpol"
 TITLE = "A learned 3-stage integrator against RK-3 on van der Pol (R2N2 paper, sec. 4.3, Fig. 9)"
@@ -84,11 +77,11 @@ def run_cell(job: dict) -> dict:
                       out / "checkpoints" / f"p{order}.safetensors", job.get("progress", False))
     solver.settings.update({"experiment": NAME, "order": order, "scale": job.get("scale")})
     solver.save(out / "models" / f"p{order}.safetensors")
-    weights = weights_of(solver)
+    weights = constant_weights(solver)
     extra = {"order_p": order, "train_steps": 1, **info}
     test = splits.test.problem
     with torch.no_grad():
-        learned = run(trained_method(solver), test, fixed_iterations=max(EVAL_STEPS), rtol=0.0)
+        learned = run(frozen_r2n2(solver), test, fixed_iterations=max(EVAL_STEPS), rtol=0.0)
         classical = run(R2N2.from_tableau(RK3), test, fixed_iterations=max(EVAL_STEPS),
                         rtol=0.0)
     errors = learned.residual_history.numpy()

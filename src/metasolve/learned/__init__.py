@@ -4,12 +4,22 @@ from .autospec import AutoSpecEngine, probe_inputs, split_probe
 from .heads import BasisHead, BoundedHead, Head, IdentityHead, IntervalHead, PositiveHead
 from .metasolver import ConstantMetaSolver, MetaSolver, NetworkMetaSolver, metasolver_from_config
 from .neural_scs import IntermittentSCS, RecurrentSCS
-from .r2n2 import R2N2, RK3, RK4, ButcherTableau, Certificate
+from .r2n2 import (
+    R2N2,
+    RK3,
+    RK4,
+    ButcherTableau,
+    Certificate,
+    constant_weights,
+    frozen_r2n2,
+    r2n2_solver,
+)
 from .solver import LearnedSolver
 
 __all__ = [
     "AutoSpecEngine", "BasisHead", "BoundedHead", "ButcherTableau", "Certificate",
     "ConstantMetaSolver", "Head", "IdentityHead", "IntermittentSCS", "IntervalHead",
     "LearnedSolver", "MetaSolver", "NetworkMetaSolver", "PositiveHead", "R2N2", "RK3", "RK4",
-    "RecurrentSCS", "metasolver_from_config", "probe_inputs", "split_probe"
+    "RecurrentSCS", "constant_weights", "frozen_r2n2", "metasolver_from_config", "probe_inputs",
+    "r2n2_solver", "split_probe"
 ]

@@ -61,7 +61,11 @@ import torch
 from ..problems import InitialValueProblem, LinearSystem, NonlinearSystem
 from ..solvers.base import IterativeMethod, State
 from ..solvers.registry import register_method
+from ..tasks.base import TaskFamily
 from ..validation import check_choice, check_count, check_positive, check_tensor
+from .heads import IdentityHead
+from .metasolver import ConstantMetaSolver
+from .solver import LearnedSolver
 
 PROBLEM_TYPES = (LinearSystem, NonlinearSystem, InitialValueProblem)
 DIFFERENCES = ("none", "forward")
@@ -417,3 +421,48 @@ class R2N2(IterativeMethod):
         norm = float(torch.linalg.matrix_norm(iteration, ord=2))
         radius = float(torch.linalg.eigvals(iteration).abs().max())
         return Certificate(coefficients=q, norm=norm, spectral_radius=radius)
+
+
+def r2n2_solver(family: TaskFamily | None, layers: int, *, stage_init=None, output_init=None,
+                seed: int = 0, output_steps: int = 1, difference: str = "none") -> LearnedSolver:
+    """An R2N2 whose weights are trained as a :class:`ConstantMetaSolver`: one ``theta`` for
+    the whole family, as in the R2N2 paper (sec. 3.4). Weights not given start at
+    ``N(0, 0.1^2)`` drawn from ``seed``."""
+    method = R2N2(layers=layers, output_steps=output_steps, difference=difference)
+    generator = torch.Generator().manual_seed(seed)
+    n_stage, n_output = method.n_stage_weights, method.n_output_weights
+    if stage_init is None:
+        stage_init = 0.1 * torch.randn(n_stage, generator=generator, dtype=torch.float64)
+    if output_init is None:
+        output_init = 0.1 * torch.randn(n_output, generator=generator, dtype=torch.float64)
+    heads = {"output_weights": IdentityHead(n_output)}
+    init = {"output_weights": output_init}
+    if n_stage:
+        heads = {"stage_weights": IdentityHead(n_stage), **heads}
+        init["stage_weights"] = stage_init
+    return LearnedSolver(method, ConstantMetaSolver(heads, init=init), family=family)
+
+
+def constant_weights(solver: LearnedSolver) -> dict[str, list[float]]:
+    """The weights a constant meta-solver predicts (the same for every task), as lists."""
+    if not isinstance(solver.metasolver, ConstantMetaSolver):
+        raise TypeError(f"constant_weights needs a ConstantMetaSolver, got "
+                        f"{type(solver.metasolver).__name__}")
+    features = torch.zeros(1, solver.metasolver.in_features or 1, dtype=torch.float64)
+    with torch.no_grad():
+        params = solver.params(features)
+    return {key: value[0].tolist() for key, value in params.items()}
+
+
+def frozen_r2n2(solver: LearnedSolver) -> R2N2:
+    """A trained R2N2 as a plain method with its weights built in: a classical method from
+    then on (analysis, certificates, reuse without the meta-solver)."""
+    if not isinstance(solver.method, R2N2):
+        raise TypeError(f"frozen_r2n2 needs a solver whose method is an R2N2, got "
+                        f"{solver.method.name}")
+    weights = constant_weights(solver)
+    method = solver.method
+    return R2N2(layers=method.layers, output_steps=method.output_steps,
+                difference=method.difference, epsilon=method.epsilon,
+                stage_weights=weights.get("stage_weights", []),
+                output_weights=weights["output_weights"])
