@@ -39,9 +39,10 @@ import time
 import numpy as np
 import torch
 
-from metasolve.experiments.elasticity_iccg import _constant, _solve, smallest_safe_shift
+from metasolve.evaluation.protocols import constant_params, iterations_in_chunks
 from metasolve.problems import LinearSystem
 from metasolve.solvers import ICCG, run
+from metasolve.solvers.iccg import smallest_safe_shift
 from metasolve.tasks import ElasticBeamFamily
 
 ORDERS = ("natural", "x-fastest", "component")
@@ -77,7 +78,7 @@ def norm_counts(problem: LinearSystem, alpha: float, n: int) -> torch.Tensor:
     """``(len(NORMS), B)`` iterations to ``TOL`` (relative to the initial value) in each norm;
     -1 where not reached within ``n`` or where IC(0) failed."""
     batch = problem.batch_size
-    params = _constant(alpha, batch)
+    params = constant_params("alpha", alpha, batch)
     start = ICCG().init(problem, torch.zeros_like(problem.rhs), params)
     rhs_norm = torch.linalg.vector_norm(problem.rhs, dim=1)
     reference = torch.stack([rhs_norm, rhs_norm, torch.linalg.vector_norm(start["z"], dim=1),
@@ -135,9 +136,12 @@ def main(argv=None) -> None:
         base = norm_counts(test, alpha_base, n)
         per_alpha = torch.stack([norm_counts(test, a, n) for a in grid], dim=1)
     else:
-        base = _solve(test, _constant(alpha_base, args.tasks), n, 250)[None]
-        per_alpha = torch.stack([_solve(test, _constant(a, args.tasks), n, 250)
-                                 for a in grid])[None]
+        def counts(alpha):
+            params = constant_params("alpha", alpha, args.tasks)
+            return iterations_in_chunks(ICCG(), test, params, TOL, n, 250)
+
+        base = counts(alpha_base)[None]
+        per_alpha = torch.stack([counts(a) for a in grid])[None]
     print(f"cells {mesh}, order {args.order}, width "
           f"{'varies' if args.width is None else args.width}: N = {n}, alpha_base = "
           f"{alpha_base:.4f}, {args.tasks} test tasks, {time.perf_counter() - start:.0f} s")

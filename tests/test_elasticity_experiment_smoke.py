@@ -9,7 +9,8 @@ from typer.testing import CliRunner
 
 import metasolve as ms
 from metasolve.cli import app
-from metasolve.experiments import elasticity_iccg, render_markdown, reproduce
+from metasolve.experiments import render_markdown, reproduce
+from metasolve.solvers.iccg import factorization_fails, smallest_safe_shift
 
 KEYS = {"experiment", "method", "metric", "value", "paper"}
 
@@ -55,10 +56,10 @@ def test_records_carry_table2_rows_and_paper_numbers(smoke):
 def test_smallest_safe_shift_is_the_edge_of_failure():
     family = ms.ElasticBeamFamily(cells=(4, 1, 1))
     matrix = family.sample(16, seed=11).problem.matrix
-    alpha = elasticity_iccg.smallest_safe_shift(matrix)
+    alpha = smallest_safe_shift(matrix)
     assert alpha > 0
-    assert not elasticity_iccg.factorization_fails(matrix, alpha).any()
-    assert elasticity_iccg.factorization_fails(matrix, alpha * 0.99).any()
+    assert not factorization_fails(matrix, alpha).any()
+    assert factorization_fails(matrix, alpha * 0.99).any()
 
 
 def test_models_and_plot_are_written_and_the_table_renders(smoke):

@@ -52,11 +52,20 @@ from pathlib import Path
 
 import torch
 
-from ..evaluation.metrics import compare_wall_clock, iteration_stats
+from ..evaluation.metrics import compare_wall_clock
+from ..evaluation.protocols import (
+    constant_params,
+    iteration_records,
+    iterations_in_chunks,
+    learned_iterations_in_chunks,
+    loss_cell,
+    per_task_oracle,
+)
 from ..evaluation.records import record
 from ..evaluation.render import Table, save_figure, subplots
 from ..learned import IntervalHead, LearnedSolver, NetworkMetaSolver
-from ..solvers import ICCG, incomplete_cholesky, run
+from ..solvers import ICCG, run
+from ..solvers.iccg import smallest_safe_shift
 from ..tasks import ElasticBeamFamily, make_splits
 from ..training import (
     FailurePenaltyLoss,
@@ -152,68 +161,20 @@ def make_solver(family: ElasticBeamFamily, alpha_init: float = 0.5) -> LearnedSo
     return LearnedSolver(ICCG(), metasolver, family=family, monitor="residual")
 
 
-def _constant(alpha: float, n: int) -> dict:
-    return {"alpha": torch.full((n,), float(alpha), dtype=torch.float64)}
-
-
-def factorization_fails(matrix: torch.Tensor, alpha: float, chunk: int = 250) -> torch.Tensor:
-    """``(B,)`` bool: IC(0) of ``A + alpha I`` fails, for a constant ``alpha``."""
-    with torch.no_grad():
-        return torch.cat([incomplete_cholesky(part, torch.full((len(part),), float(alpha),
-                                                               dtype=part.dtype))[1]
-                          for part in matrix.split(chunk)])
-
-
-def smallest_safe_shift(matrix: torch.Tensor, rel_tol: float = 1e-3) -> float:
-    """The smallest constant ``alpha >= 0`` for which IC(0) succeeds on every matrix, by
-    bisection on a log scale (``Psi_base``); returns the succeeding end of the final bracket."""
-    if not bool(factorization_fails(matrix, 0.0).any()):
-        return 0.0
-    high = 1.0
-    while bool(factorization_fails(matrix, high).any()):
-        high *= 10.0
-        if high > 1e12:
-            raise RuntimeError("IC(0) fails for every shift up to 1e12")
-    low = high / 10.0
-    while bool(not factorization_fails(matrix, low).any()) and low > 1e-12:
-        high, low = low, low / 10.0
-    while high / low > 1.0 + rel_tol:
-        mid = math.sqrt(low * high)
-        if bool(factorization_fails(matrix, mid).any()):
-            low = mid
-        else:
-            high = mid
-    return high
-
-
-def _solve(problem, params, n: int, chunk: int):
-    """Test solves in chunks: iterations to ``TEST_EPS`` (-1: not reached) and converged."""
-    iters = []
-    with torch.no_grad():
-        for start in range(0, problem.batch_size, chunk):
-            idx = slice(start, start + chunk)
-            part = {k: v[idx] for k, v in params.items()}
-            sol = run(ICCG(), problem.index(idx), params=part, rtol=TEST_EPS, maxiter=n)
-            iters.append(torch.where(sol.converged, sol.iterations, -1))
-    return torch.cat(iters)
-
-
 def _cell_settings(row) -> dict:
-    if row in ("base", "best"):
-        return {"loss": None, "m": None, "train_eps": None}
-    kind, value = row
-    return {"loss": kind, "m": value if kind == "L_m" else None,
-            "train_eps": value if kind == "L_eps" else None}
+    return loss_cell(None) if row in ("base", "best") else loss_cell(*row)
 
 
 def _iteration_records(row, method, iters, n, extra) -> list[dict]:
-    stats = iteration_stats(iters, n)
     paper = PAPER_TABLE2.get(row, (None, None))
     cell = {**_cell_settings(row), "test_eps": TEST_EPS, "N": n, **extra}
-    return [record(NAME, method, "mean_iterations", stats.mean, paper[0], **cell),
-            record(NAME, method, "std_iterations", stats.std, **cell),
-            record(NAME, method, "converged_fraction", stats.converged_fraction, paper[1],
-                   **cell)]
+    return iteration_records(NAME, method, iters, n,
+                             paper={"mean": paper[0], "converged_fraction": paper[1]}, **cell)
+
+
+def _solve(problem, params, n: int, chunk: int) -> torch.Tensor:
+    """Iterations to ``TEST_EPS`` per test task (-1: not reached)."""
+    return iterations_in_chunks(ICCG(), problem, params, TEST_EPS, n, chunk)
 
 
 def run_cell(job: dict) -> dict:
@@ -234,7 +195,8 @@ def run_cell(job: dict) -> dict:
     label = row_label(row)
 
     if row == "base":
-        iters = _solve(test.problem, _constant(alpha_base, len(test)), n, settings.chunk)
+        iters = _solve(test.problem, constant_params("alpha", alpha_base, len(test)), n,
+                       settings.chunk)
         records = _iteration_records(row, "baseline", iters, n, extra)
         records.append(record(NAME, "baseline", "alpha", alpha_base, PAPER_BASE_ALPHA,
                               **_cell_settings(row), **extra))
@@ -243,11 +205,9 @@ def run_cell(job: dict) -> dict:
 
     if row == "best":
         grid = sorted(set(settings.grid) | {alpha_base})
-        per_alpha = torch.stack([_solve(test.problem, _constant(a, len(test)), n,
+        per_alpha = torch.stack([_solve(test.problem, constant_params("alpha", a, len(test)), n,
                                         settings.chunk) for a in grid])
-        cost = torch.where(per_alpha >= 0, per_alpha, n + 1)  # unreached: worse than any
-        best = cost.argmin(dim=0)
-        iters = per_alpha[best, torch.arange(len(test))]
+        best, iters = per_task_oracle(per_alpha, n)
         records = _iteration_records(row, "oracle", iters, n, {**extra, "grid": len(grid)})
         alphas = torch.tensor(grid, dtype=torch.float64)[best]
         records.append(record(NAME, "oracle", "median_alpha", float(alphas.median()),
@@ -270,7 +230,7 @@ def run_cell(job: dict) -> dict:
     train_extra.update({"m": _m(row, n)} if row[0] == "L_m" else {"train_cap": n})
     with torch.no_grad():
         alphas = solver.params(test.features)["alpha"]
-        iters = _solve(test.problem, {"alpha": alphas}, n, settings.chunk)
+        iters = learned_iterations_in_chunks(solver, test, TEST_EPS, n, settings.chunk)
         records = _iteration_records(row, "learned", iters, n, train_extra)
         clock = compare_wall_clock(
             lambda: run(ICCG(alpha_base), test.problem, rtol=TEST_EPS, maxiter=n),

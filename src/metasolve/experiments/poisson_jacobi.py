@@ -58,7 +58,8 @@ from pathlib import Path
 
 import torch
 
-from ..evaluation.metrics import compare_wall_clock, iteration_stats
+from ..evaluation.metrics import compare_wall_clock
+from ..evaluation.protocols import iteration_records, loss_cell
 from ..evaluation.records import record
 from ..evaluation.render import Table, save_figure, subplots
 from ..learned import BasisHead, LearnedSolver, NetworkMetaSolver
@@ -174,11 +175,7 @@ def make_solver(family: Poisson1DFamily) -> LearnedSolver:
 
 
 def _cell_settings(p, row) -> dict:
-    if row == "base":
-        return {"p": p, "loss": None, "m": None, "train_eps": None}
-    kind, value = row
-    return {"p": p, "loss": kind, "m": value if kind == "L_m" else None,
-            "train_eps": value if kind == "L_eps" else None}
+    return {"p": p, **(loss_cell(None) if row == "base" else loss_cell(*row))}
 
 
 def _iteration_records(p, row, method, solution, extra=None) -> tuple[list[dict], dict]:
@@ -186,13 +183,9 @@ def _iteration_records(p, row, method, solution, extra=None) -> tuple[list[dict]
     paper = PAPER_TABLE3.get((p, row))
     for j, eps in enumerate(TEST_EPS):
         iters = solution.iterations_to(eps)
-        stats = iteration_stats(iters, TEST_CAP)
         cell = {**_cell_settings(p, row), "test_eps": eps, **(extra or {})}
-        records.append(record(NAME, method, "mean_iterations", stats.mean,
-                              None if paper is None else paper[j], **cell))
-        records.append(record(NAME, method, "std_iterations", stats.std, **cell))
-        records.append(record(NAME, method, "converged_fraction", stats.converged_fraction,
-                              **cell))
+        records += iteration_records(NAME, method, iters, TEST_CAP,
+                                     paper={"mean": None if paper is None else paper[j]}, **cell)
         counts[eps] = iters.tolist()
     return records, counts
 

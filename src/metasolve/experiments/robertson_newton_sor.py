@@ -49,6 +49,7 @@ from pathlib import Path
 import torch
 
 from ..evaluation.metrics import compare_wall_clock, iteration_stats
+from ..evaluation.protocols import best_constant, iteration_records, loss_cell
 from ..evaluation.records import record
 from ..evaluation.render import Table, save_figure, subplots
 from ..learned import BoundedHead, IntervalHead, LearnedSolver, NetworkMetaSolver
@@ -129,11 +130,8 @@ def row_label(row) -> str:
 
 def _cell_settings(row) -> dict:
     if row == "base":
-        return {"meta_solver": "base", "loss": None, "m": None, "train_eps": None}
-    kind, loss, value = row
-    return {"meta_solver": kind, "loss": loss,
-            "m": value if loss == "L_m" else None,
-            "train_eps": value if loss == "L_eps" else None}
+        return {"meta_solver": "base", **loss_cell(None)}
+    return {"meta_solver": row[0], **loss_cell(row[1], row[2])}
 
 
 def mean_iterations(method: NewtonSOR, problem, cap: int = TEST_CAP) -> float:
@@ -146,31 +144,12 @@ def mean_iterations(method: NewtonSOR, problem, cap: int = TEST_CAP) -> float:
 def search_base_relaxation(problem, cap: int = TEST_CAP, coarse: float = 0.05,
                            fine: float = 0.01) -> dict:
     """``r_base``: the constant relaxation factor in ``[1, 2)`` with the fewest mean iterations
-    on ``problem`` (the training tasks), by brute force: a coarse grid from 1 upwards, stopped
-    once the mean exceeds twice the best seen (past the optimum every instance slows and more
-    of them hit the cap), then a fine grid around the coarse optimum.
-    """
-    scores: dict[float, float] = {}
-
-    def score(r: float) -> float:
-        r = round(r, 6)
-        if r not in scores:
-            scores[r] = mean_iterations(NewtonSOR(r), problem, cap)
-        return scores[r]
-
-    r = 1.0
-    while r < 2.0 - 1e-9:
-        if score(r) > 2 * min(scores.values()):
-            break
-        r += coarse
-    best = min(scores, key=scores.get)
-    steps = round(coarse / fine)
-    for k in range(-steps + 1, steps):
-        candidate = best + k * fine
-        if 1.0 <= candidate < 2.0:
-            score(candidate)
-    best = min(scores, key=scores.get)
-    return {"relaxation": best, "mean_iterations": scores[best], "grid": sorted(scores.items())}
+    on ``problem`` (the training tasks), by a coarse-then-fine grid
+    (:func:`~metasolve.evaluation.protocols.best_constant`)."""
+    found = best_constant(lambda r: mean_iterations(NewtonSOR(r), problem, cap), 1.0, 2.0,
+                          coarse, fine)
+    return {"relaxation": found["value"], "mean_iterations": found["score"],
+            "grid": found["grid"]}
 
 
 def make_solver(kind: str, family: RobertsonFamily, settings: Settings,
@@ -197,11 +176,9 @@ def make_loss(row, train_cap: int = TRAIN_CAP):
 def _iteration_records(row, method: str, solution, cap: int,
                        extra=None) -> tuple[list[dict], list[int]]:
     iters = solution.iterations_to(TEST_EPS)
-    stats = iteration_stats(iters, cap)
     cell = {**_cell_settings(row), "test_eps": TEST_EPS, **(extra or {})}
-    records = [record(NAME, method, "mean_iterations", stats.mean, PAPER_TABLE1.get(row), **cell),
-               record(NAME, method, "median_iterations", stats.median, **cell),
-               record(NAME, method, "converged_fraction", stats.converged_fraction, **cell)]
+    records = iteration_records(NAME, method, iters, cap, ("mean", "median", "converged_fraction"),
+                                {"mean": PAPER_TABLE1.get(row)}, **cell)
     return records, torch.where(iters >= 0, iters, cap).tolist()
 
 

@@ -26,6 +26,7 @@ Example:
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 
 import torch
@@ -245,3 +246,34 @@ class ICCG(IterativeMethod):
     def residual(self, problem: LinearSystem, state: State) -> torch.Tensor:
         return torch.linalg.vector_norm(problem.rhs - _band_matvec(state["band"], state["x"]),
                                         dim=1)
+
+
+def factorization_fails(matrix: torch.Tensor, alpha: float, chunk: int = 250) -> torch.Tensor:
+    """``(B,)`` bool: IC(0) of ``A + alpha I`` fails, for a constant ``alpha``."""
+    with torch.no_grad():
+        return torch.cat([incomplete_cholesky(part, torch.full((len(part),), float(alpha),
+                                                               dtype=part.dtype))[1]
+                          for part in matrix.split(chunk)])
+
+
+def smallest_safe_shift(matrix: torch.Tensor, rel_tol: float = 1e-3) -> float:
+    """The smallest constant ``alpha >= 0`` for which IC(0) succeeds on every matrix, by
+    bisection on a log scale (the GBMS paper's ``Psi_base``, sec. 4.2); returns the succeeding
+    end of the final bracket."""
+    if not bool(factorization_fails(matrix, 0.0).any()):
+        return 0.0
+    high = 1.0
+    while bool(factorization_fails(matrix, high).any()):
+        high *= 10.0
+        if high > 1e12:
+            raise RuntimeError("IC(0) fails for every shift up to 1e12")
+    low = high / 10.0
+    while bool(not factorization_fails(matrix, low).any()) and low > 1e-12:
+        high, low = low, low / 10.0
+    while high / low > 1.0 + rel_tol:
+        mid = math.sqrt(low * high)
+        if bool(factorization_fails(matrix, mid).any()):
+            low = mid
+        else:
+            high = mid
+    return high
