@@ -17,12 +17,12 @@ Richardson:
 from __future__ import annotations
 
 import argparse
-from dataclasses import replace
 
 import torch
 
+import metasolve as ms
+from metasolve.evaluation.spectral import TRANSFER, evaluation_sets, linear_baselines
 from metasolve.experiments import autospec_linear
-from metasolve.experiments.autospec_common import TRANSFER, evaluation_sets
 from metasolve.probes import minimal_residual
 
 
@@ -37,7 +37,7 @@ def main(argv=None) -> None:
     s = settings.probe_steps
     if min(args.budgets) <= s:
         raise ValueError(f"--budgets must exceed the probe's {s} products, got {args.budgets}")
-    family = autospec_linear._family(settings)
+    family = ms.SpectrumFamily(size=settings.size, probe_steps=settings.probe_steps)
     # All of them, then the chosen: a set's right-hand sides depend on its place in TRANSFER.
     sets = [item for item in evaluation_sets(family, TRANSFER, 1, settings.rhs_per_operator,
                                              settings.seed)[1:] if item[0] in args.operators]
@@ -45,8 +45,7 @@ def main(argv=None) -> None:
           "Chebyshev (probe interval), MINRES (the floor); floor / Richardson")
     for name, tasks, extremes in sets:
         for budget in args.budgets:
-            base = autospec_linear.solve_baselines(tasks, extremes,
-                                                   replace(settings, degree=budget - s))
+            base = linear_baselines(tasks, extremes, budget - s, s)
             floor = minimal_residual(tasks.problem.matvec, tasks.problem.rhs, budget).median()
             richardson = base["richardson"].median()
             chebyshev = base["chebyshev-estimated"].median()

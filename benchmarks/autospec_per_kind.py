@@ -17,6 +17,7 @@ import sys
 import torch
 
 import metasolve as ms
+from metasolve.evaluation.spectral import linear_baselines, relative_residual
 from metasolve.experiments import autospec_linear
 from metasolve.tasks import SPECTRUM_KINDS
 
@@ -37,8 +38,8 @@ def main(model: str = "metasolve-out/autospec-linear/full/models/recurrence.safe
         with torch.no_grad():
             x = solver.solve(tasks, fixed_iterations=degree, rtol=0.0,
                              divergence_factor=1e300).x
-            learned = autospec_linear.relative_residual(tasks.problem, x)
-            base = autospec_linear.solve_baselines(tasks, extremes, settings)
+            learned = relative_residual(tasks.problem, x)
+            base = linear_baselines(tasks, extremes, settings.degree, settings.probe_steps)
         ratio = learned / base["chebyshev-estimated"]
         print(f"{kind:10s} learned / Chebyshev: median {float(ratio.median()):.3f}, geometric "
               f"mean {float(ratio.log().mean().exp()):.3f}, no worse on "

@@ -34,8 +34,14 @@ from dataclasses import replace
 import torch
 
 import metasolve as ms
+from metasolve.evaluation.spectral import (
+    TRANSFER,
+    evaluation_sets,
+    linear_baselines,
+    relative_residual,
+)
 from metasolve.experiments import autospec_linear
-from metasolve.experiments.autospec_common import TRANSFER, evaluation_sets, train_engine
+from metasolve.experiments.autospec_common import train_engine
 from metasolve.polynomials import chebyshev_recurrence_coefficients
 
 
@@ -51,7 +57,7 @@ def _report(name, learned, base):
 
 def train(args) -> None:
     settings = replace(autospec_linear.FULL, size=args.size, n_test=256)
-    family = autospec_linear._family(settings)
+    family = ms.SpectrumFamily(size=settings.size, probe_steps=settings.probe_steps)
     config = replace(settings.training, epochs=args.epochs, batch_size=args.batch_size)
     solver, info = train_engine(family, settings.degree, args.paradigm, settings.hidden,
                                 args.n_train, 512, config, 0, None, False,
@@ -62,8 +68,8 @@ def train(args) -> None:
         for name, tasks, extremes in evaluation_sets(family, TRANSFER, 256, 8, 0):
             x = solver.solve(tasks, fixed_iterations=settings.degree, rtol=0.0,
                              divergence_factor=1e300).x
-            _report(name, autospec_linear.relative_residual(tasks.problem, x),
-                    autospec_linear.solve_baselines(tasks, extremes, settings))
+            _report(name, relative_residual(tasks.problem, x),
+                    linear_baselines(tasks, extremes, settings.degree, settings.probe_steps))
 
 
 def ablate(args) -> None:
@@ -71,7 +77,8 @@ def ablate(args) -> None:
     engine = solver.metasolver
     settings = replace(autospec_linear.FULL, n_test=256)
     k = engine.degree
-    sets = evaluation_sets(autospec_linear._family(settings), TRANSFER[:2], 256, 8, 0)
+    family = ms.SpectrumFamily(size=settings.size, probe_steps=settings.probe_steps)
+    sets = evaluation_sets(family, TRANSFER[:2], 256, 8, 0)
     with torch.no_grad():
         for name, tasks, extremes in sets:
             lower, upper, parts = engine.interval(tasks.features)
@@ -80,12 +87,12 @@ def ablate(args) -> None:
             variants = {"learned interval only": base,
                         "+ learned initial": {**base, "initial": base["initial"] * initial},
                         "+ profiles (as trained)": solver.params(tasks.features)}
-            baselines = autospec_linear.solve_baselines(tasks, extremes, settings)
+            baselines = linear_baselines(tasks, extremes, settings.degree, settings.probe_steps)
             for variant, theta in variants.items():
                 x = ms.run(ms.PolynomialRecurrence(), tasks.problem, params=theta,
                            fixed_iterations=k, rtol=0.0, divergence_factor=1e300).x
                 _report(f"{name}: {variant}",
-                        autospec_linear.relative_residual(tasks.problem, x), baselines)
+                        relative_residual(tasks.problem, x), baselines)
 
 
 def main() -> None:

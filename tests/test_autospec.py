@@ -353,7 +353,7 @@ def test_spectrum_family_draws_reproducible_spectra_with_the_asked_conditioning(
 
 
 def test_transfer_operators_are_spd_with_the_stated_extremes():
-    from metasolve.experiments.autospec_common import Operator, exact_extremes
+    from metasolve.evaluation.spectral import Operator, exact_extremes
 
     for operator in (Operator("p2", "poisson2d", {"m": 7}), Operator("p3", "poisson3d", {"m": 4}),
                      Operator("an", "anisotropic2d", {"m": 6, "epsilon": 0.05}),

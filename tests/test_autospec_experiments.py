@@ -10,8 +10,8 @@ import scipy.sparse.linalg as spla
 import torch
 
 import metasolve as ms
+from metasolve.evaluation.spectral import Operator, exact_inverse_sqrt
 from metasolve.experiments import reproduce
-from metasolve.experiments.autospec_common import Operator, exact_inverse_sqrt
 from metasolve.probes import lanczos_function, subspace_probe
 from metasolve.tasks import operators
 

@@ -32,6 +32,7 @@ import torch
 
 from ..evaluation.records import record
 from ..evaluation.render import Table, save_figure, subplots
+from ..evaluation.spectral import Operator, exact_extremes
 from ..learned import AutoSpecEngine, LearnedSolver
 from ..probes import lanczos_probe
 from ..problems import EigenProblem
@@ -39,7 +40,6 @@ from ..solvers import ChebyshevSeries, FilteredSubspaceIteration, run
 from ..tasks import FilterStateFamily, make_splits
 from ..tasks.operators import sparse_system
 from ..training import FilterGapLoss, Trainer, TrainingConfig
-from .autospec_common import Operator, exact_extremes
 from .common import job_settings
 
 NAME = "autospec-eigen"

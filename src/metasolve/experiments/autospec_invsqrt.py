@@ -37,13 +37,17 @@ import torch
 
 from ..evaluation.records import record
 from ..evaluation.render import Table, save_figure, subplots
-from ..learned import split_probe
-from ..polynomials import chebyshev_coefficients_from_nodes, chebyshev_nodes
-from ..probes import lanczos_function, lanczos_probe
-from ..solvers import ChebyshevSeries, run
+from ..evaluation.spectral import (
+    SYNTHETIC,
+    TRANSFER,
+    TRANSFER_SMOKE,
+    evaluation_sets,
+    inverse_sqrt_baselines,
+    relative_error,
+)
 from ..tasks import SpectrumFamily
 from ..training import TrainingConfig
-from .autospec_common import SYNTHETIC, TRANSFER, TRANSFER_SMOKE, evaluation_sets, train_engine
+from .autospec_common import train_engine
 from .common import job_settings
 
 NAME = "autospec-invsqrt"
@@ -87,35 +91,9 @@ def _family(settings: Settings) -> SpectrumFamily:
                           probe_iterations=settings.probe_iterations, function="inverse-sqrt")
 
 
-def _relative_error(problem, x) -> torch.Tensor:
-    return (torch.linalg.vector_norm(x - problem.solution, dim=1)
-            / torch.linalg.vector_norm(problem.solution, dim=1))
-
-
-def interpolant(lower: torch.Tensor, upper: torch.Tensor, degree: int) -> dict:
-    """Parameters of the Chebyshev interpolant of ``t^{-1/2}`` on ``[lower, upper]``."""
-    nodes = chebyshev_nodes(lower, upper, degree)
-    return {"coefficients": chebyshev_coefficients_from_nodes(nodes.rsqrt()), "lower": lower,
-            "upper": upper}
-
-
 def solve_baselines(tasks, extremes, settings: Settings) -> dict[str, torch.Tensor]:
-    d = settings.degree
-    problem = tasks.problem
-    lower, upper = split_probe(tasks.features, settings.block).interval()
-    lanczos = lanczos_probe(problem.matvec, problem.size, _family(settings).probe_matvecs,
-                            problem.batch_size, seed=settings.seed + 7).interval()
-    out = {}
-    for name, (low, high) in (("chebyshev-estimated", (lower, upper)),
-                              ("chebyshev-lanczos", lanczos),
-                              ("chebyshev-exact", (extremes[:, 0].contiguous(),
-                                                   extremes[:, 1].contiguous()))):
-        solution = run(ChebyshevSeries(), problem, params=interpolant(low, high, d),
-                       fixed_iterations=d, rtol=0.0, monitor="error", divergence_factor=1e300)
-        out[name] = _relative_error(problem, solution.x)
-    out["lanczos"] = _relative_error(problem, lanczos_function(problem.matvec, problem.rhs, d,
-                                                               torch.rsqrt))
-    return out
+    return inverse_sqrt_baselines(tasks, extremes, settings.degree, settings.block,
+                                  _family(settings).probe_matvecs, settings.seed + 7)
 
 
 def run_cell(job: dict) -> dict:
@@ -141,7 +119,7 @@ def run_cell(job: dict) -> dict:
             errors = solve_baselines(tasks, extremes, settings)
             solution = solver.solve(tasks, fixed_iterations=settings.degree, rtol=0.0,
                                     divergence_factor=1e300)
-            errors["learned"] = _relative_error(tasks.problem, solution.x)
+            errors["learned"] = relative_error(tasks.problem, solution.x)
             cell = {**extra, "operator": name}
             for method, values in errors.items():
                 records.append(record(NAME, method, "median_relative_error",

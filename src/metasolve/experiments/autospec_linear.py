@@ -55,18 +55,20 @@ import torch
 from ..evaluation.metrics import compare_wall_clock
 from ..evaluation.records import record
 from ..evaluation.render import Table, save_figure, subplots
-from ..learned import split_probe
-from ..polynomials import chebyshev_recurrence_coefficients, residual_polynomial
-from ..probes import minimal_residual
-from ..solvers import Chebyshev, ConjugateGradient, PolynomialRecurrence, run
-from ..tasks import SpectrumFamily, TaskBatch
-from ..training import TrainingConfig
-from .autospec_common import (
+from ..evaluation.spectral import (
     TRANSFER,
     TRANSFER_SMOKE,
-    train_engine,
+    linear_baselines,
+    probe_baseline_params,
+    relative_residual,
 )
-from .autospec_common import evaluation_sets as common_evaluation_sets
+from ..evaluation.spectral import evaluation_sets as common_evaluation_sets
+from ..polynomials import chebyshev_recurrence_coefficients, residual_polynomial
+from ..probes import minimal_residual
+from ..solvers import ConjugateGradient, PolynomialRecurrence, run
+from ..tasks import SpectrumFamily, TaskBatch
+from ..training import TrainingConfig
+from .autospec_common import train_engine
 from .common import job_settings
 
 NAME = "autospec-linear"
@@ -149,37 +151,9 @@ def evaluation_sets(settings: Settings) -> list[tuple[str, TaskBatch, torch.Tens
                                   settings.rhs_per_operator, settings.seed)
 
 
-def relative_residual(problem, x) -> torch.Tensor:
-    return (torch.linalg.vector_norm(problem.residual(x), dim=1)
-            / torch.linalg.vector_norm(problem.rhs, dim=1))
-
-
-def probe_baseline_params(tasks: TaskBatch, probe_steps: int, steps: int) -> dict[str, dict]:
-    """Parameters of the probe-based baselines (Richardson, Chebyshev on the probe interval)."""
-    lower, upper = split_probe(tasks.features, probe_steps).interval()
-    step = 2 / (lower + upper)
-    richardson = {"initial": step, "momentum": torch.zeros(len(tasks), steps, dtype=step.dtype),
-                  "step": step.unsqueeze(1).expand(-1, steps).contiguous()}
-    return {"richardson": richardson, "chebyshev-estimated": {"lower": lower, "upper": upper}}
-
-
 def solve_baselines(tasks: TaskBatch, extremes: torch.Tensor, settings: Settings
                     ) -> dict[str, torch.Tensor]:
-    """Per-instance relative residuals of every baseline at equal products."""
-    k, s = settings.degree, settings.probe_steps
-    params = probe_baseline_params(tasks, s, k)
-    exact = {"lower": extremes[:, 0].contiguous(), "upper": extremes[:, 1].contiguous()}
-    runs = {"richardson": (PolynomialRecurrence(), params["richardson"], k),
-            "chebyshev-estimated": (Chebyshev(), params["chebyshev-estimated"], k),
-            "chebyshev-exact-K": (Chebyshev(), exact, k),
-            "chebyshev-exact-budget": (Chebyshev(), exact, k + s),
-            "cg-budget": (ConjugateGradient(), {}, k + s)}
-    out = {}
-    for name, (method, theta, steps) in runs.items():
-        solution = run(method, tasks.problem, params=theta, fixed_iterations=steps, rtol=0.0,
-                       divergence_factor=1e300)
-        out[name] = relative_residual(tasks.problem, solution.x)
-    return out
+    return linear_baselines(tasks, extremes, settings.degree, settings.probe_steps)
 
 
 def _medians(method: str, residuals: torch.Tensor, operator: str, extra: dict) -> dict:
@@ -212,7 +186,7 @@ def _run_baselines(settings: Settings, sets, extra) -> dict:
     name, tasks, extremes = _curve_operator(sets)
     points = _curve_points(extremes)
     k = settings.degree
-    params = probe_baseline_params(tasks, settings.probe_steps, k)["chebyshev-estimated"]
+    params = probe_baseline_params(tasks.features, settings.probe_steps, k)["chebyshev-estimated"]
     cheb = chebyshev_recurrence_coefficients(params["lower"], params["upper"], k)
     curves["chebyshev-estimated"] = residual_polynomial(PolynomialRecurrence(), cheb, points, k)
     exact = chebyshev_recurrence_coefficients(extremes[:, 0], extremes[:, 1], k)
