@@ -55,9 +55,9 @@ import torch
 from ..evaluation.metrics import compare_wall_clock
 from ..evaluation.records import record
 from ..learned import split_probe
-from ..polynomials import chebyshev_recurrence_coefficients, residual_polynomial
+from ..polynomials import chebyshev_recurrence_coefficients
 from ..probes import minimal_residual
-from ..solvers import Chebyshev, ConjugateGradient, PolynomialRecurrence, run
+from ..solvers import Chebyshev, ConjugateGradient, PolynomialRecurrence, residual_polynomial, run
 from ..tasks import SpectrumFamily, TaskBatch
 from ..training import TrainingConfig
 from .autospec_common import (

@@ -2,14 +2,21 @@
 
 from .autospec import AutoSpecEngine, probe_inputs, split_probe
 from .heads import BasisHead, BoundedHead, Head, IdentityHead, IntervalHead, PositiveHead
-from .metasolver import ConstantMetaSolver, MetaSolver, NetworkMetaSolver, metasolver_from_config
+from .metasolver import (
+    METASOLVERS,
+    ConstantMetaSolver,
+    MetaSolver,
+    NetworkMetaSolver,
+    metasolver_from_config,
+    register_metasolver,
+)
 from .neural_scs import IntermittentSCS, RecurrentSCS
 from .r2n2 import R2N2, RK3, RK4, ButcherTableau, Certificate
 from .solver import LearnedSolver
 
 __all__ = [
-    "AutoSpecEngine", "BasisHead", "BoundedHead", "ButcherTableau", "Certificate",
+    "METASOLVERS", "AutoSpecEngine", "BasisHead", "BoundedHead", "ButcherTableau", "Certificate",
     "ConstantMetaSolver", "Head", "IdentityHead", "IntermittentSCS", "IntervalHead",
     "LearnedSolver", "MetaSolver", "NetworkMetaSolver", "PositiveHead", "R2N2", "RK3", "RK4",
-    "RecurrentSCS", "metasolver_from_config", "probe_inputs", "split_probe"
+    "RecurrentSCS", "metasolver_from_config", "probe_inputs", "register_metasolver", "split_probe"
 ]
