@@ -9,7 +9,7 @@ from __future__ import annotations
 import statistics
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import torch
 
@@ -30,9 +30,6 @@ class IterationStats:
     max: float
     converged_fraction: float
     count: int
-
-    def as_dict(self) -> dict:
-        return asdict(self)
 
 
 def iteration_stats(iterations: torch.Tensor, cap: int) -> IterationStats:
