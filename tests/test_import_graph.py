@@ -1,4 +1,4 @@
-"""The package's import structure (docs/architecture.md, "Layout"): the module-level imports
+"""The package's import structure (docs/architecture.md, section 2.1): the module-level imports
 between metasolve's modules form a DAG, and no function body imports a metasolve module.
 
 The graph is read with :mod:`ast`, not by importing anything: a node per module (a package is its

@@ -2,7 +2,7 @@
 
 The frame is that of gradient-based meta-solving (GBMS paper, sec. 2.1): a task family, a
 classical iterative method ``Phi(tau; theta)``, a meta-solver ``Psi(tau; omega) -> theta``, a loss,
-and a trainer. See DESIGN.md and README.md.
+and a trainer. See docs/architecture.md and README.md.
 """
 
 from ._version import __version__

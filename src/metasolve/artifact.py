@@ -10,7 +10,7 @@ This module knows the format only, not what is stored:
 :meth:`~metasolve.learned.solver.LearnedSolver.save` and
 :meth:`~metasolve.learned.solver.LearnedSolver.load` (``metasolve.save``, ``metasolve.load``)
 write and rebuild trained solvers, and the trainers write their checkpoints, all through
-:func:`write_tensors` and :func:`read_tensors` (docs/architecture.md, "Artifacts").
+:func:`write_tensors` and :func:`read_tensors` (docs/architecture.md, section 10).
 """
 
 from __future__ import annotations

@@ -1,7 +1,8 @@
 """The result of a batched iterative solve: :class:`Solution` and its :class:`Status` codes.
 
-Not converging is a status, not an exception (DESIGN.md, convention 3). Callers who prefer an
-exception pass ``throw=True`` to :func:`metasolve.run`, which raises :class:`ConvergenceError`.
+Not converging is a status, not an exception (docs/architecture.md, convention 3). Callers who
+prefer an exception pass ``throw=True`` to :func:`metasolve.run`, which raises
+:class:`ConvergenceError`.
 """
 
 from __future__ import annotations

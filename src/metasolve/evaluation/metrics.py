@@ -1,4 +1,4 @@
-"""Iteration and wall-clock metrics (DESIGN.md, "Performance stance").
+"""Iteration and wall-clock metrics (docs/architecture.md, convention 12).
 
 Iterations to tolerance are the papers' metric; wall-clock is the user's. Both are reported for
 the learned solver and the classical method measured in the same run, as ratios.
