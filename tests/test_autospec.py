@@ -16,9 +16,9 @@ from metasolve.polynomials import (
     chebyshev_coefficients_from_nodes,
     chebyshev_nodes,
     chebyshev_solve_expansion,
-    residual_polynomial,
 )
 from metasolve.probes import lanczos_probe
+from metasolve.solvers import residual_polynomial
 from metasolve.tasks import operators
 
 F64 = torch.float64

@@ -213,9 +213,21 @@ def test_diverged_status_with_a_convergent_neighbour():
     assert torch.allclose(sol.x[0], expected, atol=1e-9)
     with pytest.raises(ms.ConvergenceError):
         ms.run(ms.Jacobi(), problem, rtol=1e-10, maxiter=10_000, throw=True)
+    assert sol.status_names() == ["converged", "diverged"]
+    assert "converged=1, diverged=1" in sol.summary()
     # throw=True is silent when everything converges.
     ok = ms.run(ms.Jacobi(), problem.index(slice(0, 1)), rtol=1e-10, maxiter=10_000, throw=True)
     assert bool(ok.converged.all())
+
+
+def test_status_codes_names_and_messages():
+    # The integer codes are stable: solutions and records store them.
+    assert [(s.name, int(s)) for s in Status] == [
+        ("CONVERGED", 0), ("MAX_ITERATIONS", 1), ("DIVERGED", 2), ("BREAKDOWN", 3)]
+    for status in Status:
+        assert str(status) == f"{status}" == status.name.lower()
+        assert status.message.startswith(f"{status}: ") and "\n" not in status.message
+    assert Status(1) is Status.MAX_ITERATIONS
 
 
 def test_already_converged_initial_guess_takes_zero_iterations():

@@ -2,13 +2,12 @@
 
 The frame is that of gradient-based meta-solving (GBMS paper, sec. 2.1): a task family, a
 classical iterative method ``Phi(tau; theta)``, a meta-solver ``Psi(tau; omega) -> theta``, a loss,
-and a trainer. See DESIGN.md and README.md.
+and a trainer. See docs/architecture.md and README.md.
 """
 
-__version__ = "0.1.0"
-
-from .artifact import ArtifactError, load, save  # noqa: E402
-from .learned import (  # noqa: E402
+from ._version import __version__
+from .artifact import ArtifactError
+from .learned import (
     R2N2,
     RK3,
     RK4,
@@ -24,7 +23,8 @@ from .learned import (  # noqa: E402
     NetworkMetaSolver,
     PositiveHead,
 )
-from .problems import (  # noqa: E402
+from .learned.solver import load, save
+from .problems import (
     ConeProgram,
     ConeSpec,
     DiagonalSystem,
@@ -33,8 +33,8 @@ from .problems import (  # noqa: E402
     LinearSystem,
     NonlinearSystem,
 )
-from .solution import ConvergenceError, Solution, Status  # noqa: E402
-from .solvers import (  # noqa: E402
+from .solution import ConvergenceError, Solution, Status
+from .solvers import (
     ICCG,
     SCS,
     Chebyshev,
@@ -50,7 +50,7 @@ from .solvers import (  # noqa: E402
     register_method,
     run,
 )
-from .tasks import (  # noqa: E402
+from .tasks import (
     ChandrasekharFamily,
     ElasticBeamFamily,
     FilterStateFamily,
@@ -65,7 +65,7 @@ from .tasks import (  # noqa: E402
     register_family,
     sine_basis,
 )
-from .training import (  # noqa: E402
+from .training import (
     FailurePenaltyLoss,
     FilterGapLoss,
     FixedIterationLoss,

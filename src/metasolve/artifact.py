@@ -1,10 +1,16 @@
-"""Saving and loading trained solvers: safetensors for tensors, JSON for everything else.
+"""The file format of trained solvers and checkpoints: safetensors for tensors, JSON for the rest.
 
-One file holds both: the trained tensors (``LearnedSolver.model``), and in the safetensors header
-a JSON document (family, method, meta-solver architecture, training settings, metasolve version)
-plus a SHA-256 of the document and the tensor bytes. Loading never unpickles anything; it checks
-the format tag, the checksum, and that every tensor matches the architecture the JSON describes,
-and raises :class:`ArtifactError` (a ``ValueError``) saying what is wrong otherwise.
+One file holds both: named tensors, and in the safetensors header a JSON document (what the file
+is, its ``kind``, and whatever the writer needs to rebuild the object) plus a SHA-256 of the
+document and the tensor bytes. Reading never unpickles anything; :func:`read_tensors` checks the
+format tag, its version and the checksum, and raises :class:`ArtifactError` (a ``ValueError``)
+saying what is wrong otherwise.
+
+This module knows the format only, not what is stored:
+:meth:`~metasolve.learned.solver.LearnedSolver.save` and
+:meth:`~metasolve.learned.solver.LearnedSolver.load` (``metasolve.save``, ``metasolve.load``)
+write and rebuild trained solvers, and the trainers write their checkpoints, all through
+:func:`write_tensors` and :func:`read_tensors` (docs/architecture.md, section 10).
 """
 
 from __future__ import annotations
@@ -12,14 +18,11 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import warnings
 from pathlib import Path
 
 import torch
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
-
-from . import __version__
 
 FORMAT = "metasolve-artifact"
 FORMAT_VERSION = 1
@@ -60,8 +63,6 @@ def read_tensors(path) -> tuple[dict[str, torch.Tensor], dict]:
     if not path.is_file():
         raise ArtifactError(f"no metasolve file at {path}")
     try:
-        from safetensors import safe_open
-
         with safe_open(str(path), framework="pt") as handle:
             header = handle.metadata() or {}
         tensors = load_file(str(path))
@@ -82,72 +83,3 @@ def read_tensors(path) -> tuple[dict[str, torch.Tensor], dict]:
     except (KeyError, json.JSONDecodeError) as exc:
         raise ArtifactError(f"{path}: the JSON description is missing or invalid: {exc}") from exc
     return tensors, document
-
-
-def save(solver, path) -> Path:
-    """Save a :class:`~metasolve.learned.solver.LearnedSolver` to ``path``."""
-    document = {
-        "kind": "learned_solver",
-        "metasolve_version": __version__,
-        "method": {"name": solver.method.name, "config": solver.method.config()},
-        "metasolver": solver.metasolver.config(),
-        "family": None if solver.family is None else {"name": solver.family.name,
-                                                      "config": solver.family.config()},
-        "monitor": solver.monitor,
-        "settings": solver.settings,
-    }
-    return write_tensors(path, solver.model.state_dict(), document)
-
-
-def load(path, family=None):
-    """Load a solver saved by :func:`save`.
-
-    Args:
-        family: optionally the task family to attach; it must match the stored one. If omitted,
-            the stored family is rebuilt when its class is registered (imported).
-    """
-    from .learned.metasolver import metasolver_from_config
-    from .learned.solver import LearnedSolver
-    from .solvers.registry import method_from_config
-    from .tasks.base import FAMILIES, family_from_config
-
-    tensors, document = read_tensors(path)
-    if document.get("kind") != "learned_solver":
-        raise ArtifactError(f"{path} holds a {document.get('kind')!r}, not a learned solver")
-    stored = document.get("family")
-    if stored is not None and not (isinstance(stored, dict) and "name" in stored):
-        raise ArtifactError(f"{path}: the stored family description is malformed: {stored!r}")
-    if family is not None and stored is not None and (
-            stored.get("name") != family.name or stored.get("config") != family.config()):
-        raise ArtifactError(f"{path} was trained on family {stored.get('name')} "
-                            f"{stored.get('config')}, but {family.name} {family.config()} "
-                            "was given")
-    try:
-        method = method_from_config(document["method"]["name"], document["method"]["config"])
-        metasolver = metasolver_from_config(document["metasolver"])
-        if family is None and stored is not None:
-            if stored["name"] in FAMILIES:
-                family = family_from_config(stored["name"], stored["config"])
-            else:
-                warnings.warn(f"{path}: task family {stored['name']!r} is not registered (import "
-                              "the module that defines it); loading without it", stacklevel=2)
-        solver = LearnedSolver(method, metasolver, family=family,
-                               monitor=document.get("monitor", "residual"),
-                               settings=document.get("settings"))
-    except (KeyError, TypeError, ValueError) as exc:
-        raise ArtifactError(f"{path}: cannot rebuild the solver from its JSON: {exc}") from exc
-    expected = solver.model.state_dict()
-    missing = sorted(set(expected) - set(tensors))
-    extra = sorted(set(tensors) - set(expected))
-    if missing or extra:
-        raise ArtifactError(f"{path}: tensors do not match the stored architecture "
-                            f"(missing {missing}, unexpected {extra})")
-    for name, value in expected.items():
-        got = tensors[name]
-        if tuple(value.shape) != tuple(got.shape) or value.dtype != got.dtype:
-            raise ArtifactError(f"{path}: tensor {name!r} is {got.dtype} of shape "
-                                f"{tuple(got.shape)}, the architecture needs {value.dtype} of "
-                                f"shape {tuple(value.shape)}")
-    solver.model.load_state_dict(tensors)
-    solver.model.eval()
-    return solver

@@ -3,10 +3,16 @@
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 import typer
 from rich.console import Console
+
+from .artifact import ArtifactError
+from .evaluation.records import read_records
+from .experiments import EXPERIMENTS, get, render_markdown
+from .experiments import reproduce as run_experiment
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Learn to accelerate iterative solvers on a distribution of problems.")
@@ -16,8 +22,6 @@ console = Console()
 @app.command("list")
 def list_experiments() -> None:
     """List the paper experiments that `metasolve reproduce` can run."""
-    from .experiments import EXPERIMENTS
-
     for name, module in EXPERIMENTS.items():
         console.print(f"[bold]{name}[/bold]  {module.TITLE}")
 
@@ -46,8 +50,6 @@ def reproduce(
     Every training checkpoints under --out after each epoch; running the same command again
     resumes an interrupted run.
     """
-    from .experiments import get
-
     try:
         get(name)
     except ValueError as exc:
@@ -68,11 +70,6 @@ def reproduce(
 
 def _run(name, scale, out, json_path, workers, progress, restart, epochs):
     """Run an experiment; a stale or damaged checkpoint is reported, not dumped as a traceback."""
-    import shutil
-
-    from .artifact import ArtifactError
-    from .experiments import reproduce as run_experiment
-
     if restart:
         shutil.rmtree(Path(out) / name / scale / "checkpoints", ignore_errors=True)
     try:
@@ -88,9 +85,6 @@ def results(
     paths: list[Path] = typer.Argument(..., help="record files written by `reproduce --json`"),
 ) -> None:
     """Render result records (JSON) as Markdown tables, ours beside the paper's."""
-    from .evaluation.records import read_records
-    from .experiments import render_markdown
-
     records = []
     for path in paths:
         try:
@@ -113,7 +107,3 @@ def demo(
     console.print(f"table records (JSON): {result['json']}")
     console.print(f"iteration histograms (PNG): {result['plot']}")
     console.print(f"took {result['seconds']:.1f} s")
-
-
-def main() -> None:  # pragma: no cover
-    app()

@@ -125,23 +125,6 @@ def chebyshev_solve_expansion(lower: torch.Tensor, upper: torch.Tensor,
     return chebyshev_coefficients_from_nodes(values)
 
 
-def residual_polynomial(method, params: dict[str, torch.Tensor], points: torch.Tensor,
-                        steps: int) -> torch.Tensor:
-    """The residual polynomial ``p(t)`` (``r_k = p(A) r_0``) of ``steps`` steps of a polynomial
-    method with the parameters of one instance, at ``points`` ``(M,)``: the method run on
-    ``diag(points)`` from ``x_0 = 0`` with ``b = 1``, so ``r_k`` holds ``p`` at each point.
-
-    ``params`` holds one instance's parameters (leading dimension 1)."""
-    from .problems import DiagonalSystem
-    from .solvers.base import run
-
-    check_tensor("points", points, ndim=1)
-    system = DiagonalSystem(points.unsqueeze(0), torch.ones_like(points).unsqueeze(0))
-    solution = run(method, system, params=params, fixed_iterations=steps, rtol=0.0,
-                   divergence_factor=1e300)
-    return system.residual(solution.x)[0]
-
-
 def chebyshev_extrema(lower: torch.Tensor, upper: torch.Tensor, count: int) -> torch.Tensor:
     """The ``count`` Chebyshev extrema ``t_j = c - h cos(pi j / (count - 1))`` of each
     ``[lower, upper]`` (``(B, count)``, ascending, both ends included): where ``T_{count-1}`` of

@@ -3,7 +3,7 @@
 A :class:`LinearSystem` is a batch of ``A_b x_b = rhs_b``. The matrix is shared by the batch
 (shape ``(N, N)``, dense or sparse) or given per instance (``(B, N, N)``). A
 :class:`NonlinearSystem` is a batch of ``g_b(y_b) = 0`` with Jacobians. Input is validated here,
-once, where it enters (DESIGN.md, convention 5).
+once, where it enters (docs/architecture.md, convention 5).
 """
 
 from __future__ import annotations

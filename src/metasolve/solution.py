@@ -1,7 +1,8 @@
 """The result of a batched iterative solve: :class:`Solution` and its :class:`Status` codes.
 
-Not converging is a status, not an exception (DESIGN.md, convention 3). Callers who prefer an
-exception pass ``throw=True`` to :func:`metasolve.run`, which raises :class:`ConvergenceError`.
+Not converging is a status, not an exception (docs/architecture.md, convention 3). Callers who
+prefer an exception pass ``throw=True`` to :func:`metasolve.run`, which raises
+:class:`ConvergenceError`.
 """
 
 from __future__ import annotations
@@ -13,13 +14,44 @@ import torch
 
 
 class Status(enum.IntEnum):
-    """Per-instance outcome of an iterative solve."""
+    """Per-instance outcome of an iterative solve.
+
+    The integer codes are stable (``Solution.status`` holds them, and records may store them).
+    ``str(status)`` is the lower-case name (``"converged"``), the word :meth:`Solution.summary`
+    uses; ``status.message`` says in one line what happened.
+
+    Example:
+        >>> str(Status.MAX_ITERATIONS), int(Status.MAX_ITERATIONS)
+        ('max_iterations', 1)
+        >>> print(Status(2).message)
+        diverged: the monitored norm grew past divergence_factor times its start, or is not finite
+    """
 
     CONVERGED = 0
     MAX_ITERATIONS = 1
     DIVERGED = 2
     BREAKDOWN = 3
-    INVALID_INPUT = 4
+
+    def __str__(self) -> str:
+        return self.name.lower()
+
+    def __format__(self, spec: str) -> str:
+        # f"{status}" reads like str(status); an IntEnum would format as its integer.
+        return format(str(self), spec)
+
+    @property
+    def message(self) -> str:
+        """One line saying what the status means."""
+        return f"{self}: {_MESSAGES[self]}"
+
+
+_MESSAGES = {
+    Status.CONVERGED: "the monitored norm reached max(rtol * reference_norm, atol)",
+    Status.MAX_ITERATIONS: "stopped after maxiter iterations without reaching the tolerance",
+    Status.DIVERGED: "the monitored norm grew past divergence_factor times its start, "
+                     "or is not finite",
+    Status.BREAKDOWN: "the method broke down (a zero denominator or a non-positive pivot)",
+}
 
 
 class ConvergenceError(RuntimeError):
@@ -85,8 +117,13 @@ class Solution:
         first = torch.argmax(reached.to(torch.int8), dim=0)
         return torch.where(reached.any(dim=0), first, torch.full_like(first, -1))
 
+    def status_names(self) -> list[str]:
+        """The status of each instance as its name (``str`` of :class:`Status`), e.g.
+        ``["converged", "max_iterations"]``."""
+        return [str(Status(int(code))) for code in self.status.tolist()]
+
     def summary(self) -> str:
-        counts = {s.name.lower(): int((self.status == s).sum()) for s in Status}
+        counts = {str(s): int((self.status == s).sum()) for s in Status}
         parts = ", ".join(f"{k}={v}" for k, v in counts.items() if v)
         return (f"Solution(batch={self.batch_size}, {parts}, "
                 f"mean_iterations={self.iterations.double().mean().item():.2f})")

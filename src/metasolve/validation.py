@@ -1,4 +1,4 @@
-"""The one place where input is checked (DESIGN.md, convention 5).
+"""The one place where input is checked (docs/architecture.md, convention 5).
 
 Every message names the argument, what was received and what was expected.
 """

@@ -1,4 +1,4 @@
-"""Iteration and wall-clock metrics (DESIGN.md, "Performance stance").
+"""Iteration and wall-clock metrics (docs/architecture.md, convention 12).
 
 Iterations to tolerance are the papers' metric; wall-clock is the user's. Both are reported for
 the learned solver and the classical method measured in the same run, as ratios.
@@ -9,7 +9,7 @@ from __future__ import annotations
 import statistics
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import torch
 
@@ -30,9 +30,6 @@ class IterationStats:
     max: float
     converged_fraction: float
     count: int
-
-    def as_dict(self) -> dict:
-        return asdict(self)
 
 
 def iteration_stats(iterations: torch.Tensor, cap: int) -> IterationStats:

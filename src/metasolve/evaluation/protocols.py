@@ -10,6 +10,7 @@ loss ``L_m`` (``m`` iterations) or ``L~_eps`` (tolerance ``eps``), or a classica
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict
 
 import torch
 
@@ -35,7 +36,7 @@ def iteration_records(experiment: str, method: str, iterations: torch.Tensor, ca
     """Records of per-instance ``iterations`` (-1: tolerance not reached, counted as ``cap``):
     one per statistic in ``stats``, each with the paper's number from ``paper`` (keyed by
     statistic) where there is one."""
-    summary = iteration_stats(iterations, cap).as_dict()
+    summary = asdict(iteration_stats(iterations, cap))
     paper = paper or {}
     return [record(experiment, method, STAT_METRICS[name], summary[name], paper.get(name),
                    **cell) for name in stats]

@@ -1,4 +1,4 @@
-"""Results as records (DESIGN.md, convention 11): flat dicts, one per measured number.
+"""Results as records (docs/architecture.md, convention 11): flat dicts, one per measured number.
 
 Keys: ``experiment``, ``method``, ``metric``, ``value``, ``paper`` (the paper's number for the cell
 or ``None``), plus the setting keys that locate the cell. Tables, plots and docs render from them.

@@ -1,5 +1,6 @@
 """Paper experiments: each one a task family, solver, meta-solver, loss and settings, plus the
-paper's numbers, so ``metasolve reproduce NAME`` prints ours beside theirs (DESIGN.md, conv. 10).
+paper's numbers, so ``metasolve reproduce NAME`` prints ours beside theirs (docs/architecture.md,
+convention 10).
 
 An experiment module defines ``NAME``, ``TITLE``, ``SCALES``, ``jobs(scale, out_dir, epochs)``, a
 module-level ``run_cell(job)`` (one independent unit of work, run in a worker process, returning a

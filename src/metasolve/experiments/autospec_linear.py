@@ -63,9 +63,9 @@ from ..evaluation.spectral import (
     relative_residual,
 )
 from ..evaluation.spectral import evaluation_sets as common_evaluation_sets
-from ..polynomials import chebyshev_recurrence_coefficients, residual_polynomial
+from ..polynomials import chebyshev_recurrence_coefficients
 from ..probes import minimal_residual
-from ..solvers import ConjugateGradient, PolynomialRecurrence, run
+from ..solvers import ConjugateGradient, PolynomialRecurrence, residual_polynomial, run
 from ..tasks import SpectrumFamily, TaskBatch
 from ..training import TrainingConfig
 from .autospec_common import train_engine

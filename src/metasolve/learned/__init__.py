@@ -2,7 +2,14 @@
 
 from .autospec import AutoSpecEngine, probe_inputs, split_probe
 from .heads import BasisHead, BoundedHead, Head, IdentityHead, IntervalHead, PositiveHead
-from .metasolver import ConstantMetaSolver, MetaSolver, NetworkMetaSolver, metasolver_from_config
+from .metasolver import (
+    METASOLVERS,
+    ConstantMetaSolver,
+    MetaSolver,
+    NetworkMetaSolver,
+    metasolver_from_config,
+    register_metasolver,
+)
 from .neural_scs import IntermittentSCS, RecurrentSCS
 from .r2n2 import (
     R2N2,
@@ -17,9 +24,9 @@ from .r2n2 import (
 from .solver import LearnedSolver
 
 __all__ = [
-    "AutoSpecEngine", "BasisHead", "BoundedHead", "ButcherTableau", "Certificate",
+    "METASOLVERS", "AutoSpecEngine", "BasisHead", "BoundedHead", "ButcherTableau", "Certificate",
     "ConstantMetaSolver", "Head", "IdentityHead", "IntermittentSCS", "IntervalHead",
     "LearnedSolver", "MetaSolver", "NetworkMetaSolver", "PositiveHead", "R2N2", "RK3", "RK4",
     "RecurrentSCS", "constant_weights", "frozen_r2n2", "metasolver_from_config", "probe_inputs",
-    "r2n2_solver", "split_probe"
+    "r2n2_solver", "register_metasolver", "split_probe"
 ]

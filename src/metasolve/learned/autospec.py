@@ -73,7 +73,7 @@ from ..polynomials import (
 from ..probes import Probe
 from ..validation import check_choice, check_count, check_positive, check_tensor
 from .heads import IdentityHead
-from .metasolver import ACTIVATIONS, MetaSolver
+from .metasolver import ACTIVATIONS, MetaSolver, register_metasolver
 
 PARADIGMS = {"recurrence": ("initial", "momentum", "step"),
              "basis": ("coefficients", "lower", "upper"),
@@ -106,6 +106,7 @@ def probe_inputs(probe: Probe) -> torch.Tensor:
                       torch.log10(ritz[:, -1:] / ritz[:, :1])], dim=1) / 3
 
 
+@register_metasolver
 class AutoSpecEngine(MetaSolver):
     """Probe features -> coefficients of a degree-``degree`` polynomial method (module doc).
 
@@ -162,6 +163,10 @@ class AutoSpecEngine(MetaSolver):
                 "paradigm": self.paradigm, "hidden": self.hidden, "activation": self.activation,
                 "correction": self.correction, "lower_range": self.lower_range,
                 "modes": self.modes}
+
+    @classmethod
+    def from_config(cls, config: dict) -> AutoSpecEngine:
+        return cls(**config)  # the heads follow from the paradigm; the config holds none
 
     def _raw(self, inputs: torch.Tensor, baseline: bool) -> dict[str, torch.Tensor]:
         """The network's outputs split by head; all zero for the baseline (the untrained engine)."""

@@ -9,6 +9,11 @@ per head (``{"x0": (B, N)}``, ``{"omega": (B,)}``, ...). Two kinds:
 
 ``Psi_base`` of the paper (a zero initial guess) needs no meta-solver at all: run the method with
 no ``params``.
+
+Every meta-solver class registers its ``kind`` in :data:`METASOLVERS` (``@register_metasolver``),
+and :func:`metasolver_from_config` rebuilds one from its :meth:`~MetaSolver.config` through that
+registry, so a new kind (the AutoSpec engine, say) is loadable from an artifact without this
+module knowing it.
 """
 
 from __future__ import annotations
@@ -18,8 +23,12 @@ from collections.abc import Mapping, Sequence
 import torch
 from torch import nn
 
+from ..registry import Registry
 from ..validation import check_count, check_finite_number, check_tensor
 from .heads import Head, head_from_config
+
+METASOLVERS = Registry("meta-solver kind", key="kind")
+register_metasolver = METASOLVERS.register
 
 ACTIVATIONS = {"silu": nn.SiLU, "relu": nn.ReLU, "tanh": nn.Tanh, "gelu": nn.GELU}
 
@@ -60,7 +69,18 @@ class MetaSolver(nn.Module):
         return {name: {"kind": h.kind, "config": h.config()} for name, h in self.heads.items()}
 
     def config(self) -> dict:
+        """The constructor's arguments as JSON, with ``kind``: :func:`metasolver_from_config`
+        rebuilds the (untrained) meta-solver from it."""
         raise NotImplementedError
+
+    @classmethod
+    def from_config(cls, config: dict) -> MetaSolver:
+        """The inverse of :meth:`config` (without ``kind``): heads are rebuilt from their own
+        configs, everything else goes to the constructor."""
+        config = dict(config)
+        config["heads"] = {name: head_from_config(h["kind"], h["config"])
+                           for name, h in config.pop("heads").items()}
+        return cls(**config)
 
     def baseline_params(self, features: torch.Tensor) -> dict[str, torch.Tensor]:
         """``theta`` of the classical method this meta-solver starts from, for the same tasks
@@ -69,6 +89,7 @@ class MetaSolver(nn.Module):
         raise TypeError(f"a {type(self).__name__} has no classical baseline to compare with")
 
 
+@register_metasolver
 class ConstantMetaSolver(MetaSolver):
     """The same ``theta`` for every task; learns the head's pre-activation ``z``.
 
@@ -107,6 +128,7 @@ class ConstantMetaSolver(MetaSolver):
         return self._split(self.z.expand(features.shape[0], -1))
 
 
+@register_metasolver
 class NetworkMetaSolver(MetaSolver):
     """A fully connected network ``features -> hidden layers -> heads``.
 
@@ -179,18 +201,9 @@ class NetworkMetaSolver(MetaSolver):
 
 
 def metasolver_from_config(config: dict) -> MetaSolver:
-    """Rebuild an (untrained) meta-solver from :meth:`MetaSolver.config`."""
+    """Rebuild an (untrained) meta-solver from :meth:`MetaSolver.config`, by its ``kind``."""
     config = dict(config)
     kind = config.pop("kind", None)
-    if kind == "autospec":
-        from .autospec import AutoSpecEngine
-
-        return AutoSpecEngine(**config)
-    heads = {name: head_from_config(h["kind"], h["config"])
-             for name, h in config.pop("heads").items()}
-    if kind == "network":
-        return NetworkMetaSolver(heads=heads, **config)
-    if kind == "constant":
-        return ConstantMetaSolver(heads=heads, **config)
-    raise ValueError(f"unknown meta-solver kind {kind!r}; known: 'network', 'constant', "
-                     "'autospec'")
+    if kind not in METASOLVERS:
+        raise ValueError(f"unknown meta-solver kind {kind!r}; registered: {sorted(METASOLVERS)}")
+    return METASOLVERS[kind].from_config(config)

@@ -73,7 +73,7 @@ DIFFERENCES = ("none", "forward")
 
 @dataclass(frozen=True)
 class ButcherTableau:
-    """An explicit Runge-Kutta method as validated data (DESIGN.md, convention 7).
+    """An explicit Runge-Kutta method as validated data (docs/architecture.md, convention 7).
 
     ``a`` ``(s, s)`` strictly lower triangular, weights ``b`` ``(s,)`` summing to one, nodes
     ``c`` ``(s,)`` equal to the row sums of ``a`` (the usual consistency condition).

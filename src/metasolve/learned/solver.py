@@ -1,18 +1,31 @@
-"""A classical method plus a meta-solver: the object users train, save, load and solve with."""
+"""A classical method plus a meta-solver: the object users train, save, load and solve with.
+
+:meth:`LearnedSolver.save` and :meth:`LearnedSolver.load` (also ``metasolve.save`` and
+``metasolve.load``) store it in the file format of :mod:`metasolve.artifact`: the trained tensors
+(``LearnedSolver.model``) and a JSON document naming the method, meta-solver architecture, task
+family, monitor, training settings and metasolve version, from which the registries rebuild it.
+"""
 
 from __future__ import annotations
 
 import time
+import warnings
+from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
+from .._version import __version__
+from ..artifact import ArtifactError, read_tensors, write_tensors
 from ..solution import Solution
 from ..solvers.base import MONITORS, IterativeMethod, run
-from ..tasks.base import TaskBatch, TaskFamily
+from ..solvers.registry import method_from_config
+from ..tasks.base import FAMILIES, TaskBatch, TaskFamily, family_from_config
 from ..validation import check_choice
-from .metasolver import MetaSolver
+from .metasolver import MetaSolver, metasolver_from_config
+
+ARTIFACT_KIND = "learned_solver"
 
 
 class LearnedSolver:
@@ -102,18 +115,87 @@ class LearnedSolver:
         solution.info["inference_time"] = inference
         return solution
 
-    def save(self, path) -> None:
-        """Write ``path`` (safetensors) and its JSON description; see :mod:`metasolve.artifact`."""
-        from ..artifact import save
-
-        save(self, path)
+    def save(self, path) -> Path:
+        """Write ``path``: the trained tensors and the JSON document that rebuilds the solver
+        (:mod:`metasolve.artifact`). Returns the path."""
+        document = {
+            "kind": ARTIFACT_KIND,
+            "metasolve_version": __version__,
+            "method": {"name": self.method.name, "config": self.method.config()},
+            "metasolver": self.metasolver.config(),
+            "family": None if self.family is None else {"name": self.family.name,
+                                                        "config": self.family.config()},
+            "monitor": self.monitor,
+            "settings": self.settings,
+        }
+        return write_tensors(path, self.model.state_dict(), document)
 
     @classmethod
     def load(cls, path, family: TaskFamily | None = None) -> LearnedSolver:
-        from ..artifact import load
+        """Load a solver written by :meth:`save`; raises :class:`~metasolve.ArtifactError` if the
+        file is not one, is damaged, or does not match what it describes.
 
-        return load(path, family=family)
+        Args:
+            family: optionally the task family to attach; it must match the stored one. If
+                omitted, the stored family is rebuilt when its class is registered (imported).
+        """
+        tensors, document = read_tensors(path)
+        if document.get("kind") != ARTIFACT_KIND:
+            raise ArtifactError(f"{path} holds a {document.get('kind')!r}, not a learned solver")
+        stored = document.get("family")
+        if stored is not None and not (isinstance(stored, dict) and "name" in stored):
+            raise ArtifactError(f"{path}: the stored family description is malformed: "
+                                f"{stored!r}")
+        if family is not None and stored is not None and (
+                stored.get("name") != family.name or stored.get("config") != family.config()):
+            raise ArtifactError(f"{path} was trained on family {stored.get('name')} "
+                                f"{stored.get('config')}, but {family.name} {family.config()} "
+                                "was given")
+        try:
+            method = method_from_config(document["method"]["name"],
+                                        document["method"]["config"])
+            metasolver = metasolver_from_config(document["metasolver"])
+            if family is None and stored is not None:
+                if stored["name"] in FAMILIES:
+                    family = family_from_config(stored["name"], stored["config"])
+                else:
+                    warnings.warn(f"{path}: task family {stored['name']!r} is not registered "
+                                  "(import the module that defines it); loading without it",
+                                  stacklevel=2)
+            solver = cls(method, metasolver, family=family,
+                         monitor=document.get("monitor", "residual"),
+                         settings=document.get("settings"))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ArtifactError(f"{path}: cannot rebuild the solver from its JSON: {exc}") \
+                from exc
+        expected = solver.model.state_dict()
+        missing = sorted(set(expected) - set(tensors))
+        extra = sorted(set(tensors) - set(expected))
+        if missing or extra:
+            raise ArtifactError(f"{path}: tensors do not match the stored architecture "
+                                f"(missing {missing}, unexpected {extra})")
+        for name, value in expected.items():
+            got = tensors[name]
+            if tuple(value.shape) != tuple(got.shape) or value.dtype != got.dtype:
+                raise ArtifactError(f"{path}: tensor {name!r} is {got.dtype} of shape "
+                                    f"{tuple(got.shape)}, the architecture needs {value.dtype} "
+                                    f"of shape {tuple(value.shape)}")
+        solver.model.load_state_dict(tensors)
+        solver.model.eval()
+        return solver
 
     def __repr__(self) -> str:
         return (f"LearnedSolver(method={self.method!r}, metasolver={self.metasolver.config()}, "
                 f"family={self.family!r})")
+
+
+def save(solver: LearnedSolver, path) -> Path:
+    """``metasolve.save(solver, path)``: the same as ``solver.save(path)``."""
+    if not isinstance(solver, LearnedSolver):
+        raise TypeError(f"solver must be a LearnedSolver, got {type(solver).__name__}")
+    return solver.save(path)
+
+
+def load(path, family: TaskFamily | None = None) -> LearnedSolver:
+    """``metasolve.load(path)``: the same as :meth:`LearnedSolver.load`."""
+    return LearnedSolver.load(path, family=family)

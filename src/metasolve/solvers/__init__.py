@@ -8,7 +8,7 @@ from .chebyshev_expansion import ChebyshevExpansion, ChebyshevSeries
 from .iccg import ICCG, incomplete_cholesky
 from .jacobi import Jacobi
 from .newton_sor import NewtonSOR
-from .recurrence import PolynomialRecurrence
+from .recurrence import PolynomialRecurrence, residual_polynomial
 from .registry import METHODS, method_from_config, register_method
 from .scs import SCS
 from .subspace import FilteredSubspaceIteration, chebyshev_filter_rule, filter_features
@@ -17,5 +17,5 @@ __all__ = [
     "AndersonSCS", "Chebyshev", "ChebyshevExpansion", "ChebyshevSeries", "ConjugateGradient",
     "FilteredSubspaceIteration", "ICCG", "IterativeMethod", "Jacobi", "METHODS", "NewtonSOR",
     "PolynomialRecurrence", "SCS", "chebyshev_filter_rule", "filter_features",
-    "incomplete_cholesky", "method_from_config", "register_method", "run"
+    "incomplete_cholesky", "method_from_config", "register_method", "residual_polynomial", "run"
 ]

@@ -1,6 +1,6 @@
 """The solver interface and the one driver loop every method runs in.
 
-A method (DESIGN.md, convention 2) implements three things on a batch:
+A method (docs/architecture.md, convention 2) implements three things on a batch:
 
 * ``init(problem, x0, params) -> state``: the state before iteration 0 (a dict of tensors, each
   with the batch as leading dimension; ``state["x"]`` is the iterate);
@@ -128,11 +128,12 @@ def run(method: IterativeMethod, problem, *, params: Mapping[str, torch.Tensor] 
         throw: bool = False) -> Solution:
     """Run ``method`` on a batch of problems; the one driver loop of metasolve.
 
-    Stopping (SciPy's vocabulary, DESIGN.md convention 4): instance ``i`` converges at the first
-    ``k`` with ``||r_k|| <= max(rtol * ||b||, atol)``. With ``monitor="error"`` the error
-    ``||x_k - x*||`` against ``problem.solution`` and ``||x*||`` are used instead (the criterion of
-    the GBMS paper's Poisson example, sec. 2.2.1). Finished instances are frozen by a mask, so
-    their counts are exact; the loop ends when all have stopped or after ``maxiter`` iterations.
+    Stopping (SciPy's vocabulary, docs/architecture.md, convention 4): instance ``i`` converges
+    at the first ``k`` with ``||r_k|| <= max(rtol * ||b||, atol)``. With ``monitor="error"`` the
+    error ``||x_k - x*||`` against ``problem.solution`` and ``||x*||`` are used instead (the
+    criterion of the GBMS paper's Poisson example, sec. 2.2.1). Finished instances are frozen by
+    a mask, so their counts are exact; the loop ends when all have stopped or after ``maxiter``
+    iterations.
 
     With ``fixed_iterations=m`` every instance takes exactly ``m`` iterations (``Phi_m`` of the
     GBMS paper); the status then says whether the tolerance holds at the end.
@@ -298,7 +299,8 @@ def _subset_step(method: IterativeMethod, problem, state: State, params, active:
 
 
 def _masked_update(active: torch.Tensor, new: State, old: State, batch: int) -> State:
-    """Take the new state only where the instance is still active (DESIGN.md, convention 1)."""
+    """Take the new state only where the instance is still active (docs/architecture.md,
+    convention 1)."""
     out = {}
     for key, value in new.items():
         prev = old.get(key)

@@ -33,9 +33,9 @@ from collections.abc import Mapping
 
 import torch
 
-from ..problems import LinearSystem
+from ..problems import DiagonalSystem, LinearSystem
 from ..validation import check_instance_scalars, check_tensor
-from .base import IterativeMethod, State
+from .base import IterativeMethod, State, run
 from .registry import register_method
 
 
@@ -74,3 +74,17 @@ class PolynomialRecurrence(IterativeMethod):
 
     def residual(self, problem: LinearSystem, state: State) -> torch.Tensor:
         return torch.linalg.vector_norm(state["r"], dim=1)
+
+
+def residual_polynomial(method, params: dict[str, torch.Tensor], points: torch.Tensor,
+                        steps: int) -> torch.Tensor:
+    """The residual polynomial ``p(t)`` (``r_k = p(A) r_0``) of ``steps`` steps of a polynomial
+    method with the parameters of one instance, at ``points`` ``(M,)``: the method run on
+    ``diag(points)`` from ``x_0 = 0`` with ``b = 1``, so ``r_k`` holds ``p`` at each point.
+
+    ``params`` holds one instance's parameters (leading dimension 1)."""
+    check_tensor("points", points, ndim=1)
+    system = DiagonalSystem(points.unsqueeze(0), torch.ones_like(points).unsqueeze(0))
+    solution = run(method, system, params=params, fixed_iterations=steps, rtol=0.0,
+                   divergence_factor=1e300)
+    return system.residual(solution.x)[0]

@@ -24,6 +24,7 @@ import torch
 
 from ..problems import LinearSystem
 from ..validation import check_count, check_positive
+from .elasticity import ElasticBeamFamily
 
 
 def _laplacian1d(m: int, scale: float = 1.0) -> sp.csr_matrix:
@@ -51,8 +52,6 @@ def anisotropic2d(m: int, epsilon: float = 1e-2) -> sp.csr_matrix:
 
 
 def elasticity(cells: tuple[int, int, int] = (24, 4, 4)) -> sp.csr_matrix:
-    from .elasticity import ElasticBeamFamily
-
     family = ElasticBeamFamily(cells=cells, clamped="eliminate")
     matrix = family.matrices(torch.tensor([[0.2, 1.0, 1.0, 1.0]], dtype=torch.float64))[0]
     return sp.csr_matrix(matrix.numpy())

@@ -35,7 +35,8 @@ import math
 import torch
 
 from ..probes import lanczos_probe, subspace_probe
-from ..problems import DiagonalSystem
+from ..problems import DiagonalSystem, EigenProblem
+from ..solvers.subspace import FilteredSubspaceIteration, filter_features
 from ..validation import check_choice, check_count, check_finite_number
 from .base import TaskBatch, TaskFamily, register_family
 
@@ -196,9 +197,6 @@ class FilterStateFamily(TaskFamily):
         return 2 * self.block + 1
 
     def sample_with(self, n: int, generator: torch.Generator) -> TaskBatch:
-        from ..problems import EigenProblem
-        from ..solvers.subspace import FilteredSubspaceIteration, filter_features
-
         tasks = self.spectra.sample_with(n, generator)
         spectra = tasks.problem.eigenvalues.sort(dim=1).values
         probe = tasks.features.shape[1] // 2
