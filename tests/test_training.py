@@ -323,7 +323,7 @@ def _refiner(solver, loss, **config):
     from metasolve.training.gauss_newton import GaussNewtonRefiner
 
     trainer = ms.Trainer(solver, loss, ms.TrainingConfig(epochs=1), progress=False)
-    return GaussNewtonRefiner(solver, loss, ms.GaussNewtonConfig(**config), trainer._identity())
+    return GaussNewtonRefiner(solver, loss, ms.GaussNewtonConfig(**config), trainer.identity())
 
 
 def _mean_loss_of_weights(solver, loss, tasks):
