@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import uuid
 from pathlib import Path
 
 import torch
@@ -44,16 +45,30 @@ def _digest(tensors: dict[str, torch.Tensor], document: str) -> str:
 
 
 def write_tensors(path, tensors: dict[str, torch.Tensor], document: dict) -> Path:
-    """Atomically write ``tensors`` with ``document`` (JSON) and a checksum in the header."""
+    """Atomically write ``tensors`` with ``document`` (JSON) and a checksum in the header.
+
+    The file is written under a unique temporary name beside ``path`` and then renamed over it,
+    so a reader sees the old file or the new one, never a partial one, even when several
+    processes save to the same path at once.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tensors = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
     text = json.dumps(document, sort_keys=True)
     header = {"format": FORMAT, "format_version": str(FORMAT_VERSION), "document": text,
               "sha256": _digest(tensors, text)}
-    tmp = path.with_name(path.name + ".tmp")
-    save_file(tensors, str(tmp), metadata=header)
-    os.replace(tmp, path)
+    # A temporary name of its own for every write, so that two processes saving the same path
+    # never rename (or truncate) each other's half-written file; created exclusively, with the
+    # permissions an ordinary file gets (``mkstemp`` would make it owner-only).
+    tmp = path.with_name(f"{path.name}.{uuid.uuid4().hex}.tmp")
+    try:
+        with open(tmp, "xb"):
+            pass
+        save_file(tensors, str(tmp), metadata=header)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
     return path
 
 

@@ -30,13 +30,13 @@ def loss_cell(loss: str | None, value=None) -> dict:
             "train_eps": value if loss == "L_eps" else None}
 
 
-def iteration_records(experiment: str, method: str, iterations: torch.Tensor, cap: int,
-                      stats: Sequence[str] = ("mean", "std", "converged_fraction"),
-                      paper: Mapping[str, float | None] | None = None, **cell) -> list[dict]:
-    """Records of per-instance ``iterations`` (-1: tolerance not reached, counted as ``cap``):
-    one per statistic in ``stats``, each with the paper's number from ``paper`` (keyed by
-    statistic) where there is one."""
-    summary = asdict(iteration_stats(iterations, cap))
+def iteration_records(experiment: str, method: str, counts: torch.Tensor, cap: int,
+                      cell: Mapping, stats: Sequence[str] = ("mean", "std", "converged_fraction"),
+                      paper: Mapping[str, float | None] | None = None) -> list[dict]:
+    """Records of per-instance iteration ``counts`` (-1: tolerance not reached, counted as
+    ``cap``), located by the ``cell`` keys: one per statistic in ``stats``, each with the
+    paper's number from ``paper`` (keyed by statistic) where there is one."""
+    summary = asdict(iteration_stats(counts, cap))
     paper = paper or {}
     return [record(experiment, method, STAT_METRICS[name], summary[name], paper.get(name),
                    **cell) for name in stats]

@@ -238,11 +238,13 @@ def _run_preconditioner(settings: Settings, sets, solver, extra) -> dict:
         solutions["plain"] = run(ConjugateGradient(), problem, rtol=settings.cg_rtol,
                                  maxiter=cap)
 
+    preconditioned = solver.deployed(ConjugateGradient())
+
     def learned():
         features = _family(settings).features_of(problem.matvec, problem.size,
                                                   problem.batch_size, settings.seed)
-        solutions["learned"] = run(ConjugateGradient(), problem, params=solver.params(features),
-                                   rtol=settings.cg_rtol, maxiter=cap)
+        solutions["learned"] = preconditioned.solve(TaskBatch(problem, features),
+                                                    rtol=settings.cg_rtol, maxiter=cap)
 
     with torch.no_grad():
         clock = compare_wall_clock(plain, learned, repeats=settings.wall_clock_repeats)

@@ -168,8 +168,8 @@ def _cell_settings(row) -> dict:
 def _iteration_records(row, method, iters, n, extra) -> list[dict]:
     paper = PAPER_TABLE2.get(row, (None, None))
     cell = {**_cell_settings(row), "test_eps": TEST_EPS, "N": n, **extra}
-    return iteration_records(NAME, method, iters, n,
-                             paper={"mean": paper[0], "converged_fraction": paper[1]}, **cell)
+    return iteration_records(NAME, method, iters, n, cell,
+                             paper={"mean": paper[0], "converged_fraction": paper[1]})
 
 
 def _solve(problem, params, n: int, chunk: int) -> torch.Tensor:

@@ -184,8 +184,8 @@ def _iteration_records(p, row, method, solution, extra=None) -> tuple[list[dict]
     for j, eps in enumerate(TEST_EPS):
         iters = solution.iterations_to(eps)
         cell = {**_cell_settings(p, row), "test_eps": eps, **(extra or {})}
-        records += iteration_records(NAME, method, iters, TEST_CAP,
-                                     paper={"mean": None if paper is None else paper[j]}, **cell)
+        records += iteration_records(NAME, method, iters, TEST_CAP, cell,
+                                     paper={"mean": None if paper is None else paper[j]})
         counts[eps] = iters.tolist()
     return records, counts
 

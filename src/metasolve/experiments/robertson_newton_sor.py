@@ -177,8 +177,9 @@ def _iteration_records(row, method: str, solution, cap: int,
                        extra=None) -> tuple[list[dict], list[int]]:
     iters = solution.iterations_to(TEST_EPS)
     cell = {**_cell_settings(row), "test_eps": TEST_EPS, **(extra or {})}
-    records = iteration_records(NAME, method, iters, cap, ("mean", "median", "converged_fraction"),
-                                {"mean": PAPER_TABLE1.get(row)}, **cell)
+    records = iteration_records(NAME, method, iters, cap, cell,
+                                ("mean", "median", "converged_fraction"),
+                                {"mean": PAPER_TABLE1.get(row)})
     return records, torch.where(iters >= 0, iters, cap).tolist()
 
 

@@ -89,12 +89,26 @@ class LearnedSolver:
         return isinstance(self.method, nn.Module) and any(
             p.requires_grad for p in self.method.parameters())
 
-    def solve(self, tasks: TaskBatch, **run_options) -> Solution:
+    def deployed(self, method: IterativeMethod) -> LearnedSolver:
+        """The same meta-solver (shared, not copied) driving another ``method`` that reads the
+        same parameters: for example AutoSpec's polynomial coefficients as the preconditioner
+        of :class:`~metasolve.solvers.ConjugateGradient`. Solves go through the same path."""
+        return LearnedSolver(method, self.metasolver, family=self.family, monitor=self.monitor,
+                             settings=self.settings)
+
+    def solve(self, tasks: TaskBatch, params: dict[str, torch.Tensor] | None = None,
+              **run_options) -> Solution:
         """Predict ``theta`` for ``tasks`` and run the method; options go to :func:`metasolve.run`.
 
         ``solution.info["inference_time"]`` is the meta-solver's time and ``wall_time`` includes
         it, so wall-clock comparisons with the classical method are fair.
+
+        ``params``, if given, is run instead of the prediction: a dict like :meth:`params`
+        returns, one row per task. Training uses it to differentiate with respect to ``theta``
+        itself (the Gauss-Newton refinement); no meta-solver runs, so ``inference_time`` is 0.
         """
+        if params is not None:
+            return self._run(tasks, None, run_options, params=params)
         return self._run(tasks, self.params, run_options)
 
     def solve_baseline(self, tasks: TaskBatch, **run_options) -> Solution:
@@ -103,13 +117,18 @@ class LearnedSolver:
         with torch.no_grad():
             return self._run(tasks, self.metasolver.baseline_params, run_options)
 
-    def _run(self, tasks: TaskBatch, params_of, run_options: dict) -> Solution:
+    def _run(self, tasks: TaskBatch, params_of, run_options: dict,
+             params: dict[str, torch.Tensor] | None = None) -> Solution:
+        # The one place where a meta-solver's parameters meet the method: prediction,
+        # baseline and training solves all come through here with the same defaults.
         if not isinstance(tasks, TaskBatch):
             raise TypeError(f"tasks must be a TaskBatch, got {type(tasks).__name__}")
         run_options.setdefault("monitor", self.monitor)
-        start = time.perf_counter()
-        params = params_of(tasks.features)
-        inference = time.perf_counter() - start
+        inference = 0.0
+        if params is None:
+            start = time.perf_counter()
+            params = params_of(tasks.features)
+            inference = time.perf_counter() - start
         solution = run(self.method, tasks.problem, params=params, **run_options)
         solution.wall_time += inference
         solution.info["inference_time"] = inference

@@ -1,5 +1,6 @@
 """Losses, the trainer and its checkpoints."""
 
+from .fit import CheckpointedFit
 from .gauss_newton import GaussNewtonConfig, GaussNewtonHistory
 from .losses import (
            FailurePenaltyLoss,
@@ -16,8 +17,8 @@ from .losses import (
 from .trainer import Trainer, TrainingConfig, TrainingHistory
 
 __all__ = [
-    "FailurePenaltyLoss", "FilterGapLoss", "FixedIterationLoss", "GaussNewtonConfig",
-    "GaussNewtonHistory", "IterationSurrogateLoss",
+    "CheckpointedFit", "FailurePenaltyLoss", "FilterGapLoss", "FixedIterationLoss",
+    "GaussNewtonConfig", "GaussNewtonHistory", "IterationSurrogateLoss",
     "LogResidualLoss", "Loss", "RelativeLogResidualLoss", "ResidualSumLoss", "Trainer",
     "TrainingConfig", "TrainingHistory",
     "WeightedResidualLoss", "loss_from_config"

@@ -33,12 +33,12 @@ The model, for one training instance ``i`` with meta-solver outputs ``z_i = Psi(
 The meta-solver's weights are the only ones trained: ``J`` is a dense ``P x P`` matrix, so this
 is for meta-solvers of up to a few thousand weights. The weights with the best validation loss
 (the starting weights included) are kept. A checkpoint after every iteration lets a killed
-refinement resume where it stopped.
+refinement resume where it stopped, and end exactly where an uninterrupted one ends: it holds the
+weights, the damping and the order the training set is chunked in (:mod:`.fit`).
 """
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -46,10 +46,10 @@ from pathlib import Path
 import torch
 from torch.func import functional_call, jacfwd
 
-from ..artifact import ArtifactError, read_tensors, write_tensors
-from ..solvers.base import run
+from ..artifact import ArtifactError
 from ..tasks.base import TaskBatch
 from ..validation import check_count, check_positive
+from .fit import CheckpointedFit
 from .progress import progress_bar
 
 
@@ -100,21 +100,19 @@ def _damped_step(curvature, scale, damping, gradient) -> torch.Tensor:
         return torch.linalg.lstsq(system, -gradient.unsqueeze(1), driver="gelsd").solution[:, 0]
 
 
-def _extendable(identity: dict) -> dict:
-    """What a checkpoint must share with the refinement resuming it: all but the iteration
-    count, so a finished refinement can be extended by asking for more iterations."""
-    identity = json.loads(json.dumps(identity))
-    identity["gauss_newton"].pop("iterations", None)
-    identity["config"].pop("epochs", None)
-    return identity
-
-
-class GaussNewtonRefiner:
+class GaussNewtonRefiner(CheckpointedFit):
     """Levenberg-Marquardt on the IRLS Gauss-Newton model above; see the module docstring.
 
     Built by :meth:`metasolve.training.Trainer.refine_gauss_newton`, which passes its solver,
-    loss and identity (so a checkpoint from other settings is refused).
+    loss and identity (so a checkpoint from other settings is refused). A checkpoint must agree
+    on that identity and on ``config``, the iteration counts aside.
     """
+
+    checkpoint_kind = "gauss-newton-checkpoint"
+    checkpoint_label = "Gauss-Newton checkpoint"
+    history_type = GaussNewtonHistory
+    count_unit = "Gauss-Newton iterations"
+    count_keys = (("config", "epochs"), ("gauss_newton", "iterations"))
 
     def __init__(self, solver, loss, config: GaussNewtonConfig, identity: dict,
                  checkpoint: Path | None = None, progress: bool = False):
@@ -124,15 +122,18 @@ class GaussNewtonRefiner:
         if loss.needs_baseline:
             raise ValueError(f"Gauss-Newton refinement does not support loss {loss.kind!r}, "
                              f"which compares with a baseline solve")
+        super().__init__(checkpoint)
         self.solver, self.loss, self.config = solver, loss, config
         self.metasolver = solver.metasolver
-        self.identity = {**identity, "gauss_newton": asdict(config)}
-        self.checkpoint = checkpoint
+        self._identity = {**identity, "gauss_newton": asdict(config)}
         self.progress = progress
-        self.history = GaussNewtonHistory()
         self._ordered, self._order = None, None  # see _chunks
         self._names = [name for name, _ in self.metasolver.named_parameters()]
         self._shapes = [w.shape for w in self.metasolver.parameters()]
+
+    def identity(self) -> dict:
+        """The trainer's identity it was built with, plus this refinement's config."""
+        return self._identity
 
     # -- weights as one flat vector ---------------------------------------------------------
     def _flat(self) -> torch.Tensor:
@@ -153,10 +154,6 @@ class GaussNewtonRefiner:
                 w.copy_(value)
 
     # -- the loss and its Gauss-Newton model ------------------------------------------------
-    def _solve(self, tasks: TaskBatch, params: dict[str, torch.Tensor]):
-        options = {"monitor": self.solver.monitor, **self.loss.run_options()}
-        return run(self.solver.method, tasks.problem, params=params, **options)
-
     def _chunks(self, tasks: TaskBatch) -> list[torch.Tensor]:
         """Index chunks of ``tasks``. The training set is chunked in the order of its
         instances' last iteration counts: a batched solve runs until its slowest instance
@@ -170,8 +167,8 @@ class GaussNewtonRefiner:
         with torch.no_grad():
             for idx in self._chunks(tasks):
                 chunk = tasks.index(idx)
-                total += float(self.loss(self._solve(chunk, self.solver.params(
-                    chunk.features))).sum())
+                total += float(self.loss(self.solver.solve(
+                    chunk, **self.loss.run_options())).sum())
         return total / len(tasks)
 
     def _chunk_model(self, chunk: TaskBatch, theta: torch.Tensor):
@@ -190,7 +187,7 @@ class GaussNewtonRefiner:
 
         z = torch.cat([outputs[k].reshape(batch, -1) for k in names], dim=1).requires_grad_()
         with torch.enable_grad():
-            solution = self._solve(chunk, split(z))
+            solution = self.solver.solve(chunk, params=split(z), **self.loss.run_options())
             per_instance = self.loss(solution)
             total = per_instance.sum()
             norms = solution.residual_history
@@ -252,10 +249,12 @@ class GaussNewtonRefiner:
         best = theta.clone()
         damping = cfg.damping
         start = 0
-        h = self.history = GaussNewtonHistory()
-        if self.checkpoint is not None and self.checkpoint.exists():
-            theta, best, damping, start = self._resume()
-            h = self.history
+        self.history = GaussNewtonHistory()
+        resumed = self.resume_checkpoint(cfg.iterations)
+        h = self.history
+        if resumed is not None:
+            start, tensors, state = resumed
+            theta, best, damping = self._restore(train, tensors, state)
             self._assign(theta)
         else:
             h.start_validation_loss = self.mean_loss(validation)
@@ -315,22 +314,21 @@ class GaussNewtonRefiner:
         return theta, value
 
     def _save(self, next_iteration, theta, best, damping):
-        document = {"kind": "gauss-newton-checkpoint", "identity": self.identity,
-                    "next_iteration": next_iteration, "damping": damping,
-                    "history": asdict(self.history)}
-        write_tensors(self.checkpoint, {"theta": theta, "best": best},
-                      json.loads(json.dumps(document)))
+        # The chunk order is saved too: the next iteration sums its chunks in that order, and
+        # floating-point sums in another order would drift from the uninterrupted run.
+        self.save_checkpoint(next_iteration, {"theta": theta, "best": best, "order": self._order},
+                             {"damping": damping})
 
-    def _resume(self):
-        tensors, document = read_tensors(self.checkpoint)
-        if document.get("kind") != "gauss-newton-checkpoint":
-            raise ArtifactError(f"{self.checkpoint} is not a Gauss-Newton checkpoint")
-        if _extendable(document["identity"]) != _extendable(self.identity):
-            raise ArtifactError(f"{self.checkpoint} was written by a refinement with different "
-                                "settings; remove it or choose another checkpoint path")
+    def _restore(self, train: TaskBatch, tensors, state):
+        """``(theta, best, damping)`` from a checkpoint, and the training set's chunk order."""
         n = self._flat().numel()
-        if tensors.get("theta") is None or tensors["theta"].shape != (n,):
-            raise ArtifactError(f"{self.checkpoint} does not hold this meta-solver's {n} weights")
-        self.history = GaussNewtonHistory(**document["history"])
-        return (tensors["theta"], tensors["best"], float(document["damping"]),
-                int(document["next_iteration"]))
+        for name in ("theta", "best"):
+            if name not in tensors or tensors[name].shape != (n,):
+                raise ArtifactError(f"{self.checkpoint} does not hold this meta-solver's {n} "
+                                    f"weights")
+        order = tensors.get("order")
+        if order is None or order.shape != (len(train),):
+            raise ArtifactError(f"{self.checkpoint} was written for another training set (not "
+                                f"of {len(train)} tasks)")
+        self._ordered, self._order = train, order
+        return tensors["theta"], tensors["best"], float(state["damping"])

@@ -3,29 +3,29 @@ Appendix C.1: Adam, learning rate cut by a factor when the validation loss stall
 with the best validation loss kept. Appendix C.3 instead cuts the rate at fixed epochs
 (``TrainingConfig.milestones``).
 
-Every epoch ends with a checkpoint (safetensors + JSON, written atomically). A run that is killed
-resumes from it: ``fit()`` on a trainer with the same settings and checkpoint path continues at
-the next epoch with the same model, optimizer, scheduler and random stream, so a resumed run ends
-where an uninterrupted one would. A trainer asking for more epochs than a finished checkpoint
-holds extends that run.
+Every epoch ends with a checkpoint (safetensors + JSON, written atomically; see
+:mod:`metasolve.training.fit`). A run that is killed resumes from it: ``fit()`` on a trainer with
+the same settings and checkpoint path continues at the next epoch with the same model, optimizer,
+scheduler and random stream, so a resumed run ends where an uninterrupted one would. A trainer
+asking for more epochs than a finished checkpoint holds extends that run; one asking for fewer is
+refused.
 """
 
 from __future__ import annotations
 
 import collections
 import copy
-import json
 import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
 
-from ..artifact import ArtifactError, read_tensors, write_tensors
 from ..learned.metasolver import MetaSolver
 from ..learned.solver import LearnedSolver
 from ..tasks.base import TaskBatch
 from ..validation import check_count, check_positive
+from .fit import CheckpointedFit, fit_identity
 from .gauss_newton import GaussNewtonConfig, GaussNewtonHistory, GaussNewtonRefiner
 from .losses import Loss
 from .progress import progress_bar
@@ -94,15 +94,7 @@ def _check_splits(train, validation) -> None:
             raise TypeError(f"{name} must be a TaskBatch, got {type(tasks).__name__}")
 
 
-def _resumable(identity: dict) -> dict:
-    """The settings a checkpoint must share with the trainer resuming it: all but ``epochs``,
-    so a finished run can be extended by asking for more epochs."""
-    identity = json.loads(json.dumps(identity))
-    identity["config"].pop("epochs", None)
-    return identity
-
-
-class Trainer:
+class Trainer(CheckpointedFit):
     """Train ``solver.metasolver`` on ``train`` tasks, select on ``validation`` tasks.
 
     Args:
@@ -110,9 +102,16 @@ class Trainer:
         loss: how the solver is run and scored while training.
         config: :class:`TrainingConfig`.
         checkpoint: file to checkpoint to after every epoch and resume from; ``None`` disables.
+            It must agree with this trainer on everything in :meth:`identity` but ``epochs``.
         progress: show a progress bar.
         on_epoch: optional ``on_epoch(epoch, history)`` called after every epoch (logging).
     """
+
+    checkpoint_kind = "checkpoint"
+    checkpoint_label = "training checkpoint"
+    history_type = TrainingHistory
+    count_unit = "trained epochs"
+    count_keys = (("config", "epochs"),)
 
     def __init__(self, solver: LearnedSolver, loss: Loss, config: TrainingConfig | None = None,
                  checkpoint: str | Path | None = None, progress: bool = True,
@@ -129,27 +128,26 @@ class Trainer:
             raise ValueError(f"loss {loss.kind!r} compares with the classical method, but method "
                              f"{solver.method.name} has trainable weights: the baseline would "
                              f"move")
+        super().__init__(checkpoint)
         self.solver = solver
         self.loss = loss
         self.config = config or TrainingConfig()
-        self.checkpoint = None if checkpoint is None else Path(checkpoint)
         self.progress = progress
         self.on_epoch = on_epoch
-        self.history = TrainingHistory()
 
-    def _identity(self) -> dict:
-        """What a checkpoint must agree on to be resumed by this trainer."""
+    def identity(self) -> dict:
+        """What a checkpoint must agree on to be resumed by this trainer: the training config
+        (``epochs`` aside), the loss, the meta-solver, the method and the training family."""
         cfg = asdict(self.config)
         cfg["betas"] = list(cfg["betas"])
-        if cfg["grad_clip"] is None:  # so checkpoints written before the option still resume
+        # Unset options are left out, so the training record stored in a saved solver
+        # (``settings["training"]``) reads as it did before they existed.
+        if cfg["grad_clip"] is None:
             del cfg["grad_clip"]
         cfg["milestones"] = list(cfg["milestones"])
-        if not cfg["milestones"]:  # so checkpoints written before the option still resume
+        if not cfg["milestones"]:
             del cfg["milestones"]
-        return {"config": cfg, "loss": self.loss.config(),
-                "metasolver": self.solver.metasolver.config(),
-                "method": {"name": self.solver.method.name,
-                           "config": self.solver.method.config()}}
+        return {"config": cfg, **fit_identity(self.solver, self.loss)}
 
     def batch_loss(self, tasks: TaskBatch) -> torch.Tensor:
         """Mean loss of the solver on ``tasks`` (differentiable if autograd is on)."""
@@ -177,12 +175,10 @@ class Trainer:
         best_state = copy.deepcopy(model.state_dict())
         start_epoch = 0
         self.history = TrainingHistory()
-        if self.checkpoint is not None and self.checkpoint.exists():
-            start_epoch, best_state = self._resume(optimizer, scheduler, generator)
-            if start_epoch > cfg.epochs:
-                raise ArtifactError(f"{self.checkpoint} holds {start_epoch} trained epochs, more "
-                                    f"than the {cfg.epochs} asked for; ask for at least "
-                                    f"{start_epoch} or use another checkpoint path")
+        resumed = self.resume_checkpoint(cfg.epochs)
+        if resumed is not None:
+            start_epoch, tensors, state = resumed
+            best_state = self._restore(tensors, state, optimizer, scheduler, generator)
 
         if start_epoch == 0:
             # The starting point competes too: if no epoch beats it on validation, training
@@ -239,8 +235,10 @@ class Trainer:
                             f"lr {h.lr[-1]:.1e}")
         model.load_state_dict(best_state)
         model.eval()
+        # The family is stored beside the settings in a saved solver; not repeated here.
+        record = {k: v for k, v in self.identity().items() if k != "family"}
         self.solver.settings["training"] = {
-            **self._identity(), "best_epoch": self.history.best_epoch,
+            **record, "best_epoch": self.history.best_epoch,
             "best_validation_loss": self.history.best_validation_loss,
             "train_size": len(train), "validation_size": len(validation)}
         return self.history
@@ -298,7 +296,7 @@ class Trainer:
         config = config or GaussNewtonConfig()
         if not isinstance(config, GaussNewtonConfig):
             raise TypeError(f"config must be a GaussNewtonConfig, got {type(config).__name__}")
-        refiner = GaussNewtonRefiner(self.solver, self.loss, config, self._identity(),
+        refiner = GaussNewtonRefiner(self.solver, self.loss, config, self.identity(),
                                      checkpoint=None if checkpoint is None else Path(checkpoint),
                                      progress=self.progress)
         history = refiner.fit(train, validation)
@@ -319,19 +317,12 @@ class Trainer:
             for key, value in pstate.items():
                 tensors[f"optim.{pid}.{key}"] = torch.as_tensor(value)
         tensors["rng"] = generator.get_state()
-        document = {"kind": "checkpoint", "identity": self._identity(),
-                    "next_epoch": next_epoch, "param_groups": state["param_groups"],
-                    "scheduler": scheduler.state_dict(), "history": asdict(self.history)}
-        write_tensors(self.checkpoint, tensors, json.loads(json.dumps(document)))
+        self.save_checkpoint(next_epoch, tensors, {"param_groups": state["param_groups"],
+                                                   "scheduler": scheduler.state_dict()})
 
-    def _resume(self, optimizer, scheduler, generator):
-        tensors, document = read_tensors(self.checkpoint)
-        if document.get("kind") != "checkpoint":
-            raise ArtifactError(f"{self.checkpoint} is not a training checkpoint")
-        if _resumable(document["identity"]) != _resumable(self._identity()):
-            raise ArtifactError(f"{self.checkpoint} was written by a run with different "
-                                "settings (config, loss, meta-solver or method); remove it or "
-                                "choose another checkpoint path")
+    def _restore(self, tensors, state, optimizer, scheduler, generator):
+        """Load a checkpoint's model, optimizer, scheduler and random stream; returns the best
+        weights so far."""
         model = self.solver.model
         model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
         best_state = {k[5:]: v for k, v in tensors.items() if k.startswith("best.")}
@@ -341,10 +332,9 @@ class Trainer:
                 _, pid, name = key.split(".", 2)
                 optim_state.setdefault(int(pid), {})[name] = value
         optimizer.load_state_dict({"state": optim_state,
-                                   "param_groups": document["param_groups"]})
-        scheduler.load_state_dict(document["scheduler"])
+                                   "param_groups": state["param_groups"]})
+        scheduler.load_state_dict(state["scheduler"])
         if self.config.milestones:  # JSON turned the milestone counter's int keys into str
             scheduler.milestones = collections.Counter(self.config.milestones)
         generator.set_state(tensors["rng"])
-        self.history = TrainingHistory(**document["history"])
-        return int(document["next_epoch"]), best_state
+        return best_state
