@@ -60,15 +60,12 @@ def test_the_surrogate_rows_form_one_chain_job_per_p(tmp_path):
 
     from metasolve.experiments import poisson_jacobi
 
-    rows = [job["rows"] for job in poisson_jacobi.jobs("full", tmp_path)]
+    rows = [cell["rows"] for cell in poisson_jacobi.cells(poisson_jacobi.FULL)]
     chains = [r for r in rows if len(r) > 1]
     assert chains == [[("L_eps", e) for e in (1e-2, 1e-4, 1e-6, 1e-8)]] * 2
     assert sorted(map(len, rows)) == [1] * 12 + [4, 4]  # 2 baselines, 10 L_m rows
-    poisson_jacobi.SCALES["no-chain"] = replace(poisson_jacobi.FULL, continuation=False)
-    try:
-        assert all(len(job["rows"]) == 1 for job in poisson_jacobi.jobs("no-chain", tmp_path))
-    finally:
-        del poisson_jacobi.SCALES["no-chain"]
+    unchained = replace(poisson_jacobi.FULL, continuation=False)
+    assert all(len(cell["rows"]) == 1 for cell in poisson_jacobi.cells(unchained))
 
 
 def test_the_adam_scale_trains_with_appendix_c1s_optimizer(tmp_path):

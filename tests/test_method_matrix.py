@@ -497,8 +497,10 @@ ALL = _params(CASES)
 
 
 def test_every_registered_method_has_a_case():
+    # Only the library's own methods: other tests register throw-away ones of their own.
+    shipped = {name for name in METHODS if METHODS[name].__module__.startswith("metasolve.")}
     covered = {case.method for case in CASES}
-    missing = sorted(set(METHODS) - covered)
+    missing = sorted(shipped - covered)
     assert not missing, f"registered methods without a case in CASES: {missing}"
     unknown = sorted(covered - set(METHODS))
     assert not unknown, f"CASES names methods that are not registered: {unknown}"

@@ -2,11 +2,13 @@
 paper's numbers, so ``metasolve reproduce NAME`` prints ours beside theirs (docs/architecture.md,
 convention 10).
 
-An experiment module defines ``NAME``, ``TITLE``, ``SCALES``, ``jobs(scale, out_dir, epochs)``, a
-module-level ``run_cell(job)`` (one independent unit of work, run in a worker process, returning a
-dict with ``records`` and a short ``label`` for the progress display), ``tables(records)`` (a list
-of :class:`~metasolve.evaluation.render.Table`, rendered for the terminal and as Markdown by
-shared code) and ``plot(results, path)``.
+An experiment module is settings, cells and the paper's numbers. It defines ``NAME``, ``TITLE``,
+``SCALES`` (named settings), optionally ``cells(settings)`` (the independent units of work, each
+a dict of the keys that tell ``run_cell`` what to do, slowest first; one cell if absent), a
+module-level ``run_cell(job)`` (one cell, run in a worker process, returning a dict with
+``records`` and a short ``label`` for the progress display), ``tables(records)`` (a list of
+:class:`~metasolve.evaluation.render.Table`, rendered for the terminal and as Markdown by shared
+code) and ``plot(results, path)``.
 """
 
 from __future__ import annotations
@@ -47,6 +49,16 @@ def get(name: str):
     return EXPERIMENTS[name]
 
 
+def jobs_of(module, scale: str, out_dir: Path, epochs: int | None = None) -> list[dict]:
+    """The worker jobs of ``module`` at ``scale``: each of its cells with the scale's settings,
+    the output folder and the ``--epochs`` override (which :func:`.common.job_settings`
+    applies)."""
+    settings = module.SCALES[scale]
+    cells = module.cells(settings) if hasattr(module, "cells") else [{}]
+    return [{"settings": settings, "out_dir": str(out_dir), "scale": scale, "epochs": epochs,
+             **cell} for cell in cells]
+
+
 def reproduce(name: str, scale: str = "full", out_dir="metasolve-out", json_path=None,
               workers: int = 1, progress: bool = True, epochs: int | None = None) -> dict:
     """Run experiment ``name`` at ``scale``; write records (JSON) and its plot under ``out_dir``.
@@ -60,7 +72,7 @@ def reproduce(name: str, scale: str = "full", out_dir="metasolve-out", json_path
     check_count("epochs", epochs, minimum=1, allow_none=True)
     out_dir = Path(out_dir) / name / scale
     start = time.perf_counter()
-    jobs = module.jobs(scale, out_dir, epochs)
+    jobs = jobs_of(module, scale, out_dir, epochs)
     # One live display at a time: a single worker shows each training's bar, a pool shows jobs.
     for job in jobs:
         job["progress"] = progress and workers == 1

@@ -144,11 +144,6 @@ def run_cell(job: dict) -> dict:
     return {"records": records, "scatter": scatter, "label": "invsqrt"}
 
 
-def jobs(scale: str, out_dir: Path, epochs: int | None = None) -> list[dict]:
-    return [{"settings": SCALES[scale], "out_dir": str(out_dir), "scale": scale,
-             "epochs": epochs}]
-
-
 def _value(records, method, metric, operator):
     for r in records:
         if (r["experiment"] == NAME and r["method"] == method and r["metric"] == metric

@@ -306,11 +306,8 @@ def run_cell(job: dict) -> dict:
     return {"cell": cell, "label": cell, **_run_learned(settings, paradigm, sets, solver, extra)}
 
 
-def jobs(scale: str, out_dir: Path, epochs: int | None = None) -> list[dict]:
-    settings = SCALES[scale]
-    order = ("basis", "recurrence", "preconditioner", "baselines")  # slowest first
-    return [{"settings": settings, "cell": cell, "out_dir": str(out_dir), "scale": scale,
-             "epochs": epochs} for cell in order]
+def cells(settings: Settings) -> list[dict]:
+    return [{"cell": cell} for cell in ("basis", "recurrence", "preconditioner", "baselines")]
 
 
 def _value(records, method, metric, operator=None):

@@ -254,12 +254,10 @@ def _cost(row) -> float:
     return 243.0 if row[1] == "N" or row[0] == "L_eps" else float(row[1])
 
 
-def jobs(scale: str, out_dir: Path, epochs: int | None = None) -> list[dict]:
-    settings = SCALES[scale]
-    cells = ["base", "best", *settings.rows]
-    cells.sort(key=lambda row: -_cost(row))  # the slowest first, so a pool stays busy
-    return [{"settings": settings, "row": row, "out_dir": str(out_dir), "scale": scale,
-             "epochs": epochs} for row in cells]
+def cells(settings: Settings) -> list[dict]:
+    rows = ["base", "best", *settings.rows]
+    rows.sort(key=lambda row: -_cost(row))  # the slowest first, so a pool stays busy
+    return [{"row": row} for row in rows]
 
 
 def _row_of(r: dict):

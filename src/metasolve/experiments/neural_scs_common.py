@@ -325,12 +325,6 @@ def scales(full: Settings, quick: Settings, smoke: Settings) -> dict[str, Settin
             "paper-corrections": replace(full, scaled_corrections=False)}
 
 
-def single_family_jobs(settings: Settings, scale: str, out_dir: Path,
-                       epochs: int | None) -> list[dict]:
-    """The one job of an experiment on one family (both learned models train in it)."""
-    return [{"settings": settings, "out_dir": str(out_dir), "scale": scale, "epochs": epochs}]
-
-
 def renderer(experiment: str, title: str, order=None):
     """``tables(records)`` of an experiment: its problem sets in ``order`` (default: sorted)."""
 

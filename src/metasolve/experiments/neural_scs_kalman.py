@@ -11,7 +11,6 @@ problems and narrower networks (``Settings``; every record carries the sizes).
 from __future__ import annotations
 
 from dataclasses import replace
-from pathlib import Path
 
 from ..tasks.conic import KalmanFamily
 from ..training import TrainingConfig
@@ -49,10 +48,6 @@ def run_cell(job: dict) -> dict:
     settings = job_settings(job)
     return common.run_family_cell(NAME, job, settings, KalmanFamily(**settings.family),
                                   label_of(settings))
-
-
-def jobs(scale: str, out_dir: Path, epochs: int | None = None) -> list[dict]:
-    return common.single_family_jobs(SCALES[scale], scale, out_dir, epochs)
 
 
 tables = common.renderer(NAME, TITLE)

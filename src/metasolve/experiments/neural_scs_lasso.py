@@ -9,7 +9,6 @@ we train on far fewer problems with narrower networks (``Settings``).
 from __future__ import annotations
 
 from dataclasses import replace
-from pathlib import Path
 
 from ..tasks.conic import LassoFamily
 from ..training import TrainingConfig
@@ -52,10 +51,6 @@ def run_cell(job: dict) -> dict:
                 and settings.family == {"p": 50, "q": 100}:
             r["paper"] = PAPER_ITERATIONS_TO_1E3.get(r["method"])
     return result
-
-
-def jobs(scale: str, out_dir: Path, epochs: int | None = None) -> list[dict]:
-    return common.single_family_jobs(SCALES[scale], scale, out_dir, epochs)
 
 
 tables = common.renderer(NAME, TITLE)

@@ -8,7 +8,6 @@ and the dynamic Lasso over 2 and 3 steps (sec. 6.3.2). One intermittent-access M
 from __future__ import annotations
 
 from dataclasses import replace
-from pathlib import Path
 
 from ..tasks.conic import DynamicLassoFamily, LassoFamily
 from ..training import TrainingConfig
@@ -53,10 +52,8 @@ def run_cell(job: dict) -> dict:
     return common.run_family_cell(NAME, job, settings, cls(**config), job["variant"])
 
 
-def jobs(scale: str, out_dir: Path, epochs: int | None = None) -> list[dict]:
-    settings = SCALES[scale]
-    return [{"settings": settings, "variant": v, "out_dir": str(out_dir), "scale": scale,
-             "epochs": epochs} for v in settings.extra["variants"]]
+def cells(settings: common.Settings) -> list[dict]:
+    return [{"variant": v} for v in settings.extra["variants"]]
 
 
 tables = common.renderer(NAME, TITLE, order=tuple(VARIANTS))

@@ -311,10 +311,9 @@ def _cost(rows) -> float:
                else 40.0 * -math.log10(row[1]) for row in rows)
 
 
-def jobs(scale: str, out_dir: Path, epochs: int | None = None) -> list[dict]:
+def cells(settings: Settings) -> list[dict]:
     """One job per cell, except that with Gauss-Newton and ``continuation`` the ``L~_eps`` rows
     of each ``p`` are one job, trained in order of decreasing ``eps``."""
-    settings = SCALES[scale]
     chained = settings.optimizer == "gauss-newton" and settings.continuation
     surrogate = sorted((r for r in settings.rows if r[0] == "L_eps"), key=lambda r: -r[1])
     groups = []
@@ -327,8 +326,7 @@ def jobs(scale: str, out_dir: Path, epochs: int | None = None) -> list[dict]:
             groups.append((p, surrogate))
     # The slowest jobs first, so a pool of workers stays busy to the end.
     groups.sort(key=lambda group: -_cost(group[1]))
-    return [{"settings": settings, "p": p, "rows": rows, "out_dir": str(out_dir),
-             "scale": scale, "epochs": epochs} for p, rows in groups]
+    return [{"p": p, "rows": rows} for p, rows in groups]
 
 
 def _grid(records: list[dict]):

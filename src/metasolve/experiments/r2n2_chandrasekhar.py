@@ -196,11 +196,6 @@ def run_cell(job: dict) -> dict:
     return {"records": records, "figure": figure, "label": "train and evaluate"}
 
 
-def jobs(scale: str, out_dir: Path, epochs: int | None = None) -> list[dict]:
-    return [{"settings": SCALES[scale], "out_dir": str(out_dir), "scale": scale,
-             "epochs": epochs}]
-
-
 def _get(records, metric, method, **where):
     return find_record(records, NAME, metric, method, **where)
 

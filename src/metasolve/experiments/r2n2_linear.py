@@ -196,10 +196,8 @@ def _multi_records(method, test, r2n2, gmres, on_a1, matrices, settings, figure,
     return records
 
 
-def jobs(scale: str, out_dir: Path, epochs: int | None = None) -> list[dict]:
-    settings = SCALES[scale]
-    return [{"settings": settings, "cell": cell, "out_dir": str(out_dir), "scale": scale,
-             "epochs": epochs} for cell in CELLS]
+def cells(settings: Settings) -> list[dict]:
+    return [{"cell": cell} for cell in CELLS]
 
 
 def _get(records, metric, method="r2n2", **where):

@@ -109,9 +109,8 @@ def run_cell(job: dict) -> dict:
     return {"records": records, "figure": figure, "label": f"p = {order}"}
 
 
-def jobs(scale: str, out_dir: Path, epochs: int | None = None) -> list[dict]:
-    return [{"settings": SCALES[scale], "order": order, "out_dir": str(out_dir),
-             "scale": scale, "epochs": epochs} for order in ORDERS]
+def cells(settings: Settings) -> list[dict]:
+    return [{"order": order} for order in ORDERS]
 
 
 def _get(records, metric, method="r2n2", **where):

@@ -243,12 +243,10 @@ def run_cell(job: dict) -> dict:
     return {"row": row, "records": records, "counts": counts, "label": row_label(row)}
 
 
-def jobs(scale: str, out_dir: Path, epochs: int | None = None) -> list[dict]:
-    settings = SCALES[scale]
+def cells(settings: Settings) -> list[dict]:
     # L~_eps rows first: their unrolled tails make them the slowest, so a pool stays busy.
     rows = sorted(settings.rows, key=lambda row: row[1] != "L_eps")
-    return [{"settings": settings, "row": row, "out_dir": str(out_dir), "scale": scale,
-             "epochs": epochs} for row in ["base", *rows]]
+    return [{"row": row} for row in ["base", *rows]]
 
 
 def _row_of(r: dict):
