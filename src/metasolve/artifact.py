@@ -44,6 +44,12 @@ def _digest(tensors: dict[str, torch.Tensor], document: str) -> str:
     return h.hexdigest()
 
 
+def tensor_digest(tensors: dict[str, torch.Tensor]) -> str:
+    """SHA-256 of named tensors (names, dtypes, shapes and bytes): equal exactly when the
+    tensors are bitwise equal."""
+    return _digest(tensors, "")
+
+
 def write_tensors(path, tensors: dict[str, torch.Tensor], document: dict) -> Path:
     """Atomically write ``tensors`` with ``document`` (JSON) and a checksum in the header.
 

@@ -268,7 +268,7 @@ def _train_row(solver: LearnedSolver, row, splits, settings: Settings, job: dict
     tag = _tag(job["p"], row)
     trainer = Trainer(solver, make_loss(row), settings.training,
                       checkpoint=out / "checkpoints" / f"{tag}.safetensors",
-                      progress=job.get("progress", False))
+                      progress=job.get("progress", False), same_start=warm_start is not None)
     if settings.optimizer == "adam":
         history = trainer.fit(splits.train, splits.validation)
         return {"optimizer": "adam", "epochs": settings.training.epochs,

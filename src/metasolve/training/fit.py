@@ -7,6 +7,13 @@ an uninterrupted fit ends, provided the subclass saves every piece of state its 
 count asked for may differ from the checkpoint's: a checkpoint holding fewer steps is continued,
 one holding exactly as many finishes at once with its stored best weights, and one holding more
 is refused (its weights are not those of the shorter fit asked for).
+
+A checkpoint also records a digest of the weights its fit started from. A fit that is one stage
+of a longer run (a warm start from an earlier stage, such as the previous row of a continuation
+chain) sets ``same_start``: it then refuses a checkpoint whose fit started from other weights,
+since that earlier stage has changed and resuming would not end where an uninterrupted run ends.
+A first stage leaves it off: everything it needs is in the checkpoint, however the model it
+resumes into was initialised.
 """
 
 from __future__ import annotations
@@ -18,7 +25,7 @@ from typing import Any
 
 import torch
 
-from ..artifact import ArtifactError, read_tensors, write_tensors
+from ..artifact import ArtifactError, read_tensors, tensor_digest, write_tensors
 
 
 def fit_identity(solver, loss) -> dict[str, Any]:
@@ -50,6 +57,7 @@ class CheckpointedFit:
         count_keys: ``(section, key)`` places in the identity holding a step count: they may
             differ between a checkpoint and the fit resuming it (see the module docstring).
         checkpoint: the checkpoint file, or ``None`` for a fit that neither saves nor resumes.
+        same_start: refuse a checkpoint whose fit started from other weights (see above).
         history: the fit's history so far.
     """
 
@@ -59,9 +67,11 @@ class CheckpointedFit:
     count_unit: str = "steps"
     count_keys: tuple[tuple[str, str], ...] = ()
 
-    def __init__(self, checkpoint: str | Path | None = None):
+    def __init__(self, checkpoint: str | Path | None = None, same_start: bool = False):
         self.checkpoint = None if checkpoint is None else Path(checkpoint)
+        self.same_start = bool(same_start)
         self.history = self.history_type()
+        self._start: str | None = None  # digest of the weights the fit started from
 
     def identity(self) -> dict[str, Any]:
         """What a checkpoint must agree on to be resumed by this fit (JSON-serialisable)."""
@@ -79,18 +89,22 @@ class CheckpointedFit:
         """Write the checkpoint after ``done`` steps: ``tensors`` and ``state`` (JSON) are the
         subclass's loop state, saved with the identity and the history."""
         document = {"kind": self.checkpoint_kind, "identity": self.identity(), "done": done,
-                    "history": asdict(self.history), "state": state}
+                    "start": self._start, "history": asdict(self.history), "state": state}
         write_tensors(self.checkpoint, tensors, _plain(document))
 
-    def resume_checkpoint(self, asked: int) -> tuple[int, dict[str, torch.Tensor],
-                                                     dict[str, Any]] | None:
-        """Read the checkpoint, if there is one, for a fit asked to run ``asked`` steps.
+    def resume_checkpoint(self, asked: int, start: dict[str, torch.Tensor]
+                          ) -> tuple[int, dict[str, torch.Tensor], dict[str, Any]] | None:
+        """Read the checkpoint, if there is one, for a fit asked to run ``asked`` steps from the
+        weights ``start`` (the fit's weights before it loads anything).
 
         Returns ``None`` when there is nothing to resume, else ``(done, tensors, state)`` as
         :meth:`save_checkpoint` wrote them, with :attr:`history` restored. Raises
         :class:`ArtifactError` if the file is not this kind of checkpoint, was written with
-        other settings, or holds more than ``asked`` steps; nothing is changed then.
+        other settings or (with :attr:`same_start`) from other starting weights, or holds more
+        than ``asked`` steps;
+        nothing is changed then.
         """
+        self._start = tensor_digest(start)
         if self.checkpoint is None or not self.checkpoint.exists():
             return None
         tensors, document = read_tensors(self.checkpoint)
@@ -105,6 +119,10 @@ class CheckpointedFit:
             raise ArtifactError(f"{self.checkpoint} was written by a run with different "
                                 f"settings ({', '.join(differing)}); remove it or choose "
                                 "another checkpoint path")
+        if self.same_start and document.get("start") != self._start:
+            raise ArtifactError(f"{self.checkpoint} continues a fit that started from other "
+                                "weights (an earlier stage of the run has changed since); "
+                                "remove it or choose another checkpoint path")
         done = int(document["done"])
         if done > asked:
             raise ArtifactError(f"{self.checkpoint} holds {done} {self.count_unit}, more than "

@@ -115,14 +115,15 @@ class GaussNewtonRefiner(CheckpointedFit):
     count_keys = (("config", "epochs"), ("gauss_newton", "iterations"))
 
     def __init__(self, solver, loss, config: GaussNewtonConfig, identity: dict,
-                 checkpoint: Path | None = None, progress: bool = False):
+                 checkpoint: Path | None = None, progress: bool = False,
+                 same_start: bool = False):
         if solver.method_is_trainable:
             raise ValueError(f"Gauss-Newton refinement trains the meta-solver alone, but method "
                              f"{solver.method.name} has trainable weights of its own")
         if loss.needs_baseline:
             raise ValueError(f"Gauss-Newton refinement does not support loss {loss.kind!r}, "
                              f"which compares with a baseline solve")
-        super().__init__(checkpoint)
+        super().__init__(checkpoint, same_start)
         self.solver, self.loss, self.config = solver, loss, config
         self.metasolver = solver.metasolver
         self._identity = {**identity, "gauss_newton": asdict(config)}
@@ -250,7 +251,7 @@ class GaussNewtonRefiner(CheckpointedFit):
         damping = cfg.damping
         start = 0
         self.history = GaussNewtonHistory()
-        resumed = self.resume_checkpoint(cfg.iterations)
+        resumed = self.resume_checkpoint(cfg.iterations, {"theta": theta})
         h = self.history
         if resumed is not None:
             start, tensors, state = resumed

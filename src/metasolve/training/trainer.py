@@ -105,6 +105,9 @@ class Trainer(CheckpointedFit):
             It must agree with this trainer on everything in :meth:`identity` but ``epochs``.
         progress: show a progress bar.
         on_epoch: optional ``on_epoch(epoch, history)`` called after every epoch (logging).
+        same_start: this fit continues an earlier stage (a warm start): refuse a checkpoint
+            whose fit started from other weights (:mod:`metasolve.training.fit`). Applies to
+            :meth:`refine_gauss_newton` too.
     """
 
     checkpoint_kind = "checkpoint"
@@ -115,7 +118,7 @@ class Trainer(CheckpointedFit):
 
     def __init__(self, solver: LearnedSolver, loss: Loss, config: TrainingConfig | None = None,
                  checkpoint: str | Path | None = None, progress: bool = True,
-                 on_epoch=None):
+                 on_epoch=None, same_start: bool = False):
         if not isinstance(solver, LearnedSolver):
             raise TypeError(f"solver must be a LearnedSolver, got {type(solver).__name__}")
         if not isinstance(loss, Loss):
@@ -128,7 +131,7 @@ class Trainer(CheckpointedFit):
             raise ValueError(f"loss {loss.kind!r} compares with the classical method, but method "
                              f"{solver.method.name} has trainable weights: the baseline would "
                              f"move")
-        super().__init__(checkpoint)
+        super().__init__(checkpoint, same_start)
         self.solver = solver
         self.loss = loss
         self.config = config or TrainingConfig()
@@ -175,7 +178,7 @@ class Trainer(CheckpointedFit):
         best_state = copy.deepcopy(model.state_dict())
         start_epoch = 0
         self.history = TrainingHistory()
-        resumed = self.resume_checkpoint(cfg.epochs)
+        resumed = self.resume_checkpoint(cfg.epochs, model.state_dict())
         if resumed is not None:
             start_epoch, tensors, state = resumed
             best_state = self._restore(tensors, state, optimizer, scheduler, generator)
@@ -298,7 +301,7 @@ class Trainer(CheckpointedFit):
             raise TypeError(f"config must be a GaussNewtonConfig, got {type(config).__name__}")
         refiner = GaussNewtonRefiner(self.solver, self.loss, config, self.identity(),
                                      checkpoint=None if checkpoint is None else Path(checkpoint),
-                                     progress=self.progress)
+                                     progress=self.progress, same_start=self.same_start)
         history = refiner.fit(train, validation)
         self.solver.model.eval()
         if history.best_validation_loss < self.history.best_validation_loss:
