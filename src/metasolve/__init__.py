@@ -22,6 +22,9 @@ from .learned import (
     MetaSolver,
     NetworkMetaSolver,
     PositiveHead,
+    constant_weights,
+    frozen_r2n2,
+    r2n2_solver,
 )
 from .learned.solver import load, save
 from .problems import (
@@ -91,6 +94,7 @@ __all__ = [
     "PositiveHead", "R2N2", "RK3", "RK4", "RelativeLogResidualLoss", "RobertsonFamily", "SCS",
     "Solution", "SpectrumFamily",
     "Status", "TaskBatch", "TaskFamily", "Trainer", "TrainingConfig", "VanDerPolFamily",
-    "WeightedResidualLoss", "__version__", "chebyshev_filter_rule", "load", "make_splits",
+    "WeightedResidualLoss", "__version__", "chebyshev_filter_rule", "constant_weights",
+    "frozen_r2n2", "load", "make_splits", "r2n2_solver",
     "register_family", "register_method", "run", "save", "sine_basis"
 ]
