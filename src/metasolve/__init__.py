@@ -35,6 +35,7 @@ from .problems import (
     InitialValueProblem,
     LinearSystem,
     NonlinearSystem,
+    Problem,
 )
 from .solution import ConvergenceError, Solution, Status
 from .solvers import (
@@ -91,6 +92,7 @@ __all__ = [
     "InitialValueProblem", "IntervalHead", "IterationSurrogateLoss", "IterativeMethod", "Jacobi",
     "LearnedSolver", "LinearSystem", "LogResidualLoss", "MatrixSetFamily", "MetaSolver",
     "NetworkMetaSolver", "NewtonSOR", "NonlinearSystem", "Poisson1DFamily", "PolynomialRecurrence",
+    "Problem",
     "PositiveHead", "R2N2", "RK3", "RK4", "RelativeLogResidualLoss", "RobertsonFamily", "SCS",
     "Solution", "SpectrumFamily",
     "Status", "TaskBatch", "TaskFamily", "Trainer", "TrainingConfig", "VanDerPolFamily",

@@ -16,8 +16,45 @@ import torch
 from .validation import check_batch, check_tensor
 
 
+class Problem:
+    """What the driver loop needs from any batch of problems (docs/architecture.md, sec. 3):
+    ``batch_size``, ``size``, ``dtype``, ``index(idx)`` (a sub-batch) and
+    ``check_batch(name, x)`` (validate a per-instance ``(B, N)`` tensor such as ``x0``).
+
+    A container names in ``_vector`` the per-instance ``(B, N)`` tensor that fixes the batch,
+    the size and the dtype (the right-hand side, or the starting points); it may override any
+    of these.
+    """
+
+    _vector: str = ""
+
+    @property
+    def _leading(self) -> torch.Tensor:
+        return getattr(self, self._vector)
+
+    @property
+    def batch_size(self) -> int:
+        return int(self._leading.shape[0])
+
+    @property
+    def size(self) -> int:
+        return int(self._leading.shape[1])
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self._leading.dtype
+
+    def index(self, idx) -> Problem:
+        """The sub-batch at ``idx`` (a slice, index tensor or boolean mask)."""
+        raise NotImplementedError
+
+    def check_batch(self, name: str, value: torch.Tensor) -> torch.Tensor:
+        """Validate a per-instance vector such as an initial guess."""
+        return check_vectors(name, value, like=self._leading)
+
+
 @dataclass(frozen=True)
-class LinearSystem:
+class LinearSystem(Problem):
     """A batch of linear systems ``A x = b``.
 
     Args:
@@ -52,17 +89,7 @@ class LinearSystem:
         if self.solution is not None:
             check_tensor("solution", self.solution, shape=tuple(self.rhs.shape))
 
-    @property
-    def batch_size(self) -> int:
-        return int(self.rhs.shape[0])
-
-    @property
-    def size(self) -> int:
-        return int(self.rhs.shape[1])
-
-    @property
-    def dtype(self) -> torch.dtype:
-        return self.rhs.dtype
+    _vector = "rhs"
 
     @property
     def sparse(self) -> bool:
@@ -100,9 +127,6 @@ class LinearSystem:
         sol = None if self.solution is None else self.solution[idx]
         return LinearSystem(matrix, self.rhs[idx], sol)
 
-    def check_batch(self, name: str, value: torch.Tensor) -> torch.Tensor:
-        """Validate a per-instance vector such as an initial guess."""
-        return check_vectors(name, value, like=self.rhs)
 
 
 @dataclass(frozen=True)
@@ -148,7 +172,7 @@ class DiagonalSystem(LinearSystem):
 
 
 @dataclass(frozen=True)
-class EigenProblem:
+class EigenProblem(Problem):
     """A batch of symmetric eigenvalue problems: the ``wanted`` smallest eigenpairs of each
     operator of ``operator`` (a :class:`LinearSystem` or :class:`DiagonalSystem`, whose
     right-hand sides are not used), from a starting block.
@@ -234,29 +258,16 @@ def check_vectors(name: str, value: torch.Tensor, like: torch.Tensor) -> torch.T
     return value
 
 
-class _StartedBatch(abc.ABC):
+class _StartedBatch(Problem, abc.ABC):
     """What a batch known by its per-instance starting points ``start`` ``(B, N)`` shares."""
 
     start: torch.Tensor
-
-    @property
-    def batch_size(self) -> int:
-        return int(self.start.shape[0])
-
-    @property
-    def size(self) -> int:
-        return int(self.start.shape[1])
-
-    @property
-    def dtype(self) -> torch.dtype:
-        return self.start.dtype
+    _vector = "start"
 
     def reference_norm(self) -> torch.Tensor:
         """What ``rtol`` multiplies: 1 per instance (an absolute test) unless overridden."""
         return torch.ones(self.batch_size, dtype=self.dtype, device=self.start.device)
 
-    def check_batch(self, name: str, value: torch.Tensor) -> torch.Tensor:
-        return check_vectors(name, value, like=self.start)
 
 
 class NonlinearSystem(_StartedBatch):
@@ -387,7 +398,7 @@ class ConeSpec:
 
 
 @dataclass(frozen=True)
-class ConeProgram:
+class ConeProgram(Problem):
     """A batch of cone programs in SCS's standard form (neural SCS paper, eq. 1)::
 
         minimize c^T x  s.t.  A x + s = b,  s in K        maximize -b^T y  s.t.  -A^T y + r = c,
@@ -407,6 +418,7 @@ class ConeProgram:
     cost: torch.Tensor
     cones: ConeSpec
     context: torch.Tensor | None = None
+    _vector = "rhs"  # the batch and dtype; ``size`` is the SCS iterate's length
 
     def __post_init__(self):
         check_tensor("rhs", self.rhs, ndim=2)
@@ -436,10 +448,6 @@ class ConeProgram:
             check_batch("context", self.context, batch)
 
     @property
-    def batch_size(self) -> int:
-        return int(self.rhs.shape[0])
-
-    @property
     def variables(self) -> int:
         """``n``."""
         return int(self.cost.shape[1])
@@ -453,10 +461,6 @@ class ConeProgram:
     def size(self) -> int:
         """Length of the SCS iterate ``(u, v)``: ``2 (n + m + 1)``."""
         return 2 * (self.variables + self.constraints + 1)
-
-    @property
-    def dtype(self) -> torch.dtype:
-        return self.rhs.dtype
 
     @property
     def shared_matrix(self) -> bool:
