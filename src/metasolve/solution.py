@@ -76,6 +76,11 @@ class Solution:
             residual monitor, ``||x*||`` for the error monitor).
         threshold: ``(B,)`` ``max(rtol * reference_norm, atol)``, the stopping threshold.
         wall_time: seconds spent in the driver loop.
+        fallback: ``(B,)`` bool, for a safeguarded learned solve: the instances the learned
+            parameters left unconverged, which the classical method then solved
+            (:mod:`metasolve.learned.safeguard`); ``None`` for any other solve.
+        out_of_distribution: ``(B,)`` bool, for a learned solve whose solver knows its training
+            features: the instances whose features lie outside them; ``None`` otherwise.
     """
 
     x: torch.Tensor
@@ -86,6 +91,8 @@ class Solution:
     threshold: torch.Tensor
     wall_time: float
     info: dict = field(default_factory=dict)
+    fallback: torch.Tensor | None = None
+    out_of_distribution: torch.Tensor | None = None
 
     @property
     def batch_size(self) -> int:
@@ -125,7 +132,10 @@ class Solution:
     def summary(self) -> str:
         counts = {str(s): int((self.status == s).sum()) for s in Status}
         parts = ", ".join(f"{k}={v}" for k, v in counts.items() if v)
+        flags = "".join(f", {name}={int(mask.sum())}" for name, mask in (
+            ("fallback", self.fallback), ("out_of_distribution", self.out_of_distribution))
+            if mask is not None)
         return (f"Solution(batch={self.batch_size}, {parts}, "
-                f"mean_iterations={self.iterations.double().mean().item():.2f})")
+                f"mean_iterations={self.iterations.double().mean().item():.2f}{flags})")
 
     __repr__ = summary

@@ -62,15 +62,16 @@ def iterations_in_chunks(method: IterativeMethod, problem, params: Mapping[str, 
     return torch.cat(out)
 
 
-def learned_iterations_in_chunks(solver, tasks, rtol: float, maxiter: int,
-                                 chunk: int) -> torch.Tensor:
+def learned_iterations_in_chunks(solver, tasks, rtol: float, maxiter: int, chunk: int,
+                                 safeguard: bool = False) -> torch.Tensor:
     """:func:`iterations_in_chunks` for a :class:`~metasolve.learned.LearnedSolver` on
-    ``tasks``: each chunk goes through ``solver.solve`` (inference included)."""
+    ``tasks``: each chunk goes through ``solver.solve`` (inference included; unguarded by
+    default, as the papers' tables are)."""
     out = []
     with torch.no_grad():
         for start in range(0, len(tasks), chunk):
             solution = solver.solve(tasks.index(slice(start, start + chunk)), rtol=rtol,
-                                    maxiter=maxiter)
+                                    maxiter=maxiter, safeguard=safeguard)
             out.append(torch.where(solution.converged, solution.iterations, -1))
     return torch.cat(out)
 

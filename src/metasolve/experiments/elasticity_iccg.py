@@ -234,7 +234,7 @@ def run_cell(job: dict) -> dict:
         records = _iteration_records(row, "learned", iters, n, train_extra)
         clock = compare_wall_clock(
             lambda: run(ICCG(alpha_base), test.problem, rtol=TEST_EPS, maxiter=n),
-            lambda: solver.solve(test, rtol=TEST_EPS, maxiter=n),
+            lambda: solver.solve(test, rtol=TEST_EPS, maxiter=n, safeguard=False),
             repeats=settings.wall_clock_repeats)
     cell = {**_cell_settings(row), "test_eps": TEST_EPS, "N": n, **train_extra}
     records += [record(NAME, "learned", "median_alpha", float(alphas.median()), **cell),

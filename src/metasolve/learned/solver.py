@@ -24,6 +24,7 @@ from ..solvers.registry import method_from_config
 from ..tasks.base import FAMILIES, TaskBatch, TaskFamily, family_from_config
 from ..validation import check_choice
 from .metasolver import MetaSolver, metasolver_from_config
+from .safeguard import feature_envelope, safeguarded_solve
 
 ARTIFACT_KIND = "learned_solver"
 
@@ -53,7 +54,8 @@ class LearnedSolver:
 
     def __init__(self, method: IterativeMethod, metasolver: MetaSolver,
                  family: TaskFamily | None = None, monitor: str = "residual",
-                 settings: dict[str, Any] | None = None):
+                 settings: dict[str, Any] | None = None,
+                 feature_envelope: torch.Tensor | None = None):
         if not isinstance(method, IterativeMethod):
             raise TypeError(f"method must be an IterativeMethod, got {type(method).__name__}")
         if not isinstance(metasolver, MetaSolver):
@@ -77,6 +79,29 @@ class LearnedSolver:
         self.family = family
         self.monitor = check_choice("monitor", monitor, MONITORS)
         self.settings = dict(settings or {})
+        #: ``(2, F)`` per-feature minimum and maximum of the training features (set by the
+        #: trainer), read by the safeguard's out-of-distribution test; ``None`` if untrained.
+        self.feature_envelope = None if feature_envelope is None else \
+            torch.as_tensor(feature_envelope, dtype=torch.float64).reshape(2, -1)
+
+    def record_training_features(self, features: torch.Tensor) -> None:
+        """Remember the envelope of the training features (:mod:`.safeguard`)."""
+        self.feature_envelope = feature_envelope(features)
+
+    @property
+    def guess_parameters(self) -> frozenset[str]:
+        """The parameters that only set the starting point: ``x0`` and the method's own
+        ``guess_parameters`` (the safeguard tests them by the starting norm)."""
+        return frozenset({"x0", *getattr(self.method, "guess_parameters", ())})
+
+    def classical_params(self, features: torch.Tensor) -> dict[str, torch.Tensor]:
+        """``theta`` of the classical method this solver falls back to and compares with: the
+        meta-solver's :meth:`~MetaSolver.baseline_params` where it defines them (AutoSpec:
+        Chebyshev on the probe's interval), else none, so that the method runs with its own
+        classical defaults (its constructor's parameters, the zero initial guess)."""
+        if type(self.metasolver).baseline_params is MetaSolver.baseline_params:
+            return {}
+        return self.metasolver.baseline_params(features)
 
     def params(self, features: torch.Tensor) -> dict[str, torch.Tensor]:
         """``theta = Psi(tau; omega)`` for a batch of task features."""
@@ -94,28 +119,42 @@ class LearnedSolver:
         same parameters: for example AutoSpec's polynomial coefficients as the preconditioner
         of :class:`~metasolve.solvers.ConjugateGradient`. Solves go through the same path."""
         return LearnedSolver(method, self.metasolver, family=self.family, monitor=self.monitor,
-                             settings=self.settings)
+                             settings=self.settings, feature_envelope=self.feature_envelope)
 
     def solve(self, tasks: TaskBatch, params: dict[str, torch.Tensor] | None = None,
-              **run_options) -> Solution:
+              safeguard: bool = True, **run_options) -> Solution:
         """Predict ``theta`` for ``tasks`` and run the method; options go to :func:`metasolve.run`.
 
         ``solution.info["inference_time"]`` is the meta-solver's time and ``wall_time`` includes
         it, so wall-clock comparisons with the classical method are fair.
 
-        ``params``, if given, is run instead of the prediction: a dict like :meth:`params`
-        returns, one row per task. Training uses it to differentiate with respect to ``theta``
-        itself (the Gauss-Newton refinement); no meta-solver runs, so ``inference_time`` is 0.
+        With ``safeguard`` (the default) the learned part is used per instance only where it
+        does not do worse than the classical method, and instances outside the training
+        features are flagged (:mod:`metasolve.learned.safeguard`; ``solution.fallback``,
+        ``solution.out_of_distribution``). ``safeguard=False`` runs the prediction as it is
+        (training, and the papers' tables). A method with trainable weights of its own (neural
+        SCS) has no safeguard yet and always runs unguarded.
+
+        ``params``, if given, is run instead of the prediction, unguarded: a dict like
+        :meth:`params` returns, one row per task. Training uses it to differentiate with
+        respect to ``theta`` itself (the Gauss-Newton refinement); no meta-solver runs, so
+        ``inference_time`` is 0.
         """
         if params is not None:
             return self._run(tasks, None, run_options, params=params)
+        if safeguard and not self.method_is_trainable:
+            if not isinstance(tasks, TaskBatch):
+                raise TypeError(f"tasks must be a TaskBatch, got {type(tasks).__name__}")
+            return safeguarded_solve(self, tasks, run_options)
         return self._run(tasks, self.params, run_options)
 
     def solve_baseline(self, tasks: TaskBatch, **run_options) -> Solution:
-        """Run the method with :meth:`MetaSolver.baseline_params` (the classical method the
-        untrained meta-solver is) instead of the predicted ``theta``; no gradient."""
+        """Run the classical method (:meth:`classical_params`) on ``tasks``; no gradient."""
+        if self.method_is_trainable:
+            raise TypeError(f"method {self.method.name} carries trained weights of its own; "
+                            "its classical counterpart is not defined here")
         with torch.no_grad():
-            return self._run(tasks, self.metasolver.baseline_params, run_options)
+            return self._run(tasks, self.classical_params, run_options)
 
     def _run(self, tasks: TaskBatch, params_of, run_options: dict,
              params: dict[str, torch.Tensor] | None = None) -> Solution:
@@ -146,6 +185,8 @@ class LearnedSolver:
                                                         "config": self.family.config()},
             "monitor": self.monitor,
             "settings": self.settings,
+            "feature_envelope": None if self.feature_envelope is None
+            else self.feature_envelope.tolist(),
         }
         return write_tensors(path, self.model.state_dict(), document)
 
@@ -161,6 +202,10 @@ class LearnedSolver:
         tensors, document = read_tensors(path)
         if document.get("kind") != ARTIFACT_KIND:
             raise ArtifactError(f"{path} holds a {document.get('kind')!r}, not a learned solver")
+        if "feature_envelope" not in document:
+            raise ArtifactError(f"{path} does not record the envelope of its training features "
+                                "(written before the safeguard existed); retrain and save it "
+                                "again")
         stored = document.get("family")
         if stored is not None and not (isinstance(stored, dict) and "name" in stored):
             raise ArtifactError(f"{path}: the stored family description is malformed: "
@@ -183,7 +228,8 @@ class LearnedSolver:
                                   stacklevel=2)
             solver = cls(method, metasolver, family=family,
                          monitor=document.get("monitor", "residual"),
-                         settings=document.get("settings"))
+                         settings=document.get("settings"),
+                         feature_envelope=document["feature_envelope"])
         except (KeyError, TypeError, ValueError) as exc:
             raise ArtifactError(f"{path}: cannot rebuild the solver from its JSON: {exc}") \
                 from exc

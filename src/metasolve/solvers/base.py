@@ -68,6 +68,9 @@ class IterativeMethod:
 
     name: ClassVar[str] = ""
     parameter_names: ClassVar[tuple[str, ...]] = ()
+    #: Parameters that only set the starting point, like ``x0`` (the safeguard of a learned
+    #: solve tests them by the starting norm, :mod:`metasolve.learned.safeguard`).
+    guess_parameters: ClassVar[tuple[str, ...]] = ()
     problem_type: ClassVar[type] = object
     #: Every state entry has the batch as leading dimension (none is shared), so the driver may
     #: step a gathered sub-batch of the running instances.

@@ -54,6 +54,7 @@ class NewtonSOR(IterativeMethod):
 
     name = "newton-sor"
     parameter_names = ("relaxation", "log_guess_shift")
+    guess_parameters = ("log_guess_shift",)
     problem_type = NonlinearSystem
     per_instance_state = True
 

@@ -169,7 +169,7 @@ class GaussNewtonRefiner(CheckpointedFit):
             for idx in self._chunks(tasks):
                 chunk = tasks.index(idx)
                 total += float(self.loss(self.solver.solve(
-                    chunk, **self.loss.run_options())).sum())
+                    chunk, safeguard=False, **self.loss.run_options())).sum())
         return total / len(tasks)
 
     def _chunk_model(self, chunk: TaskBatch, theta: torch.Tensor):

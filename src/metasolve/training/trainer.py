@@ -155,7 +155,7 @@ class Trainer(CheckpointedFit):
     def batch_loss(self, tasks: TaskBatch) -> torch.Tensor:
         """Mean loss of the solver on ``tasks`` (differentiable if autograd is on)."""
         options = self.loss.run_options()
-        solution = self.solver.solve(tasks, **options)
+        solution = self.solver.solve(tasks, safeguard=False, **options)
         if self.loss.needs_baseline:
             return self.loss(solution, self.solver.solve_baseline(tasks, **options)).mean()
         return self.loss(solution).mean()
@@ -238,6 +238,7 @@ class Trainer(CheckpointedFit):
                             f"lr {h.lr[-1]:.1e}")
         model.load_state_dict(best_state)
         model.eval()
+        self.solver.record_training_features(train.features)
         # The family is stored beside the settings in a saved solver; not repeated here.
         record = {k: v for k, v in self.identity().items() if k != "family"}
         self.solver.settings["training"] = {
@@ -277,6 +278,7 @@ class Trainer(CheckpointedFit):
         with torch.no_grad():
             after = float(self.batch_loss(validation))
         kept = math.isfinite(after) and after < before
+        self.solver.record_training_features(train.features)
         if not kept:
             model.load_state_dict(saved)
         else:
@@ -304,6 +306,7 @@ class Trainer(CheckpointedFit):
                                      progress=self.progress, same_start=self.same_start)
         history = refiner.fit(train, validation)
         self.solver.model.eval()
+        self.solver.record_training_features(train.features)
         if history.best_validation_loss < self.history.best_validation_loss:
             self.history.best_validation_loss = history.best_validation_loss
         self.solver.settings.setdefault("training", {})["gauss_newton"] = {

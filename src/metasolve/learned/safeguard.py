@@ -1,0 +1,172 @@
+"""Never worse than the classical method: the safeguard of a learned solve (docs/architecture.md,
+sec. 6).
+
+A learned part is used per instance only where a cheap test says it helps, in the spirit of
+SCS's safeguarded Anderson acceleration (an accelerated step is kept only if the fixed-point
+residual falls); everything it decides is reported in the :class:`~metasolve.Solution`.
+
+* **A learned initial guess** (``x0``, and the method's other ``guess_parameters``) is used only
+  if it does not start worse than the classical guess: one evaluation of the monitored norm for
+  each (``fixed_iterations=0``).
+* **Other learned parameters** (relaxation factors, shifts, polynomial coefficients): an
+  instance the learned run leaves unconverged (diverged, broken down, or out of iterations)
+  restarts with the classical method from its last iterate if that is finite and no worse than
+  its start, otherwise from the classical start, with the same tolerance and iteration cap. Its
+  iterations and history then include both runs (``Solution.fallback`` marks it).
+* **Out of distribution**: the solver stores the envelope of its training features (per-feature
+  minimum and maximum); an instance whose features leave it by more than ``ENVELOPE_MARGIN`` of
+  the feature's training range is flagged (``Solution.out_of_distribution``) and a warning says
+  how many were.
+
+A fixed-budget solve (``fixed_iterations``) has no tolerance to fail: only its non-finite or
+diverged instances fall back (to the classical method for the same budget).
+"""
+
+from __future__ import annotations
+
+import time
+import warnings
+
+import torch
+
+from ..solution import Solution, Status
+from ..solvers.base import run
+
+#: How far, as a fraction of a feature's training range, a feature may leave the training
+#: envelope before its instance is flagged as out of distribution.
+ENVELOPE_MARGIN = 0.05
+
+
+def feature_envelope(features: torch.Tensor) -> torch.Tensor:
+    """``(2, F)``: the per-feature minimum and maximum of training features ``(B, F)``."""
+    flat = features.detach().reshape(features.shape[0], -1).double()
+    return torch.stack([flat.amin(dim=0), flat.amax(dim=0)])
+
+
+def outside_envelope(features: torch.Tensor, envelope: torch.Tensor,
+                     margin: float = ENVELOPE_MARGIN) -> torch.Tensor:
+    """``(B,)`` bool: instances with a feature outside ``envelope`` widened by ``margin`` of
+    each feature's range (a constant feature is widened by ``margin`` of its magnitude)."""
+    flat = features.detach().reshape(features.shape[0], -1).double()
+    low, high = envelope[0].to(flat), envelope[1].to(flat)
+    if flat.shape[1] != low.shape[0]:
+        raise ValueError(f"tasks have {flat.shape[1]} features, the solver was trained on "
+                         f"{low.shape[0]}")
+    span = (high - low).clamp_min(0.0)
+    slack = margin * torch.where(span > 0, span, high.abs().clamp_min(1.0))
+    return ((flat < low - slack) | (flat > high + slack)).any(dim=1)
+
+
+def _take(mask: torch.Tensor, chosen: torch.Tensor, other: torch.Tensor) -> torch.Tensor:
+    """Per instance (leading dimension): ``chosen`` where ``mask``, else ``other``."""
+    return torch.where(mask.reshape(-1, *([1] * (chosen.ndim - 1))), chosen, other)
+
+
+def _start_norms(solver, problem, params: dict, options: dict) -> torch.Tensor:
+    """The monitored norm at the start (no iteration), for the guess test."""
+    start = {k: v for k, v in options.items() if k not in ("maxiter", "fixed_iterations",
+                                                            "callback", "throw")}
+    with torch.no_grad():
+        return run(solver.method, problem, params=params, fixed_iterations=0,
+                   **start).residual_history[0]
+
+
+def safeguarded_solve(solver, tasks, options: dict) -> Solution:
+    """:meth:`LearnedSolver.solve` with the safeguard on; see the module docstring."""
+    options = dict(options)
+    options.setdefault("monitor", solver.monitor)
+    problem, features = tasks.problem, tasks.features
+    batch = problem.batch_size
+    start = time.perf_counter()
+    learned = dict(solver.params(features))
+    classical = solver.classical_params(features)
+    inference = time.perf_counter() - start
+
+    out = torch.zeros(batch, dtype=torch.bool)
+    if solver.feature_envelope is not None:
+        out = outside_envelope(features, solver.feature_envelope)
+        if bool(out.any()):
+            warnings.warn(f"{int(out.sum())} of {batch} instances lie outside the envelope of "
+                          f"the features {solver.method.name} was trained on (see "
+                          "Solution.out_of_distribution); the safeguard falls back to the "
+                          "classical method where the learned part does not help",
+                          stacklevel=3)
+
+    # The guess test: keep a learned start only where it is no worse than the classical one.
+    guess_names = [k for k in learned if k in solver.guess_parameters]
+    rejected = torch.zeros(batch, dtype=torch.bool)
+    if guess_names:
+        mine = {k: learned[k] for k in guess_names}
+        theirs = {k: classical[k] for k in guess_names if k in classical}
+        if "x0" in guess_names and "x0" not in theirs:
+            theirs["x0"] = solver.method.zero_guess(problem)
+        rejected = _start_norms(solver, problem, mine, options) > \
+            _start_norms(solver, problem, theirs, options)
+        for k in guess_names:
+            fallback_value = theirs.get(k)
+            if fallback_value is None:  # no classical value: the method's neutral default
+                fallback_value = torch.zeros_like(learned[k])
+            learned[k] = _take(rejected, fallback_value.to(learned[k]), learned[k])
+
+    solution = solver._run(tasks, None, dict(options), params=learned)
+    solution.wall_time += inference - solution.info["inference_time"]
+    solution.info["inference_time"] = inference
+
+    # The parameter test: instances the learned parameters left unconverged start again with
+    # the classical method, from their last iterate where that is finite and no worse.
+    learned_other = [k for k in learned if k not in solver.guess_parameters]
+    fixed = options.get("fixed_iterations") is not None
+    if fixed:
+        failed = ~torch.isfinite(solution.residual) | (solution.status == Status.DIVERGED)
+    else:
+        failed = ~solution.converged
+    if not learned_other and not fixed:
+        failed = torch.zeros_like(failed)  # only a guess was learned: the method is classical
+    if bool(failed.any()):
+        solution = _fall_back(solver, tasks, solution, failed, classical, options)
+    solution.fallback = failed
+    solution.out_of_distribution = out
+    solution.info["guess_rejected"] = rejected
+    return solution
+
+
+def _fall_back(solver, tasks, learned: Solution, failed: torch.Tensor, classical: dict,
+               options: dict) -> Solution:
+    """Rerun the ``failed`` instances with the classical method and merge the two runs."""
+    idx = torch.nonzero(failed).flatten()
+    sub = tasks.index(idx)
+    params = {k: v[idx] for k, v in classical.items()}
+    fixed = options.get("fixed_iterations") is not None
+    last = learned.x[idx].detach()
+    finite = torch.isfinite(last).reshape(len(idx), -1).all(dim=1)
+    usable = finite & (learned.residual[idx] <= learned.residual_history[0][idx])
+    if not fixed and bool(usable.any()):
+        start = params.get("x0", solver.method.zero_guess(sub.problem))
+        params["x0"] = _take(usable, torch.nan_to_num(last), start)
+    with torch.no_grad():
+        again = run(solver.method, sub.problem, params=params, **options)
+    history = learned.residual_history.detach()
+    iterations = learned.iterations.clone()
+    if fixed:
+        # An equal budget: the classical run replaces the learned one.
+        history = history.clone()
+        history[:, idx] = again.residual_history
+        iterations[idx] = again.iterations
+    else:
+        # The learned run's history, then the classical run's rows for the instances that
+        # fell back (the others stay frozen at their final value, as the driver freezes them).
+        tail = history[-1:].repeat(again.residual_history.shape[0] - 1, 1)
+        tail[:, idx] = again.residual_history[1:]
+        history = torch.cat([history, tail])
+        iterations[idx] += again.iterations
+    x = learned.x.detach().clone()
+    x[idx] = again.x
+    status = learned.status.clone()
+    status[idx] = again.status
+    threshold = learned.threshold.clone()
+    threshold[idx] = again.threshold
+    info = dict(learned.info)
+    info["fallback_time"] = again.wall_time
+    return Solution(x=x, status=status, iterations=iterations, residual_history=history,
+                    reference_norm=learned.reference_norm, threshold=threshold,
+                    wall_time=learned.wall_time + again.wall_time, info=info)
