@@ -77,7 +77,10 @@ def check_file_target(what: str, path) -> Path:
     path = Path(path)
     if path.is_dir():
         raise OutputPathError(what, path, "is a directory, expected a file path")
-    prepare_directory(f"the folder of {what}", path.parent)
+    try:
+        prepare_directory("folder", path.parent)
+    except OutputPathError as exc:
+        raise OutputPathError(what, path, f"its folder {exc.path} {exc.reason}") from exc
     if path.exists():
         try:
             # Append mode opens for writing without truncating what is there.
