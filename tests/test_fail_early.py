@@ -228,3 +228,15 @@ def test_a_killed_holder_leaves_no_lock_behind(tmp_path):
     holder.join(60)
     with RunLock(tmp_path):  # the kernel dropped the killed holder's lock
         assert (tmp_path / LOCK_NAME).read_text().strip() == str(os.getpid())
+
+
+@pytest.mark.parametrize("args, words", [
+    (["no-such-experiment", "--smoke"], ["unknown experiment", "poisson-jacobi"]),
+    ([NAME, "--scale", "huge"], ["'huge'", "quick"]),
+    ([NAME, "--smoke", "--quick"], ["choose one"]),
+])
+def test_bad_arguments_are_one_line_usage_errors(tmp_path, no_cells, args, words):
+    start = time.monotonic()
+    result = runner.invoke(app, ["reproduce", *args, "--out", str(tmp_path), "--no-progress"])
+    _assert_usage_error(result, time.monotonic() - start, *words)
+    assert not list(tmp_path.iterdir())  # refused before the output folder was made

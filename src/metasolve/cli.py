@@ -60,16 +60,13 @@ def reproduce(
     Every training checkpoints under --out after each epoch; running the same command again
     resumes an interrupted run.
     """
-    try:
-        get(name)
-    except ValueError as exc:
-        raise typer.BadParameter(str(exc), param_hint="NAME") from exc
+    if name not in EXPERIMENTS:
+        _fail(f"unknown experiment {name!r}; available: {sorted(EXPERIMENTS)}", USAGE)
     if quick + smoke + (scale_name is not None) > 1:
-        raise typer.BadParameter("choose one of --quick, --smoke and --scale")
+        _fail("choose one of --quick, --smoke and --scale", USAGE)
     scale = scale_name or ("smoke" if smoke else "quick" if quick else "full")
     if scale not in get(name).SCALES:
-        raise typer.BadParameter(f"{name} has the scales {sorted(get(name).SCALES)}, "
-                                 f"not {scale!r}", param_hint="--scale")
+        _fail(f"{name} has the scales {sorted(get(name).SCALES)}, not {scale!r} (--scale)", USAGE)
     result = _run(name, scale, out, json_path, workers, progress, restart, epochs)
     console.print(result["table"])
     console.print(f"records: {result['json']}")
