@@ -93,8 +93,23 @@ def sparse_spd(n: int, *, density: float = 0.3, seed: int = 0,
 def job_sleep(seconds):
     """A picklable job that outlives a parent killed under it: report the pid, then sleep."""
     import os
+    import sys
     import time
 
-    print(os.getpid(), flush=True)
+    # One write per line: print() writes the number and the newline separately, and two
+    # workers sharing the pipe could interleave them ("123456\n\n").
+    sys.stdout.write(f"{os.getpid()}\n")
+    sys.stdout.flush()
     time.sleep(seconds)
     return seconds
+
+
+def job_fail_or_sleep(job):
+    """A picklable job for fail-fast tests: ``"fail"`` raises at once, a number sleeps that long
+    (standing for a long training)."""
+    import time
+
+    if job == "fail":
+        raise ValueError("this cell is broken")
+    time.sleep(job)
+    return job

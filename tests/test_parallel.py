@@ -9,9 +9,9 @@ import time
 from pathlib import Path
 
 import pytest
-from reference import job_threads
+from reference import job_fail_or_sleep, job_threads
 
-from metasolve.parallel import map_jobs
+from metasolve.parallel import JobError, map_jobs
 
 
 def test_in_process_keeps_order_and_reports_each_job():
@@ -35,6 +35,30 @@ def test_process_pool_keeps_order_and_uses_one_thread_per_worker(monkeypatch):
 def test_bad_worker_count():
     with pytest.raises(ValueError, match="workers"):
         map_jobs(abs, [1], workers=0)
+
+
+def test_a_failing_job_stops_the_pool_at_once():
+    # One job fails immediately while the others would sleep for minutes: the map must raise as
+    # soon as the failure is known, naming the job, with the original exception as its cause.
+    start = time.monotonic()
+    with pytest.raises(JobError, match="'fail'.* failed: ValueError: this cell is broken") as info:
+        map_jobs(job_fail_or_sleep, [300, "fail", 300, 300], workers=2)
+    assert time.monotonic() - start < 60  # spawning two interpreters, not the 300 s sleeps
+    assert info.value.index == 1 and info.value.job == "fail"
+    assert isinstance(info.value.__cause__, ValueError)
+
+
+def test_in_process_stops_at_the_first_failure():
+    ran = []
+
+    def job(x):
+        ran.append(x)
+        return job_fail_or_sleep(x)
+
+    with pytest.raises(JobError, match="cell 1 failed: ValueError") as info:
+        map_jobs(job, [0, "fail", 0], workers=1, name=lambda j: f"cell {ran.index(j)}")
+    assert ran == [0, "fail"]
+    assert isinstance(info.value.error, ValueError)
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="uses prctl(PR_SET_PDEATHSIG)")

@@ -10,6 +10,7 @@ from typer.testing import CliRunner
 from metasolve.artifact import ArtifactError
 from metasolve.cli import app
 from metasolve.experiments import reproduce
+from metasolve.parallel import JobError
 from metasolve.training.fit import CheckpointedFit
 
 runner = CliRunner()
@@ -44,8 +45,9 @@ def test_a_killed_run_resumes_to_the_records_of_an_uninterrupted_one(name, tmp_p
             raise _Killed
 
     monkeypatch.setattr(CheckpointedFit, "save_checkpoint", save_then_die)
-    with pytest.raises(_Killed):
+    with pytest.raises(JobError) as killed:
         reproduce(name, scale="smoke", out_dir=tmp_path / "killed", progress=False)
+    assert isinstance(killed.value.error, _Killed)
     monkeypatch.setattr(CheckpointedFit, "save_checkpoint", save)
     resumed = reproduce(name, scale="smoke", out_dir=tmp_path / "killed", progress=False)
     assert len(set(saves)) >= 2  # the kill came after one checkpoint file had moved on
@@ -57,13 +59,16 @@ def test_a_killed_run_resumes_to_the_records_of_an_uninterrupted_one(name, tmp_p
 def test_fewer_epochs_than_a_finished_run_holds_are_refused(name, unit, tmp_path):
     out = tmp_path / "out"
     reproduce(name, scale="smoke", out_dir=out, progress=False)
-    with pytest.raises(ArtifactError, match=f"holds 2 {unit}, more than the 1 asked for"):
+    # The failing cell is named, with the checkpoint's own error as the cause.
+    with pytest.raises(JobError, match=f"holds 2 {unit}, more than the 1 asked for") as info:
         reproduce(name, scale="smoke", out_dir=out, progress=False, epochs=1)
+    assert isinstance(info.value.error, ArtifactError) and "cell" in str(info.value)
     # The command says the same in one line, names the way out and exits non-zero.
     result = runner.invoke(app, ["reproduce", name, "--smoke", "--epochs", "1", "--out",
                                  str(out), "--workers", "1", "--no-progress"])
     assert result.exit_code == 1
     assert "more than the 1 asked for" in result.output and "--restart" in result.output
+    assert "Traceback" not in result.output and len(result.output.strip().splitlines()) == 1
 
 
 def test_a_chain_stage_refuses_a_checkpoint_from_an_older_warm_start(tmp_path):
@@ -72,5 +77,6 @@ def test_a_chain_stage_refuses_a_checkpoint_from_an_older_warm_start(tmp_path):
     longer exist, and resuming it would not give the uninterrupted run's model."""
     out = tmp_path / "out"
     reproduce("poisson-jacobi", scale="smoke", out_dir=out, progress=False, epochs=1)
-    with pytest.raises(ArtifactError, match="started from other weights"):
+    with pytest.raises(JobError, match="started from other weights") as info:
         reproduce("poisson-jacobi", scale="smoke", out_dir=out, progress=False)
+    assert isinstance(info.value.error, ArtifactError)

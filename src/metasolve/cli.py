@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import shutil
 from pathlib import Path
 
 import typer
@@ -13,10 +12,21 @@ from .artifact import ArtifactError
 from .evaluation.records import read_records
 from .experiments import EXPERIMENTS, get, render_markdown
 from .experiments import reproduce as run_experiment
+from .outputs import OutputPathError
+from .parallel import JobError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Learn to accelerate iterative solvers on a distribution of problems.")
 console = Console()
+
+#: Exit codes: 1 for a run that failed, 2 for a usage error (bad arguments or paths), as click.
+FAILED, USAGE = 1, 2
+
+
+def _fail(message: str, code: int):
+    """Say what went wrong in one line on stderr and exit with ``code`` (no traceback)."""
+    typer.echo(f"error: {' '.join(message.split())}", err=True)
+    raise typer.Exit(code)
 
 
 @app.command("list")
@@ -50,16 +60,13 @@ def reproduce(
     Every training checkpoints under --out after each epoch; running the same command again
     resumes an interrupted run.
     """
-    try:
-        get(name)
-    except ValueError as exc:
-        raise typer.BadParameter(str(exc), param_hint="NAME") from exc
+    if name not in EXPERIMENTS:
+        _fail(f"unknown experiment {name!r}; available: {sorted(EXPERIMENTS)}", USAGE)
     if quick + smoke + (scale_name is not None) > 1:
-        raise typer.BadParameter("choose one of --quick, --smoke and --scale")
+        _fail("choose one of --quick, --smoke and --scale", USAGE)
     scale = scale_name or ("smoke" if smoke else "quick" if quick else "full")
     if scale not in get(name).SCALES:
-        raise typer.BadParameter(f"{name} has the scales {sorted(get(name).SCALES)}, "
-                                 f"not {scale!r}", param_hint="--scale")
+        _fail(f"{name} has the scales {sorted(get(name).SCALES)}, not {scale!r} (--scale)", USAGE)
     result = _run(name, scale, out, json_path, workers, progress, restart, epochs)
     console.print(result["table"])
     console.print(f"records: {result['json']}")
@@ -69,15 +76,19 @@ def reproduce(
 
 
 def _run(name, scale, out, json_path, workers, progress, restart, epochs):
-    """Run an experiment; a stale or damaged checkpoint is reported, not dumped as a traceback."""
-    if restart:
-        shutil.rmtree(Path(out) / name / scale / "checkpoints", ignore_errors=True)
+    """Run an experiment; expected failures (a bad path, a busy run folder, a failing cell, a
+    stale or damaged checkpoint) are reported in one line, not dumped as a traceback."""
     try:
         return run_experiment(name, scale=scale, out_dir=out, json_path=json_path,
-                              workers=workers, progress=progress, epochs=epochs)
-    except ArtifactError as exc:
-        console.print(f"[red]error:[/red] {exc}\nRerun with --restart to start over.")
-        raise typer.Exit(1) from exc
+                              workers=workers, progress=progress, epochs=epochs,
+                              restart=restart)
+    except OutputPathError as exc:
+        _fail(str(exc), USAGE)
+    except JobError as exc:
+        if isinstance(exc.error, ArtifactError):
+            _fail(f"{exc.error} (in {exc.name}); rerun with --restart to start over", FAILED)
+        _fail(f"{exc}. Rerunning the same command resumes from the checkpoints under {out}",
+              FAILED)
 
 
 @app.command()
@@ -88,10 +99,21 @@ def results(
     records = []
     for path in paths:
         try:
-            records += read_records(path)
+            found = read_records(path)
         except (OSError, ValueError) as exc:
-            raise typer.BadParameter(f"{path}: {exc}", param_hint="PATHS") from exc
-    typer.echo(render_markdown(records), nl=False)
+            _fail(str(exc) if str(path) in str(exc) else f"{path}: {exc}", USAGE)
+        unknown = sorted({r["experiment"] for r in found} - set(EXPERIMENTS))
+        if unknown:
+            _fail(f"{path}: unknown experiment(s) {unknown}; known: {sorted(EXPERIMENTS)}",
+                  USAGE)
+        records += found
+    try:
+        text = render_markdown(records)
+    except (KeyError, TypeError, ValueError) as exc:
+        # A record of a known experiment that lacks a setting key its tables read.
+        files = ", ".join(map(str, paths))
+        _fail(f"cannot render the records of {files}: {type(exc).__name__}: {exc}", USAGE)
+    typer.echo(text, nl=False)
 
 
 @app.command()

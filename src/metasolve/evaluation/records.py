@@ -26,8 +26,36 @@ def write_records(path, records: list[dict]) -> Path:
     return path
 
 
+#: The keys every record has, with the types their values may take (``value`` is ``None`` for a
+#: number that was not finite; see :func:`record`).
+REQUIRED = {"experiment": (str,), "method": (str,), "metric": (str,),
+            "value": (int, float, type(None))}
+
+
 def read_records(path) -> list[dict]:
-    records = json.loads(Path(path).read_text())
-    if not isinstance(records, list) or not all(isinstance(r, dict) for r in records):
-        raise ValueError(f"{path} is not a list of result records")
+    """The records in JSON file ``path``, checked: a list of dicts, each with the
+    :data:`REQUIRED` keys of the right types. A ValueError names the file and the first fault
+    (OSError if it cannot be read)."""
+    path = Path(path)
+    try:
+        records = json.loads(path.read_text())
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"{path} is not a text (JSON) file: {exc.reason}") from exc
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{path} is not valid JSON: {exc.msg} at line {exc.lineno}, "
+                         f"column {exc.colno}") from exc
+    if not isinstance(records, list):
+        raise ValueError(f"{path} is not a list of result records "
+                         f"(got a JSON {type(records).__name__})")
+    for i, r in enumerate(records):
+        if not isinstance(r, dict):
+            raise ValueError(f"{path}: record {i} is a {type(r).__name__}, not a JSON object")
+        missing = [key for key in REQUIRED if key not in r]
+        if missing:
+            raise ValueError(f"{path}: record {i} lacks the key(s) {missing}")
+        for key, types in REQUIRED.items():
+            # bool is an int to Python, never a measured value.
+            if isinstance(r[key], bool) or not isinstance(r[key], types):
+                want = " or ".join("null" if t is type(None) else t.__name__ for t in types)
+                raise ValueError(f"{path}: record {i} has {key}={r[key]!r}, expected {want}")
     return records
