@@ -175,7 +175,7 @@ def read_tensors(path, max_header_bytes: int = MAX_HEADER_BYTES
         raise ArtifactError(f"{path}: the JSON description nests too deeply to parse (at most "
                             f"{MAX_DEPTH} levels are allowed)") from exc
     if not isinstance(document, dict):
-        raise ArtifactError(f"{path}: the JSON description is a {_json_type(document)}, "
+        raise ArtifactError(f"{path}: the JSON description is a {json_type(document)}, "
                             "expected an object")
     if json_depth(document, MAX_DEPTH) > MAX_DEPTH:
         raise ArtifactError(f"{path}: the JSON description nests lists and objects deeper than "
@@ -183,8 +183,15 @@ def read_tensors(path, max_header_bytes: int = MAX_HEADER_BYTES
     return tensors, document
 
 
-def _json_type(value) -> str:
-    """The JSON name of a parsed value's type, for messages."""
-    names = {dict: "object", list: "list", str: "string", bool: "boolean", type(None): "null",
-             int: "number", float: "number"}
-    return names.get(type(value), type(value).__name__)
+_JSON_NAMES = {dict: "object", list: "list", str: "string", bool: "boolean",
+               type(None): "null", int: "number", float: "number"}
+
+
+def json_type(value) -> str:
+    """The JSON name of a parsed value's type (``object``, ``list``, ...), for messages."""
+    return _JSON_NAMES.get(type(value), type(value).__name__)
+
+
+def json_type_name(cls: type) -> str:
+    """The JSON name of a Python type, for messages."""
+    return _JSON_NAMES.get(cls, cls.__name__)

@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from .._version import __version__
-from ..artifact import ArtifactError, read_tensors, write_tensors
+from ..artifact import ArtifactError, json_type, json_type_name, read_tensors, write_tensors
 from ..solution import Solution
 from ..solvers.base import MONITORS, IterativeMethod, run
 from ..solvers.registry import METHODS, method_from_config
@@ -49,16 +49,16 @@ def _mapping(path, what: str, value, keys: dict[str, tuple] | None = None,
              required: tuple[str, ...] = ()) -> dict:
     """``value`` as a JSON object whose listed ``keys`` have the listed types."""
     if not isinstance(value, dict):
-        raise ArtifactError(f"{path}: {what} must be a JSON object, got "
-                            f"{type(value).__name__}: {_short(value)}")
+        raise ArtifactError(f"{path}: {what} must be a JSON object, got a "
+                            f"{json_type(value)}: {_short(value)}")
     missing = [key for key in required if key not in value]
     if missing:
         raise ArtifactError(f"{path}: {what} lacks the key(s) {missing}")
     for key, types in (keys or {}).items():
         if key in value and not isinstance(value[key], types):
-            raise ArtifactError(f"{path}: {what}[{key!r}] must be "
-                                f"{' or '.join(t.__name__ for t in types)}, got "
-                                f"{type(value[key]).__name__}: {_short(value[key])}")
+            raise ArtifactError(f"{path}: {what}[{key!r}] must be a JSON "
+                                f"{' or '.join(json_type_name(t) for t in types)}, got a "
+                                f"{json_type(value[key])}: {_short(value[key])}")
     return value
 
 
