@@ -6,6 +6,19 @@ document and the tensor bytes. Reading never unpickles anything; :func:`read_ten
 format tag, its version and the checksum, and raises :class:`ArtifactError` (a ``ValueError``)
 saying what is wrong otherwise.
 
+Bounded reading: a file is untrusted input until checked. :func:`read_tensors` refuses a header
+longer than the file or than :data:`MAX_HEADER_BYTES` (4 MiB) before reading it, a JSON document
+that is not an object, and nesting deeper than :data:`MAX_DEPTH` (32; parse-time recursion
+errors included). :meth:`~metasolve.learned.solver.LearnedSolver.load` then checks the document
+against its schema before building anything, with ceilings computed from the JSON alone: at
+most ``MAX_PARAMETERS`` (10 million) weights and a family ``declared_size`` of at most
+``MAX_FAMILY_SIZE`` (2**24 entries), both in :mod:`metasolve.learned.solver` and raised per call
+with ``load(path, max_parameters=..., max_family_size=...)``.
+
+The checksum proves integrity, not origin: whoever writes a file computes it, so it detects
+corruption and truncation, not a forged file. Load files only from sources you trust (a file
+chooses which registered classes are built); the limits bound what a forged one can cost.
+
 This module knows the format only, not what is stored:
 :meth:`~metasolve.learned.solver.LearnedSolver.save` and
 :meth:`~metasolve.learned.solver.LearnedSolver.load` (``metasolve.save``, ``metasolve.load``)
