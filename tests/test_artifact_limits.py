@@ -96,11 +96,12 @@ _CHILD = textwrap.dedent("""
     torch.set_num_threads(1)
     import metasolve as ms
     forged = sys.argv[2]
-    # ru_maxrss is a high-water mark: compare the peak after the load with the resident size
-    # just before it (not with the earlier peak, which memory freed since would hide), so the
-    # growth is an upper bound of the load's extra memory. No warm-up load: its freed memory
-    # would be such slack; first-use costs count against the forged file instead (safe side).
+    # ru_maxrss is a high-water mark: reset it (Linux: clear_refs 5 resets the peak RSS) and
+    # compare the peak after the load with the resident size just before it, an upper bound of
+    # the load's extra memory that earlier, freed allocations cannot hide or inflate.
     try:
+        with open("/proc/self/clear_refs", "w") as handle:
+            handle.write("5")
         with open("/proc/self/statm") as handle:
             current = int(handle.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") // 1024
     except OSError:  # not Linux: fall back to the peak so far
@@ -118,6 +119,11 @@ _CHILD = textwrap.dedent("""
         outcome = type(exc).__name__ + ": " + str(exc)[:300]
     traced = tracemalloc.get_traced_memory()[1]
     after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    try:  # the peak since the reset, where ru_maxrss also counts exited threads' peaks
+        with open("/proc/self/status") as handle:
+            after = next(int(line.split()[1]) for line in handle if line.startswith("VmHWM"))
+    except (OSError, StopIteration):
+        pass
     print(json.dumps({"outcome": outcome, "rss_growth": (after - current) * 1024,
                       "traced_peak": traced}))
 """)
