@@ -77,6 +77,23 @@ def check_count(name: str, value, *, minimum: int = 0, allow_none: bool = False)
     return value
 
 
+def check_counts(name: str, value, *, minimum: int = 0) -> list[int]:
+    """A list (or tuple) of counts, each an int >= ``minimum`` (layer widths, a shape)."""
+    if not isinstance(value, (list, tuple)):
+        raise TypeError(f"{name} must be a list of ints, got {type(value).__name__}")
+    return [check_count(name, v, minimum=minimum) for v in value]
+
+
+def check_mapping(name: str, value) -> dict:
+    """A dict with string keys (a JSON object), e.g. a configuration read from a file."""
+    if not isinstance(value, dict):
+        raise TypeError(f"{name} must be a JSON object (dict), got {type(value).__name__}")
+    bad = [k for k in value if not isinstance(k, str)]
+    if bad:
+        raise TypeError(f"{name} must have string keys, got {bad[:3]!r}")
+    return value
+
+
 def check_choice(name: str, value, choices: Iterable):
     choices = tuple(choices)
     if value not in choices:

@@ -71,9 +71,9 @@ from ..polynomials import (
     chebyshev_recurrence_coefficients,
 )
 from ..probes import Probe
-from ..validation import check_choice, check_count, check_positive, check_tensor
+from ..validation import check_choice, check_count, check_counts, check_positive, check_tensor
 from .heads import IdentityHead
-from .metasolver import ACTIVATIONS, MetaSolver, register_metasolver
+from .metasolver import ACTIVATIONS, MetaSolver, dense_parameters, register_metasolver
 
 PARADIGMS = {"recurrence": ("initial", "momentum", "step"),
              "basis": ("coefficients", "lower", "upper"),
@@ -167,6 +167,20 @@ class AutoSpecEngine(MetaSolver):
     @classmethod
     def from_config(cls, config: dict) -> AutoSpecEngine:
         return cls(**config)  # the heads follow from the paradigm; the config holds none
+
+    @classmethod
+    def parameter_count(cls, config: dict) -> int:
+        probe_steps = check_count("probe_steps", config.get("probe_steps"), minimum=2)
+        check_count("degree", config.get("degree"), minimum=1)
+        paradigm = check_choice("paradigm", config.get("paradigm", "recurrence"),
+                                tuple(PARADIGMS))
+        modes = check_count("modes", config.get("modes", 8))
+        hidden = check_counts("hidden", config.get("hidden", [64, 64]), minimum=1)
+        check_choice("activation", config.get("activation", "silu"), tuple(ACTIVATIONS))
+        # The heads __init__ builds: the interval (2 entries for a recurrence) and the profiles.
+        recurrence = paradigm == "recurrence"
+        outputs = 1 + recurrence + (2 if recurrence else 1) * modes
+        return dense_parameters([2 * probe_steps + 1, *hidden, outputs])
 
     def _raw(self, inputs: torch.Tensor, baseline: bool) -> dict[str, torch.Tensor]:
         """The network's outputs split by head; all zero for the baseline (the untrained engine)."""

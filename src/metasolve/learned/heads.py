@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from ..registry import Registry
-from ..validation import check_count, check_finite_number, check_tensor
+from ..validation import check_count, check_counts, check_finite_number, check_tensor
 
 HEADS = Registry("head kind", key="kind")
 _register = HEADS.register
@@ -25,6 +25,14 @@ class Head(nn.Module):
 
     def config(self) -> dict:
         return {}
+
+    @classmethod
+    def sizes(cls, config: dict) -> tuple[int, int] | None:
+        """``(n_outputs, stored entries)`` of the head :meth:`config` describes, computed from
+        the config alone (nothing is built), with its fields' types checked (``TypeError`` or
+        ``ValueError`` otherwise). Loading an artifact reads it to bound memory before building
+        anything; ``None`` means the kind does not declare its sizes."""
+        return None
 
 
 @_register
@@ -39,6 +47,10 @@ class IdentityHead(Head):
 
     def config(self):
         return {"dim": self.n_outputs}
+
+    @classmethod
+    def sizes(cls, config):
+        return check_count("dim", config.get("dim"), minimum=1), 0
 
     def forward(self, z):
         return z
@@ -65,6 +77,12 @@ class IntervalHead(Head):
     def config(self):
         return {"low": self.low, "high": self.high}
 
+    @classmethod
+    def sizes(cls, config):
+        check_finite_number("low", config.get("low"))
+        check_finite_number("high", config.get("high"))
+        return 1, 0
+
     def forward(self, z):
         return self.low + (self.high - self.low) * torch.sigmoid(z[:, 0])
 
@@ -90,6 +108,11 @@ class BoundedHead(Head):
     def config(self):
         return {"dim": self.n_outputs, "bound": self.bound}
 
+    @classmethod
+    def sizes(cls, config):
+        check_finite_number("bound", config.get("bound", 1.0))
+        return check_count("dim", config.get("dim"), minimum=1), 0
+
     def forward(self, z):
         return self.bound * torch.tanh(z)
 
@@ -107,6 +130,11 @@ class PositiveHead(Head):
 
     def config(self):
         return {"minimum": self.minimum}
+
+    @classmethod
+    def sizes(cls, config):
+        check_finite_number("minimum", config.get("minimum", 0.0))
+        return 1, 0
 
     def forward(self, z):
         return nn.functional.softplus(z[:, 0]) + self.minimum
@@ -137,6 +165,13 @@ class BasisHead(Head):
 
     def config(self):
         return {"shape": list(self.basis.shape)}
+
+    @classmethod
+    def sizes(cls, config):
+        shape = check_counts("shape", config.get("shape"), minimum=1)
+        if len(shape) != 2:
+            raise ValueError(f"a basis shape has two entries (N, K), got {shape}")
+        return shape[1], shape[0] * shape[1]
 
     def forward(self, z):
         return z @ self.basis.T

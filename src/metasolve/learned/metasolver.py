@@ -24,13 +24,47 @@ import torch
 from torch import nn
 
 from ..registry import Registry
-from ..validation import check_count, check_finite_number, check_tensor
-from .heads import Head, head_from_config
+from ..validation import (
+    check_choice,
+    check_count,
+    check_counts,
+    check_finite_number,
+    check_mapping,
+    check_tensor,
+)
+from .heads import HEADS, Head, head_from_config
 
 METASOLVERS = Registry("meta-solver kind", key="kind")
 register_metasolver = METASOLVERS.register
 
 ACTIVATIONS = {"silu": nn.SiLU, "relu": nn.ReLU, "tanh": nn.Tanh, "gelu": nn.GELU}
+
+
+def dense_parameters(widths: Sequence[int]) -> int:
+    """Weights and biases of fully connected layers ``widths[0] -> widths[1] -> ...``:
+    ``sum(w_in w_out + w_out)``, the count ``nn.Linear`` layers of these widths hold."""
+    return sum(a * b + b for a, b in zip(widths[:-1], widths[1:], strict=True))
+
+
+def heads_sizes(heads: dict) -> tuple[int, int] | None:
+    """``(outputs, stored entries)`` of the heads a meta-solver config describes
+    (``{name: {"kind": ..., "config": {...}}}``), from the configs alone; ``None`` if a head kind
+    does not declare its sizes. Raises ``TypeError``/``ValueError`` naming a malformed head."""
+    check_mapping("heads", heads)
+    if not heads:
+        raise ValueError("a meta-solver needs at least one head, the config has none")
+    outputs = stored = 0
+    for name, head in heads.items():
+        check_mapping(f"heads[{name!r}]", head)
+        kind = head.get("kind")
+        if not isinstance(kind, str) or kind not in HEADS:
+            raise ValueError(f"heads[{name!r}] has unknown head kind {kind!r}; registered: "
+                             f"{sorted(HEADS)}")
+        sizes = HEADS[kind].sizes(check_mapping(f"heads[{name!r}].config", head.get("config")))
+        if sizes is None:
+            return None
+        outputs, stored = outputs + sizes[0], stored + sizes[1]
+    return outputs, stored
 
 
 class MetaSolver(nn.Module):
@@ -82,6 +116,15 @@ class MetaSolver(nn.Module):
                            for name, h in config.pop("heads").items()}
         return cls(**config)
 
+    @classmethod
+    def parameter_count(cls, config: dict) -> int | None:
+        """The number of entries of the state dict the (untrained) meta-solver :meth:`config`
+        describes would hold, computed arithmetically from the config without building anything,
+        with its fields' types checked (``TypeError`` or ``ValueError`` otherwise). Loading an
+        artifact compares it with a ceiling before building (``metasolve.artifact``); a kind
+        that returns ``None`` (the default) declares nothing and is built unchecked."""
+        return None
+
     def baseline_params(self, features: torch.Tensor) -> dict[str, torch.Tensor]:
         """``theta`` of the classical method this meta-solver starts from, for the same tasks
         (read by losses relative to it). Only meta-solvers whose untrained state is a classical
@@ -122,6 +165,12 @@ class ConstantMetaSolver(MetaSolver):
 
     def config(self) -> dict:
         return {"kind": self.kind, "heads": self.heads_config(), "in_features": self.in_features}
+
+    @classmethod
+    def parameter_count(cls, config: dict) -> int | None:
+        check_count("in_features", config.get("in_features"), allow_none=True)
+        sizes = heads_sizes(config.get("heads"))
+        return None if sizes is None else sizes[0] + sizes[1]  # z, plus the heads' buffers
 
     def forward(self, features: torch.Tensor) -> dict[str, torch.Tensor]:
         check_tensor("features", features, ndim=2)
@@ -190,6 +239,17 @@ class NetworkMetaSolver(MetaSolver):
     def config(self) -> dict:
         return {"kind": self.kind, "in_features": self.in_features, "hidden": self.hidden,
                 "activation": self.activation, "heads": self.heads_config()}
+
+    @classmethod
+    def parameter_count(cls, config: dict) -> int | None:
+        in_features = check_count("in_features", config.get("in_features"), minimum=1)
+        hidden = check_counts("hidden", config.get("hidden", [15, 15]), minimum=1)
+        check_choice("activation", config.get("activation", "silu"), tuple(ACTIVATIONS))
+        sizes = heads_sizes(config.get("heads"))
+        if sizes is None:
+            return None
+        # The layers, the feature_scale buffer (in_features) and the heads' buffers.
+        return dense_parameters([in_features, *hidden, sizes[0]]) + in_features + sizes[1]
 
     def forward(self, features: torch.Tensor) -> dict[str, torch.Tensor]:
         check_tensor("features", features, ndim=2)

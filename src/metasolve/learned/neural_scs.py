@@ -48,7 +48,7 @@ from torch import nn
 
 from ..solvers.registry import register_method
 from ..solvers.scs import SCS, tau_normalized
-from ..validation import check_count
+from ..validation import check_count, check_counts
 
 
 def _linear(width_in: int, width_out: int, overparametrize: bool, zero: bool = False):
@@ -76,6 +76,21 @@ def mlp(width_in: int, hidden: Sequence[int], width_out: int,
         width = h
     layers.append(_linear(width, width_out, overparametrize, zero=True))
     return nn.Sequential(*layers)
+
+
+def mlp_parameters(width_in: int, hidden: Sequence[int], width_out: int,
+                   overparametrize: bool = False) -> int:
+    """The number of weights :func:`mlp` of these widths holds, without building it."""
+    widths = [width_in, *hidden, width_out]
+    # An overparametrised layer is a bias-free a -> b product followed by a b -> b layer.
+    return sum(a * b + b + (b * b if overparametrize else 0)
+               for a, b in zip(widths[:-1], widths[1:], strict=True))
+
+
+def _boolean(name: str, value) -> bool:
+    if not isinstance(value, bool):
+        raise TypeError(f"{name} must be true or false, got {type(value).__name__}")
+    return value
 
 
 class _LearnedSCS(SCS, nn.Module):
@@ -112,6 +127,12 @@ class _LearnedSCS(SCS, nn.Module):
     def config(self) -> dict:
         return {"dim": self.dim, "scaled_corrections": self.scaled_corrections,
                 **SCS.config(self)}
+
+    @staticmethod
+    def _dim(config: dict) -> int:
+        dim = check_count("dim", config.get("dim"), minimum=4)
+        _boolean("scaled_corrections", config.get("scaled_corrections", False))
+        return dim
 
     def init(self, problem, x0, params):
         if problem.size != self.dim:
@@ -159,6 +180,19 @@ class RecurrentSCS(_LearnedSCS):
 
     def config(self) -> dict:
         return {**super().config(), "hidden": self.hidden, "encoder": self.encoder_widths}
+
+    @classmethod
+    def parameter_count(cls, config: dict) -> int:
+        """Entries of the state dict the config describes, from the config alone (loading an
+        artifact bounds memory with it before building; :meth:`MetaSolver.parameter_count`)."""
+        dim = cls._dim(config)
+        hidden = check_count("hidden", config.get("hidden", 128), minimum=1)
+        encoder = check_counts("encoder", config.get("encoder", [256]), minimum=1)
+        w_in = (3 if config.get("scaled_corrections", False) else 2) * dim
+        width = encoder[-1] if encoder else w_in
+        gru = 3 * hidden * (width + hidden + 2)  # weight_ih, weight_hh and their biases
+        encoder_weights = mlp_parameters(w_in, encoder[:-1], encoder[-1]) if encoder else 0
+        return dim + encoder_weights + gru + hidden * dim + dim  # tau_free, ..., the decoder
 
     def init_extra(self, problem, x0, fz, params):
         h0 = params.get("hidden0")
@@ -216,6 +250,21 @@ class IntermittentSCS(_LearnedSCS):
         return {**super().config(), "context_dim": self.context_dim, "access": self.access,
                 "history": self.history, "hidden": self.hidden,
                 "overparametrize": self.overparametrize}
+
+    @classmethod
+    def parameter_count(cls, config: dict) -> int:
+        """Entries of the state dict the config describes, from the config alone (loading an
+        artifact bounds memory with it before building; :meth:`MetaSolver.parameter_count`)."""
+        dim = cls._dim(config)
+        context_dim = check_count("context_dim", config.get("context_dim"))
+        access = check_counts("access", config.get("access", [1, 2, 5, 10, 15]), minimum=1)
+        history = check_count("history", config.get("history", 1), minimum=1)
+        hidden = check_counts("hidden", config.get("hidden", [512, 512]), minimum=1)
+        over = _boolean("overparametrize", config.get("overparametrize", False))
+        iterates = history + (2 if config.get("scaled_corrections", False) else 1)
+        # The MLP, then the buffers: tau_free, context_scale and access_mask (max(access) + 1).
+        return (mlp_parameters(iterates * dim + context_dim, hidden, dim, over)
+                + dim + context_dim + max(access, default=0) + 1)
 
     def init_extra(self, problem, x0, fz, params):
         if self.context_dim and (problem.context is None

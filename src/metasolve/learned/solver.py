@@ -17,16 +17,144 @@ import torch
 from torch import nn
 
 from .._version import __version__
-from ..artifact import ArtifactError, read_tensors, write_tensors
+from ..artifact import ArtifactError, json_type, json_type_name, read_tensors, write_tensors
 from ..solution import Solution
 from ..solvers.base import MONITORS, IterativeMethod, run
-from ..solvers.registry import method_from_config
+from ..solvers.registry import METHODS, method_from_config
 from ..tasks.base import FAMILIES, TaskBatch, TaskFamily, family_from_config
 from ..validation import check_choice
-from .metasolver import MetaSolver, metasolver_from_config
+from .metasolver import METASOLVERS, MetaSolver, heads_sizes, metasolver_from_config
 from .safeguard import feature_envelope, safeguarded_solve
 
 ARTIFACT_KIND = "learned_solver"
+
+#: The most weights (entries of the state dict: the meta-solver's, and the method's when it has
+#: any) a file may describe for :meth:`LearnedSolver.load` to build it: 10 million, 80 MB in
+#: float64. The count is computed from the JSON alone before anything is built; raise it with
+#: ``load(path, max_parameters=...)``.
+MAX_PARAMETERS = 10_000_000
+
+#: The largest ``TaskFamily.declared_size`` (entries of the largest data the family builds, e.g.
+#: ``2 n^2`` for a 1D Poisson family of size ``n``) :meth:`LearnedSolver.load` rebuilds a stored
+#: family for: 2**24, 128 MB in float64. Raise it with ``load(path, max_family_size=...)``.
+MAX_FAMILY_SIZE = 2**24
+
+# The keys a learned-solver document has, and the JSON types each may take.
+_DOCUMENT_FIELDS = {"kind": (str,), "metasolve_version": (str,), "method": (dict,),
+                    "metasolver": (dict,), "family": (dict, type(None)), "monitor": (str,),
+                    "settings": (dict, type(None)), "feature_envelope": (list, type(None))}
+_REQUIRED = ("kind", "method", "metasolver", "feature_envelope")
+
+
+def _mapping(path, what: str, value, keys: dict[str, tuple] | None = None,
+             required: tuple[str, ...] = ()) -> dict:
+    """``value`` as a JSON object whose listed ``keys`` have the listed types."""
+    if not isinstance(value, dict):
+        raise ArtifactError(f"{path}: {what} must be a JSON object, got a "
+                            f"{json_type(value)}: {_short(value)}")
+    missing = [key for key in required if key not in value]
+    if missing:
+        raise ArtifactError(f"{path}: {what} lacks the key(s) {missing}")
+    for key, types in (keys or {}).items():
+        if key in value and not isinstance(value[key], types):
+            raise ArtifactError(f"{path}: {what}[{key!r}] must be a JSON "
+                                f"{' or '.join(json_type_name(t) for t in types)}, got a "
+                                f"{json_type(value[key])}: {_short(value[key])}")
+    return value
+
+
+def _short(value) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def _registered(path, what: str, name, registry) -> type:
+    if not isinstance(name, str) or name not in registry:
+        raise ArtifactError(f"{path}: unknown {what} {_short(name)}; registered: "
+                            f"{sorted(registry)}")
+    return registry[name]
+
+
+def _declared(path, what: str, hook, config: dict) -> int | None:
+    """Call a size hook (``parameter_count``, ``declared_size``); its type and value errors
+    become ArtifactErrors naming the part of the file they are about."""
+    try:
+        return hook(config)
+    except (TypeError, ValueError, KeyError, AttributeError, IndexError) as exc:
+        raise ArtifactError(f"{path}: malformed {what}: {exc}") from exc
+
+
+def check_document(path, document: dict, *, build_family: bool = True,
+                   max_parameters: int = MAX_PARAMETERS,
+                   max_family_size: int = MAX_FAMILY_SIZE) -> int | None:
+    """Check a learned-solver document against its schema before anything is built.
+
+    Checks every field's JSON type, that the method, meta-solver kind, head kinds and (when
+    ``build_family``) the family are registered, and, arithmetically from the configs, that the
+    weights they describe (``parameter_count`` of the meta-solver kind and of the method, when
+    they declare it) stay within ``max_parameters`` and the family's ``declared_size`` within
+    ``max_family_size``. Returns the weight count, or ``None`` if a part does not declare it.
+    Raises :class:`~metasolve.ArtifactError` naming what is wrong.
+    """
+    if isinstance(document, dict) and document.get("kind") == ARTIFACT_KIND and \
+            "feature_envelope" not in document:
+        raise ArtifactError(f"{path} does not record the envelope of its training features "
+                            "(written before the safeguard existed); retrain and save it again")
+    _mapping(path, "the document", document, _DOCUMENT_FIELDS, _REQUIRED)
+    if document["kind"] != ARTIFACT_KIND:
+        raise ArtifactError(f"{path} holds a {document['kind']!r}, not a learned solver")
+    envelope = document["feature_envelope"]
+    if envelope is not None and not (
+            len(envelope) == 2 and all(isinstance(row, list) for row in envelope)
+            and len(envelope[0]) == len(envelope[1])
+            and all(isinstance(v, (int, float)) and not isinstance(v, bool)
+                    for row in envelope for v in row)):
+        raise ArtifactError(f"{path}: feature_envelope must be two equally long lists of numbers "
+                            "(the training features' minima and maxima)")
+    unknown = sorted(set(document) - set(_DOCUMENT_FIELDS))
+    if unknown:
+        raise ArtifactError(f"{path}: unknown key(s) {unknown} in the document; expected "
+                            f"{sorted(_DOCUMENT_FIELDS)}")
+    if "monitor" in document:
+        if document["monitor"] not in MONITORS:
+            raise ArtifactError(f"{path}: monitor must be one of {MONITORS}, got "
+                                f"{document['monitor']!r}")
+
+    method = _mapping(path, "the method", document["method"], {"name": (str,),
+                                                                "config": (dict,)},
+                      ("name", "config"))
+    method_cls = _registered(path, "method", method["name"], METHODS)
+    metasolver = _mapping(path, "the meta-solver", document["metasolver"], {"kind": (str,)},
+                          ("kind",))
+    metasolver_cls = _registered(path, "meta-solver kind", metasolver["kind"], METASOLVERS)
+    if "heads" in metasolver:  # head kinds and their configs, whatever the meta-solver kind
+        _declared(path, "meta-solver heads", heads_sizes, metasolver["heads"])
+
+    counts = [_declared(path, f"meta-solver ({metasolver['kind']})",
+                        metasolver_cls.parameter_count, metasolver)]
+    method_count = getattr(method_cls, "parameter_count", None)
+    if callable(method_count):  # only methods with weights of their own declare them
+        counts.append(_declared(path, f"method config ({method['name']})", method_count,
+                                method["config"]))
+    total = sum(c for c in counts if c is not None)
+    if total > max_parameters:
+        raise ArtifactError(f"{path}: the architecture it describes has {total} weights, more "
+                            f"than the limit of {max_parameters} (pass a larger "
+                            "max_parameters to load a file you trust)")
+
+    stored = document.get("family")
+    if stored is not None:
+        _mapping(path, "the family", stored, {"name": (str,), "config": (dict,)},
+                 ("name", "config"))
+        if build_family and stored["name"] in FAMILIES:
+            size = _declared(path, f"family config ({stored['name']})",
+                             FAMILIES[stored["name"]].declared_size, stored["config"])
+            if size is not None and size > max_family_size:
+                raise ArtifactError(f"{path}: family {stored['name']} {_short(stored['config'])}"
+                                    f" declares size {size}, more than the limit of "
+                                    f"{max_family_size} (pass a larger max_family_size to "
+                                    "load a file you trust)")
+    return None if None in counts else total
 
 
 class LearnedSolver:
@@ -191,25 +319,34 @@ class LearnedSolver:
         return write_tensors(path, self.model.state_dict(), document)
 
     @classmethod
-    def load(cls, path, family: TaskFamily | None = None) -> LearnedSolver:
+    def load(cls, path, family: TaskFamily | None = None, *,
+             max_parameters: int = MAX_PARAMETERS,
+             max_family_size: int = MAX_FAMILY_SIZE) -> LearnedSolver:
         """Load a solver written by :meth:`save`; raises :class:`~metasolve.ArtifactError` if the
         file is not one, is damaged, or does not match what it describes.
+
+        Nothing is built before the document passed :func:`check_document` (types, registered
+        names, and the weight and family-size limits, computed from the JSON), so a forged
+        header cannot make loading allocate more than the limits allow; the tensors are then
+        checked against the state dict of the architecture, name by name and shape by shape,
+        before any is loaded. The checksum proves the file is intact, not who wrote it: load
+        only files from sources you trust, since the file chooses which registered classes run.
 
         Args:
             family: optionally the task family to attach; it must match the stored one. If
                 omitted, the stored family is rebuilt when its class is registered (imported).
+            max_parameters: the most weights the described architecture may have
+                (:data:`MAX_PARAMETERS`); raise it for a larger model you trust.
+            max_family_size: the largest declared size of a stored family that is rebuilt
+                (:data:`MAX_FAMILY_SIZE`).
         """
         tensors, document = read_tensors(path)
-        if document.get("kind") != ARTIFACT_KIND:
-            raise ArtifactError(f"{path} holds a {document.get('kind')!r}, not a learned solver")
-        if "feature_envelope" not in document:
-            raise ArtifactError(f"{path} does not record the envelope of its training features "
-                                "(written before the safeguard existed); retrain and save it "
-                                "again")
+        # The schema bounds what building costs; the tensors (in memory already, bounded by the
+        # file's size) are compared name by name and shape by shape with the state dict of the
+        # built (untrained) architecture below, before any is loaded into it.
+        check_document(path, document, build_family=family is None,
+                       max_parameters=max_parameters, max_family_size=max_family_size)
         stored = document.get("family")
-        if stored is not None and not (isinstance(stored, dict) and "name" in stored):
-            raise ArtifactError(f"{path}: the stored family description is malformed: "
-                                f"{stored!r}")
         if family is not None and stored is not None and (
                 stored.get("name") != family.name or stored.get("config") != family.config()):
             raise ArtifactError(f"{path} was trained on family {stored.get('name')} "
@@ -230,9 +367,12 @@ class LearnedSolver:
                          monitor=document.get("monitor", "residual"),
                          settings=document.get("settings"),
                          feature_envelope=document["feature_envelope"])
-        except (KeyError, TypeError, ValueError) as exc:
-            raise ArtifactError(f"{path}: cannot rebuild the solver from its JSON: {exc}") \
-                from exc
+        except (KeyError, TypeError, ValueError, AttributeError, IndexError, OverflowError,
+                RecursionError, RuntimeError) as exc:
+            # Constructors validate their own arguments; whatever they refuse with is a malformed
+            # file here (the schema has bounded sizes, so this is not an allocation failure).
+            raise ArtifactError(f"{path}: cannot rebuild the solver from its JSON: "
+                                f"{type(exc).__name__}: {exc}") from exc
         expected = solver.model.state_dict()
         missing = sorted(set(expected) - set(tensors))
         extra = sorted(set(tensors) - set(expected))
@@ -261,6 +401,8 @@ def save(solver: LearnedSolver, path) -> Path:
     return solver.save(path)
 
 
-def load(path, family: TaskFamily | None = None) -> LearnedSolver:
+def load(path, family: TaskFamily | None = None, *, max_parameters: int = MAX_PARAMETERS,
+         max_family_size: int = MAX_FAMILY_SIZE) -> LearnedSolver:
     """``metasolve.load(path)``: the same as :meth:`LearnedSolver.load`."""
-    return LearnedSolver.load(path, family=family)
+    return LearnedSolver.load(path, family=family, max_parameters=max_parameters,
+                              max_family_size=max_family_size)

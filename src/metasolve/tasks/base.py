@@ -53,6 +53,15 @@ class TaskFamily:
     def config(self) -> dict[str, Any]:
         return {}
 
+    @classmethod
+    def declared_size(cls, config: dict[str, Any]) -> int | None:
+        """The number of entries of the largest data the family described by ``config`` builds
+        (in its constructor or for one sampled instance, e.g. ``n * n`` for a dense ``n x n``
+        matrix), computed from the config alone, with its size fields' types checked
+        (``TypeError``/``ValueError``). Loading an artifact compares it with a ceiling before
+        building the family; ``None`` (the default) declares nothing."""
+        return None
+
     @property
     def feature_dim(self) -> int:
         raise NotImplementedError(f"{type(self).__name__} must define feature_dim")

@@ -18,7 +18,13 @@ from dataclasses import dataclass
 import torch
 
 from ..problems import NonlinearSystem, check_vectors
-from ..validation import check_count, check_finite_number, check_positive, check_tensor
+from ..validation import (
+    check_count,
+    check_counts,
+    check_finite_number,
+    check_positive,
+    check_tensor,
+)
 from .base import TaskBatch, TaskFamily, register_family
 
 #: SM2.2: training values of ``c``, and the two outside the training range.
@@ -131,6 +137,11 @@ class ChandrasekharFamily(TaskFamily):
     def config(self):
         return {"sizes": list(self.sizes), "c_values": list(self.c_values), "mean": self.mean,
                 "variance": self.variance}
+
+    @classmethod
+    def declared_size(cls, config):
+        sizes = check_counts("sizes", config.get("sizes", [10, 20]), minimum=1)
+        return max(sizes, default=1) ** 2  # one instance's dense (m, m) operator
 
     @property
     def feature_dim(self) -> int:

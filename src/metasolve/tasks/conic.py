@@ -503,6 +503,14 @@ class LassoFamily(ConicFamily):
         return {"p": self.p, "q": self.q, "density": self.density, "noise": self.noise,
                 "fixed_matrix_seed": self.fixed_matrix_seed, "observations": self.observations}
 
+    @classmethod
+    def declared_size(cls, config):
+        p = check_count("p", config.get("p", 50), minimum=1)
+        q = check_count("q", config.get("q", 100), minimum=1)
+        sets = check_count("observations", config.get("observations"), minimum=1,
+                           allow_none=True) or 1
+        return q * p * sets + q * sets + p  # F (dense, per observation set), g and z
+
     @property
     def _sets(self) -> int:
         return 1 if self.observations is None else self.observations
@@ -587,6 +595,13 @@ class DynamicLassoFamily(ConicFamily):
         self.fixed_matrix_seed = _check_seed("fixed_matrix_seed", fixed_matrix_seed)
         self.fixed_matrix = (None if self.fixed_matrix_seed is None else _draw_normal(
             torch.Generator().manual_seed(self.fixed_matrix_seed), self.q, self.p))
+
+    @classmethod
+    def declared_size(cls, config):
+        p = check_count("p", config.get("p", 10), minimum=1)
+        q = check_count("q", config.get("q", 20), minimum=1)
+        steps = check_count("steps", config.get("steps", 2), minimum=2)
+        return steps * (q * p + q + 2 * p)  # F, observations, z and v of every step
 
     def config(self) -> dict[str, Any]:
         return {"p": self.p, "q": self.q, "steps": self.steps, "density": self.density,
@@ -695,6 +710,11 @@ class KalmanFamily(ConicFamily):
         self.outlier_scale = check_positive("outlier_scale", outlier_scale)
         self.dt = self.horizon / max(self.steps - 1, 1)
         self.drift, self.input, self.observation = kalman_dynamics(self.dt, self.gamma)
+
+    @classmethod
+    def declared_size(cls, config):
+        steps = check_count("steps", config.get("steps", 50), minimum=1)
+        return 12 * (steps + 1)  # x (4 per step), w, v and y (2 each)
 
     def config(self) -> dict[str, Any]:
         return {"steps": self.steps, "horizon": self.horizon, "mu": self.mu, "rho": self.rho,

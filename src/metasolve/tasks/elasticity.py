@@ -45,7 +45,7 @@ import numpy as np
 import torch
 
 from ..problems import LinearSystem
-from ..validation import check_choice, check_count, check_positive
+from ..validation import check_choice, check_count, check_counts, check_positive
 from .base import TaskBatch, TaskFamily, register_family
 
 GRAVITY = 9.81
@@ -146,6 +146,14 @@ class ElasticBeamFamily(TaskFamily):
             self.ranges[name] = (low, high)
         self._assemble_pieces()
         self._feature_bounds = self._norm_bounds()
+
+    @classmethod
+    def declared_size(cls, config):
+        cells = check_counts("cells", config.get("cells", [8, 2, 2]), minimum=1)
+        if len(cells) != 3:
+            raise ValueError(f"cells must be three counts (length, width, height), got {cells}")
+        dofs = 3 * (cells[0] + 1) * (cells[1] + 1) * (cells[2] + 1)
+        return 6 * dofs * dofs  # the six dense stiffness pieces __init__ assembles
 
     def config(self):
         r = self.ranges

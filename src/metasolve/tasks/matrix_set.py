@@ -91,6 +91,14 @@ class MatrixSetFamily(TaskFamily):
         return {"matrices": self.matrices.tolist(), "rhs_mean": self.rhs_mean.tolist(),
                 "rhs_halfwidth": self.rhs_halfwidth}
 
+    @classmethod
+    def declared_size(cls, config):
+        # The matrices are written out in the config itself (bounded by the file), as (K, m, m).
+        matrices = config.get("matrices")
+        if not (isinstance(matrices, list) and matrices and isinstance(matrices[0], list)):
+            raise TypeError("matrices must be a (K, m, m) nested list")
+        return len(matrices) * len(matrices[0]) ** 2
+
     @property
     def feature_dim(self) -> int:
         return int(self.matrices.shape[1])

@@ -83,6 +83,11 @@ class Poisson1DFamily(TaskFamily):
     def config(self):
         return {"n": self.n, "p": self.p}
 
+    @classmethod
+    def declared_size(cls, config):
+        n = check_count("n", config.get("n", 16), minimum=2)
+        return 2 * n * n  # the dense matrix and the sine basis, built in __init__
+
     @property
     def feature_dim(self) -> int:
         return self.n

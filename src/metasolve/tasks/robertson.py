@@ -165,6 +165,10 @@ class RobertsonFamily(TaskFamily):
     def config(self):
         return {"steps": self.steps, "t_first": self.t_first, "t_last": self.t_last}
 
+    @classmethod
+    def declared_size(cls, config):
+        return check_count("steps", config.get("steps", 100), minimum=1) + 1  # the times
+
     @property
     def feature_dim(self) -> int:
         return 7

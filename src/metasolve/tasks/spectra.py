@@ -115,6 +115,12 @@ class SpectrumFamily(TaskFamily):
         self.probe_iterations = check_count("probe_iterations", probe_iterations)
         self.function = check_choice("function", function, tuple(FUNCTIONS))
 
+    @classmethod
+    def declared_size(cls, config):
+        size = check_count("size", config.get("size", 256), minimum=2)
+        steps = check_count("probe_steps", config.get("probe_steps", 10), minimum=2)
+        return size * (steps + 2)  # a spectrum, a right-hand side and the probe's vectors
+
     def config(self):
         return {"size": self.size, "probe_steps": self.probe_steps, "kappa_min": self.kappa_min,
                 "kappa_max": self.kappa_max, "kinds": list(self.kinds), "probe": self.probe,
@@ -184,6 +190,13 @@ class FilterStateFamily(TaskFamily):
             raise ValueError(f"block must be below size ({size}), got {block}")
         self.degree = check_count("degree", degree, minimum=1)
         self.iterations = check_count("iterations", iterations)
+
+    @classmethod
+    def declared_size(cls, config):
+        size = check_count("size", config.get("size", 512), minimum=2)
+        block = check_count("block", config.get("block", 15), minimum=1)
+        steps = check_count("probe_steps", config.get("probe_steps", 20), minimum=2)
+        return size * (block + steps + 2)  # the block of vectors besides a spectrum's probe
 
     def config(self):
         spectra = self.spectra.config()

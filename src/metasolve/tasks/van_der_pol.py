@@ -119,6 +119,12 @@ class VanDerPolFamily(TaskFamily):
         self.x2_range = _range("x2_range", x2_range)
         self.tolerance = check_positive("tolerance", tolerance)
 
+    @classmethod
+    def declared_size(cls, config):
+        steps = check_count("steps", config.get("steps", 5), minimum=1)
+        order = check_count("order", config.get("order", 3))
+        return 2 * steps * (order + 2)  # the (x1, x2) states of every step and stage
+
     def config(self):
         return {"steps": self.steps, "order": self.order, "step_sizes": list(self.step_sizes),
                 "a_range": list(self.a_range), "x1_range": list(self.x1_range),
