@@ -153,12 +153,20 @@ def _fall_back(solver, tasks, learned: Solution, failed: torch.Tensor, classical
         history[:, idx] = again.residual_history
         iterations[idx] = again.iterations
     else:
-        # The learned run's history, then the classical run's rows for the instances that
-        # fell back (the others stay frozen at their final value, as the driver freezes them).
-        tail = history[-1:].repeat(again.residual_history.shape[0] - 1, 1)
-        tail[:, idx] = again.residual_history[1:]
-        history = torch.cat([history, tail])
-        iterations[idx] += again.iterations
+        # Each instance that fell back continues its own history where its learned run
+        # stopped, with the classical run's rows; every row after an instance's last one
+        # repeats its final value, as the driver freezes a stopped instance.
+        stops = iterations[idx]
+        total = stops + again.iterations
+        length = max(history.shape[0], int(total.max()) + 1)
+        merged = history[-1:].repeat(length, 1)
+        merged[:history.shape[0]] = history
+        for j, i in enumerate(idx.tolist()):
+            start, steps = int(stops[j]), int(again.iterations[j])
+            merged[start + 1:start + steps + 1, i] = again.residual_history[1:steps + 1, j]
+            merged[start + steps + 1:, i] = again.residual_history[steps, j]
+        history = merged
+        iterations[idx] = total
     x = learned.x.detach().clone()
     x[idx] = again.x
     status = learned.status.clone()

@@ -1,0 +1,149 @@
+"""The safeguard of a learned solve fires when it must and not when it must not, and what it did is
+reported in the Solution and kept in the artifact."""
+
+from __future__ import annotations
+
+import warnings
+
+import pytest
+import torch
+
+import metasolve as ms
+from metasolve.artifact import ArtifactError, read_tensors, write_tensors
+from metasolve.learned.safeguard import feature_envelope, outside_envelope
+
+OPTIONS = {"rtol": 1e-6, "maxiter": 5000}
+
+
+@pytest.fixture(scope="module")
+def family():
+    return ms.Poisson1DFamily(n=16, p=0.0)
+
+
+@pytest.fixture(scope="module")
+def tasks(family):
+    return family.sample(12, seed=3)
+
+
+class _GivenGuess(ms.MetaSolver):
+    """A meta-solver that predicts a given initial guess per task (whatever the features)."""
+
+    def __init__(self, guess: torch.Tensor):
+        super().__init__({"x0": ms.IdentityHead(guess.shape[1])})
+        self.register_buffer("guess", guess)
+
+    def forward(self, features):
+        return {"x0": self.guess[: features.shape[0]]}
+
+
+def _guess_solver(family, tasks, error: float) -> ms.LearnedSolver:
+    """A learned guess: each task's exact solution plus ``error`` times a fixed rough vector
+    (small: a good guess; large: a guess made worse on purpose)."""
+    exact = tasks.problem.solution
+    rough = torch.linspace(-1, 1, exact.shape[1], dtype=exact.dtype) ** 3
+    guess = exact + error * exact.abs().amax(dim=1, keepdim=True) * rough
+    return ms.LearnedSolver(ms.Jacobi(), _GivenGuess(guess), family=family)
+
+
+def _damping_solver(family, omega: float) -> ms.LearnedSolver:
+    psi = ms.ConstantMetaSolver({"omega": ms.IdentityHead(1)}, init={"omega": omega},
+                                in_features=family.feature_dim)
+    return ms.LearnedSolver(ms.Jacobi(), psi, family=family)
+
+
+def _solve(solver, tasks, **options):
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return solver.solve(tasks, **{**OPTIONS, **options})
+
+
+def test_a_good_learned_guess_is_kept(family, tasks):
+    solver = _guess_solver(family, tasks, 1e-8)
+    guarded, raw = _solve(solver, tasks), _solve(solver, tasks, safeguard=False)
+    assert not guarded.info["guess_rejected"].any() and not guarded.fallback.any()
+    assert torch.equal(guarded.iterations, raw.iterations)
+    zero = ms.run(ms.Jacobi(), tasks.problem, **OPTIONS)
+    assert bool((guarded.iterations < zero.iterations).all())
+
+
+def test_a_guess_made_worse_on_purpose_is_replaced_by_the_classical_one(family, tasks):
+    solver = _guess_solver(family, tasks, 50.0)
+    raw, guarded = _solve(solver, tasks, safeguard=False), _solve(solver, tasks)
+    zero = ms.run(ms.Jacobi(), tasks.problem, **OPTIONS)
+    assert bool((raw.iterations > zero.iterations).all())  # the bad guess hurts unguarded
+    assert bool(guarded.info["guess_rejected"].all())
+    assert torch.equal(guarded.iterations, zero.iterations)
+    torch.testing.assert_close(guarded.x, zero.x)
+
+
+def test_a_diverging_relaxation_factor_falls_back_and_converges_to_the_answer(family, tasks):
+    solver = _damping_solver(family, 1.6)  # Jacobi diverges beyond omega = 1 here
+    raw, guarded = _solve(solver, tasks, safeguard=False), _solve(solver, tasks)
+    assert bool((raw.status == ms.Status.DIVERGED).all())
+    assert bool(guarded.fallback.all()) and bool(guarded.converged.all())
+    exact = tasks.problem.solution
+    assert float((torch.linalg.vector_norm(guarded.x - exact, dim=1)
+                  / torch.linalg.vector_norm(exact, dim=1)).max()) < 1e-4
+    # The count includes the failed attempt, and the history tells the same story.
+    assert bool((guarded.iterations > raw.iterations).all())
+    assert torch.equal(guarded.iterations_to(1e-6), guarded.iterations)
+    assert "fallback=12" in repr(guarded)
+
+
+def test_a_good_relaxation_factor_does_not_fall_back(family, tasks):
+    solver = _damping_solver(family, 0.9)
+    raw, guarded = _solve(solver, tasks, safeguard=False), _solve(solver, tasks)
+    assert not guarded.fallback.any()
+    assert torch.equal(guarded.iterations, raw.iterations)
+    assert torch.equal(guarded.x, raw.x)
+
+
+def test_solve_baseline_is_the_classical_method_for_any_meta_solver(family, tasks):
+    psi = ms.NetworkMetaSolver(family.feature_dim, {"x0": ms.IdentityHead(family.n)})
+    solver = ms.LearnedSolver(ms.Jacobi(), psi, family=family)  # classical: the zero guess
+    baseline = solver.solve_baseline(tasks, **OPTIONS)
+    zero = ms.run(ms.Jacobi(), tasks.problem, **OPTIONS)
+    assert torch.equal(baseline.iterations, zero.iterations)
+
+
+def test_instances_outside_the_training_features_are_flagged_and_warned(family):
+    psi = ms.NetworkMetaSolver(family.feature_dim, {"x0": ms.IdentityHead(family.n)},
+                               zero_init=True)
+    solver = ms.LearnedSolver(ms.Jacobi(), psi, family=family)
+    train = family.sample(64, seed=10)
+    solver.record_training_features(train.features)
+    inside = family.sample(8, seed=11)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no warning in distribution
+        assert not solver.solve(inside, **OPTIONS).out_of_distribution.any()
+    shifted = ms.TaskBatch(inside.problem, inside.features * 10.0)
+    with pytest.warns(UserWarning, match="outside the envelope"):
+        flagged = solver.solve(shifted, **OPTIONS)
+    assert bool(flagged.out_of_distribution.any())
+    assert "out_of_distribution=" in flagged.summary()
+
+
+def test_the_envelope_test_widens_by_the_margin():
+    envelope = feature_envelope(torch.tensor([[0.0, 5.0], [1.0, 5.0]]))
+    features = torch.tensor([[1.04, 5.0], [1.06, 5.0], [0.5, 5.2], [0.5, 5.3]])
+    assert outside_envelope(features, envelope).tolist() == [False, True, False, True]
+    with pytest.raises(ValueError, match="features"):
+        outside_envelope(torch.zeros(2, 3), envelope)
+
+
+def test_the_trainer_records_the_envelope_and_the_artifact_keeps_it(family, tmp_path):
+    psi = ms.NetworkMetaSolver(family.feature_dim, {"x0": ms.IdentityHead(family.n)})
+    solver = ms.LearnedSolver(ms.Jacobi(), psi, family=family)
+    splits = ms.make_splits(family, n_train=32, n_validation=16, n_test=4, seed=0)
+    ms.Trainer(solver, ms.FixedIterationLoss(0), ms.TrainingConfig(epochs=1, batch_size=32),
+               progress=False).fit(splits.train, splits.validation)
+    torch.testing.assert_close(solver.feature_envelope, feature_envelope(splits.train.features))
+    path = solver.save(tmp_path / "model.safetensors")
+    loaded = ms.load(path)
+    assert torch.equal(loaded.feature_envelope, solver.feature_envelope)
+
+    tensors, document = read_tensors(path)
+    del document["feature_envelope"]
+    write_tensors(tmp_path / "old.safetensors", tensors, document)
+    with pytest.raises(ArtifactError, match="envelope of its training features"):
+        ms.load(tmp_path / "old.safetensors")
