@@ -125,7 +125,7 @@ def test_instances_outside_the_training_features_are_flagged_and_warned(family):
 
 def test_the_envelope_test_widens_by_the_margin():
     envelope = feature_envelope(torch.tensor([[0.0, 5.0], [1.0, 5.0]]))
-    features = torch.tensor([[1.04, 5.0], [1.06, 5.0], [0.5, 5.2], [0.5, 5.3]])
+    features = torch.tensor([[1.2, 5.0], [1.3, 5.0], [0.5, 6.2], [0.5, 6.3]])
     assert outside_envelope(features, envelope).tolist() == [False, True, False, True]
     with pytest.raises(ValueError, match="features"):
         outside_envelope(torch.zeros(2, 3), envelope)

@@ -155,10 +155,11 @@ def make_solver(family: ElasticBeamFamily, alpha_init: float = 0.5) -> LearnedSo
     task (its last layer starts at zero weights and the bias ``logit(alpha_init)``)."""
     metasolver = NetworkMetaSolver(family.feature_dim, {"alpha": IntervalHead(0.0, 1.0)},
                                    hidden=(128, 128), activation="relu", zero_init=True)
-    alpha_init = min(max(alpha_init, 1e-6), 1 - 1e-6)
+    start = min(max(alpha_init, 1e-6), 1 - 1e-6)
     with torch.no_grad():
-        metasolver.net[-1].bias.fill_(math.log(alpha_init / (1 - alpha_init)))
-    return LearnedSolver(ICCG(), metasolver, family=family, monitor="residual")
+        metasolver.net[-1].bias.fill_(math.log(start / (1 - start)))
+    # The method carries the classical shift: what the safeguard falls back to.
+    return LearnedSolver(ICCG(alpha_init), metasolver, family=family, monitor="residual")
 
 
 def _cell_settings(row) -> dict:

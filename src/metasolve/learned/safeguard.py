@@ -33,8 +33,10 @@ from ..solution import Solution, Status
 from ..solvers.base import run
 
 #: How far, as a fraction of a feature's training range, a feature may leave the training
-#: envelope before its instance is flagged as out of distribution.
-ENVELOPE_MARGIN = 0.05
+#: envelope before its instance is flagged as out of distribution. The extremes of a finite
+#: training sample lie inside those of its distribution, more so with many features: at 5%, a
+#: quarter of in-distribution Poisson test tasks (16 features, 64 training tasks) were flagged.
+ENVELOPE_MARGIN = 0.25
 
 
 def feature_envelope(features: torch.Tensor) -> torch.Tensor:
