@@ -143,7 +143,8 @@ def check_parameter_shape(name: str, value: torch.Tensor, kind, batch: int,
 def check_params(params, shapes, *, batch: int, size: int, dtype: torch.dtype,
                  owner: str) -> dict:
     """The ``params`` of a solve: a mapping of finite floating tensors, each with the shape
-    ``shapes[name]`` its method declares (``x0`` is checked by the problem). Returns a new dict.
+    ``shapes[name]`` its method declares (``None``: any shape with the batch leading; ``x0`` is
+    checked by the problem). Returns a new dict.
 
     ``params`` that is not a mapping is a ``TypeError`` naming ``params`` (a bare tensor is the
     usual mistake: name it, ``params={"omega": tensor}``)."""
@@ -160,7 +161,7 @@ def check_params(params, shapes, *, batch: int, size: int, dtype: torch.dtype,
     for name, value in params.items():
         label = f"params[{name!r}]"
         check_tensor(label, value)
-        if name != "x0":
+        if name != "x0" and shapes[name] is not None:
             check_parameter_shape(label, value, shapes[name], batch, size)
         check_batch(label, value, batch)
         if value.dtype != dtype:

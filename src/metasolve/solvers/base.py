@@ -255,12 +255,10 @@ def run(method: IterativeMethod, problem, *, params: Mapping[str, torch.Tensor] 
     if monitor == "error" and getattr(problem, "solution", None) is None:
         raise ValueError("monitor='error' needs problem.solution (the exact solutions)")
 
+    # A parameter without a declared shape (a user's method written before parameter_shapes)
+    # is only checked for its batch, dtype and finiteness, as it always was.
     shapes = method.parameter_shapes
-    undeclared = sorted(set(method.parameter_names) - set(shapes))
-    if undeclared:
-        raise TypeError(f"{type(method).__name__} declares no parameter_shapes for "
-                        f"{undeclared}")
-    params = check_params(params, {name: shapes[name] for name in method.parameter_names},
+    params = check_params(params, {name: shapes.get(name) for name in method.parameter_names},
                           batch=problem.batch_size, size=problem.size, dtype=problem.dtype,
                           owner=method.name)
     if x0 is not None and "x0" in params:
@@ -350,7 +348,7 @@ def run(method: IterativeMethod, problem, *, params: Mapping[str, torch.Tensor] 
     status[state.get("breakdown", no_breakdown)] = int(Status.BREAKDOWN)
 
     x = state["x"]
-    if x.untyped_storage().data_ptr() == x0.untyped_storage().data_ptr():
+    if _shares_memory(x, x0):
         x = x.clone()  # no step was taken: never hand the caller's own x0 back
     steps = len(history) - 1
     if (torch.is_grad_enabled() and x.requires_grad and fixed_iterations is None
@@ -375,6 +373,15 @@ def run(method: IterativeMethod, problem, *, params: Mapping[str, torch.Tensor] 
     if throw and not bool(solution.converged.all()):
         raise ConvergenceError(f"{method.name}: {solution.summary()}", solution)
     return solution
+
+
+def _shares_memory(a: torch.Tensor, b: torch.Tensor) -> bool:
+    if a is b:
+        return True
+    try:
+        return a.untyped_storage().data_ptr() == b.untyped_storage().data_ptr()
+    except (NotImplementedError, RuntimeError):  # torch.func wrappers have no storage
+        return False
 
 
 class _StopChecks:
