@@ -621,3 +621,21 @@ def test_polynomial_method_at_equal_degree(case):
     sol = ms.run(method, problem, params=params, fixed_iterations=degree, rtol=0.0, **kwargs)
     assert sol.iterations.tolist() == [degree] * B
     torch.testing.assert_close(sol.x, expected, rtol=0, atol=1e-10 * expected.abs().max())
+
+
+@pytest.mark.parametrize("case", ALL)
+def test_bad_parameter_shapes_are_named(case):
+    """Every declared parameter of a wrong shape is refused by ``run`` before the first step,
+    with a ``ValueError`` naming it; ``params`` that is not a mapping is a ``TypeError``."""
+    setup = case.build(F64)
+    method = setup.method
+    assert set(method.parameter_shapes) >= set(method.parameter_names)
+    for name in method.parameter_names:
+        for shape in ((B, 2, 2), (B + 1,), ()):
+            bad = {**setup.params, name: torch.ones(shape, dtype=F64)}
+            with pytest.raises(ValueError, match=rf"params\['{name}'\]"):
+                ms.run(method, setup.problem, params=bad, **setup.kwargs)
+    with pytest.raises(TypeError, match="params must be a mapping"):
+        ms.run(method, setup.problem, params=torch.ones(B, dtype=F64), **setup.kwargs)
+    with pytest.raises(TypeError, match="instantiate it"):
+        ms.run(type(method), setup.problem, **setup.kwargs)

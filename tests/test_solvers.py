@@ -223,7 +223,8 @@ def test_diverged_status_with_a_convergent_neighbour():
 def test_status_codes_names_and_messages():
     # The integer codes are stable: solutions and records store them.
     assert [(s.name, int(s)) for s in Status] == [
-        ("CONVERGED", 0), ("MAX_ITERATIONS", 1), ("DIVERGED", 2), ("BREAKDOWN", 3)]
+        ("CONVERGED", 0), ("MAX_ITERATIONS", 1), ("DIVERGED", 2), ("BREAKDOWN", 3),
+        ("STAGNATED", 4), ("ACCURACY_LIMIT", 5)]
     for status in Status:
         assert str(status) == f"{status}" == status.name.lower()
         assert status.message.startswith(f"{status}: ") and "\n" not in status.message

@@ -9,6 +9,7 @@ once, where it enters (docs/architecture.md, convention 5).
 from __future__ import annotations
 
 import abc
+import dataclasses
 from dataclasses import dataclass
 
 import torch
@@ -120,6 +121,12 @@ class LinearSystem(Problem):
             diag = torch.zeros(self.size, dtype=self.dtype, device=val.device)
             return diag.index_put_((idx[0, on_diag],), val[on_diag], accumulate=True)
         return torch.diagonal(self.matrix, dim1=-2, dim2=-1)
+
+    def widened(self) -> LinearSystem:
+        """The same systems in float64, detached (no exact solutions): the driver computes the
+        true residual that confirms a float32 stop with it."""
+        return dataclasses.replace(self, matrix=self.matrix.detach().to(torch.float64),
+                                   rhs=self.rhs.detach().to(torch.float64), solution=None)
 
     def index(self, idx) -> LinearSystem:
         """The sub-batch at ``idx`` (a slice, index tensor or boolean mask)."""

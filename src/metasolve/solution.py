@@ -16,7 +16,12 @@ import torch
 class Status(enum.IntEnum):
     """Per-instance outcome of an iterative solve.
 
-    The integer codes are stable (``Solution.status`` holds them, and records may store them).
+    The integer codes are stable (``Solution.status`` holds them, and records may store them);
+    new statuses are added after the existing ones. ``STAGNATED`` is only given when the caller
+    asks for the stagnation test (``run(..., stagnation_window=W)``); ``ACCURACY_LIMIT`` is the
+    outcome of a method whose stopping norm is a recurrence-updated residual when that residual
+    meets the tolerance but the true residual ``b - A x`` cannot be brought below it (the
+    attainable accuracy of the recurrence in finite precision, see :func:`metasolve.run`).
     ``str(status)`` is the lower-case name (``"converged"``), the word :meth:`Solution.summary`
     uses; ``status.message`` says in one line what happened.
 
@@ -31,6 +36,8 @@ class Status(enum.IntEnum):
     MAX_ITERATIONS = 1
     DIVERGED = 2
     BREAKDOWN = 3
+    STAGNATED = 4
+    ACCURACY_LIMIT = 5
 
     def __str__(self) -> str:
         return self.name.lower()
@@ -46,11 +53,16 @@ class Status(enum.IntEnum):
 
 
 _MESSAGES = {
-    Status.CONVERGED: "the monitored norm reached max(rtol * reference_norm, atol)",
+    Status.CONVERGED: "the monitored norm reached max(rtol * reference_norm, atol) (for a "
+                      "recurrence-updated residual, confirmed on the true residual b - A x)",
     Status.MAX_ITERATIONS: "stopped after maxiter iterations without reaching the tolerance",
     Status.DIVERGED: "the monitored norm grew past divergence_factor times its start, "
                      "or is not finite",
     Status.BREAKDOWN: "the method broke down (a zero denominator or a non-positive pivot)",
+    Status.STAGNATED: "the monitored norm made no new minimum over stagnation_window iterations",
+    Status.ACCURACY_LIMIT: "the recurrence residual met the tolerance but the true residual "
+                           "b - A x stayed above it: the tolerance is below the attainable "
+                           "accuracy in this precision",
 }
 
 
@@ -72,6 +84,14 @@ class Solution:
         iterations: ``(B,)`` int64 tensor, iterations each instance took before it stopped.
         residual_history: ``(K + 1, B)`` monitored norm before iteration 0..K, where K is the
             number of driver iterations. A stopped instance is frozen, so its entries repeat.
+            Which norm it is: ``info["history_norm"]``, one of ``"residual"`` (the method's
+            residual computed from the iterate, e.g. ``||b - A x||``), ``"recurrence"`` (a
+            residual the method updates by a recurrence, ``r_{k+1} = r_k - alpha A p_k``: equal
+            to ``b - A x`` in exact arithmetic, drifting from it in floating point; where a
+            confirmation found them apart, the entry holds the true norm, which then replaces
+            the recurrence's) or ``"error"`` (``||x - x*||``, ``monitor="error"``).
+            ``info["confirmations"]`` (``(B,)``) counts the true residuals the driver computed
+            per instance to confirm a recurrence residual (one product ``A x`` each).
         reference_norm: ``(B,)`` the norm the relative tolerance multiplies (``||b||`` for the
             residual monitor, ``||x*||`` for the error monitor).
         threshold: ``(B,)`` ``max(rtol * reference_norm, atol)``, the stopping threshold.

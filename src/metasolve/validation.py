@@ -6,7 +6,7 @@ Every message names the argument, what was received and what was expected.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 import torch
 
@@ -110,7 +110,87 @@ def check_instance_scalars(name: str, value: torch.Tensor, batch: int) -> torch.
 
 
 def check_batch(name: str, value: torch.Tensor, batch: int) -> torch.Tensor:
-    if value.shape[0] != batch:
+    if value.ndim == 0 or value.shape[0] != batch:
         raise ValueError(f"{name} must have batch size {batch} (leading dimension), "
                          f"got shape {tuple(value.shape)}")
+    return value
+
+
+#: The words a method may use in ``parameter_shapes`` (besides an explicit tuple of sizes in
+#: which ``"B"`` stands for the batch and ``"N"`` for the unknowns per instance).
+PARAMETER_SHAPES = {
+    "instance": "(B,) or (B, 1): one value per instance",
+    "vector": "(B, N): one vector per instance",
+    "steps": "(B, K) with K >= 1: one value per instance and step",
+}
+
+
+def _describe_shape(kind, batch: int, size: int) -> str:
+    if isinstance(kind, str):
+        return PARAMETER_SHAPES[kind].replace("(B,", f"({batch},").replace(
+            "(B, N)", f"({batch}, {size})")
+    return str(tuple({"B": batch, "N": size}.get(s, s) for s in kind))
+
+
+def check_parameter_shape(name: str, value: torch.Tensor, kind, batch: int,
+                          size: int) -> torch.Tensor:
+    """Check one method parameter against its declared shape ``kind``: a word of
+    :data:`PARAMETER_SHAPES` or a tuple of sizes (ints, ``"B"``, ``"N"``)."""
+    shape = tuple(value.shape)
+    if kind == "instance":
+        ok = shape in ((batch,), (batch, 1))
+    elif kind == "vector":
+        ok = shape == (batch, size)
+    elif kind == "steps":
+        ok = len(shape) == 2 and shape[0] == batch and shape[1] >= 1
+    elif isinstance(kind, tuple):
+        ok = shape == tuple({"B": batch, "N": size}.get(s, s) for s in kind)
+    else:
+        raise ValueError(f"unknown parameter shape {kind!r} for {name}; use one of "
+                         f"{sorted(PARAMETER_SHAPES)} or a tuple of sizes")
+    if not ok and kind == "instance":  # the words of check_instance_scalars
+        raise ValueError(f"{name} must hold one value per instance, shape ({batch},) or "
+                         f"({batch}, 1), got {shape}")
+    if not ok:
+        raise ValueError(f"{name} must have shape {_describe_shape(kind, batch, size)}, "
+                         f"got {shape}")
+    return value
+
+
+def check_params(params, shapes, *, batch: int, size: int, dtype: torch.dtype,
+                 owner: str) -> dict:
+    """The ``params`` of a solve: a mapping of finite floating tensors, each with the shape
+    ``shapes[name]`` its method declares (``None``: any shape with the batch leading; ``x0`` is
+    checked by the problem). Returns a new dict.
+
+    ``params`` that is not a mapping is a ``TypeError`` naming ``params`` (a bare tensor is the
+    usual mistake: name it, ``params={"omega": tensor}``)."""
+    if params is None:
+        return {}
+    if not isinstance(params, Mapping):
+        raise TypeError(f"params must be a mapping from parameter names to tensors (e.g. "
+                        f"{{'{next(iter(shapes), 'x0')}': tensor}}), got {type(params).__name__}")
+    params = dict(params)
+    unknown = sorted(set(params) - set(shapes) - {"x0"})
+    if unknown:
+        raise TypeError(f"params has unknown entries {unknown} for {owner}; "
+                        f"allowed: {sorted(set(shapes) | {'x0'})}")
+    for name, value in params.items():
+        label = f"params[{name!r}]"
+        check_tensor(label, value)
+        if name != "x0" and shapes[name] is not None:
+            check_parameter_shape(label, value, shapes[name], batch, size)
+        check_batch(label, value, batch)
+        if value.dtype != dtype:
+            raise TypeError(f"{label} has dtype {value.dtype}, the problem has {dtype}")
+    return params
+
+
+def check_instance(name: str, value, cls: type):
+    """An instance of ``cls``; the class itself gets a ``TypeError`` saying to instantiate it."""
+    if isinstance(value, type) and issubclass(value, cls):
+        raise TypeError(f"{name} must be an instance, got the class {value.__name__} itself; "
+                        f"instantiate it first: {value.__name__}()")
+    if not isinstance(value, cls):
+        raise TypeError(f"{name} must be a {cls.__name__}, got {type(value).__name__}")
     return value

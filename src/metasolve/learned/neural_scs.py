@@ -97,6 +97,7 @@ class _LearnedSCS(SCS, nn.Module):
     """Shared plumbing: an SCS whose acceleration rule has trainable weights."""
 
     parameter_names = ("start_correction",)
+    parameter_shapes = {"start_correction": "vector"}
 
     def __init__(self, dim: int, scaled_corrections: bool = False, **scs_options):
         nn.Module.__init__(self)
@@ -162,6 +163,10 @@ class RecurrentSCS(_LearnedSCS):
 
     name = "scs-recurrent"
     parameter_names = ("start_correction", "hidden0")
+
+    @property
+    def parameter_shapes(self):
+        return {"start_correction": "vector", "hidden0": ("B", self.hidden)}
 
     def __init__(self, dim: int, hidden: int = 128, encoder: Sequence[int] = (256,),
                  scaled_corrections: bool = False, **scs_options):

@@ -171,6 +171,11 @@ class R2N2(IterativeMethod):
 
     name = "r2n2"
     parameter_names = ("stage_weights", "output_weights")
+
+    @property
+    def parameter_shapes(self):
+        return {"stage_weights": ("B", self.n_stage_weights),
+                "output_weights": ("B", self.n_output_weights)}
     problem_type = PROBLEM_TYPES
     per_instance_state = True
 

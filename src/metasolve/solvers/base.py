@@ -30,6 +30,7 @@ error monitor. :class:`~metasolve.problems.LinearSystem` is one.
 from __future__ import annotations
 
 import time
+import warnings
 from collections.abc import Callable, Mapping
 from typing import Any, ClassVar
 
@@ -37,11 +38,11 @@ import torch
 
 from ..solution import ConvergenceError, Solution, Status
 from ..validation import (
-    check_batch,
     check_choice,
     check_count,
+    check_instance,
     check_nonnegative,
-    check_tensor,
+    check_params,
 )
 
 State = dict[str, torch.Tensor]
@@ -71,7 +72,18 @@ class IterativeMethod:
     #: Parameters that only set the starting point, like ``x0`` (the safeguard of a learned
     #: solve tests them by the starting norm, :mod:`metasolve.learned.safeguard`).
     guess_parameters: ClassVar[tuple[str, ...]] = ()
+    #: The shape of each entry of ``parameter_names``, checked by :func:`run` before ``init``:
+    #: a word of :data:`metasolve.validation.PARAMETER_SHAPES` (``"instance"``: ``(B,)`` or
+    #: ``(B, 1)``; ``"vector"``: ``(B, N)``; ``"steps"``: ``(B, K)``, any ``K >= 1``) or a tuple
+    #: of sizes with ``"B"`` for the batch and ``"N"`` for the unknowns. A method whose shapes
+    #: depend on its constructor arguments makes this a property.
+    parameter_shapes: ClassVar[Mapping[str, Any]] = {}
     problem_type: ClassVar[type] = object
+    #: ``residual`` reads a residual the iteration updates by a recurrence
+    #: (``r_{k+1} = r_k - alpha A p_k``), not one computed from the iterate. In floating point
+    #: the two drift apart, so the driver confirms every stop on ``b - A x`` and, where that
+    #: fails, calls :meth:`replace_residual` (:func:`run`, "True residuals").
+    recurrence_residual: ClassVar[bool] = False
     #: Every state entry has the batch as leading dimension (none is shared), so the driver may
     #: step a gathered sub-batch of the running instances.
     per_instance_state: ClassVar[bool] = False
@@ -95,6 +107,16 @@ class IterativeMethod:
     def residual(self, problem, state: State) -> torch.Tensor:
         raise NotImplementedError(f"{type(self).__name__} must implement residual()")
 
+    def replace_residual(self, problem, state: State, params: Mapping[str, torch.Tensor],
+                         residual: torch.Tensor) -> State:
+        """The state with its recurrence residual replaced by ``residual = b - A x`` (residual
+        replacement, van der Vorst and Ye, SIAM J. Sci. Comput. 22, 2000), and whatever the next
+        step derives from the residual made consistent with it. Only methods with
+        ``recurrence_residual = True`` need it; the driver keeps the result only for the
+        instances whose confirmation failed."""
+        raise NotImplementedError(f"{type(self).__name__} declares recurrence_residual and must "
+                                  f"implement replace_residual()")
+
     def reference_norm(self, problem) -> torch.Tensor:
         """``||b||``: what ``rtol`` multiplies under the residual monitor."""
         return torch.linalg.vector_norm(problem.rhs, dim=1)
@@ -116,6 +138,26 @@ class IterativeMethod:
 
 MONITORS = ("residual", "error")
 
+#: An instance whose recurrence residual once passed the test but whose true residual did not
+#: is checked on its true residual at least every this many iterations (one product ``A x``),
+#: so a recurrence that cannot pass again does not run on to ``maxiter`` unseen.
+CONFIRM_EVERY = 10
+#: Consecutive confirmations without a new smallest true residual after which an instance stops
+#: with ``Status.ACCURACY_LIMIT``.
+FLOOR_PATIENCE = 4
+#: A run that records an autograd graph over iterates of more than this many bytes in total
+#: (iterations times the iterate's size, a lower bound on the graph's memory), without
+#: ``fixed_iterations`` or ``truncate``, warns once per call site (:class:`GraphMemoryWarning`).
+#: Training runs a fixed number of iterations or a capped surrogate (a few hundred iterations
+#: of small batches) and stays far below it.
+GRAPH_WARNING_BYTES = 64 * 2 ** 20
+
+
+class GraphMemoryWarning(UserWarning):
+    """A solve under autograd kept a large graph: every iteration's tensors stay alive for the
+    backward pass. Solve under ``torch.no_grad()``, or pass ``truncate=T`` or
+    ``fixed_iterations=m`` if the gradient is wanted."""
+
 
 def _monitor(method: IterativeMethod, problem, state: State, monitor: str) -> torch.Tensor:
     if monitor == "residual":
@@ -123,12 +165,25 @@ def _monitor(method: IterativeMethod, problem, state: State, monitor: str) -> to
     return torch.linalg.vector_norm((state["x"] - problem.solution).flatten(1), dim=1)
 
 
+def _true_residual(problem, wide, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(b - A x, ||b - A x||)``: the residual in the problem's dtype (what a replacement
+    continues with) and its norm from ``wide``, the same systems in float64, detached (what the
+    stopping test reads: in float32 the rounding of ``b - A x`` itself is of the order of the
+    tolerances asked for, and a test on it would accept iterates whose exact residual is
+    larger)."""
+    residual = problem.residual(x)
+    if wide is problem:
+        return residual, torch.linalg.vector_norm(residual.detach(), dim=1)
+    exact = wide.residual(x.detach().to(wide.dtype))
+    return residual, torch.linalg.vector_norm(exact, dim=1)
+
+
 def run(method: IterativeMethod, problem, *, params: Mapping[str, torch.Tensor] | None = None,
         x0: torch.Tensor | None = None, rtol: float = 1e-5, atol: float = 0.0,
         maxiter: int | None = None, fixed_iterations: int | None = None,
         monitor: str = "residual", callback: Callable | None = None,
         truncate: int | None = None, divergence_factor: float = 1e8,
-        throw: bool = False) -> Solution:
+        stagnation_window: int | None = None, throw: bool = False) -> Solution:
     """Run ``method`` on a batch of problems; the one driver loop of metasolve.
 
     Stopping (SciPy's vocabulary, docs/architecture.md, convention 4): instance ``i`` converges
@@ -139,25 +194,48 @@ def run(method: IterativeMethod, problem, *, params: Mapping[str, torch.Tensor] 
     iterations.
 
     With ``fixed_iterations=m`` every instance takes exactly ``m`` iterations (``Phi_m`` of the
-    GBMS paper); the status then says whether the tolerance holds at the end.
+    GBMS paper); the status then says whether the tolerance holds at the end (on the monitored
+    norm as it is, without the confirmation below: ``Phi_m`` must not depend on it).
+
+    True residuals: a method whose monitored norm is a recurrence-updated residual
+    (``method.recurrence_residual``: CG, Chebyshev iteration, the polynomial recurrence, the
+    Chebyshev expansion) reaches the test with a residual that has drifted from ``b - A x`` by
+    rounding, by far more than the tolerance on ill-conditioned systems. So when an instance's
+    recurrence residual passes, the driver computes its true residual (one product, float64
+    for a float32 problem) and stops it as ``CONVERGED`` only if that passes too. Otherwise the
+    recurrence residual is replaced by the true one (``method.replace_residual``) and the
+    instance goes on; from then on its true residual is also checked every
+    :data:`CONFIRM_EVERY` iterations, and after :data:`FLOOR_PATIENCE` checks in a row without
+    a new smallest true residual it stops with ``Status.ACCURACY_LIMIT``: the tolerance is
+    below what the method attains in this precision. Well-conditioned solves pass the first
+    confirmation and take the iterations they always took; ill-conditioned ones may take a few
+    more. ``info["confirmations"]`` counts the extra products.
 
     Args:
-        params: the method's parameters ``theta``, per instance; ``params["x0"]`` is an initial
-            guess (same as ``x0``).
+        params: the method's parameters ``theta``, per instance, a mapping from the names in
+            ``method.parameter_names`` to tensors of the shapes in ``method.parameter_shapes``
+            (checked here); ``params["x0"]`` is an initial guess (same as ``x0``).
         truncate: if set, gradients flow through at most that many consecutive iterations
             (truncated backpropagation); ``None`` is full unrolling. Autograd itself is the
-            caller's choice (``torch.no_grad()`` for none).
+            caller's choice (``torch.no_grad()`` for none); a run that keeps a graph over more
+            than :data:`GRAPH_WARNING_BYTES` of iterates without ``fixed_iterations`` or
+            ``truncate`` warns (:class:`GraphMemoryWarning`).
         divergence_factor: an instance whose monitored norm exceeds this factor times the larger
             of its initial value and its reference norm, or becomes non-finite, stops with
             ``Status.DIVERGED``.
+        stagnation_window: if set, an instance whose monitored norm has not reached a new
+            minimum for that many iterations stops with ``Status.STAGNATED``. Off by default,
+            so existing results do not change; a value of a few hundred is permissive.
         callback: ``callback(k, state, norms)`` after each iteration.
         throw: raise :class:`ConvergenceError` if any instance did not converge.
 
     Returns:
         A :class:`~metasolve.solution.Solution`; ``info["params"]`` holds the ``params`` it ran
         with (still attached to autograd), for losses that score the parameters themselves
-        (the GBMS paper's penalty on a failed factorization, sec. 4.2).
+        (the GBMS paper's penalty on a failed factorization, sec. 4.2). ``solution.x`` is a
+        tensor of its own, never the caller's ``x0``.
     """
+    check_instance("method", method, IterativeMethod)
     method.validate(problem)
     rtol = check_nonnegative("rtol", rtol)
     atol = check_nonnegative("atol", atol)
@@ -166,6 +244,7 @@ def run(method: IterativeMethod, problem, *, params: Mapping[str, torch.Tensor] 
         raise TypeError(f"callback must be callable, got {type(callback).__name__}")
     check_count("fixed_iterations", fixed_iterations, allow_none=True)
     check_count("truncate", truncate, minimum=1, allow_none=True)
+    check_count("stagnation_window", stagnation_window, minimum=1, allow_none=True)
     if check_nonnegative("divergence_factor", divergence_factor) < 1:
         raise ValueError(f"divergence_factor must be >= 1, got {divergence_factor}")
     if fixed_iterations is not None:
@@ -179,22 +258,17 @@ def run(method: IterativeMethod, problem, *, params: Mapping[str, torch.Tensor] 
     if monitor == "error" and getattr(problem, "solution", None) is None:
         raise ValueError("monitor='error' needs problem.solution (the exact solutions)")
 
-    params = dict(params or {})
-    unknown = sorted(set(params) - set(method.parameter_names) - {"x0"})
-    if unknown:
-        raise TypeError(f"params has unknown entries {unknown} for {method.name}; "
-                        f"allowed: {sorted(set(method.parameter_names) | {'x0'})}")
+    # A parameter without a declared shape (a user's method written before parameter_shapes)
+    # is only checked for its batch, dtype and finiteness, as it always was.
+    shapes = method.parameter_shapes
+    params = check_params(params, {name: shapes.get(name) for name in method.parameter_names},
+                          batch=problem.batch_size, size=problem.size, dtype=problem.dtype,
+                          owner=method.name)
     if x0 is not None and "x0" in params:
         raise ValueError("give the initial guess either as x0 or as params['x0'], not both")
-    for name, value in params.items():
-        check_tensor(f"params[{name!r}]", value)
-        check_batch(f"params[{name!r}]", value, problem.batch_size)
-        if value.dtype != problem.dtype:
-            raise TypeError(f"params[{name!r}] has dtype {value.dtype}, the problem has "
-                            f"{problem.dtype}")
     theta = dict(params)
-    x0 = params.pop("x0", x0)
-    x0 = method.zero_guess(problem) if x0 is None else problem.check_batch("x0", x0)
+    given = params.pop("x0", x0)
+    x0 = method.zero_guess(problem) if given is None else problem.check_batch("x0", given)
 
     start = time.perf_counter()
     state = method.init(problem, x0, params)
@@ -227,16 +301,25 @@ def run(method: IterativeMethod, problem, *, params: Mapping[str, torch.Tensor] 
     iterations = torch.zeros(batch, dtype=torch.int64, device=device)
     history = [norms]
     no_breakdown = torch.zeros(batch, dtype=torch.bool, device=device)
+    testing = fixed_iterations is None  # Phi_m runs all m iterations; only a breakdown stops it
+    checks = _StopChecks(method, problem, params, threshold, batch, device,
+                         confirm=testing and monitor == "residual"
+                         and method.recurrence_residual,
+                         window=stagnation_window if testing else None)
 
-    def still_running(state, norms):
+    def still_running(k, state, norms, active):
         running = ~state.get("breakdown", no_breakdown)
-        if fixed_iterations is None:  # Phi_m runs all m iterations; only a breakdown stops it
+        if testing:
             value = norms.detach()
-            stop = method.converged(problem, state, value, threshold) | ~(value <= limit)
+            passed = method.converged(problem, state, value, threshold)
+            state, norms, passed = checks.update(k, state, norms, passed, active & running)
+            stop = passed | ~(value <= limit) | checks.stopped
             running = running & ~stop
-        return running
+        return state, norms, running
 
-    active = still_running(state, norms)
+    active = torch.ones(batch, dtype=torch.bool, device=device)
+    state, norms, active = still_running(0, state, norms, active)
+    history[0] = norms
     for k in range(maxiter):
         n_active = int(active.sum())
         if n_active == 0:
@@ -249,26 +332,125 @@ def run(method: IterativeMethod, problem, *, params: Mapping[str, torch.Tensor] 
             stepped = method.step(problem, state, params)
             state = _masked_update(active, stepped, state, batch)
             norms = torch.where(active, _monitor(method, problem, state, monitor), norms)
-        history.append(norms)
         iterations += active
-        active = active & still_running(state, norms)
+        state, norms, running = still_running(k + 1, state, norms, active)
+        active = active & running
+        history.append(norms)
         if callback is not None:
             callback(k, state, norms)
 
     final = norms.detach()
     status = torch.full((batch,), int(Status.MAX_ITERATIONS), dtype=torch.int64, device=device)
-    status[method.converged(problem, state, final, threshold)] = int(Status.CONVERGED)
+    if checks.confirm:
+        status[checks.confirmed] = int(Status.CONVERGED)
+    else:
+        status[method.converged(problem, state, final, threshold)] = int(Status.CONVERGED)
+    status[checks.stagnated] = int(Status.STAGNATED)
+    status[checks.floor] = int(Status.ACCURACY_LIMIT)
     status[~(final <= limit) | ~torch.isfinite(final)] = int(Status.DIVERGED)
     status[state.get("breakdown", no_breakdown)] = int(Status.BREAKDOWN)
 
-    solution = Solution(x=state["x"], status=status, iterations=iterations,
+    x = state["x"]
+    if _shares_memory(x, x0):
+        x = x.clone()  # no step was taken: never hand the caller's own x0 back
+    steps = len(history) - 1
+    if (torch.is_grad_enabled() and x.requires_grad and fixed_iterations is None
+            and truncate is None
+            and steps * x.numel() * x.element_size() > GRAPH_WARNING_BYTES):
+        warnings.warn(f"{method.name}: this solve kept the autograd graph of {steps} "
+                      f"iterations (at least {steps * x.numel() * x.element_size() / 2**20:.0f} "
+                      f"MiB of iterates) for a backward pass; solve under torch.no_grad() if no "
+                      f"gradient is wanted, or pass truncate=T or fixed_iterations=m",
+                      GraphMemoryWarning, stacklevel=2)
+    if monitor == "error":
+        history_norm = "error"
+    else:
+        history_norm = "recurrence" if method.recurrence_residual else "residual"
+    solution = Solution(x=x, status=status, iterations=iterations,
                         residual_history=torch.stack(history), reference_norm=reference,
                         threshold=threshold, wall_time=time.perf_counter() - start,
                         info={"method": method.name, "monitor": monitor, "rtol": rtol,
-                              "atol": atol, "maxiter": maxiter, "params": theta})
+                              "atol": atol, "maxiter": maxiter, "params": theta,
+                              "history_norm": history_norm,
+                              "confirmations": checks.confirmations})
     if throw and not bool(solution.converged.all()):
         raise ConvergenceError(f"{method.name}: {solution.summary()}", solution)
     return solution
+
+
+def _shares_memory(a: torch.Tensor, b: torch.Tensor) -> bool:
+    if a is b:
+        return True
+    try:
+        return a.untyped_storage().data_ptr() == b.untyped_storage().data_ptr()
+    except (NotImplementedError, RuntimeError):  # torch.func wrappers have no storage
+        return False
+
+
+class _StopChecks:
+    """The driver's stopping checks beyond one norm against one threshold: confirmation of a
+    recurrence residual on the true residual (with replacement and the accuracy limit) and the
+    optional stagnation test. Per-instance bookkeeping only; :func:`run` documents the rules."""
+
+    def __init__(self, method, problem, params, threshold, batch, device, confirm, window):
+        self.method, self.problem, self.params = method, problem, params
+        self.threshold, self.confirm, self.window = threshold, confirm, window
+        self.wide = None
+        if confirm:
+            self.wide = problem if problem.dtype == torch.float64 else problem.widened()
+        zeros = torch.zeros(batch, dtype=torch.int64, device=device)
+        self.confirmations = zeros.clone()
+        self.confirmed = torch.zeros(batch, dtype=torch.bool, device=device)
+        self.floor = self.confirmed.clone()
+        self.stagnated = self.confirmed.clone()
+        self.best_true = torch.full((batch,), float("inf"), dtype=torch.float64, device=device)
+        self.strikes = zeros.clone()
+        self.since = zeros - 1  # iterations since a failed confirmation; -1: none yet
+        self.best = None
+        self.best_at = zeros.clone()
+
+    @property
+    def stopped(self) -> torch.Tensor:
+        return self.floor | self.stagnated
+
+    def update(self, k, state, norms, passed, active):
+        if self.window is not None:
+            value = norms.detach()
+            if self.best is None:
+                self.best = value.clone()
+            improved = value < self.best
+            self.best = torch.where(improved, value, self.best)
+            self.best_at = torch.where(improved, torch.full_like(self.best_at, k), self.best_at)
+            self.stagnated |= active & ~passed & (k - self.best_at >= self.window)
+        if not self.confirm:
+            return state, norms, passed
+        self.since = torch.where(self.since >= 0, self.since + 1, self.since)
+        check = active & (passed | (self.since >= CONFIRM_EVERY))
+        if not bool(check.any()):
+            return state, norms, passed & active  # all False: no running instance passed
+        idx = check.nonzero().squeeze(1)
+        residual, true = _true_residual(self.problem.index(idx), self.wide.index(idx),
+                                        state["x"][idx])
+        self.confirmations[idx] += 1
+        ok = true <= self.threshold[idx].to(true.dtype)
+        improved = true < self.best_true[idx]
+        self.strikes[idx] = torch.where(improved, torch.zeros_like(self.strikes[idx]),
+                                        self.strikes[idx] + 1)
+        self.best_true[idx] = torch.minimum(self.best_true[idx], true)
+        self.since[idx[~ok]] = 0
+        self.confirmed[idx[ok]] = True
+        self.floor[idx[~ok & (self.strikes[idx] >= FLOOR_PATIENCE)]] = True
+        confirmed = passed.clone()
+        confirmed[idx] = ok
+        lying = idx[~ok & passed[idx]]  # the recurrence passed, the true residual did not
+        if lying.numel():
+            full = torch.zeros_like(state["x"]).index_put((idx,), residual)
+            replaced = self.method.replace_residual(self.problem, state, self.params, full)
+            mask = torch.zeros_like(passed)
+            mask[lying] = True
+            state = _masked_update(mask, replaced, state, passed.shape[0])
+            norms = torch.where(mask, self.method.residual(self.problem, state), norms)
+        return state, norms, confirmed & active
 
 
 #: Step a gathered sub-batch once at most this fraction of the instances is still running; the

@@ -42,7 +42,9 @@ class ConjugateGradient(IterativeMethod):
 
     name = "cg"
     parameter_names = PRECONDITIONER
+    parameter_shapes = {"coefficients": "steps", "lower": "instance", "upper": "instance"}
     problem_type = LinearSystem
+    recurrence_residual = True
 
     @staticmethod
     def _preconditioner(problem: LinearSystem, params: Mapping):
@@ -77,3 +79,15 @@ class ConjugateGradient(IterativeMethod):
 
     def residual(self, problem: LinearSystem, state: State) -> torch.Tensor:
         return torch.linalg.vector_norm(state["r"], dim=1)
+
+    def replace_residual(self, problem: LinearSystem, state: State, params: Mapping,
+                         residual: torch.Tensor) -> State:
+        """Residual replacement with a restart: ``r = b - A x``, ``z = q(A) r`` and the
+        direction ``p = z``. Keeping the old direction would pair it with a residual it is not
+        conjugate to; on SPD matrices of condition 1e4 to 1e10 the restart reached true
+        residuals as small as a corrected direction (``z + beta p_{k-1}``) did, and smaller
+        ones than keeping ``p``, so the simplest rule is used."""
+        z = self._preconditioner(problem, params)(residual)
+        rz = batched_dot(residual, z)
+        return {**state, "r": residual, "p": z, "rz": rz,
+                "breakdown": state["breakdown"] | ~(rz >= 0)}

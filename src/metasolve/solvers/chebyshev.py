@@ -47,7 +47,9 @@ class Chebyshev(IterativeMethod):
 
     name = "chebyshev"
     parameter_names = ("lower", "upper")
+    parameter_shapes = {"lower": "instance", "upper": "instance"}
     problem_type = LinearSystem
+    recurrence_residual = True
 
     def __init__(self, lower: float = 1.0, upper: float = 2.0):
         self.lower = check_finite_number("lower", lower)
@@ -90,3 +92,10 @@ class Chebyshev(IterativeMethod):
 
     def residual(self, problem: LinearSystem, state: State) -> torch.Tensor:
         return torch.linalg.vector_norm(state["r"], dim=1)
+
+    def replace_residual(self, problem: LinearSystem, state: State, params: Mapping,
+                         residual: torch.Tensor) -> State:
+        """``r = b - A x``; the direction ``d_{k+1}`` is linear in ``r_{k+1}`` (coefficient
+        ``2 rho_{k+1} / delta``), so it is corrected by that multiple of the change."""
+        gain = (2 * state["rho"] / state["delta"]).unsqueeze(1)
+        return {**state, "r": residual, "d": state["d"] + gain * (residual - state["r"])}

@@ -193,6 +193,7 @@ class ICCG(IterativeMethod):
 
     name = "iccg"
     parameter_names = ("alpha",)
+    parameter_shapes = {"alpha": "instance"}
     problem_type = LinearSystem
 
     def __init__(self, alpha: float = 0.0):

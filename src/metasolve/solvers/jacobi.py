@@ -34,6 +34,7 @@ class Jacobi(IterativeMethod):
 
     name = "jacobi"
     parameter_names = ("omega",)
+    parameter_shapes = {"omega": "instance"}
     problem_type = LinearSystem
 
     def __init__(self, omega: float = 1.0):

@@ -55,6 +55,7 @@ class NewtonSOR(IterativeMethod):
     name = "newton-sor"
     parameter_names = ("relaxation", "log_guess_shift")
     guess_parameters = ("log_guess_shift",)
+    parameter_shapes = {"relaxation": "instance", "log_guess_shift": "vector"}
     problem_type = NonlinearSystem
     per_instance_state = True
 

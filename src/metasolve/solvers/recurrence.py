@@ -45,7 +45,9 @@ class PolynomialRecurrence(IterativeMethod):
 
     name = "polynomial-recurrence"
     parameter_names = ("initial", "momentum", "step")
+    parameter_shapes = {"initial": "instance", "momentum": "steps", "step": "steps"}
     problem_type = LinearSystem
+    recurrence_residual = True
 
     def init(self, problem: LinearSystem, x0, params) -> State:
         missing = sorted({"initial", "momentum", "step"} - set(params))
@@ -74,6 +76,16 @@ class PolynomialRecurrence(IterativeMethod):
 
     def residual(self, problem: LinearSystem, state: State) -> torch.Tensor:
         return torch.linalg.vector_norm(state["r"], dim=1)
+
+    def replace_residual(self, problem: LinearSystem, state: State, params: Mapping,
+                         residual: torch.Tensor) -> State:
+        """``r = b - A x``; ``d_k = mu_{k-1} d_{k-1} + nu_{k-1} r_k`` (``gamma r_0`` at
+        ``k = 0``) is corrected by ``nu_{k-1}`` (or ``gamma``) times the change."""
+        k = state["k"]
+        rows = torch.arange(k.shape[0], device=k.device)
+        previous = params["step"][rows, (k - 1).clamp_min(0)]
+        nu = torch.where(k > 0, previous, params["initial"].reshape(-1)).unsqueeze(1)
+        return {**state, "r": residual, "d": state["d"] + nu * (residual - state["r"])}
 
 
 def residual_polynomial(method, params: dict[str, torch.Tensor], points: torch.Tensor,
