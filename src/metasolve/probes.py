@@ -51,9 +51,11 @@ class Probe:
 
     def interval(self) -> tuple[torch.Tensor, torch.Tensor]:
         """``(lower, upper)`` per operator: the extreme Ritz values widened by their residual
-        norms. For a symmetric ``A`` each Ritz value lies within its residual norm of an
-        eigenvalue, so the upper end is a safe bound on ``lambda_max``. The lower end may still
-        lie above ``lambda_min`` when the probe has not found the bottom of the spectrum; it is
+        norms. An estimate, not a guaranteed enclosure: for a symmetric ``A`` each Ritz value
+        lies within its residual norm of *some* eigenvalue, which need not be the extreme one,
+        so when the probe has not found the top of the spectrum the upper end lies below
+        ``lambda_max`` (and a Chebyshev method on this interval can diverge: the driver then
+        reports ``DIVERGED``). Likewise the lower end may lie above ``lambda_min``; it is
         floored at a tenth of the smallest Ritz value, so that it stays positive.
         """
         low = self.ritz_values[:, 0] - self.residual_norms[:, 0]

@@ -7,7 +7,8 @@ the issue's two paradigms).
 Ritz values ``theta_1 <= ... <= theta_s`` and residual norms ``rho_i`` of the Ritz pairs. The
 network sees them scale free, :func:`probe_inputs`: ``log10(theta_i / u)``, ``log10(rho_i / u)``
 and ``log10(theta_s / theta_1)`` (the estimated condition number), divided by 3, with
-``u = theta_s + rho_s`` a safe upper bound on ``lambda_max``. An operator and any positive
+``u = theta_s + rho_s`` an estimate of ``lambda_max`` (not a guaranteed upper bound:
+:meth:`metasolve.probes.Probe.interval`). An operator and any positive
 multiple of it get the same inputs, and the coefficients below scale with ``1 / u`` exactly as a
 polynomial method's must, so an engine trained on small synthetic spectra applies unchanged to a
 large sparse matrix.
