@@ -5,8 +5,9 @@ test sets with and without the safeguard, to each experiment's test tolerance.
     metasolve reproduce poisson-jacobi --quick          # (and the other two), then
     python benchmarks/safeguard_in_distribution.py metasolve-out quick
 
-Per model: mean iterations unguarded and safeguarded, their ratio, and the shares of guesses
-replaced, fallbacks and instances outside the training envelope.
+Per model: mean iterations unguarded and safeguarded (an unconverged instance counts the
+iterations it ran), their ratio, the converged shares, and the shares of guesses replaced,
+fallbacks and instances outside the training envelope.
 """
 
 from __future__ import annotations
@@ -54,22 +55,26 @@ def main(argv=None) -> None:
     parser.add_argument("scale", help="the scale they ran at (quick, full, ...)")
     parser.add_argument("--chunk", type=int, default=250, help="instances per solve")
     args = parser.parse_args(argv)
-    print("| experiment | model | unguarded | safeguarded | ratio | guesses replaced | "
-          "fallback | out of distribution |")
-    print("|---|---|---|---|---|---|---|---|")
+    print("| experiment | model | unguarded | safeguarded | ratio | converged, unguarded | "
+          "converged, safeguarded | guesses replaced | fallback | out of distribution |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for name, (module, tests) in EXPERIMENTS.items():
         settings = module.SCALES[args.scale]
         for path in sorted((args.out / name / args.scale / "models").glob("*.safetensors")):
             model = ms.load(path)
             test, options = tests(settings, model)
             raw, guarded, replaced, fallback, outside = [], [], [], [], []
+            raw_ok, guarded_ok = [], []
             with torch.no_grad(), warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 for start in range(0, len(test), args.chunk):
                     part = test.index(slice(start, start + args.chunk))
-                    raw.append(model.solve(part, safeguard=False, **options).iterations)
+                    unguarded = model.solve(part, safeguard=False, **options)
+                    raw.append(unguarded.iterations)
+                    raw_ok.append(unguarded.converged)
                     solution = model.solve(part, **options)
                     guarded.append(solution.iterations)
+                    guarded_ok.append(solution.converged)
                     replaced.append(solution.info["guess_rejected"])
                     fallback.append(solution.fallback)
                     outside.append(solution.out_of_distribution)
@@ -77,6 +82,8 @@ def main(argv=None) -> None:
             guarded_mean = float(torch.cat(guarded).double().mean())
             print(f"| {name} | {path.stem} | {raw_mean:.2f} | {guarded_mean:.2f} | "
                   f"{guarded_mean / raw_mean:.4f} | "
+                  f"{float(torch.cat(raw_ok).double().mean()):.1%} | "
+                  f"{float(torch.cat(guarded_ok).double().mean()):.1%} | "
                   f"{float(torch.cat(replaced).double().mean()):.1%} | "
                   f"{float(torch.cat(fallback).double().mean()):.1%} | "
                   f"{float(torch.cat(outside).double().mean()):.1%} |", flush=True)

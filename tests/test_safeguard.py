@@ -68,12 +68,27 @@ def test_a_good_learned_guess_is_kept(family, tasks):
 
 def test_a_guess_made_worse_on_purpose_is_replaced_by_the_classical_one(family, tasks):
     solver = _guess_solver(family, tasks, 50.0)
-    raw, guarded = _solve(solver, tasks, safeguard=False), _solve(solver, tasks)
     zero = ms.run(ms.Jacobi(), tasks.problem, **OPTIONS)
+    raw = _solve(solver, tasks, safeguard=False)
     assert bool((raw.iterations > zero.iterations).all())  # the bad guess hurts unguarded
-    assert bool(guarded.info["guess_rejected"].all())
-    assert torch.equal(guarded.iterations, zero.iterations)
-    torch.testing.assert_close(guarded.x, zero.x)
+    # Tested on every instance, or (the default) on those outside the training features.
+    solver.record_training_features(tasks.features + 100.0)
+    for guarded in (_solve(solver, tasks, check_guess="always"), _solve(solver, tasks)):
+        assert bool(guarded.info["guess_rejected"].all())
+        assert bool(guarded.out_of_distribution.all())
+        assert torch.equal(guarded.iterations, zero.iterations)
+        torch.testing.assert_close(guarded.x, zero.x)
+
+
+def test_a_guess_is_trusted_inside_the_training_features(family, tasks):
+    solver = _guess_solver(family, tasks, 50.0)
+    solver.record_training_features(tasks.features)
+    guarded = _solve(solver, tasks)
+    assert not guarded.out_of_distribution.any() and not guarded.info["guess_rejected"].any()
+    assert torch.equal(guarded.iterations, _solve(solver, tasks, safeguard=False).iterations)
+    assert not _solve(solver, tasks, check_guess="never").info["guess_rejected"].any()
+    with pytest.raises(ValueError, match="check_guess"):
+        _solve(solver, tasks, check_guess="sometimes")
 
 
 def test_a_diverging_relaxation_factor_falls_back_and_converges_to_the_answer(family, tasks):

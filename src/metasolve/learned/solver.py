@@ -24,7 +24,7 @@ from ..solvers.registry import METHODS, method_from_config
 from ..tasks.base import FAMILIES, TaskBatch, TaskFamily, family_from_config
 from ..validation import check_choice
 from .metasolver import METASOLVERS, MetaSolver, heads_sizes, metasolver_from_config
-from .safeguard import feature_envelope, safeguarded_solve
+from .safeguard import GUESS_CHECKS, feature_envelope, safeguarded_solve
 
 ARTIFACT_KIND = "learned_solver"
 
@@ -250,7 +250,7 @@ class LearnedSolver:
                              settings=self.settings, feature_envelope=self.feature_envelope)
 
     def solve(self, tasks: TaskBatch, params: dict[str, torch.Tensor] | None = None,
-              safeguard: bool = True, **run_options) -> Solution:
+              safeguard: bool = True, check_guess: str = "outside", **run_options) -> Solution:
         """Predict ``theta`` for ``tasks`` and run the method; options go to :func:`metasolve.run`.
 
         ``solution.info["inference_time"]`` is the meta-solver's time and ``wall_time`` includes
@@ -260,8 +260,10 @@ class LearnedSolver:
         does not do worse than the classical method, and instances outside the training
         features are flagged (:mod:`metasolve.learned.safeguard`; ``solution.fallback``,
         ``solution.out_of_distribution``). ``safeguard=False`` runs the prediction as it is
-        (training, and the papers' tables). A method with trainable weights of its own (neural
-        SCS) has no safeguard yet and always runs unguarded.
+        (training, and the papers' tables). ``check_guess`` says whose learned initial guesses
+        are tested against the classical one: ``"outside"`` the training features (default),
+        ``"always"`` or ``"never"``. A method with trainable weights of its own (neural SCS) has
+        no safeguard yet and always runs unguarded.
 
         ``params``, if given, is run instead of the prediction, unguarded: a dict like
         :meth:`params` returns, one row per task. Training uses it to differentiate with
@@ -273,7 +275,8 @@ class LearnedSolver:
         if safeguard and not self.method_is_trainable:
             if not isinstance(tasks, TaskBatch):
                 raise TypeError(f"tasks must be a TaskBatch, got {type(tasks).__name__}")
-            return safeguarded_solve(self, tasks, run_options)
+            check_choice("check_guess", check_guess, GUESS_CHECKS)
+            return safeguarded_solve(self, tasks, run_options, check_guess)
         return self._run(tasks, self.params, run_options)
 
     def solve_baseline(self, tasks: TaskBatch, **run_options) -> Solution:
