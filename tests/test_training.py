@@ -447,3 +447,44 @@ def test_gauss_newton_rejects_bad_arguments(splits):
         ms.GaussNewtonConfig(damping=-1.0)
     with pytest.raises(ValueError, match="iterations"):
         ms.GaussNewtonConfig(iterations=0)
+
+
+def test_a_fit_that_does_not_train_says_why(splits):
+    """A learning rate far below the weights' resolution leaves them, and the validation loss,
+    unchanged: no epoch improves on the start, the fit warns and its history says why."""
+    trainer = ms.Trainer(_solver(seed=1), ms.FixedIterationLoss(5),
+                         ms.TrainingConfig(epochs=2, batch_size=16, lr=1e-300), progress=False)
+    with pytest.warns(ms.TrainingWarning, match="no epoch improved"):
+        history = trainer.fit(splits.train, splits.validation)
+    assert history.best_epoch == -1 and "starting weights" in history.untrained
+
+
+def test_a_loss_that_ignores_the_weights_is_refused(splits):
+    psi = ms.ConstantMetaSolver({"omega": ms.IntervalHead(0.0, 1.0)},
+                                in_features=splits.train.features.shape[1])
+    trainer = ms.Trainer(ms.LearnedSolver(ms.Jacobi(), psi), ms.FixedIterationLoss(0),
+                         ms.TrainingConfig(epochs=1), progress=False)
+    with pytest.raises(ValueError, match="does not depend on the trained weights"):
+        trainer.fit(splits.train, splits.validation)
+
+
+def test_a_fit_whose_every_step_fails_says_so(splits, monkeypatch):
+    solver = _solver(seed=1)
+    trainer = ms.Trainer(solver, ms.FixedIterationLoss(5), _config(), progress=False)
+    before = {k: v.clone() for k, v in solver.model.state_dict().items()}
+    monkeypatch.setattr(trainer, "batch_loss",
+                        lambda tasks: torch.tensor(float("nan"), requires_grad=True))
+    with pytest.warns(ms.TrainingWarning, match="every one of the"):
+        history = trainer.fit(splits.train, splits.validation)
+    assert history.skipped_steps > 0 and "failed" in history.untrained
+    assert all(torch.equal(before[k], v) for k, v in solver.model.state_dict().items())
+
+
+def test_a_fit_that_trains_does_not_warn(splits):
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ms.TrainingWarning)
+        history = ms.Trainer(_solver(seed=1), ms.FixedIterationLoss(5), _config(),
+                             progress=False).fit(splits.train, splits.validation)
+    assert history.best_epoch >= 0 and history.untrained == ""

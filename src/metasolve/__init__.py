@@ -79,6 +79,7 @@ from .training import (
     RelativeLogResidualLoss,
     Trainer,
     TrainingConfig,
+    TrainingWarning,
     WeightedResidualLoss,
 )
 
@@ -95,7 +96,8 @@ __all__ = [
     "Problem",
     "PositiveHead", "R2N2", "RK3", "RK4", "RelativeLogResidualLoss", "RobertsonFamily", "SCS",
     "Solution", "SpectrumFamily",
-    "Status", "TaskBatch", "TaskFamily", "Trainer", "TrainingConfig", "VanDerPolFamily",
+    "Status", "TaskBatch", "TaskFamily", "Trainer", "TrainingConfig", "TrainingWarning",
+    "VanDerPolFamily",
     "WeightedResidualLoss", "__version__", "chebyshev_filter_rule", "constant_weights",
     "frozen_r2n2", "load", "make_splits", "r2n2_solver",
     "register_family", "register_method", "run", "save", "sine_basis"

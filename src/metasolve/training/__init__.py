@@ -1,6 +1,6 @@
 """Losses, the trainer and its checkpoints."""
 
-from .fit import CheckpointedFit
+from .fit import CheckpointedFit, TrainingWarning
 from .gauss_newton import GaussNewtonConfig, GaussNewtonHistory
 from .losses import (
            FailurePenaltyLoss,
@@ -20,6 +20,6 @@ __all__ = [
     "CheckpointedFit", "FailurePenaltyLoss", "FilterGapLoss", "FixedIterationLoss",
     "GaussNewtonConfig", "GaussNewtonHistory", "IterationSurrogateLoss",
     "LogResidualLoss", "Loss", "RelativeLogResidualLoss", "ResidualSumLoss", "Trainer",
-    "TrainingConfig", "TrainingHistory",
+    "TrainingConfig", "TrainingHistory", "TrainingWarning",
     "WeightedResidualLoss", "loss_from_config"
 ]

@@ -28,6 +28,23 @@ import torch
 from ..artifact import ArtifactError, read_tensors, tensor_digest, write_tensors
 
 
+class TrainingWarning(UserWarning):
+    """A fit that did not train: every step failed, or no step improved on the starting weights
+    (the meta-solver is then returned as it started; the fit's history says why)."""
+
+
+def untrained_reason(steps: int, failed: int, improved: bool, unit: str) -> str:
+    """Why a fit of ``steps`` optimizer steps, ``failed`` of which were skipped, did not train
+    (empty if it did); the caller records it in its history and warns with it."""
+    if steps and failed >= steps:
+        return (f"every one of the {steps} training steps failed (a non-finite loss or "
+                "gradient), so the meta-solver keeps its starting weights")
+    if not improved:
+        return (f"no {unit} improved the validation loss on the starting weights, so the "
+                "meta-solver keeps them")
+    return ""
+
+
 def fit_identity(solver, loss) -> dict[str, Any]:
     """What any fit of ``solver`` on ``loss`` must share with a checkpoint it resumes, besides
     its optimizer's settings: the loss, the meta-solver, the method and the training family."""

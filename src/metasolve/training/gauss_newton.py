@@ -40,6 +40,7 @@ weights, the damping and the order the training set is chunked in (:mod:`.fit`).
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -49,7 +50,7 @@ from torch.func import functional_call, jacfwd
 from ..artifact import ArtifactError
 from ..tasks.base import TaskBatch
 from ..validation import check_count, check_positive
-from .fit import CheckpointedFit
+from .fit import CheckpointedFit, TrainingWarning, untrained_reason
 from .progress import progress_bar
 
 
@@ -89,6 +90,8 @@ class GaussNewtonHistory:
     best_iteration: int = -1
     best_validation_loss: float = float("inf")
     stopped: str = ""
+    #: Why the refinement did not train, if it did not.
+    untrained: str = ""
 
 
 def _damped_step(curvature, scale, damping, gradient) -> torch.Tensor:
@@ -295,6 +298,11 @@ class GaussNewtonRefiner(CheckpointedFit):
                     self._save(it + 1, theta, best, damping)
                 bar.advance(f"train {value:.4g} val {val:.4g} best {h.best_validation_loss:.4g}")
         self._assign(best)
+        h.untrained = untrained_reason(0, 0, h.best_iteration >= 0, "Gauss-Newton iteration")
+        if h.untrained:
+            warnings.warn(f"Gauss-Newton {self.loss.label}: {h.untrained}"
+                          + (f" ({h.stopped})" if h.stopped else ""), TrainingWarning,
+                          stacklevel=3)
         return h
 
     def _expand(self, train: TaskBatch, theta, step, value):

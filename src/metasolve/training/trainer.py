@@ -16,6 +16,7 @@ from __future__ import annotations
 import collections
 import copy
 import math
+import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -25,7 +26,7 @@ from ..learned.metasolver import MetaSolver
 from ..learned.solver import LearnedSolver
 from ..tasks.base import TaskBatch
 from ..validation import check_count, check_positive
-from .fit import CheckpointedFit, fit_identity
+from .fit import CheckpointedFit, TrainingWarning, fit_identity, untrained_reason
 from .gauss_newton import GaussNewtonConfig, GaussNewtonHistory, GaussNewtonRefiner
 from .losses import Loss
 from .progress import progress_bar
@@ -86,6 +87,8 @@ class TrainingHistory:
     best_epoch: int = -1
     best_validation_loss: float = float("inf")
     skipped_steps: int = 0
+    #: Why the fit did not train, if it did not (:class:`~metasolve.training.TrainingWarning`).
+    untrained: str = ""
 
 
 def _check_splits(train, validation) -> None:
@@ -202,6 +205,10 @@ class Trainer(CheckpointedFit):
                     if not torch.isfinite(value):
                         self.history.skipped_steps += 1
                         continue
+                    if not value.requires_grad:
+                        raise ValueError(f"loss {self.loss.label} does not depend on the "
+                                         "trained weights (is autograd off, or does the loss "
+                                         "read nothing the meta-solver predicts?)")
                     optimizer.zero_grad()
                     value.backward()
                     # A NaN or Inf gradient (e.g. from an instance that overflowed before it
@@ -239,6 +246,12 @@ class Trainer(CheckpointedFit):
         model.load_state_dict(best_state)
         model.eval()
         self.solver.record_training_features(train.features)
+        h = self.history
+        steps = cfg.epochs * math.ceil(n / cfg.batch_size)
+        h.untrained = untrained_reason(steps, h.skipped_steps, h.best_epoch >= 0, "epoch")
+        if h.untrained:
+            warnings.warn(f"training {self.loss.label}: {h.untrained}", TrainingWarning,
+                          stacklevel=2)
         # The family is stored beside the settings in a saved solver; not repeated here.
         record = {k: v for k, v in self.identity().items() if k != "family"}
         self.solver.settings["training"] = {
