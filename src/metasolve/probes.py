@@ -27,7 +27,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .validation import check_count, check_tensor
+from .validation import check_count, check_nonnegative, check_tensor
 
 
 @dataclass(frozen=True)
@@ -49,18 +49,31 @@ class Probe:
         """``theta_max / theta_min`` per operator (a lower bound on the condition number)."""
         return self.ritz_values[:, -1] / self.ritz_values[:, 0]
 
-    def interval(self) -> tuple[torch.Tensor, torch.Tensor]:
+    def interval(self, upper_margin: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
         """``(lower, upper)`` per operator: the extreme Ritz values widened by their residual
-        norms. An estimate, not a guaranteed enclosure: for a symmetric ``A`` each Ritz value
-        lies within its residual norm of *some* eigenvalue, which need not be the extreme one,
-        so when the probe has not found the top of the spectrum the upper end lies below
+        norms, the upper end then multiplied by ``1 + upper_margin``.
+
+        An estimate, not a guaranteed enclosure: for a symmetric ``A`` each Ritz value lies
+        within its residual norm of *some* eigenvalue, which need not be the extreme one, so
+        when the probe has not found the top of the spectrum the upper end lies below
         ``lambda_max`` (and a Chebyshev method on this interval can diverge: the driver then
         reports ``DIVERGED``). Likewise the lower end may lie above ``lambda_min``; it is
         floored at a tenth of the smallest Ritz value, so that it stays positive.
+
+        ``upper_margin`` (default 0, the interval every recorded AutoSpec result used) widens
+        the upper end for callers that need it above ``lambda_max``. MARGIN_NOTE
+
+        No margin and no matrix-free estimate is safe for every operator: a start vector
+        (nearly) orthogonal to the top eigenvector hides that eigenvalue from the whole Krylov
+        space, however far above the rest it lies.
+
+        Raises:
+            ValueError: ``upper_margin`` negative or not finite.
         """
+        upper_margin = check_nonnegative("upper_margin", upper_margin)
         low = self.ritz_values[:, 0] - self.residual_norms[:, 0]
         high = self.ritz_values[:, -1] + self.residual_norms[:, -1]
-        return torch.maximum(low, self.ritz_values[:, 0] / 10), high
+        return torch.maximum(low, self.ritz_values[:, 0] / 10), high * (1 + upper_margin)
 
 
 def _lanczos(matvec, start: torch.Tensor, steps: int):
