@@ -166,9 +166,78 @@ def test_probe_interval_contains_the_top_of_the_spectrum():
     eig = torch.linalg.eigvalsh(dense)
     probe = lanczos_probe(lambda v: v @ dense, size=400, steps=25, batch=3, seed=7)
     lower, upper = probe.interval()
-    assert bool((upper >= eig[-1]).all())  # a safe upper bound ...
-    assert bool((upper <= eig[-1] * (1 + 1e-2)).all())  # ... and a tight one
+    assert bool((upper >= eig[-1]).all())  # above lambda_max here (not in general) ...
+    assert bool((upper <= eig[-1] * (1 + 1e-2)).all())  # ... and tight
     assert bool((lower > 0).all()) and bool((lower <= probe.ritz_values[:, 0]).all())
+
+
+def _hidden_top(top: float, component: float, seed: int, size: int = 200) -> torch.Tensor:
+    """A dense SPD matrix with ``size - 1`` eigenvalues evenly in [1, 2] and one at ``top``,
+    whose eigenvector has only ``component`` along the start vector ``lanczos_probe`` draws
+    from ``seed``: a short probe all but misses that eigenvalue."""
+    start = torch.randn(1, size, generator=torch.Generator().manual_seed(seed), dtype=DTYPE)[0]
+    start = start / start.norm()
+    other = torch.randn(size, generator=torch.Generator().manual_seed(seed + 1), dtype=DTYPE)
+    other = other - (other @ start) * start
+    u = other / other.norm() + component * start
+    u = u / u.norm()
+    # The Householder reflection that maps e_0 to u carries diag(eig)'s e_0 eigenvector to u.
+    w = -u
+    w[0] += 1.0
+    w = w / w.norm()
+    reflection = torch.eye(size, dtype=DTYPE) - 2 * torch.outer(w, w)
+    eig = torch.linspace(1.0, 2.0, size, dtype=DTYPE)
+    eig[0] = top
+    return reflection @ torch.diag(eig) @ reflection
+
+
+def test_probe_interval_upper_margin_scales_the_upper_end_exactly():
+    a = torch.tensor(poisson2d(10).toarray(), dtype=DTYPE)
+    probe = lanczos_probe(lambda v: v @ a, size=100, steps=10, batch=3, seed=2)
+    lower, upper = probe.interval()
+    torch.testing.assert_close(upper, probe.ritz_values[:, -1] + probe.residual_norms[:, -1],
+                               rtol=0, atol=0)  # the default is the unwidened estimate
+    for margin in (0.0, 0.05, 0.2, 1):
+        wide_lower, wide_upper = probe.interval(upper_margin=margin)
+        assert torch.equal(wide_lower, lower)
+        assert torch.equal(wide_upper, upper * (1 + margin))
+
+
+def test_probe_interval_rejects_a_negative_or_non_finite_margin():
+    probe = lanczos_probe(lambda v: 2 * v, size=5, steps=2)
+    for bad in (-0.01, float("nan"), float("inf")):
+        with pytest.raises(ValueError, match="upper_margin"):
+            probe.interval(upper_margin=bad)
+    with pytest.raises(TypeError, match="upper_margin"):
+        probe.interval(upper_margin="0.05")
+
+
+def test_recommended_margin_covers_a_top_eigenvalue_the_probe_misses():
+    # lambda_max = 2.05, 2.5% above the rest, with a 1e-8 component along the start vector:
+    # 10 Lanczos steps do not see it, and the probe's upper end falls about 2.4% short.
+    a = _hidden_top(2.05, 1e-8, seed=0)
+    top = float(torch.linalg.eigvalsh(a)[-1])
+    probe = lanczos_probe(lambda v: v @ a, size=200, steps=10, seed=0)
+    assert float(probe.interval()[1][0]) < top / 1.02
+    assert float(probe.interval(upper_margin=0.05)[1][0]) > top
+
+
+def test_no_margin_covers_a_top_eigenvalue_far_from_the_start_vector():
+    # The documented limit: at 25% above the rest, the hidden eigenvalue lies beyond the
+    # recommended margin, beyond 0.2, and beyond the Zhou-Li estimate theta_s + beta_s
+    # (beta_s = ||residual norms||_2 for a Lanczos probe).
+    a = _hidden_top(2.5, 1e-8, seed=0)
+    top = float(torch.linalg.eigvalsh(a)[-1])
+    probe = lanczos_probe(lambda v: v @ a, size=200, steps=10, seed=0)
+    for margin in (0.0, 0.05, 0.2):
+        assert float(probe.interval(upper_margin=margin)[1][0]) < top
+    beta = torch.linalg.vector_norm(probe.residual_norms, dim=1)
+    assert float(probe.ritz_values[0, -1] + beta[0]) < top
+    # Lanczos amplifies even a round-off component of an eigenvalue far above the rest, so
+    # the same construction at 100 is found; the miss needs a top close to the bulk.
+    far = _hidden_top(100.0, 0.0, seed=0)
+    found = lanczos_probe(lambda v: v @ far, size=200, steps=10, seed=0)
+    assert float(found.interval()[1][0]) >= 100.0 * (1 - 1e-10)
 
 
 def test_minimal_residual_is_attained_and_below_every_method_at_equal_products():
