@@ -97,8 +97,10 @@ class Solution:
         threshold: ``(B,)`` ``max(rtol * reference_norm, atol)``, the stopping threshold.
         wall_time: seconds spent in the driver loop.
         fallback: ``(B,)`` bool, for a safeguarded learned solve: the instances the learned
-            parameters left unconverged, which the classical method then solved
-            (:mod:`metasolve.learned.safeguard`); ``None`` for any other solve.
+            parameters left unconverged, which the classical method then solved, and, for a
+            method guarded inside its iteration (neural SCS), those where a learned step was
+            refused for the plain one (``info["rejected_steps"]``;
+            :mod:`metasolve.learned.safeguard`); ``None`` for any other solve.
         out_of_distribution: ``(B,)`` bool, for a learned solve whose solver knows its training
             features: the instances whose features lie outside them; ``None`` otherwise.
     """

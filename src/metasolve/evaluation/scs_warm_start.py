@@ -2,7 +2,8 @@
 the deployment protocol, with the references a practitioner would use instead (a cold start,
 scs's own Anderson acceleration, as many plain SCS iterations in PyTorch, the previous
 instance's solution). Iteration counts and wall-clock are per instance; a start computed in
-PyTorch carries its share of one batched call.
+PyTorch carries its share of one batched call. The learned starts are the models' unguarded
+iterates (``safeguard=False``), as the paper deploys them.
 """
 
 from __future__ import annotations
@@ -53,7 +54,8 @@ def warm_start_records(experiment: str, solvers: dict[str, LearnedSolver], tasks
     for k in deploy_iterations:
         for kind, solver in solvers.items():
             starts[(kind, k)], seconds = iterate_start(
-                lambda solver=solver, k=k: solver.solve(tasks, fixed_iterations=k, rtol=0.0),
+                lambda solver=solver, k=k: solver.solve(tasks, fixed_iterations=k, rtol=0.0,
+                                                        safeguard=False),
                 program)
             overhead[(kind, k)] = seconds / count
         starts[("torch_scs", k)], seconds = iterate_start(

@@ -37,18 +37,44 @@ lead over SCS fades once SCS's own residual reaches that error (on the fixed-``F
 at iteration 10, 2.7 times at 30). Scaled corrections keep SCS's fixed points as the accelerated
 iteration's, and the model learns a step relative to the current residual instead of an
 absolute position.
+
+**Safeguarded mode** (:meth:`_LearnedSCS.safeguarded`, what ``LearnedSolver.solve`` runs by
+default; docs/architecture.md, sec. 6). The paper's models come with no guarantee: a correction
+that helps on the training distribution can stall or ruin the iteration elsewhere, and the
+unscaled corrections do not even keep SCS's fixed points. The guarded view of a model (the same
+weights) borrows the rule of SCS's safeguarded Anderson acceleration (SCS 3's
+``safeguard_factor``; Zhang, O'Donoghue & Boyd, SIAM J. Optim. 30, 2020): an accelerated iterate
+is worth taking only if it does not make the fixed-point residual worse than the iterate it
+accelerates. At each iteration where the network proposes an iterate ``z'`` (every iteration of
+Algorithm 1, the access set of Algorithm 2), ``f(z')`` is applied once (the next step needs it
+anyway) and, per instance, ``z'`` is kept only if ``||z'/tau' - f(z')/tau_f'|| <= factor
+||z/tau - f(z)/tau_f||`` (factor 1, SCS's default, and finite); otherwise the plain SCS step
+``f(z)`` is taken, at the cost of one more application of ``f`` that iteration. The learned
+start is tested the same way: it is used only where its fixed-point residual is no larger than
+the cold start's (elsewhere the cold start, and a zero ``hidden0``). The model's own memory (the
+GRU state, the history of Algorithm 2) still observes every iterate. With plain steps wherever
+the network does not reduce the residual, a model with arbitrary weights converges where SCS
+does. ``Solution.info["rejected_steps"]`` counts the refused steps per instance and
+``info["start_rejected"]`` the refused starts. Training and the papers' tables run the models
+unguarded, exactly as the paper's Algorithms 1 and 2.
 """
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Sequence
 
 import torch
 from torch import nn
 
 from ..solvers.registry import register_method
-from ..solvers.scs import SCS, tau_normalized
-from ..validation import check_count, check_counts
+from ..solvers.scs import SCS, LinearStep, tau_normalized
+from ..validation import check_count, check_counts, check_positive
+
+#: The safeguard's tolerance: an accelerated iterate is kept if its fixed-point residual is at
+#: most this factor times the residual of the iterate it accelerates (SCS's ``safeguard_factor``
+#: default; larger values accept steps that raise the residual a little).
+SAFEGUARD_FACTOR = 1.0
 
 
 def _linear(width_in: int, width_out: int, overparametrize: bool, zero: bool = False):
@@ -109,6 +135,23 @@ class _LearnedSCS(SCS, nn.Module):
         keep = torch.ones(dim, dtype=torch.float64)
         keep[dim // 2 - 1] = 0.0  # u's last entry is tau
         self.register_buffer("tau_free", keep)
+        # The safeguard is a way of running the model, not part of it: off here (training and
+        # the paper's tables), on in the view :meth:`safeguarded` returns; not in ``config``.
+        self.guarded = False
+        self.safeguard_factor = SAFEGUARD_FACTOR
+
+    def safeguarded(self, factor: float = SAFEGUARD_FACTOR) -> _LearnedSCS:
+        """A view of this model (the same weights and buffers, not a copy of them) that runs in
+        safeguarded mode (module docstring): learned steps and the learned start are kept per
+        instance only where they do not raise the fixed-point residual beyond ``factor``."""
+        view = copy.copy(self)  # shares the parameter, buffer and submodule dicts
+        view.guarded = True
+        view.safeguard_factor = check_positive("factor", factor)
+        return view
+
+    def classical(self) -> SCS:
+        """The classical method this model accelerates: plain SCS with its settings."""
+        return SCS(**SCS.config(self))
 
     def correction(self, value: torch.Tensor) -> torch.Tensor:
         """A predicted correction with its ``tau`` entry removed (predictions keep tau = 1)."""
@@ -143,9 +186,72 @@ class _LearnedSCS(SCS, nn.Module):
         if correction is not None and tuple(correction.shape) != (x0.shape[0], self.dim):
             raise ValueError(f"params['start_correction'] must have shape ({x0.shape[0]}, "
                              f"{self.dim}), got {tuple(correction.shape)}")
+        start_rejected = torch.zeros(x0.shape[0], dtype=torch.bool, device=x0.device)
         if correction is not None:
-            x0 = tau_normalized(x0) + self.correction(correction)
-        return super().init(problem, x0, params)
+            start = tau_normalized(x0) + self.correction(correction)
+            if self.guarded:
+                start, params, start_rejected = self._guard_start(problem, x0, start, params)
+            x0 = start
+        state = super().init(problem, x0, params)
+        if self.guarded:
+            state["rejected_steps"] = torch.zeros(x0.shape[0], dtype=torch.int64,
+                                                  device=x0.device)
+            state["start_rejected"] = start_rejected
+        return state
+
+    def _guard_start(self, problem, cold, start, params):
+        """The learned ``start`` where its fixed-point residual is no larger than the ``cold``
+        start's, else the cold start; the other start parameters (``hidden0``) of a rejected
+        start become zero, the untrained model's, since they were predicted for the learned
+        start. Returns the start, the parameters and the rejected instances."""
+        linear = LinearStep(problem, self.normalize)
+        def fixed_point_residual(z):
+            return self.residual_of(z, self.fixed_point_map(problem, linear, z))
+
+        # NaN compares false: a non-finite learned start is rejected.
+        keep = fixed_point_residual(start) <= fixed_point_residual(cold)
+        params = dict(params)
+        for name in self.parameter_names:
+            if name != "start_correction" and params.get(name) is not None:
+                value = params[name]
+                params[name] = torch.where(keep.reshape(-1, *[1] * (value.ndim - 1)), value,
+                                           torch.zeros_like(value))
+        return torch.where(keep.unsqueeze(1), start, cold), params, ~keep
+
+    def accelerate(self, problem, state, z, fz, fixed_point_map):
+        candidate, extra, proposed = self.propose(problem, state, z, fz)
+        if not self.guarded:
+            return candidate, extra, None
+        if proposed is not None and not bool(proposed.any()):
+            return candidate, extra, None  # a plain step everywhere: nothing to test
+        f_candidate = fixed_point_map(candidate)
+        # SCS's safeguard: the proposal may not raise the fixed-point residual (tau-normalised,
+        # the norm the driver monitors) above factor times the current one. NaN fails.
+        accept = self.residual_of(candidate, f_candidate) <= \
+            self.safeguard_factor * self.residual_of(z, fz)
+        if proposed is not None:
+            accept = accept | ~proposed  # there the candidate is the plain step already
+        if bool(accept.all()):
+            return candidate, {**extra, "rejected_steps": state["rejected_steps"]}, f_candidate
+        keep = accept.unsqueeze(1)
+        z_next = torch.where(keep, candidate, fz)
+        f_next = torch.where(keep, f_candidate, fixed_point_map(fz))
+        return z_next, {**extra, "rejected_steps": state["rejected_steps"] + (~accept).long()}, \
+            f_next
+
+    def propose(self, problem, state, z, fz):
+        """The network's next iterate from ``z`` and ``f(z)``, the model state it updates, and
+        the ``(B,)`` instances where the network proposed it (``None``: all); elsewhere the
+        proposal is the plain step ``f(z)``."""
+        raise NotImplementedError
+
+    def report(self, problem, state):
+        """In safeguarded mode: ``rejected_steps`` (per instance, the learned steps replaced by
+        plain SCS steps) and ``start_rejected`` (the instances that started cold)."""
+        if "rejected_steps" not in state:
+            return {}
+        return {"rejected_steps": state["rejected_steps"],
+                "start_rejected": state["start_rejected"]}
 
 
 @register_method
@@ -208,7 +314,7 @@ class RecurrentSCS(_LearnedSCS):
             h0 = torch.zeros(x0.shape[0], self.hidden, dtype=x0.dtype, device=x0.device)
         return {"hidden": h0}
 
-    def accelerate(self, problem, state, z, fz, fixed_point_map):
+    def propose(self, problem, state, z, fz):
         zn, fzn = tau_normalized(z), tau_normalized(fz)
         extra, size = self.residual_inputs(zn, fzn)
         hidden = self.cell(self.encoder(torch.cat([zn, fzn, *extra], dim=1)), state["hidden"])
@@ -279,14 +385,14 @@ class IntermittentSCS(_LearnedSCS):
         past = tau_normalized(x0).unsqueeze(1).expand(-1, self.history, -1)
         return {"history": past.clone()}
 
-    def accelerate(self, problem, state, z, fz, fixed_point_map):
+    def propose(self, problem, state, z, fz):
         zn, fzn = tau_normalized(z), tau_normalized(fz)
         history = torch.cat([state["history"][:, 1:], zn.unsqueeze(1)], dim=1)
         t = state["k"] + 1  # the iteration this step produces
         accessed = (t < self.access_mask.numel()) & self.access_mask[
             t.clamp(max=self.access_mask.numel() - 1)]
         if not bool(accessed.any()):
-            return fz, {"history": history}, None
+            return fz, {"history": history}, accessed
         if torch.is_grad_enabled():  # truncated gradients (sec. 5.1): start from a detached state
             zn, fzn, history_in = zn.detach(), fzn.detach(), history.detach()
         else:
@@ -297,4 +403,4 @@ class IntermittentSCS(_LearnedSCS):
             inputs.append(problem.context / self.context_scale)
         predicted = fzn + size * self.correction(self.net(torch.cat(inputs, dim=1)))
         return (torch.where(accessed.unsqueeze(1), predicted, fz), {"history": history},
-                None)
+                accessed)

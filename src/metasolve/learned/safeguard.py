@@ -19,6 +19,15 @@ residual falls); everything it decides is reported in the :class:`~metasolve.Sol
   restarts with the classical method from its last iterate if that is finite and no worse than
   its start, otherwise from the classical start, with the same tolerance and iteration cap. Its
   iterations and history then include both runs (``Solution.fallback`` marks it).
+* **Learned steps** (a method with weights of its own that has a safeguarded mode, neural SCS):
+  the solve runs ``method.safeguarded()``, which tests each step the network proposes inside the
+  iteration and takes the plain SCS step where the fixed-point residual would rise, and tests
+  the learned start against the cold start (:mod:`metasolve.learned.neural_scs`, as SCS's
+  safeguarded Anderson acceleration). ``Solution.info["rejected_steps"]`` counts the refused
+  steps per instance, ``info["guess_rejected"]`` includes the refused starts, and
+  ``Solution.fallback`` marks the instances with a refused step (some of their iterations were
+  the classical method's) besides those that restarted. The classical method of the fallback
+  below is then the plain method (``LearnedSolver.classical_method``: SCS).
 * **Out of distribution**: the solver stores the envelope of its training features (per-feature
   minimum and maximum); an instance whose features leave it by more than ``ENVELOPE_MARGIN`` of
   the feature's training range is flagged (``Solution.out_of_distribution``) and a warning says
@@ -122,7 +131,9 @@ def safeguarded_solve(solver, tasks, options: dict, check_guess: str = "outside"
                 fallback_value = torch.zeros_like(learned[k])
             learned[k] = _take(rejected, fallback_value.to(learned[k]), learned[k])
 
-    solution = solver._run(tasks, None, dict(options), params=learned)
+    # A method with a safeguarded mode (neural SCS) tests its learned steps itself.
+    guarded = solver.guarded_method
+    solution = solver._run(tasks, None, dict(options), params=learned, method=guarded)
     solution.wall_time += inference - solution.info["inference_time"]
     solution.info["inference_time"] = inference
 
@@ -138,6 +149,9 @@ def safeguarded_solve(solver, tasks, options: dict, check_guess: str = "outside"
         failed = torch.zeros_like(failed)  # only a guess was learned: the method is classical
     if bool(failed.any()):
         solution = _fall_back(solver, tasks, solution, failed, classical, options)
+    if guarded is not None:  # plain steps (and the cold start) taken in place of learned ones
+        failed = failed | (solution.info["rejected_steps"] > 0)
+        rejected = rejected | solution.info["start_rejected"]
     solution.fallback = failed
     solution.out_of_distribution = out
     solution.info["guess_rejected"] = rejected
@@ -155,10 +169,10 @@ def _fall_back(solver, tasks, learned: Solution, failed: torch.Tensor, classical
     finite = torch.isfinite(last).reshape(len(idx), -1).all(dim=1)
     usable = finite & (learned.residual[idx] <= learned.residual_history[0][idx])
     if not fixed and bool(usable.any()):
-        start = params.get("x0", solver.method.zero_guess(sub.problem))
+        start = params.get("x0", solver.classical_method.zero_guess(sub.problem))
         params["x0"] = _take(usable, torch.nan_to_num(last), start)
     with torch.no_grad():
-        again = run(solver.method, sub.problem, params=params, **options)
+        again = run(solver.classical_method, sub.problem, params=params, **options)
     history = learned.residual_history.detach()
     iterations = learned.iterations.clone()
     if fixed:

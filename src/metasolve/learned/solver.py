@@ -236,6 +236,21 @@ class LearnedSolver:
         return self.metasolver(features)
 
     @property
+    def classical_method(self) -> IterativeMethod:
+        """The classical method this solver falls back to and compares with: the method's own
+        ``classical()`` where it defines one (neural SCS: plain SCS with the model's settings),
+        else the method itself (run with :meth:`classical_params`)."""
+        classical = getattr(self.method, "classical", None)
+        return classical() if callable(classical) else self.method
+
+    @property
+    def guarded_method(self) -> IterativeMethod | None:
+        """The method in its safeguarded mode, where it has one (``method.safeguarded()``:
+        neural SCS, whose learned steps are tested inside the iteration); else ``None``."""
+        safeguarded = getattr(self.method, "safeguarded", None)
+        return safeguarded() if callable(safeguarded) else None
+
+    @property
     def method_is_trainable(self) -> bool:
         """Whether the method carries trainable weights of its own (a learned acceleration
         model), besides the meta-solver's."""
@@ -262,8 +277,10 @@ class LearnedSolver:
         ``solution.out_of_distribution``). ``safeguard=False`` runs the prediction as it is
         (training, and the papers' tables). ``check_guess`` says whose learned initial guesses
         are tested against the classical one: ``"outside"`` the training features (default),
-        ``"always"`` or ``"never"``. A method with trainable weights of its own (neural SCS) has
-        no safeguard yet and always runs unguarded.
+        ``"always"`` or ``"never"``. A method with weights of its own runs in its safeguarded
+        mode where it has one (neural SCS: a learned step or start is kept only where it does
+        not raise the fixed-point residual; ``solution.info["rejected_steps"]``), and unguarded
+        where it has none.
 
         ``params``, if given, is run instead of the prediction, unguarded: a dict like
         :meth:`params` returns, one row per task. Training uses it to differentiate with
@@ -272,7 +289,7 @@ class LearnedSolver:
         """
         if params is not None:
             return self._run(tasks, None, run_options, params=params)
-        if safeguard and not self.method_is_trainable:
+        if safeguard and (not self.method_is_trainable or hasattr(self.method, "safeguarded")):
             if not isinstance(tasks, TaskBatch):
                 raise TypeError(f"tasks must be a TaskBatch, got {type(tasks).__name__}")
             check_choice("check_guess", check_guess, GUESS_CHECKS)
@@ -280,17 +297,23 @@ class LearnedSolver:
         return self._run(tasks, self.params, run_options)
 
     def solve_baseline(self, tasks: TaskBatch, **run_options) -> Solution:
-        """Run the classical method (:meth:`classical_params`) on ``tasks``; no gradient."""
-        if self.method_is_trainable:
-            raise TypeError(f"method {self.method.name} carries trained weights of its own; "
-                            "its classical counterpart is not defined here")
+        """Run the classical method (:attr:`classical_method` with :meth:`classical_params`) on
+        ``tasks``; no gradient. For neural SCS: plain SCS with the model's settings from the
+        cold start."""
+        if self.method_is_trainable and not callable(getattr(self.method, "classical", None)):
+            raise TypeError(f"method {self.method.name} carries trained weights of its own and "
+                            "names no classical counterpart (a classical() method)")
         with torch.no_grad():
-            return self._run(tasks, self.classical_params, run_options)
+            return self._run(tasks, self.classical_params, run_options,
+                             method=self.classical_method)
 
     def _run(self, tasks: TaskBatch, params_of, run_options: dict,
-             params: dict[str, torch.Tensor] | None = None) -> Solution:
+             params: dict[str, torch.Tensor] | None = None,
+             method: IterativeMethod | None = None) -> Solution:
         # The one place where a meta-solver's parameters meet the method: prediction,
         # baseline and training solves all come through here with the same defaults.
+        # ``method``: the classical counterpart (baseline) or the safeguarded mode of
+        # ``self.method``; by default ``self.method`` itself.
         if not isinstance(tasks, TaskBatch):
             raise TypeError(f"tasks must be a TaskBatch, got {type(tasks).__name__}")
         run_options.setdefault("monitor", self.monitor)
@@ -299,7 +322,8 @@ class LearnedSolver:
             start = time.perf_counter()
             params = params_of(tasks.features)
             inference = time.perf_counter() - start
-        solution = run(self.method, tasks.problem, params=params, **run_options)
+        solution = run(self.method if method is None else method, tasks.problem, params=params,
+                       **run_options)
         solution.wall_time += inference
         solution.info["inference_time"] = inference
         return solution

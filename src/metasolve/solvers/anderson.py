@@ -8,7 +8,7 @@ is ``z_AA = f(z_k) - (dZ + dG) gamma`` with
 ||dG||_F^2`` (Tikhonov, as SCS does against ill-conditioned histories). Safeguard: the step is
 kept only if ``||g(z_AA)|| <= safeguard ||g(z_k)||``; otherwise the plain step ``f(z_k)`` is
 taken (costing one more application of ``f`` that iteration). ``state["aa_rejected"]``
-counts the rejections per instance.
+counts the rejections per instance (``Solution.info["rejected_steps"]``).
 """
 
 from __future__ import annotations
@@ -50,6 +50,10 @@ class AndersonSCS(SCS):
         return {"aa_dz": zeros, "aa_dg": zeros.clone(), "aa_prev_z": x0,
                 "aa_prev_g": fz - x0,
                 "aa_rejected": torch.zeros(batch, dtype=torch.int64, device=x0.device)}
+
+    def report(self, problem, state):
+        """``rejected_steps``: per instance, the accelerated steps the safeguard refused."""
+        return {"rejected_steps": state["aa_rejected"]}
 
     def accelerate(self, problem, state, z, fz, fixed_point_map):
         g = fz - z

@@ -131,6 +131,11 @@ class IterativeMethod:
         is at most its threshold ``max(rtol * reference, atol)``."""
         return norms <= threshold
 
+    def report(self, problem, state: State) -> dict[str, Any]:
+        """Entries the method adds to ``Solution.info`` from its final state (per-instance
+        counts of what it decided, such as rejected accelerated steps). Default: none."""
+        return {}
+
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in self.config().items())
         return f"{type(self).__name__}({args})"
@@ -372,7 +377,8 @@ def run(method: IterativeMethod, problem, *, params: Mapping[str, torch.Tensor] 
                         info={"method": method.name, "monitor": monitor, "rtol": rtol,
                               "atol": atol, "maxiter": maxiter, "params": theta,
                               "history_norm": history_norm,
-                              "confirmations": checks.confirmations})
+                              "confirmations": checks.confirmations,
+                              **method.report(problem, state)})
     if throw and not bool(solution.converged.all()):
         raise ConvergenceError(f"{method.name}: {solution.summary()}", solution)
     return solution
