@@ -18,7 +18,11 @@ residual falls); everything it decides is reported in the :class:`~metasolve.Sol
   instance the learned run leaves unconverged (diverged, broken down, or out of iterations)
   restarts with the classical method from its last iterate if that is finite and no worse than
   its start, otherwise from the classical start, with the same tolerance and iteration cap. Its
-  iterations and history then include both runs (``Solution.fallback`` marks it).
+  iterations and history then include both runs (``Solution.fallback`` marks it). The learned
+  attempt runs under a budget: ``BUDGET_FACTOR`` times the classical method's iteration count
+  on the training tasks at the asked tolerance (``LearnedSolver.calibration``, measured by
+  :func:`calibrate` at the end of training, stored in the artifact), so a failing attempt costs
+  a bounded number of iterations rather than the whole cap.
 * **Learned steps** (a method with weights of its own that has a safeguarded mode, neural SCS):
   the solve runs ``method.safeguarded()``, which tests each step the network proposes inside the
   iteration and takes the plain SCS step where the fixed-point residual would rise, and tests
@@ -39,6 +43,7 @@ diverged instances fall back (to the classical method for the same budget).
 
 from __future__ import annotations
 
+import math
 import time
 import warnings
 
@@ -90,6 +95,58 @@ def _start_norms(solver, problem, params: dict, options: dict) -> torch.Tensor:
 
 GUESS_CHECKS = ("outside", "always", "never")
 
+#: The learned attempt of a safeguarded solve may take this many times the classical method's
+#: iteration count on the training tasks (the 95th percentile, at the asked tolerance), plus
+#: ``BUDGET_SLACK``, before its unconverged instances fall back.
+BUDGET_FACTOR = 2.0
+BUDGET_SLACK = 10
+#: Relative tolerances at which :func:`calibrate` records the classical iteration counts.
+CALIBRATION_RTOLS = tuple(10.0 ** -k for k in range(1, 11))
+#: At most this many training tasks and this many iterations go into the calibration.
+CALIBRATION_TASKS = 64
+CALIBRATION_MAXITER = 2000
+
+
+def calibrate(solver, tasks) -> dict | None:
+    """The classical method's iteration counts on (up to ``CALIBRATION_TASKS`` of) the training
+    ``tasks``: for each of ``CALIBRATION_RTOLS``, the 95th percentile of the iterations to reach
+    it (``None`` where fewer than 95% of the tasks did within the cap). ``None`` for a solver
+    whose learned part is a starting point only, which needs no budget."""
+    learned = set(solver.metasolver.outputs) - set(solver.guess_parameters)
+    if not learned or solver.monitor == "error" and getattr(tasks.problem, "solution",
+                                                           None) is None:
+        return None
+    sample = tasks.index(slice(0, CALIBRATION_TASKS))
+    cap = CALIBRATION_MAXITER
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        solution = solver.solve_baseline(sample, rtol=min(CALIBRATION_RTOLS), maxiter=cap)
+    counts = []
+    for rtol in CALIBRATION_RTOLS:
+        reached = solution.iterations_to(rtol)
+        ok = reached >= 0
+        counts.append(int(torch.quantile(reached[ok].double(), 0.95).ceil())
+                      if float(ok.double().mean()) >= 0.95 else None)
+    return {"monitor": solver.monitor, "rtols": list(CALIBRATION_RTOLS), "iterations": counts,
+            "tasks": len(sample), "maxiter": cap}
+
+
+def learned_budget(calibration: dict | None, options: dict) -> int | None:
+    """The iteration budget of a learned attempt under ``options`` (``None``: no budget, the
+    attempt may use the whole cap): only for a relative tolerance (``atol`` 0) on the monitor
+    the calibration measured, from the count at the nearest calibrated tolerance at least as
+    strict as the one asked."""
+    if calibration is None or options.get("atol", 0.0) or options.get("fixed_iterations"):
+        return None
+    if options.get("monitor") != calibration.get("monitor"):
+        return None
+    rtol = options.get("rtol", 1e-5)
+    stricter = [(r, n) for r, n in zip(calibration["rtols"], calibration["iterations"],
+                                       strict=True) if r <= rtol * (1 + 1e-12)]
+    if not stricter or stricter[0][1] is None:
+        return None
+    return int(math.ceil(BUDGET_FACTOR * stricter[0][1])) + BUDGET_SLACK
+
 
 def safeguarded_solve(solver, tasks, options: dict, check_guess: str = "outside") -> Solution:
     """:meth:`LearnedSolver.solve` with the safeguard on; see the module docstring.
@@ -133,13 +190,18 @@ def safeguarded_solve(solver, tasks, options: dict, check_guess: str = "outside"
 
     # A method with a safeguarded mode (neural SCS) tests its learned steps itself.
     guarded = solver.guarded_method
-    solution = solver._run(tasks, None, dict(options), params=learned, method=guarded)
+    attempt = dict(options)
+    learned_other = [k for k in learned if k not in solver.guess_parameters]
+    budget = learned_budget(solver.calibration, options) if learned_other else None
+    if budget is not None:
+        cap = options.get("maxiter")
+        attempt["maxiter"] = budget if cap is None else min(cap, budget)
+    solution = solver._run(tasks, None, attempt, params=learned, method=guarded)
     solution.wall_time += inference - solution.info["inference_time"]
     solution.info["inference_time"] = inference
 
     # The parameter test: instances the learned parameters left unconverged start again with
     # the classical method, from their last iterate where that is finite and no worse.
-    learned_other = [k for k in learned if k not in solver.guess_parameters]
     fixed = options.get("fixed_iterations") is not None
     if fixed:
         failed = ~torch.isfinite(solution.residual) | (solution.status == Status.DIVERGED)
@@ -155,6 +217,7 @@ def safeguarded_solve(solver, tasks, options: dict, check_guess: str = "outside"
     solution.fallback = failed
     solution.out_of_distribution = out
     solution.info["guess_rejected"] = rejected
+    solution.info["learned_budget"] = budget
     return solution
 
 

@@ -24,7 +24,7 @@ from ..solvers.registry import METHODS, method_from_config
 from ..tasks.base import FAMILIES, TaskBatch, TaskFamily, family_from_config
 from ..validation import check_choice
 from .metasolver import METASOLVERS, MetaSolver, heads_sizes, metasolver_from_config
-from .safeguard import GUESS_CHECKS, feature_envelope, safeguarded_solve
+from .safeguard import GUESS_CHECKS, calibrate, feature_envelope, safeguarded_solve
 
 ARTIFACT_KIND = "learned_solver"
 
@@ -42,7 +42,8 @@ MAX_FAMILY_SIZE = 2**24
 # The keys a learned-solver document has, and the JSON types each may take.
 _DOCUMENT_FIELDS = {"kind": (str,), "metasolve_version": (str,), "method": (dict,),
                     "metasolver": (dict,), "family": (dict, type(None)), "monitor": (str,),
-                    "settings": (dict, type(None)), "feature_envelope": (list, type(None))}
+                    "settings": (dict, type(None)), "feature_envelope": (list, type(None)),
+                    "calibration": (dict, type(None))}
 _REQUIRED = ("kind", "method", "metasolver", "feature_envelope")
 
 
@@ -111,6 +112,17 @@ def check_document(path, document: dict, *, build_family: bool = True,
                     for row in envelope for v in row)):
         raise ArtifactError(f"{path}: feature_envelope must be two equally long lists of numbers "
                             "(the training features' minima and maxima)")
+    calibration = document.get("calibration")
+    if calibration is not None:
+        rtols, counts = calibration.get("rtols"), calibration.get("iterations")
+        if not (calibration.get("monitor") in MONITORS and isinstance(rtols, list)
+                and isinstance(counts, list) and len(rtols) == len(counts)
+                and all(isinstance(r, (int, float)) and not isinstance(r, bool) and r > 0
+                        for r in rtols)
+                and all(c is None or (isinstance(c, int) and not isinstance(c, bool) and c >= 0)
+                        for c in counts)):
+            raise ArtifactError(f"{path}: calibration must name a monitor and hold equally long "
+                                "lists of tolerances and iteration counts")
     unknown = sorted(set(document) - set(_DOCUMENT_FIELDS))
     if unknown:
         raise ArtifactError(f"{path}: unknown key(s) {unknown} in the document; expected "
@@ -183,7 +195,8 @@ class LearnedSolver:
     def __init__(self, method: IterativeMethod, metasolver: MetaSolver,
                  family: TaskFamily | None = None, monitor: str = "residual",
                  settings: dict[str, Any] | None = None,
-                 feature_envelope: torch.Tensor | None = None):
+                 feature_envelope: torch.Tensor | None = None,
+                 calibration: dict | None = None):
         if not isinstance(method, IterativeMethod):
             raise TypeError(f"method must be an IterativeMethod, got {type(method).__name__}")
         if not isinstance(metasolver, MetaSolver):
@@ -211,6 +224,16 @@ class LearnedSolver:
         #: trainer), read by the safeguard's out-of-distribution test; ``None`` if untrained.
         self.feature_envelope = None if feature_envelope is None else \
             torch.as_tensor(feature_envelope, dtype=torch.float64).reshape(2, -1)
+        #: The classical method's iteration counts on the training tasks (set by the trainer,
+        #: :func:`~metasolve.learned.safeguard.calibrate`): the safeguard's budget for a learned
+        #: attempt; ``None`` if unknown.
+        self.calibration = calibration
+
+    def record_training(self, tasks: TaskBatch) -> None:
+        """Remember what the safeguard needs from the training tasks: the envelope of their
+        features and the classical method's iteration counts on them."""
+        self.record_training_features(tasks.features)
+        self.calibration = calibrate(self, tasks)
 
     def record_training_features(self, features: torch.Tensor) -> None:
         """Remember the envelope of the training features (:mod:`.safeguard`)."""
@@ -263,6 +286,7 @@ class LearnedSolver:
         of :class:`~metasolve.solvers.ConjugateGradient`. Solves go through the same path."""
         return LearnedSolver(method, self.metasolver, family=self.family, monitor=self.monitor,
                              settings=self.settings, feature_envelope=self.feature_envelope)
+        # (No calibration: it counted the iterations of this solver's method, not the other.)
 
     def solve(self, tasks: TaskBatch, params: dict[str, torch.Tensor] | None = None,
               safeguard: bool = True, check_guess: str = "outside", **run_options) -> Solution:
@@ -342,6 +366,7 @@ class LearnedSolver:
             "settings": self.settings,
             "feature_envelope": None if self.feature_envelope is None
             else self.feature_envelope.tolist(),
+            "calibration": self.calibration,
         }
         return write_tensors(path, self.model.state_dict(), document)
 
@@ -393,7 +418,8 @@ class LearnedSolver:
             solver = cls(method, metasolver, family=family,
                          monitor=document.get("monitor", "residual"),
                          settings=document.get("settings"),
-                         feature_envelope=document["feature_envelope"])
+                         feature_envelope=document["feature_envelope"],
+                         calibration=document.get("calibration"))
         except (KeyError, TypeError, ValueError, AttributeError, IndexError, OverflowError,
                 RecursionError, RuntimeError) as exc:
             # Constructors validate their own arguments; whatever they refuse with is a malformed

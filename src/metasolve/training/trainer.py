@@ -245,7 +245,7 @@ class Trainer(CheckpointedFit):
                             f"lr {h.lr[-1]:.1e}")
         model.load_state_dict(best_state)
         model.eval()
-        self.solver.record_training_features(train.features)
+        self.solver.record_training(train)
         h = self.history
         steps = cfg.epochs * math.ceil(n / cfg.batch_size)
         h.untrained = untrained_reason(steps, h.skipped_steps, h.best_epoch >= 0, "epoch")
@@ -291,7 +291,7 @@ class Trainer(CheckpointedFit):
         with torch.no_grad():
             after = float(self.batch_loss(validation))
         kept = math.isfinite(after) and after < before
-        self.solver.record_training_features(train.features)
+        self.solver.record_training(train)
         if not kept:
             model.load_state_dict(saved)
         else:
@@ -319,7 +319,7 @@ class Trainer(CheckpointedFit):
                                      progress=self.progress, same_start=self.same_start)
         history = refiner.fit(train, validation)
         self.solver.model.eval()
-        self.solver.record_training_features(train.features)
+        self.solver.record_training(train)
         if history.best_validation_loss < self.history.best_validation_loss:
             self.history.best_validation_loss = history.best_validation_loss
         self.solver.settings.setdefault("training", {})["gauss_newton"] = {
