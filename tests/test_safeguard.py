@@ -166,17 +166,26 @@ def test_the_trainer_records_the_envelope_and_the_artifact_keeps_it(family, tmp_
 
 def test_a_slow_learned_factor_is_cut_off_by_the_calibrated_budget(family, tasks):
     """Damping 0.2 converges, five times slower than Jacobi: without a budget the safeguard
-    lets it run; calibrated on training tasks, the attempt stops at twice the classical count
-    and the classical method finishes from where it got to."""
+    lets it run; calibrated on training tasks, the attempt on instances outside them stops at
+    twice the classical count and the classical method finishes from where it got to."""
     solver = _damping_solver(family, 0.2)
     omega = float(solver.params(tasks.features)["omega"][0].detach())
     assert 0.15 < omega < 0.25
     options = {"rtol": 1e-6, "maxiter": 20000}
     unbudgeted = _solve(solver, tasks, **options)
     assert not unbudgeted.fallback.any() and bool(unbudgeted.converged.all())
-    solver.record_training(family.sample(32, seed=5))
+    train = family.sample(32, seed=5)
+    solver.record_training(train)
     assert solver.calibration is not None and solver.calibration["monitor"] == "residual"
-    budgeted = _solve(solver, tasks, **options)
+    solver.record_training_features(torch.cat([train.features, tasks.features]))
+    # In distribution the learned factor is trusted: no budget.
+    inside = _solve(solver, tasks, **options)
+    assert inside.info["learned_budget"] is None and torch.equal(inside.iterations,
+                                                                  unbudgeted.iterations)
+    # Outside the training features (here: scaled features) the attempt is budgeted.
+    shifted = ms.TaskBatch(tasks.problem, tasks.features * 50.0)
+    budgeted = _solve(solver, shifted, **options)
+    assert bool(budgeted.out_of_distribution.all())
     zero = ms.run(ms.Jacobi(), tasks.problem, **options)
     assert budgeted.info["learned_budget"] is not None
     assert bool(budgeted.fallback.all()) and bool(budgeted.converged.all())
