@@ -124,7 +124,11 @@ def calibrate(solver, tasks) -> dict | None:
     cap = CALIBRATION_MAXITER
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        solution = solver.solve_baseline(sample, rtol=min(CALIBRATION_RTOLS), maxiter=cap)
+        try:
+            solution = solver.solve_baseline(sample, rtol=min(CALIBRATION_RTOLS), maxiter=cap)
+        except (TypeError, ValueError):
+            # No classical method to count (an R2N2's weights have no classical default).
+            return None
     counts = []
     for rtol in CALIBRATION_RTOLS:
         reached = solution.iterations_to(rtol)
@@ -218,7 +222,15 @@ def safeguarded_solve(solver, tasks, options: dict, check_guess: str = "outside"
     if not learned_other and not fixed:
         failed = torch.zeros_like(failed)  # only a guess was learned: the method is classical
     if bool(failed.any()):
-        solution = _fall_back(solver, tasks, solution, failed, classical, options)
+        try:
+            solution = _fall_back(solver, tasks, solution, failed, classical, options)
+        except (TypeError, ValueError) as exc:
+            # Nothing classical to run (an R2N2 needs its weights): say so, keep the result.
+            warnings.warn(f"{int(failed.sum())} of {batch} instances did not converge and "
+                          f"{solver.method.name} has no classical method to fall back to "
+                          f"({exc})", UserWarning, stacklevel=3)
+            solution.info["unrescued"] = failed
+            failed = torch.zeros_like(failed)
     if guarded is not None:  # plain steps (and the cold start) taken in place of learned ones
         failed = failed | (solution.info["rejected_steps"] > 0)
         rejected = rejected | solution.info["start_rejected"]
