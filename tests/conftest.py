@@ -32,7 +32,7 @@ def check_smoke_outputs(runs: dict) -> None:
 
     from rich.console import Console
 
-    from metasolve.experiments import render_markdown
+    from metasolve.runner import render_markdown
 
     for name, result in runs.items():
         records = result["records"]

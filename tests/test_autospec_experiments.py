@@ -11,8 +11,8 @@ import torch
 
 import metasolve as ms
 from metasolve.evaluation.spectral import Operator, exact_inverse_sqrt
-from metasolve.experiments import reproduce
 from metasolve.probes import lanczos_function, subspace_probe
+from metasolve.runner import reproduce
 from metasolve.tasks import operators
 
 F64 = torch.float64
@@ -142,7 +142,7 @@ def test_every_stored_record_file_renders_together():
     from pathlib import Path
 
     from metasolve.evaluation.records import read_records
-    from metasolve.experiments import render_markdown
+    from metasolve.runner import render_markdown
 
     records = []
     for path in sorted((Path(__file__).resolve().parents[1] / "docs" / "results").glob("*.json")):

@@ -9,7 +9,7 @@ from typer.testing import CliRunner
 
 import metasolve as ms
 from metasolve.cli import app
-from metasolve.experiments import render_markdown, reproduce
+from metasolve.runner import render_markdown, reproduce
 from metasolve.solvers.iccg import factorization_fails, smallest_safe_shift
 
 KEYS = {"experiment", "method", "metric", "value", "paper"}

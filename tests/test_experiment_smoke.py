@@ -10,7 +10,7 @@ from typer.testing import CliRunner
 
 import metasolve as ms
 from metasolve.cli import app
-from metasolve.experiments import reproduce
+from metasolve.runner import reproduce
 
 # GBMS paper, Table 3, Psi_base row, p = 0.01 (the smoke scale's only p).
 PAPER_BASE_P001 = {1e-2: 30.15, 1e-4: 96.52, 1e-6: 164.41, 1e-8: 232.30}
@@ -174,7 +174,7 @@ def test_robertson_smoke_records_and_files(robertson_smoke):
     for model in models:
         solver = ms.load(model)
         assert isinstance(solver.method, ms.NewtonSOR)
-    text = ms.experiments.render_markdown(records)
+    text = ms.runner.render_markdown(records)
     assert "(70.51)" in text and "Psi_relax, L_eps (eps=1e-09)" in text
 
 

@@ -17,8 +17,8 @@ import metasolve.experiments.poisson_jacobi as poisson_jacobi
 from metasolve import outputs
 from metasolve.cli import app
 from metasolve.evaluation.records import read_records
-from metasolve.experiments import reproduce
 from metasolve.outputs import LOCK_NAME, OutputBusyError, OutputPathError, RunLock
+from metasolve.runner import reproduce
 
 runner = CliRunner()
 NAME = "poisson-jacobi"

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 from conftest import check_smoke_outputs
 
-from metasolve.experiments import reproduce
+from metasolve.runner import reproduce
 
 NAMES = ("neural-scs-kalman", "neural-scs-lasso", "neural-scs-lasso-variants")
 

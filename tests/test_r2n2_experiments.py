@@ -8,7 +8,7 @@ import math
 import pytest
 from conftest import check_smoke_outputs
 
-from metasolve.experiments import reproduce
+from metasolve.runner import reproduce
 
 NAMES = ("r2n2-linear", "r2n2-chandrasekhar", "r2n2-vanderpol")
 

@@ -9,8 +9,8 @@ from typer.testing import CliRunner
 
 from metasolve.artifact import ArtifactError
 from metasolve.cli import app
-from metasolve.experiments import reproduce
 from metasolve.parallel import JobError
+from metasolve.runner import reproduce
 from metasolve.training.fit import CheckpointedFit
 
 runner = CliRunner()

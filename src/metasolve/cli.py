@@ -10,10 +10,10 @@ from rich.console import Console
 
 from .artifact import ArtifactError
 from .evaluation.records import read_records
-from .experiments import EXPERIMENTS, get, render_markdown
-from .experiments import reproduce as run_experiment
 from .outputs import OutputPathError
 from .parallel import JobError
+from .runner import EXPERIMENTS, get, render_markdown
+from .runner import reproduce as run_experiment
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Learn to accelerate iterative solvers on a distribution of problems.")

@@ -8,21 +8,11 @@ a dict of the keys that tell ``run_cell`` what to do, slowest first; one cell if
 module-level ``run_cell(job)`` (one cell, run in a worker process, returning a dict with
 ``records`` and a short ``label`` for the progress display), ``tables(records)`` (a list of
 :class:`~metasolve.evaluation.render.Table`, rendered for the terminal and as Markdown by shared
-code) and ``plot(results, path)``.
+code) and ``plot(results, path)``. :mod:`metasolve.runner` runs them.
 """
 
 from __future__ import annotations
 
-import shutil
-import time
-from pathlib import Path
-
-from ..evaluation.records import write_records
-from ..evaluation.render import markdown_tables, rich_tables
-from ..outputs import RunLock, check_file_target, prepare_directory
-from ..parallel import map_jobs
-from ..training.progress import progress_bar
-from ..validation import check_choice, check_count
 from . import (
     autospec_eigen,
     autospec_invsqrt,
@@ -49,80 +39,3 @@ def get(name: str):
     if name not in EXPERIMENTS:
         raise ValueError(f"unknown experiment {name!r}; available: {sorted(EXPERIMENTS)}")
     return EXPERIMENTS[name]
-
-
-def jobs_of(module, scale: str, out_dir: Path, epochs: int | None = None) -> list[dict]:
-    """The worker jobs of ``module`` at ``scale``: each of its cells with the scale's settings,
-    the output folder and the ``--epochs`` override (which :func:`.common.job_settings`
-    applies)."""
-    settings = module.SCALES[scale]
-    cells = module.cells(settings) if hasattr(module, "cells") else [{}]
-    return [{"settings": settings, "out_dir": str(out_dir), "scale": scale, "epochs": epochs,
-             **cell} for cell in cells]
-
-
-#: The keys ``jobs_of`` adds to every cell; the others say which cell a job is.
-RUN_KEYS = ("settings", "out_dir", "scale", "epochs", "progress")
-
-
-def cell_name(job: dict) -> str:
-    """The cell a job runs, by its own keys (e.g. ``cell p=0.01, rows=[('L_m', 5)]``)."""
-    keys = ", ".join(f"{k}={v!r}" for k, v in job.items() if k not in RUN_KEYS)
-    return f"cell {keys}" if keys else "the experiment's cell"
-
-
-def reproduce(name: str, scale: str = "full", out_dir="metasolve-out", json_path=None,
-              workers: int = 1, progress: bool = True, epochs: int | None = None,
-              restart: bool = False) -> dict:
-    """Run experiment ``name`` at ``scale``; write records (JSON) and its plot under ``out_dir``.
-
-    Returns a dict with ``records``, ``table`` (a rich renderable), ``json`` and ``plot`` paths and
-    ``seconds``. Interrupted runs resume: each training checkpoints under ``out_dir``.
-    ``epochs`` overrides the scale's training epochs (a budget run; records carry the value);
-    ``restart`` discards the checkpoints of an earlier run first.
-
-    Before any work, the arguments and every output path are checked (the run folder
-    ``out_dir/name/scale`` is created, the records and plot files must be writable): a bad one
-    raises :class:`~metasolve.outputs.OutputPathError` (a ValueError). The run folder is locked
-    for the run; a second run on it meanwhile raises :class:`~metasolve.outputs.OutputBusyError`.
-    The first cell that fails stops the run with :class:`~metasolve.parallel.JobError` naming the
-    cell (its exception as the cause); the other cells' checkpoints stay for a rerun.
-    """
-    module = get(name)
-    check_choice("scale", scale, tuple(module.SCALES))
-    check_count("epochs", epochs, minimum=1, allow_none=True)
-    check_count("workers", workers, minimum=1)
-    prepare_directory("output directory", out_dir)
-    out_dir = prepare_directory("run folder", Path(out_dir) / name / scale)
-    json_path = check_file_target("records file",
-                                  json_path or out_dir / f"{name}.json")
-    plot_path = check_file_target("plot file", out_dir / f"{name}.png")
-    with RunLock(out_dir):
-        # Under the lock: a concurrent run's checkpoints are never deleted beneath it.
-        if restart:
-            shutil.rmtree(out_dir / "checkpoints", ignore_errors=True)
-        start = time.perf_counter()
-        jobs = jobs_of(module, scale, out_dir, epochs)
-        # One live display at a time: a single worker shows each training's bar, a pool shows
-        # jobs.
-        for job in jobs:
-            job["progress"] = progress and workers == 1
-        with progress_bar(progress and workers > 1, total=len(jobs),
-                          description=f"{name} ({scale})") as bar:
-            results = map_jobs(module.run_cell, jobs, workers=workers, name=cell_name,
-                               on_done=lambda r: bar.advance(f"done {r['label']}"))
-        records = [r for result in results for r in result["records"]]
-        seconds = time.perf_counter() - start
-        write_records(json_path, records)
-        plot_path = module.plot(results, plot_path)
-    return {"records": records, "table": rich_tables(module.tables(records)), "json": json_path,
-            "plot": plot_path, "seconds": seconds, "results": results}
-
-
-def render_markdown(records: list[dict]) -> str:
-    """Markdown tables for every experiment present in ``records`` (for docs/RESULTS.md)."""
-    parts = []
-    for name in sorted({r["experiment"] for r in records}):
-        module = get(name)
-        parts.append(f"## {name}: {module.TITLE}\n\n{markdown_tables(module.tables(records))}")
-    return "\n".join(parts)
