@@ -191,3 +191,11 @@ def test_a_slow_learned_factor_is_cut_off_by_the_calibrated_budget(family, tasks
     assert bool(budgeted.fallback.all()) and bool(budgeted.converged.all())
     assert bool((budgeted.iterations < unbudgeted.iterations).all())
     assert bool((budgeted.iterations <= budgeted.info["learned_budget"] + zero.iterations).all())
+
+
+def test_throw_asks_about_the_final_result_not_the_learned_attempt(family, tasks):
+    solver = _damping_solver(family, 1.6)  # diverges; the fallback converges
+    guarded = _solve(solver, tasks, throw=True)
+    assert bool(guarded.converged.all()) and bool(guarded.fallback.all())
+    with pytest.raises(ms.ConvergenceError):
+        _solve(solver, tasks, throw=True, maxiter=10)

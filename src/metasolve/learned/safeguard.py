@@ -12,7 +12,7 @@ residual falls); everything it decides is reported in the :class:`~metasolve.Sol
   trained for fewer iterations often starts with a *larger* norm than the zero guess (its error
   sits in the fast modes the method removes at once) and still needs fewer iterations; tested
   on every instance, the quick Poisson/Jacobi models lost 32% to 147% of their iterations
-  (``benchmarks/safeguard_in_distribution.py``). ``check_guess="always"`` tests every
+  (``benchmarks/safeguard_gbms.py``). ``check_guess="always"`` tests every
   instance, ``"never"`` none.
 * **Other learned parameters** (relaxation factors, shifts, polynomial coefficients): an
   instance the learned run leaves unconverged (diverged, broken down, or out of iterations)
@@ -50,7 +50,7 @@ import warnings
 
 import torch
 
-from ..solution import Solution, Status
+from ..solution import ConvergenceError, Solution, Status
 from ..solvers.base import run
 
 #: How far, as a fraction of a feature's training range, a feature may leave the training
@@ -161,6 +161,8 @@ def safeguarded_solve(solver, tasks, options: dict, check_guess: str = "outside"
     ``check_guess``: which instances' learned guesses are tested (:data:`GUESS_CHECKS`)."""
     options = dict(options)
     options.setdefault("monitor", solver.monitor)
+    # throw=True is the caller's question about the final result, not about the learned attempt.
+    throw = bool(options.pop("throw", False))
     problem, features = tasks.problem, tasks.features
     batch = problem.batch_size
     start = time.perf_counter()
@@ -238,6 +240,9 @@ def safeguarded_solve(solver, tasks, options: dict, check_guess: str = "outside"
     solution.out_of_distribution = out
     solution.info["guess_rejected"] = rejected
     solution.info["learned_budget"] = budget
+    if throw and not bool(solution.converged.all()):
+        raise ConvergenceError(f"{int((~solution.converged).sum())} of {batch} instances did "
+                               f"not converge: {solution.summary()}", solution)
     return solution
 
 
