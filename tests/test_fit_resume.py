@@ -153,3 +153,26 @@ def test_two_processes_saving_the_same_checkpoint_never_collide(tmp_path):
     assert document["save"] == 199
     assert torch.equal(tensors["x"], torch.full((64,), float(document["worker"])))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt.safetensors"]
+
+
+def test_a_refinement_after_a_changed_fit_refuses_its_old_checkpoint(tmp_path):
+    """Gauss-Newton after Adam is a later stage: when the Adam stage is extended, the old
+    refinement checkpoint started from other weights and must not be resumed."""
+    family = ms.Poisson1DFamily(n=8)
+    splits = ms.make_splits(family, 16, 8, 4, seed=0)
+
+    def run(epochs):
+        torch.manual_seed(0)
+        psi = ms.NetworkMetaSolver(8, {"x0": ms.BasisHead(ms.sine_basis(8))}, hidden=(4,))
+        solver = ms.LearnedSolver(ms.Jacobi(), psi, family=family, monitor="error")
+        trainer = ms.Trainer(solver, ms.FixedIterationLoss(2),
+                             ms.TrainingConfig(epochs=epochs, batch_size=8),
+                             checkpoint=tmp_path / "adam.safetensors", progress=False)
+        trainer.fit(splits.train, splits.validation)
+        trainer.refine_gauss_newton(splits.train, splits.validation,
+                                    ms.GaussNewtonConfig(iterations=1),
+                                    checkpoint=tmp_path / "gn.safetensors")
+
+    run(1)
+    with pytest.raises(ms.ArtifactError, match="started from other weights"):
+        run(2)

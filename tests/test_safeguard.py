@@ -199,3 +199,41 @@ def test_throw_asks_about_the_final_result_not_the_learned_attempt(family, tasks
     assert bool(guarded.converged.all()) and bool(guarded.fallback.all())
     with pytest.raises(ms.ConvergenceError):
         _solve(solver, tasks, throw=True, maxiter=10)
+
+
+class _GivenParameter(ms.MetaSolver):
+    """A meta-solver that predicts given per-task values of one parameter."""
+
+    def __init__(self, name: str, values: torch.Tensor):
+        super().__init__({name: ms.IdentityHead(1)})
+        self.name = name
+        self.register_buffer("values", values)
+
+    def forward(self, features):
+        return {self.name: self.values[: features.shape[0]]}
+
+
+def test_a_callers_x0_starts_the_fallback_of_the_instances_that_need_it(family, tasks):
+    omegas = torch.tensor([0.9, 1.6] * 6, dtype=torch.float64)
+    solver = ms.LearnedSolver(ms.Jacobi(), _GivenParameter("omega", omegas), family=family)
+    x0 = 0.5 * tasks.problem.solution
+    guarded = _solve(solver, tasks, x0=x0)
+    assert guarded.fallback.tolist() == [False, True] * 6
+    assert bool(guarded.converged.all())
+    classical = ms.run(ms.Jacobi(), tasks.problem, x0=x0, **OPTIONS)
+    assert bool((guarded.iterations[1::2] > classical.iterations[1::2]).all())
+
+
+def test_an_empty_batch_is_solved_guarded_or_not(family, tasks):
+    solver = _damping_solver(family, 0.9)
+    empty = tasks.index(torch.arange(0))
+    assert _solve(solver, empty).batch_size == 0
+    assert _solve(solver, empty, safeguard=False).batch_size == 0
+
+
+def test_calibrated_counts_grow_as_the_tolerance_tightens(family):
+    solver = _damping_solver(family, 0.9)
+    solver.record_training(family.sample(32, seed=5))
+    counts = solver.calibration["iterations"]
+    known = [c for c in counts if c is not None]
+    assert known == sorted(known) and counts[: len(known)] == known  # None only at the end

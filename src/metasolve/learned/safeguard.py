@@ -129,12 +129,18 @@ def calibrate(solver, tasks) -> dict | None:
         except (TypeError, ValueError):
             # No classical method to count (an R2N2's weights have no classical default).
             return None
-    counts = []
+    counts, previous = [], 0
     for rtol in CALIBRATION_RTOLS:
         reached = solution.iterations_to(rtol)
-        ok = reached >= 0
-        counts.append(int(torch.quantile(reached[ok].double(), 0.95).ceil())
-                      if float(ok.double().mean()) >= 0.95 else None)
+        # An instance that never got there counts beyond the cap, so the percentile cannot
+        # fall when a stricter tolerance drops the slow instances.
+        spent = torch.where(reached >= 0, reached, cap + 1).double()
+        count = int(torch.quantile(spent, 0.95).ceil())
+        if count > cap or previous is None:
+            previous = None  # and every stricter tolerance is beyond the cap too
+        else:
+            previous = max(previous, count)
+        counts.append(previous)
     return {"monitor": solver.monitor, "rtols": list(CALIBRATION_RTOLS), "iterations": counts,
             "tasks": len(sample), "maxiter": cap}
 
@@ -165,6 +171,11 @@ def safeguarded_solve(solver, tasks, options: dict, check_guess: str = "outside"
     throw = bool(options.pop("throw", False))
     problem, features = tasks.problem, tasks.features
     batch = problem.batch_size
+    if batch == 0:  # nothing to guard
+        solution = solver._run(tasks, solver.params, dict(options, throw=throw))
+        solution.fallback = torch.zeros(0, dtype=torch.bool)
+        solution.out_of_distribution = torch.zeros(0, dtype=torch.bool)
+        return solution
     start = time.perf_counter()
     learned = dict(solver.params(features))
     classical = solver.classical_params(features)
@@ -190,13 +201,15 @@ def safeguarded_solve(solver, tasks, options: dict, check_guess: str = "outside"
         theirs = {k: classical[k] for k in guess_names if k in classical}
         if "x0" in guess_names and "x0" not in theirs:
             theirs["x0"] = solver.method.zero_guess(problem)
-        rejected = tested & (_start_norms(solver, problem, mine, options)
-                             > _start_norms(solver, problem, theirs, options))
+        worse = _start_norms(solver, problem, mine, options) > \
+            _start_norms(solver, problem, theirs, options)
+        rejected = tested.to(worse.device) & worse
         for k in guess_names:
             fallback_value = theirs.get(k)
             if fallback_value is None:  # no classical value: the method's neutral default
                 fallback_value = torch.zeros_like(learned[k])
-            learned[k] = _take(rejected, fallback_value.to(learned[k]), learned[k])
+            learned[k] = _take(rejected.to(learned[k].device), fallback_value.to(learned[k]),
+                               learned[k])
 
     # A method with a safeguarded mode (neural SCS) tests its learned steps itself.
     guarded = solver.guarded_method
@@ -214,6 +227,9 @@ def safeguarded_solve(solver, tasks, options: dict, check_guess: str = "outside"
     solution.wall_time += inference - solution.info["inference_time"]
     solution.info["inference_time"] = inference
 
+    # Every mask on the device of the solution's statuses from here on.
+    device = solution.status.device
+    out, rejected = out.to(device), rejected.to(device)
     # The parameter test: instances the learned parameters left unconverged start again with
     # the classical method, from their last iterate where that is finite and no worse.
     fixed = options.get("fixed_iterations") is not None
@@ -252,6 +268,10 @@ def _fall_back(solver, tasks, learned: Solution, failed: torch.Tensor, classical
     idx = torch.nonzero(failed).flatten()
     sub = tasks.index(idx)
     params = {k: v[idx] for k, v in classical.items()}
+    options = dict(options)
+    given = options.pop("x0", None)  # the caller's start, for the whole batch
+    if given is not None and "x0" not in params:
+        params["x0"] = given[idx]
     fixed = options.get("fixed_iterations") is not None
     last = learned.x[idx].detach()
     finite = torch.isfinite(last).reshape(len(idx), -1).all(dim=1)
@@ -264,9 +284,14 @@ def _fall_back(solver, tasks, learned: Solution, failed: torch.Tensor, classical
     history = learned.residual_history.detach()
     iterations = learned.iterations.clone()
     if fixed:
-        # An equal budget: the classical run replaces the learned one.
-        history = history.clone()
-        history[:, idx] = again.residual_history
+        # An equal budget: the classical run replaces the learned one. Either run may have
+        # ended early (every instance stopped); the shorter history repeats its last row.
+        again_history = again.residual_history
+        length = max(history.shape[0], again_history.shape[0])
+        history = torch.cat([history, history[-1:].repeat(length - history.shape[0], 1)])
+        again_history = torch.cat([again_history, again_history[-1:].repeat(
+            length - again_history.shape[0], 1)])
+        history[:, idx] = again_history
         iterations[idx] = again.iterations
     else:
         # Each instance that fell back continues its own history where its learned run

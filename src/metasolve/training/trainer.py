@@ -316,7 +316,10 @@ class Trainer(CheckpointedFit):
             raise TypeError(f"config must be a GaussNewtonConfig, got {type(config).__name__}")
         refiner = GaussNewtonRefiner(self.solver, self.loss, config, self.identity(),
                                      checkpoint=None if checkpoint is None else Path(checkpoint),
-                                     progress=self.progress, same_start=self.same_start)
+                                     progress=self.progress,
+                                     # After fit() the refinement is a later stage: its
+                                     # checkpoint must have started from these weights.
+                                     same_start=self.same_start or bool(self.history.epoch))
         history = refiner.fit(train, validation)
         self.solver.model.eval()
         self.solver.record_training(train)
