@@ -17,7 +17,7 @@ import torch
 from .validation import check_batch, check_tensor
 
 
-class Problem:
+class Problem(abc.ABC):
     """What the driver loop needs from any batch of problems (docs/architecture.md, sec. 3):
     ``batch_size``, ``size``, ``dtype``, ``index(idx)`` (a sub-batch) and
     ``check_batch(name, x)`` (validate a per-instance ``(B, N)`` tensor such as ``x0``).
@@ -45,9 +45,9 @@ class Problem:
     def dtype(self) -> torch.dtype:
         return self._leading.dtype
 
+    @abc.abstractmethod
     def index(self, idx) -> Problem:
         """The sub-batch at ``idx`` (a slice, index tensor or boolean mask)."""
-        raise NotImplementedError
 
     def check_batch(self, name: str, value: torch.Tensor) -> torch.Tensor:
         """Validate a per-instance vector such as an initial guess."""

@@ -48,18 +48,24 @@ def constant_params(name: str, value: float, batch: int) -> dict[str, torch.Tens
     return {name: torch.full((batch,), float(value), dtype=torch.float64)}
 
 
+def _counts_in_chunks(solve: Callable[[slice], object], batch: int, chunk: int) -> torch.Tensor:
+    """``(B,)`` iterations of ``solve(idx)`` over consecutive ``chunk``-sized slices (-1: the
+    tolerance was not reached), without autograd."""
+    out = []
+    with torch.no_grad():
+        for start in range(0, batch, chunk):
+            solution = solve(slice(start, start + chunk))
+            out.append(torch.where(solution.converged, solution.iterations, -1))
+    return torch.cat(out)
+
+
 def iterations_in_chunks(method: IterativeMethod, problem, params: Mapping[str, torch.Tensor],
                          rtol: float, maxiter: int, chunk: int) -> torch.Tensor:
     """``(B,)`` iterations to ``rtol`` of ``method`` on ``problem`` (-1: not reached), solved
     ``chunk`` instances at a time to bound memory; ``params`` are per instance."""
-    out = []
-    with torch.no_grad():
-        for start in range(0, problem.batch_size, chunk):
-            idx = slice(start, start + chunk)
-            part = {k: v[idx] for k, v in params.items()}
-            solution = run(method, problem.index(idx), params=part, rtol=rtol, maxiter=maxiter)
-            out.append(torch.where(solution.converged, solution.iterations, -1))
-    return torch.cat(out)
+    return _counts_in_chunks(
+        lambda idx: run(method, problem.index(idx), params={k: v[idx] for k, v in params.items()},
+                        rtol=rtol, maxiter=maxiter), problem.batch_size, chunk)
 
 
 def learned_iterations_in_chunks(solver, tasks, rtol: float, maxiter: int, chunk: int,
@@ -67,13 +73,9 @@ def learned_iterations_in_chunks(solver, tasks, rtol: float, maxiter: int, chunk
     """:func:`iterations_in_chunks` for a :class:`~metasolve.learned.LearnedSolver` on
     ``tasks``: each chunk goes through ``solver.solve`` (inference included; unguarded by
     default, as the papers' tables are)."""
-    out = []
-    with torch.no_grad():
-        for start in range(0, len(tasks), chunk):
-            solution = solver.solve(tasks.index(slice(start, start + chunk)), rtol=rtol,
-                                    maxiter=maxiter, safeguard=safeguard)
-            out.append(torch.where(solution.converged, solution.iterations, -1))
-    return torch.cat(out)
+    return _counts_in_chunks(
+        lambda idx: solver.solve(tasks.index(idx), rtol=rtol, maxiter=maxiter,
+                                 safeguard=safeguard), len(tasks), chunk)
 
 
 def per_task_oracle(iterations: torch.Tensor, cap: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -61,6 +61,7 @@ unguarded, exactly as the paper's Algorithms 1 and 2.
 
 from __future__ import annotations
 
+import abc
 import copy
 from collections.abc import Sequence
 
@@ -119,7 +120,7 @@ def _boolean(name: str, value) -> bool:
     return value
 
 
-class _LearnedSCS(SCS, nn.Module):
+class _LearnedSCS(SCS, nn.Module, abc.ABC):
     """Shared plumbing: an SCS whose acceleration rule has trainable weights."""
 
     parameter_names = ("start_correction",)
@@ -239,11 +240,11 @@ class _LearnedSCS(SCS, nn.Module):
         return z_next, {**extra, "rejected_steps": state["rejected_steps"] + (~accept).long()}, \
             f_next
 
+    @abc.abstractmethod
     def propose(self, problem, state, z, fz):
         """The network's next iterate from ``z`` and ``f(z)``, the model state it updates, and
         the ``(B,)`` instances where the network proposed it (``None``: all); elsewhere the
         proposal is the plain step ``f(z)``."""
-        raise NotImplementedError
 
     def report(self, problem, state):
         """In safeguarded mode: ``rejected_steps`` (per instance, the learned steps replaced by

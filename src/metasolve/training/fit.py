@@ -18,6 +18,7 @@ resumes into was initialised.
 
 from __future__ import annotations
 
+import abc
 import json
 from dataclasses import asdict
 from pathlib import Path
@@ -60,7 +61,7 @@ def _plain(value):
     return json.loads(json.dumps(value))
 
 
-class CheckpointedFit:
+class CheckpointedFit(abc.ABC):
     """Base of a fit that checkpoints after every step and resumes from its checkpoint.
 
     Subclasses set the class attributes and implement :meth:`identity`; their ``fit`` calls
@@ -90,9 +91,9 @@ class CheckpointedFit:
         self.history = self.history_type()
         self._start: str | None = None  # digest of the weights the fit started from
 
+    @abc.abstractmethod
     def identity(self) -> dict[str, Any]:
         """What a checkpoint must agree on to be resumed by this fit (JSON-serialisable)."""
-        raise NotImplementedError
 
     def _comparable(self, identity: dict) -> dict:
         identity = _plain(identity)
