@@ -7,7 +7,8 @@ MODEL defaults to the full run's recurrence engine,
 ``metasolve-out/autospec-linear/full/models/recurrence.safetensors`` (written by
 ``metasolve reproduce autospec-linear``). Prints, per kind, the median and the geometric mean of
 the per-instance ratio learned / Chebyshev (relative residuals after ``K`` products), the
-fraction of instances where the learned method is no worse, and the median ratio to Richardson.
+fractions of instances where the learned method is better than, tied with (within 1%) and worse
+than Chebyshev, and the median ratio to Richardson.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import sys
 import torch
 
 import metasolve as ms
+from metasolve.evaluation.metrics import compare_instances
 from metasolve.evaluation.spectral import linear_baselines, relative_residual
 from metasolve.experiments import autospec_linear
 from metasolve.tasks import SPECTRUM_KINDS
@@ -42,8 +44,9 @@ def main(model: str = "metasolve-out/autospec-linear/full/models/recurrence.safe
             base = linear_baselines(tasks, extremes, settings.degree, settings.probe_steps)
         ratio = learned / base["chebyshev-estimated"]
         print(f"{kind:10s} learned / Chebyshev: median {float(ratio.median()):.3f}, geometric "
-              f"mean {float(ratio.log().mean().exp()):.3f}, no worse on "
-              f"{float((ratio <= 1).double().mean()):.0%}; learned / Richardson median "
+              f"mean {float(ratio.log().mean().exp()):.3f}, better / tied / worse "
+              f"{compare_instances(learned, base['chebyshev-estimated'])}; "
+              f"learned / Richardson median "
               f"{float((learned / base['richardson']).median()):.3f}")
 
 

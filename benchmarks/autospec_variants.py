@@ -34,6 +34,7 @@ from dataclasses import replace
 import torch
 
 import metasolve as ms
+from metasolve.evaluation.metrics import compare_instances
 from metasolve.evaluation.spectral import (
     TRANSFER,
     evaluation_sets,
@@ -52,7 +53,7 @@ def _report(name, learned, base):
           f"  / Chebyshev (probe) {float(learned.median() / cheb.median()):.3f}"
           f"  / Chebyshev (exact, K) "
           f"{float(learned.median() / base['chebyshev-exact-K'].median()):.3f}"
-          f"  no worse than Chebyshev (probe) on {float((learned <= cheb).double().mean()):.0%}")
+          f"  better / tied / worse than Chebyshev (probe): {compare_instances(learned, cheb)}")
 
 
 def train(args) -> None:

@@ -11,7 +11,87 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import numpy as np
 import torch
+
+#: Relative tolerance under which two per-instance values count as a tie in every "better than"
+#: metric (:func:`compare_instances`): differences under 1% of the larger value are below what
+#: any table here resolves, and they include the round-off between two methods that compute the
+#: same polynomial or the same step in a different order.
+TIE_RTOL = 1e-2
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """Per-instance comparison of a candidate method with a reference, lower values better.
+
+    ``wins`` counts instances where the candidate is lower by more than ``rtol`` of the larger
+    value, ``losses`` where it is higher by more than that, ``ties`` the rest (docs/architecture.md,
+    convention 12).
+    """
+
+    wins: int
+    ties: int
+    losses: int
+    rtol: float
+
+    @property
+    def count(self) -> int:
+        return self.wins + self.ties + self.losses
+
+    def fractions(self) -> dict[str, float]:
+        """``{"better": ..., "tied": ..., "worse": ...}`` as fractions of the instances."""
+        n = max(self.count, 1)
+        return {"better": self.wins / n, "tied": self.ties / n, "worse": self.losses / n}
+
+    def __str__(self) -> str:
+        f = self.fractions()
+        return f"{f['better']:.0%} / {f['tied']:.0%} / {f['worse']:.0%}"
+
+
+def compare_instances(candidate, reference, rtol: float = TIE_RTOL,
+                      atol: float = 0.0) -> Comparison:
+    """Wins, ties and losses of ``candidate`` against ``reference`` (same shape, lower is
+    better: residuals, errors, iteration counts).
+
+    Two values tie when they differ by at most ``rtol`` times the larger or are both at most
+    ``atol`` (both below a convergence tolerance, say). A value that is NaN or infinite counts
+    as worse than every finite one; two non-finite values tie. ``rtol`` must be in [0, 1) and
+    ``atol`` non-negative.
+
+    >>> compare_instances([1.0, 1.0, 2.0, float("nan")], [1.005, 2.0, 1.0, float("inf")])
+    Comparison(wins=1, ties=2, losses=1, rtol=0.01)
+    """
+    if not 0 <= rtol < 1:
+        raise ValueError(f"rtol must be in [0, 1), got {rtol!r}")
+    if not atol >= 0:
+        raise ValueError(f"atol must be non-negative, got {atol!r}")
+    a, b = (np.asarray(v.detach().cpu() if isinstance(v, torch.Tensor) else v,
+                       dtype=np.float64).reshape(-1) for v in (candidate, reference))
+    if a.shape != b.shape:
+        raise ValueError(f"candidate and reference must have the same number of instances, "
+                         f"got {a.size} and {b.size}")
+    a = np.where(np.isfinite(a), a, np.inf)
+    b = np.where(np.isfinite(b), b, np.inf)
+    with np.errstate(invalid="ignore"):
+        close = np.abs(a - b) <= rtol * np.maximum(np.abs(a), np.abs(b))
+    both_small = (np.abs(a) <= atol) & (np.abs(b) <= atol)
+    tied = (a == b) | (close & np.isfinite(a) & np.isfinite(b)) | both_small
+    wins = int(((a < b) & ~tied).sum())
+    losses = int(((a > b) & ~tied).sum())
+    return Comparison(wins=wins, ties=a.size - wins - losses, losses=losses, rtol=rtol)
+
+
+def comparison_records(experiment: str, method: str, against: str, comparison: Comparison,
+                       **settings) -> list[dict]:
+    """Three records, ``fraction_better_than_<against>``, ``fraction_tied_with_<against>`` and
+    ``fraction_worse_than_<against>``, each carrying the tie tolerance as ``tie_rtol``."""
+    from .records import record
+
+    names = {"better": f"fraction_better_than_{against}", "tied": f"fraction_tied_with_{against}",
+             "worse": f"fraction_worse_than_{against}"}
+    return [record(experiment, method, names[key], value, tie_rtol=comparison.rtol, **settings)
+            for key, value in comparison.fractions().items()]
 
 
 @dataclass(frozen=True)

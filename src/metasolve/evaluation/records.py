@@ -59,3 +59,15 @@ def read_records(path) -> list[dict]:
                 want = " or ".join("null" if t is type(None) else t.__name__ for t in types)
                 raise ValueError(f"{path}: record {i} has {key}={r[key]!r}, expected {want}")
     return records
+
+
+#: Words that mark a timing: a metric or setting key holding one differs between runs by nature.
+TIMING_WORDS = ("seconds", "wall_time")
+
+
+def without_timings(records: list[dict]) -> list[dict]:
+    """``records`` without the timing records and timing settings (``train_seconds``,
+    ``wall_time_ratio``, ...): what two runs of the same code must agree on exactly
+    (docs/architecture.md, convention 13)."""
+    return [{k: v for k, v in r.items() if not any(w in k for w in TIMING_WORDS)}
+            for r in records if not any(w in r["metric"] for w in TIMING_WORDS)]

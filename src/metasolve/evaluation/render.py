@@ -80,6 +80,17 @@ def find_record(records: list[dict], experiment: str, metric: str, method: str,
     return None
 
 
+def format_comparison(records: list[dict], experiment: str, method: str, against: str,
+                      **where) -> str:
+    """A table cell ``"better / tied / worse"`` in percent, read from the three records of
+    :func:`~metasolve.evaluation.metrics.comparison_records` (``"-"`` when one is missing)."""
+    found = [find_record(records, experiment, f"fraction_{kind}_{against}", method, **where)
+             for kind in ("better_than", "tied_with", "worse_than")]
+    if any(r is None or r["value"] is None for r in found):
+        return "-"
+    return " / ".join(f"{r['value']:.0%}" for r in found)
+
+
 def format_record(r: dict | None, fmt: str = "{:.3f}") -> str:
     """A table cell: the value, with the paper's beside it when there is one."""
     if r is None or r["value"] is None:

@@ -51,7 +51,7 @@ TRANSFER_SMOKE = (
 )
 
 
-def _grid_eigenvalues(operator: Operator) -> tuple[list[int], np.ndarray] | None:
+def grid_eigenvalues(operator: Operator) -> tuple[list[int], np.ndarray] | None:
     """Grid shape and eigenvalues (on that grid) of a tensor-product Laplacian, else None."""
     args = operator.args
     if operator.builder not in ("poisson2d", "poisson3d", "anisotropic2d"):
@@ -68,7 +68,7 @@ def _grid_eigenvalues(operator: Operator) -> tuple[list[int], np.ndarray] | None
 def exact_extremes(operator: Operator, matrix: sp.csr_matrix) -> tuple[float, float]:
     """``(lambda_min, lambda_max)``: from the closed-form spectrum of a grid Laplacian, else a
     dense symmetric eigensolver (at most a few thousand unknowns)."""
-    grid = _grid_eigenvalues(operator)
+    grid = grid_eigenvalues(operator)
     if grid is not None:
         return float(grid[1].min()), float(grid[1].max())
     values = np.linalg.eigvalsh(matrix.toarray())
@@ -81,7 +81,7 @@ def exact_inverse_sqrt(operator: Operator, matrix: sp.csr_matrix,
     that diagonalizes a grid Laplacian (DST-I on every axis), or a dense eigendecomposition."""
     from scipy.fft import dstn
 
-    grid = _grid_eigenvalues(operator)
+    grid = grid_eigenvalues(operator)
     if grid is None:
         values, vectors = np.linalg.eigh(matrix.toarray())
         return torch.tensor((vectors @ ((vectors.T @ rhs.numpy().T) / np.sqrt(values)[:, None])).T,

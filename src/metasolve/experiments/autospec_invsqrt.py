@@ -35,8 +35,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..evaluation.metrics import TIE_RTOL, compare_instances, comparison_records
 from ..evaluation.records import record
-from ..evaluation.render import Table, save_figure, subplots
+from ..evaluation.render import Table, format_comparison, save_figure, subplots
 from ..evaluation.spectral import (
     SYNTHETIC,
     TRANSFER,
@@ -125,12 +126,12 @@ def run_cell(job: dict) -> dict:
                 records.append(record(NAME, method, "median_relative_error",
                                       float(values.median()), **cell))
             records += [
-                record(NAME, "learned", "fraction_no_worse_than_chebyshev_lanczos",
-                       float((errors["learned"] <= errors["chebyshev-lanczos"]).double().mean()),
-                       **cell),
-                record(NAME, "learned", "fraction_no_worse_than_chebyshev_estimated",
-                       float((errors["learned"] <= errors["chebyshev-estimated"]).double()
-                             .mean()), **cell),
+                *comparison_records(NAME, "learned", "chebyshev_lanczos",
+                                    compare_instances(errors["learned"],
+                                                      errors["chebyshev-lanczos"]), **cell),
+                *comparison_records(NAME, "learned", "chebyshev_estimated",
+                                    compare_instances(errors["learned"],
+                                                      errors["chebyshev-estimated"]), **cell),
                 record(NAME, "learned", "median_ratio_to_chebyshev_estimated",
                        float(errors["learned"].median() / errors["chebyshev-estimated"].median()),
                        **cell),
@@ -158,18 +159,17 @@ def _lines(records):
     for r in records:
         if r["operator"] not in operators:
             operators.append(r["operator"])
+    against = f"better / tied / worse than Chebyshev ({{}}), ties within {TIE_RTOL:.0%}"
     head = ["operator", *(LABELS[m] for m in METHODS), "learned / Chebyshev (probe)",
-            "instances <= Chebyshev (probe)", "instances <= Chebyshev (Lanczos probe)"]
+            against.format("probe"), against.format("Lanczos probe")]
     body = []
     for op in operators:
         cells = [_value(records, m, "median_relative_error", op) for m in METHODS]
         ratio = _value(records, "learned", "median_ratio_to_chebyshev_estimated", op)
-        fraction = _value(records, "learned", "fraction_no_worse_than_chebyshev_estimated", op)
-        lanczos = _value(records, "learned", "fraction_no_worse_than_chebyshev_lanczos", op)
+        counts = [format_comparison(records, NAME, "learned", against, operator=op)
+                  for against in ("chebyshev_estimated", "chebyshev_lanczos")]
         body.append([op, *("-" if c is None else f"{c:.2e}" for c in cells),
-                     "-" if ratio is None else f"{ratio:.3g}",
-                     "-" if fraction is None else f"{fraction:.0%}",
-                     "-" if lanczos is None else f"{lanczos:.0%}"])
+                     "-" if ratio is None else f"{ratio:.3g}", *counts])
     return head, body
 
 

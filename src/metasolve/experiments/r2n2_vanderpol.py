@@ -26,8 +26,16 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..evaluation.metrics import TIE_RTOL, compare_instances, comparison_records
 from ..evaluation.records import record
-from ..evaluation.render import Table, find_record, format_record, save_figure, subplots
+from ..evaluation.render import (
+    Table,
+    find_record,
+    format_comparison,
+    format_record,
+    save_figure,
+    subplots,
+)
 from ..learned import R2N2, RK3, constant_weights, frozen_r2n2, r2n2_solver
 from ..solvers import run
 from ..tasks import VanDerPolFamily
@@ -95,8 +103,8 @@ def run_cell(job: dict) -> dict:
                            **setting),
                     record(NAME, "r2n2", "ratio_of_mean_errors",
                            float(errors[steps].mean() / rk3[steps].mean()), **setting),
-                    record(NAME, "r2n2", "fraction_better", float((ratio < 1).mean()),
-                           **setting),
+                    *comparison_records(NAME, "r2n2", "rk3",
+                                        compare_instances(errors[steps], rk3[steps]), **setting),
                     record(NAME, "r2n2", "mean_error", float(errors[steps].mean()), **setting),
                     record(NAME, "rk3", "mean_error", float(rk3[steps].mean()), **setting)]
     for name, value in order_conditions(weights["stage_weights"],
@@ -128,14 +136,15 @@ def _rows(records):
                          format_record(_get(records, "mean_error_ratio", **where)),
                          format_record(_get(records, "median_error_ratio", **where)),
                          format_record(_get(records, "ratio_of_mean_errors", **where)),
-                         format_record(_get(records, "fraction_better", **where)),
+                         format_comparison(records, NAME, "r2n2", "rk3", **where),
                          format_record(_get(records, "mean_error", **where), "{:.2e}"),
                          format_record(_get(records, "mean_error", "rk3", **where), "{:.2e}")])
     return rows
 
 
 HEAD = ["loss weight h^-p", "steps T", "mean err ratio R2N2/RK-3", "median ratio",
-        "ratio of mean errors", "fraction better", "R2N2 mean error", "RK-3 mean error"]
+        "ratio of mean errors", f"instances better / tied / worse (ties within {TIE_RTOL:.0%})",
+        "R2N2 mean error", "RK-3 mean error"]
 
 
 def tables(records: list[dict]) -> list[Table]:
