@@ -14,6 +14,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from .records import record
+
 #: Relative tolerance under which two per-instance values count as a tie in every "better than"
 #: metric (:func:`compare_instances`): differences under 1% of the larger value are below what
 #: any table here resolves, and they include the round-off between two methods that compute the
@@ -86,8 +88,6 @@ def comparison_records(experiment: str, method: str, against: str, comparison: C
                        **settings) -> list[dict]:
     """Three records, ``fraction_better_than_<against>``, ``fraction_tied_with_<against>`` and
     ``fraction_worse_than_<against>``, each carrying the tie tolerance as ``tie_rtol``."""
-    from .records import record
-
     names = {"better": f"fraction_better_than_{against}", "tied": f"fraction_tied_with_{against}",
              "worse": f"fraction_worse_than_{against}"}
     return [record(experiment, method, names[key], value, tie_rtol=comparison.rtol, **settings)

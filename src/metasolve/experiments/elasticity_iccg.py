@@ -63,6 +63,7 @@ from ..evaluation.protocols import (
 )
 from ..evaluation.records import record
 from ..evaluation.render import Table, save_figure, subplots
+from ..evaluation.shifts import ShiftedSet
 from ..learned import IntervalHead, LearnedSolver, NetworkMetaSolver
 from ..solvers import ICCG, run
 from ..solvers.iccg import smallest_safe_shift
@@ -322,3 +323,18 @@ def plot(results: list[dict], path: Path) -> Path | None:
         ax.set_title(f"{row_label(result['row'])}\nmean {sum(data) / len(data):.1f}", fontsize=8)
         ax.set_xlabel("ICCG iterations to 1e-6")
     return save_figure(fig, path)
+
+
+def shifted_sets(settings: Settings, model: LearnedSolver, count: int = 200) -> list[ShiftedSet]:
+    """The model's test set, then beams wider ([0.3, 1]) and thinner ([0.001, 0.003]) than the
+    training widths, solved to ``TEST_EPS`` within ``N`` iterations (``metasolve reproduce
+    elasticity-iccg --shift ood``)."""
+    family = ElasticBeamFamily(cells=settings.cells)
+    test = make_splits(family, settings.n_train, settings.n_validation, settings.n_test,
+                       seed=settings.seed).test
+    wide = ElasticBeamFamily(cells=settings.cells, width_range=(0.3, 1.0))
+    thin = ElasticBeamFamily(cells=settings.cells, width_range=(0.001, 0.003))
+    options = {"rtol": TEST_EPS, "maxiter": test.problem.size}
+    return [ShiftedSet("none", test, options),
+            ShiftedSet("W in [0.3, 1]", wide.sample(count, seed=81), options),
+            ShiftedSet("W in [0.001, 0.003]", thin.sample(count, seed=82), options)]

@@ -62,9 +62,11 @@ from ..evaluation.metrics import compare_wall_clock
 from ..evaluation.protocols import iteration_records, loss_cell
 from ..evaluation.records import record
 from ..evaluation.render import Table, save_figure, subplots
+from ..evaluation.shifts import ShiftedSet
 from ..learned import BasisHead, LearnedSolver, NetworkMetaSolver
+from ..problems import LinearSystem
 from ..solvers import Jacobi, run
-from ..tasks import Poisson1DFamily, make_splits, sine_basis
+from ..tasks import Poisson1DFamily, TaskBatch, make_splits, sine_basis
 from ..training import (
     FixedIterationLoss,
     GaussNewtonConfig,
@@ -405,3 +407,19 @@ def plot(results: list[dict], path: Path) -> Path | None:
             ax.set_xlabel("Jacobi iterations to 1e-6")
             ax.set_yscale("log")
     return save_figure(fig, path)
+
+
+def shifted_sets(settings: Settings, model: LearnedSolver, count: int = 200) -> list[ShiftedSet]:
+    """The model's test set, then two outside its training distribution: sources drawn from
+    ``P1`` only (the hard modes; the ``p = 0`` models saw ``P2`` only) and ``P2`` sources ten
+    times larger, solved to 1e-6 (``metasolve reproduce poisson-jacobi --shift ood``)."""
+    family = Poisson1DFamily(n=model.family.n, p=model.family.p)
+    test = make_splits(family, settings.n_train, settings.n_validation, settings.n_test,
+                       seed=settings.seed).test
+    hard = Poisson1DFamily(n=model.family.n, p=1.0).sample(count, seed=77)
+    large = family.sample(count, seed=78)
+    large = TaskBatch(LinearSystem(large.problem.matrix, 10 * large.problem.rhs,
+                                   10 * large.problem.solution), 10 * large.features)
+    options = {"rtol": TEST_EPS[2], "maxiter": TEST_CAP}
+    return [ShiftedSet("none", test, options), ShiftedSet("P1 sources", hard, options),
+            ShiftedSet("10x sources", large, options)]

@@ -52,6 +52,7 @@ from ..evaluation.metrics import compare_wall_clock, iteration_stats
 from ..evaluation.protocols import best_constant, iteration_records, loss_cell
 from ..evaluation.records import record
 from ..evaluation.render import Table, save_figure, subplots
+from ..evaluation.shifts import ShiftedSet
 from ..learned import BoundedHead, IntervalHead, LearnedSolver, NetworkMetaSolver
 from ..solvers import NewtonSOR, run
 from ..tasks import RobertsonFamily, make_splits
@@ -319,3 +320,23 @@ def plot(results: list[dict], path: Path) -> Path | None:
         ax.set_title(f"{row_label(row)}\nmean {mean:.2f}", fontsize=8)
         ax.set_xlabel(f"iterations to {TEST_EPS:g}")
     return save_figure(fig, path)
+
+
+def shifted_sets(settings: Settings, model: LearnedSolver, count: int = 200) -> list[ShiftedSet]:
+    """The model's test set, then two outside its training distribution: rate constants ten to
+    a hundred times above their ranges, and time steps reaching ``t = 1e5`` instead of ``1e3``
+    (``metasolve reproduce robertson-newton-sor --shift ood``)."""
+    family = RobertsonFamily(steps=settings.steps)
+    test = make_splits(family, settings.train_sets * settings.steps,
+                       settings.validation_sets * settings.steps,
+                       settings.test_sets * settings.steps, seed=settings.seed).test
+    sets = max(1, count // settings.steps)
+    generator = torch.Generator().manual_seed(79)
+    fast = family.sample_rates(sets, generator) * 10.0 ** (1 + torch.rand(
+        sets, 3, generator=generator, dtype=torch.float64))
+    longer = RobertsonFamily(steps=settings.steps, t_last=1e5).sample(sets * settings.steps,
+                                                                      seed=80)
+    options = {"rtol": TEST_EPS, "maxiter": settings.test_cap}
+    return [ShiftedSet("none", test, options),
+            ShiftedSet("rates x10-x100", family.tasks_from_rates(fast), options),
+            ShiftedSet("steps to t = 1e5", longer, options)]

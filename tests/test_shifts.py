@@ -1,0 +1,62 @@
+"""The safeguard measured on shifted sets (evaluation.shifts): the three solves agree with a
+reference where they converge, and the records say what the safeguard did."""
+
+import pytest
+import torch
+
+import metasolve as ms
+from metasolve.evaluation.shifts import (
+    measure,
+    reference_answer,
+    shift_records,
+    shift_table,
+    wrong_answers,
+)
+from metasolve.experiments import poisson_jacobi
+from metasolve.runner import reproduce
+
+
+@pytest.fixture(scope="module")
+def poisson_model(tmp_path_factory):
+    out = tmp_path_factory.mktemp("shift")
+    reproduce("poisson-jacobi", scale="smoke", out_dir=out, workers=1, progress=False)
+    path = sorted((out / "poisson-jacobi" / "smoke" / "models").glob("*.safetensors"))[0]
+    return ms.load(path)
+
+
+def test_reference_answer_is_the_dense_solve_of_a_linear_system():
+    matrix = torch.tensor([[4.0, 1.0], [1.0, 3.0]], dtype=torch.float64)
+    rhs = torch.tensor([[1.0, 2.0], [0.0, 1.0]], dtype=torch.float64)
+    answer = reference_answer(ms.LinearSystem(matrix, rhs))
+    torch.testing.assert_close(answer @ matrix.T, rhs)
+
+
+def test_poisson_shifted_sets_lose_nothing_and_flag_the_shift(poisson_model):
+    settings = poisson_jacobi.SCALES["smoke"]
+    sets = poisson_jacobi.shifted_sets(settings, poisson_model, count=24)
+    assert [s.shift for s in sets] == ["none", "P1 sources", "10x sources"]
+    records = []
+    for shifted in sets:
+        measured = measure(poisson_model, shifted, chunk=10)
+        assert measured["classical_cost"].shape == (len(shifted.tasks),)
+        records += shift_records("poisson-jacobi", "m", shifted, measured)
+    get = {(r["shift"], r["method"], r["metric"]): r["value"] for r in records}
+    for shift in ("none", "P1 sources", "10x sources"):
+        assert get[(shift, "safeguarded", "classical_solved_lost_fraction")] == 0.0
+        for method in ("unguarded", "safeguarded", "classical"):
+            assert get[(shift, method, "wrong_answer_fraction")] == 0.0
+    # Every source ten times larger leaves the training features' envelope.
+    assert get[("10x sources", "safeguarded", "out_of_distribution_fraction")] == 1.0
+    table = shift_table(records)
+    assert [row[2] for row in table.body] == ["none", "P1 sources", "10x sources"]
+
+
+def test_wrong_answers_counts_only_converged_instances_off_the_reference():
+    reference = torch.ones(4, 3, dtype=torch.float64)
+    x = reference.clone()
+    x[1] += 1e-6  # within WRONG_ANSWER_RTOL
+    x[2] *= 2.0
+    x[3] = float("nan")
+    converged = torch.tensor([True, True, True, True])
+    assert wrong_answers(x, reference, converged).tolist() == [False, False, True, True]
+    assert not wrong_answers(x, reference, torch.zeros(4, dtype=torch.bool)).any()
