@@ -63,7 +63,8 @@ def wrong_answers(x: torch.Tensor, reference: torch.Tensor,
 
 def measure(model, shifted: ShiftedSet, chunk: int = 250) -> dict[str, torch.Tensor]:
     """Per-instance results of the three solves of ``shifted.tasks``, in chunks of ``chunk``:
-    iterations (or, for a fixed budget, final residuals), converged flags, the safeguard's
+    iterations (or, for a fixed budget, the final monitored norm relative to the reference
+    norm), converged flags, the safeguard's
     flags, and wrong converged answers."""
     fixed = shifted.options.get("fixed_iterations") is not None
     out: dict[str, list] = {}
@@ -77,7 +78,7 @@ def measure(model, shifted: ShiftedSet, chunk: int = 250) -> dict[str, torch.Ten
             reference = reference_answer(part.problem)
             classical = solutions["classical"]
             for name, solution in solutions.items():
-                cost = solution.residual if fixed else solution.iterations
+                cost = solution.relative_history[-1] if fixed else solution.iterations
                 values = {f"{name}_cost": cost.double(),
                           f"{name}_converged": solution.converged.double()}
                 if reference is not None:
@@ -100,12 +101,12 @@ def measure(model, shifted: ShiftedSet, chunk: int = 250) -> dict[str, torch.Ten
 def shift_records(experiment: str, model_name: str, shifted: ShiftedSet,
                   measured: dict[str, torch.Tensor], **settings) -> list[dict]:
     """Records of one model on one set: per method the mean cost (``mean_iterations``, or
-    ``mean_final_residual`` at a fixed budget), converged and wrong-answer fractions; the
+    ``mean_final_relative_residual`` at a fixed budget), converged and wrong-answer fractions; the
     safeguarded over classical cost ratio; the fallback, out-of-distribution and replaced-guess
     fractions; and ``classical_solved_lost``, the fraction the classical method solves and the
     safeguarded solve does not."""
     fixed = shifted.options.get("fixed_iterations") is not None
-    cost = "mean_final_residual" if fixed else "mean_iterations"
+    cost = "mean_final_relative_residual" if fixed else "mean_iterations"
     where = {"model": model_name, "shift": shifted.shift, "count": len(shifted.tasks),
              **settings}
     records = []
@@ -149,7 +150,8 @@ def shift_table(records: list[dict]):
 
     for key in seen:
         iterations = value(key, "classical", "mean_iterations") is not None
-        cost, spec = ("mean_iterations", ".2f") if iterations else ("mean_final_residual", ".2e")
+        cost, spec = (("mean_iterations", ".2f") if iterations
+                      else ("mean_final_relative_residual", ".2e"))
         costs = [value(key, m, cost) for m in ("unguarded", "safeguarded", "classical")]
         converged = ", ".join(cell(value(key, m, "converged_fraction"), ".1%")
                               for m in ("unguarded", "safeguarded", "classical"))
@@ -163,5 +165,5 @@ def shift_table(records: list[dict]):
             "safeguarded / classical", "converged: unguarded, safeguarded, classical",
             "fallback", "out of distribution", "guesses replaced",
             "solved by classical, not by safeguarded", "safeguarded: converged, wrong"]
-    return Table("The safeguard on shifted sets: mean iterations (mean final residual at a "
-                 "fixed budget); lower is better", head, rows, label_columns=3)
+    return Table("The safeguard on shifted sets: mean iterations (mean final relative residual "
+                 "at a fixed budget); lower is better", head, rows, label_columns=3)

@@ -60,6 +60,7 @@ from ..evaluation.metrics import (
 )
 from ..evaluation.records import record
 from ..evaluation.render import Table, format_comparison, save_figure, subplots
+from ..evaluation.shifts import ShiftedSet
 from ..evaluation.spectral import (
     TRANSFER,
     TRANSFER_SMOKE,
@@ -419,3 +420,20 @@ def plot(results: list[dict], path: Path) -> Path | None:
     right.set_ylabel("median relative residual")
     right.legend(fontsize=7)
     return save_figure(fig, path)
+
+
+def shifted_sets(settings: Settings, model, count: int = 128) -> list[ShiftedSet]:
+    """Held-out spectra of the model's training family, spectra with condition numbers above
+    (1e6 to 1e8) and below (2 to 10) its range, and the transfer operators, each at the model's
+    degree (``metasolve reproduce autospec-linear --shift ood``)."""
+    config = model.family.config()
+    options = {"fixed_iterations": model.metasolver.degree, "rtol": 0.0,
+               "divergence_factor": 1e300}
+    sets = [ShiftedSet("none", model.family.sample(count, seed=settings.seed + 101), options)]
+    for label, low, high in (("kappa 1e6 to 1e8", 1e6, 1e8), ("kappa 2 to 10", 2.0, 10.0)):
+        family = SpectrumFamily(**{**config, "kappa_min": low, "kappa_max": high})
+        sets.append(ShiftedSet(label, family.sample(count, seed=settings.seed + 102), options))
+    for name, tasks, _ in common_evaluation_sets(model.family, settings.transfer, 1,
+                                                 settings.rhs_per_operator, settings.seed)[1:]:
+        sets.append(ShiftedSet(name, tasks, options))
+    return sets
