@@ -74,7 +74,61 @@ def drop_type_docstring(app, what, name, obj, options, lines) -> None:
         lines.clear()
 
 
+def import_object(name: str):
+    """The object a dotted name stands for (a module, or attributes of one), or None."""
+    parts = name.split(".")
+    for split in range(len(parts), 0, -1):
+        try:
+            value = importlib.import_module(".".join(parts[:split]))
+        except ImportError:
+            continue
+        try:
+            for attribute in parts[split:]:
+                value = getattr(value, attribute)
+        except AttributeError:
+            return None
+        return value
+    return None
+
+
+def documented_names(env) -> dict[int, str]:
+    """``id(object) -> the name it is documented under``, for the classes and functions of the
+    reference (built once per build)."""
+    names = getattr(env, "_metasolve_documented", None)
+    if names is None:
+        names = {}
+        for name, entry in env.get_domain("py").objects.items():
+            if entry.objtype in ("class", "function", "exception", "data"):
+                value = import_object(name)
+                if value is not None and not isinstance(value, (int, float, str)):
+                    names.setdefault(id(value), name)
+        env._metasolve_documented = names
+    return names
+
+
+def resolve_alias(app, env, node, contnode):
+    """Docstrings name objects where they are defined (``metasolve.solvers.jacobi.Jacobi``);
+    the reference documents them where users import them (``metasolve.Jacobi``). Link the one
+    to the other."""
+    target = node.get("reftarget", "")
+    if node.get("refdomain") != "py" or not target.startswith("metasolve."):
+        return None
+    parts = target.split(".")
+    names = documented_names(env)
+    for split in range(len(parts), 1, -1):
+        value = import_object(".".join(parts[:split]))
+        if value is None or id(value) not in names:
+            continue
+        alias = ".".join([names[id(value)], *parts[split:]])
+        if alias == target:
+            return None
+        return env.get_domain("py").resolve_xref(env, node["refdoc"], app.builder,
+                                                 node["reftype"], alias, node, contnode)
+    return None
+
+
 def setup(app):
     app.add_directive("metasolve-module", MetasolveModule)
     app.connect("autodoc-process-docstring", drop_type_docstring)
+    app.connect("missing-reference", resolve_alias)
     return {"version": "1", "parallel_read_safe": True, "parallel_write_safe": True}
