@@ -3,7 +3,7 @@ API, and every Python example in its pages runs.
 
 Each page's ```python blocks run in order in one fresh namespace, in a temporary working
 directory, as a reader would paste them. A block preceded by ``<!-- docs-test: skip (why) -->``
-is not run (a training of hours); there are few of those, and each says why.
+is not run (for a training of hours) and must say why; keep them rare (today there are none).
 """
 
 from __future__ import annotations
@@ -40,6 +40,16 @@ def python_blocks(path: Path) -> list[tuple[int, str, str | None]]:
         why = match.group("why").strip(" ():") if match.group("skip") else None
         blocks.append((line, match.group("code"), why))
     return blocks
+
+
+def test_blocks_are_read_in_order_with_their_skip_markers(tmp_path):
+    page = tmp_path / "page.md"
+    page.write_text("Text\n\n```python\nx = 1\n```\n\n<!-- docs-test: skip (trains for hours) -->\n"
+                    "```python\ntrain()\n```\n\n```bash\nls\n```\n```python\ny = x\n```\n")
+    blocks = python_blocks(page)
+    assert [(code, why) for _, code, why in blocks] == [
+        ("x = 1\n", None), ("train()\n", "trains for hours"), ("y = x\n", None)]
+    assert [line for line, _, _ in blocks] == [3, 8, 15]  # 0-based lines of the code
 
 
 def test_the_tutorials_are_found_and_hold_examples():
