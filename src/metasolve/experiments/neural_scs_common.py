@@ -37,6 +37,7 @@ import torch
 from ..evaluation.records import record
 from ..evaluation.render import Table, find_record, format_record, save_figure, subplots
 from ..evaluation.scs_warm_start import warm_start_records
+from ..evaluation.shifts import ShiftedSet
 from ..learned import IdentityHead, IntermittentSCS, LearnedSolver, NetworkMetaSolver, RecurrentSCS
 from ..solvers import AndersonSCS, run
 from ..solvers.scs import SCS, primal_dual
@@ -336,3 +337,19 @@ def renderer(experiment: str, title: str, order=None):
         return tables_of(records, experiment, title, sets)
 
     return tables
+
+
+def shifted_sets_of(settings: Settings, model: LearnedSolver, shifts: dict[str, dict],
+                    count: int) -> list[ShiftedSet]:
+    """The model's test set, then ``count`` programs from its family with each of ``shifts``'
+    settings changed (same sizes, so the model applies), all run for ``ITERATIONS``."""
+    options = {"fixed_iterations": ITERATIONS, "rtol": 0.0}
+    family = model.family
+    test = make_splits(family, settings.train, settings.validation, settings.test,
+                       seed=settings.seed).test
+    sets = [ShiftedSet("none", test, options)]
+    for i, (label, changes) in enumerate(shifts.items()):
+        shifted = type(family)(**{**family.config(), **changes})
+        sets.append(ShiftedSet(label, shifted.sample(count, seed=settings.seed + 201 + i),
+                               options))
+    return sets

@@ -50,5 +50,13 @@ def run_cell(job: dict) -> dict:
                                   label_of(settings))
 
 
+def shifted_sets(settings: common.Settings, model, count: int = 64):
+    """The test set, then Kalman programs with outliers five times larger and with half the
+    measurements outliers (``metasolve reproduce neural-scs-kalman --shift ood``)."""
+    return common.shifted_sets_of(settings, model, {"outliers x5": {"outlier_scale": 100.0},
+                                                    "outlier fraction 0.5":
+                                                        {"outlier_fraction": 0.5}}, count)
+
+
 tables = common.renderer(NAME, TITLE)
 plot = common.plot

@@ -53,5 +53,12 @@ def run_cell(job: dict) -> dict:
     return result
 
 
+def shifted_sets(settings: common.Settings, model, count: int = 64):
+    """The test set, then Lasso programs with ten times the measurement noise and with five
+    times the nonzeros in ``z*`` (``metasolve reproduce neural-scs-lasso --shift ood``)."""
+    return common.shifted_sets_of(settings, model, {"noise x10": {"noise": 1.0},
+                                                    "density 0.5": {"density": 0.5}}, count)
+
+
 tables = common.renderer(NAME, TITLE)
 plot = common.plot
