@@ -54,4 +54,4 @@ def run_cell(job: dict) -> dict:
 
 
 tables = common.renderer(NAME, TITLE)
-plot = common.plot
+figure = common.figure_of(NAME, TITLE)
