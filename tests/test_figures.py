@@ -89,3 +89,19 @@ def test_results_command_refuses_a_plot_of_two_experiments(tmp_path):
                                       "--plot", str(tmp_path / "x.png")])
     assert result.exit_code == 2
     assert not (tmp_path / "x.png").exists()
+
+
+def test_results_page_shows_every_committed_plot():
+    """docs/RESULTS.md shows each plot of docs/results/ (each redrawable from its records) and
+    its code fences are closed."""
+    import re
+
+    page = (RESULTS.parent / "RESULTS.md").read_text()
+    shown = set(re.findall(r"!\[[^\]]*\]\(results/([^)]+\.png)\)", page))
+    plots = {path.name for path in RESULTS.glob("*.png")}
+    assert shown == plots
+    assert {name.removesuffix(".png") for name in plots} <= {path.stem for path in FILES}
+    fences = [line.strip() for line in page.splitlines() if line.strip().startswith("```")]
+    # A closing fence with text after it does not close: the text below renders as code.
+    assert all(re.fullmatch(r"```[\w-]*", fence) for fence in fences)
+    assert len(fences) % 2 == 0
