@@ -27,9 +27,11 @@ def poisson16():
 
 def check_smoke_outputs(runs: dict) -> None:
     """Every experiment of ``runs`` (name -> ``reproduce`` result) wrote its own records, a JSON
-    file and a plot, and its tables render (rich and Markdown)."""
+    file and a plot whose figure is labelled throughout, and its tables render (rich and
+    Markdown)."""
     import io
 
+    from figures import check_run_figure
     from rich.console import Console
 
     from metasolve.runner import render_markdown
@@ -38,5 +40,6 @@ def check_smoke_outputs(runs: dict) -> None:
         records = result["records"]
         assert records and all(r["experiment"] == name for r in records)
         assert result["json"].exists() and result["plot"].exists()
+        check_run_figure(name, result)
         Console(file=io.StringIO()).print(result["table"])
         assert name in render_markdown(records)

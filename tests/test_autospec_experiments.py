@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import scipy.sparse.linalg as spla
 import torch
+from figures import check_run_figure
 
 import metasolve as ms
 from metasolve.evaluation.spectral import Operator, exact_inverse_sqrt
@@ -121,6 +122,7 @@ def test_autospec_smoke_runs_write_records_plots_and_tables(smoke_runs):
         records = result["records"]
         assert records and all(r["experiment"] == name for r in records)
         assert result["json"].exists() and result["plot"].exists()
+        check_run_figure(name, result)
         Console(file=io.StringIO()).print(result["table"])
     linear = smoke_runs["autospec-linear"]["records"]
     methods = {r["method"] for r in linear if r["metric"] == "median_relative_residual"}

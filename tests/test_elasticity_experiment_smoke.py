@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+from figures import check_run_figure
 from typer.testing import CliRunner
 
 import metasolve as ms
@@ -66,6 +67,7 @@ def test_models_and_plot_are_written_and_the_table_renders(smoke):
     path = smoke["json"]
     assert json.loads(path.read_text()) == json.loads(json.dumps(smoke["records"]))
     assert smoke["plot"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    check_run_figure("elasticity-iccg", smoke)
     models = sorted(path.parent.glob("models/*.safetensors"))
     assert len(models) == 2
     for model in models:

@@ -6,6 +6,7 @@ import json
 
 import pytest
 import torch
+from figures import check_run_figure
 from typer.testing import CliRunner
 
 import metasolve as ms
@@ -87,6 +88,7 @@ def test_json_and_plot_are_written(smoke):
     assert json.loads(path.read_text()) == json.loads(json.dumps(smoke["records"]))
     assert smoke["plot"] is not None and smoke["plot"].is_file()
     assert smoke["plot"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    check_run_figure("poisson-jacobi", smoke)
     models = list(path.parent.glob("models/*.safetensors"))
     assert len(models) == 3
     for model in models:
@@ -169,6 +171,7 @@ def test_robertson_smoke_records_and_files(robertson_smoke):
     assert learned == {("both", "L_m"), ("relax", "L_eps")}
     assert any(r["metric"] == "wall_time_ratio" and r["value"] > 0 for r in records)
     assert robertson_smoke["plot"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    check_run_figure("robertson-newton-sor", robertson_smoke)
     models = list(robertson_smoke["json"].parent.glob("models/*.safetensors"))
     assert len(models) == 2
     for model in models:

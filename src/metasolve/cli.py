@@ -12,7 +12,7 @@ from .artifact import ArtifactError
 from .evaluation.records import read_records
 from .outputs import OutputPathError
 from .parallel import JobError
-from .runner import EXPERIMENTS, get, render_markdown
+from .runner import EXPERIMENTS, get, plot_records, render_markdown
 from .runner import reproduce as run_experiment
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
@@ -94,8 +94,12 @@ def _run(name, scale, out, json_path, workers, progress, restart, epochs):
 @app.command()
 def results(
     paths: list[Path] = typer.Argument(..., help="record files written by `reproduce --json`"),
+    plot: Path = typer.Option(None, "--plot",
+                              help="also draw the experiment's figure from the records into "
+                                   "this PNG file (records of one experiment)"),
 ) -> None:
-    """Render result records (JSON) as Markdown tables, ours beside the paper's."""
+    """Render result records (JSON) as Markdown tables, ours beside the paper's; with --plot,
+    draw the figure too (the panels that need a run's per-instance data are left out)."""
     records = []
     for path in paths:
         try:
@@ -113,6 +117,11 @@ def results(
         # A record of a known experiment that lacks a setting key its tables read.
         files = ", ".join(map(str, paths))
         _fail(f"cannot render the records of {files}: {type(exc).__name__}: {exc}", USAGE)
+    if plot is not None:
+        try:
+            plot_records(records, plot)
+        except (OSError, ValueError) as exc:
+            _fail(f"cannot draw {plot}: {exc}", USAGE)
     typer.echo(text, nl=False)
 
 

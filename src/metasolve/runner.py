@@ -10,14 +10,14 @@ import time
 from pathlib import Path
 
 from .evaluation.records import write_records
-from .evaluation.render import markdown_tables, rich_tables
+from .evaluation.render import markdown_tables, rich_tables, save_figure
 from .experiments import EXPERIMENTS, get
 from .outputs import RunLock, check_file_target, prepare_directory
 from .parallel import map_jobs
 from .training.progress import progress_bar
 from .validation import check_choice, check_count
 
-__all__ = ["EXPERIMENTS", "get", "jobs_of", "render_markdown", "reproduce"]
+__all__ = ["EXPERIMENTS", "get", "jobs_of", "plot_records", "render_markdown", "reproduce"]
 
 
 def jobs_of(module, scale: str, out_dir: Path, epochs: int | None = None) -> list[dict]:
@@ -83,7 +83,7 @@ def reproduce(name: str, scale: str = "full", out_dir="metasolve-out", json_path
         records = [r for result in results for r in result["records"]]
         seconds = time.perf_counter() - start
         write_records(json_path, records)
-        plot_path = module.plot(results, plot_path)
+        plot_path = save_figure(module.figure(results), plot_path)
     return {"records": records, "table": rich_tables(module.tables(records)), "json": json_path,
             "plot": plot_path, "seconds": seconds, "results": results}
 
@@ -95,3 +95,13 @@ def render_markdown(records: list[dict]) -> str:
         module = get(name)
         parts.append(f"## {name}: {module.TITLE}\n\n{markdown_tables(module.tables(records))}")
     return "\n".join(parts)
+
+
+def plot_records(records: list[dict], path) -> Path | None:
+    """Draw the figure of the one experiment in ``records`` from the records alone (the panels
+    that need a run's per-instance data are left out) and write it as PNG to ``path``; ``None``
+    if the records give nothing to draw. A ValueError if they hold no or several experiments."""
+    names = sorted({r["experiment"] for r in records})
+    if len(names) != 1:
+        raise ValueError(f"a figure shows one experiment; these records hold {names or 'none'}")
+    return save_figure(get(names[0]).figure([{"records": records}]), Path(path))

@@ -59,15 +59,123 @@ def markdown_tables(tables: Sequence[Table]) -> str:
     return "\n".join(markdown_table(t) for t in tables)
 
 
-def save_figure(fig, path: Path, dpi: int = 120) -> Path:
-    """Lay out ``fig``, write it as PNG to ``path`` (parents created) and close it."""
+#: Notes on the direction of a plotted quantity, shown in panel titles.
+LOWER, HIGHER = "lower is better", "higher is better"
+#: The marker and colour of the paper's numbers in every figure.
+PAPER_STYLE = {"marker": "D", "markerfacecolor": "none", "markeredgecolor": "black",
+               "linestyle": "none", "markersize": 7}
+
+
+def save_figure(fig, path: Path, dpi: int = 110) -> Path | None:
+    """Write ``fig`` as PNG to ``path`` (parents created) and close it; ``None`` for no figure."""
+    if fig is None:
+        return None
     import matplotlib.pyplot as plt
 
-    fig.tight_layout()
+    if fig.get_layout_engine() is None:
+        fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=dpi)
     plt.close(fig)
     return path
+
+
+def panels(count: int, columns: int = 3, size: tuple[float, float] = (4.6, 3.6),
+           title: str | None = None):
+    """A figure of ``count`` panels in rows of at most ``columns`` (constrained layout, unused
+    cells hidden): ``(fig, axes)`` with ``axes`` a flat list of the ``count`` panels."""
+    columns = max(1, min(columns, count))
+    rows = -(-count // columns)
+    fig, grid = subplots(rows, columns, figsize=(size[0] * columns, size[1] * rows),
+                         squeeze=False, layout="constrained")
+    flat = [ax for line in grid for ax in line]
+    for ax in flat[count:]:
+        ax.set_visible(False)
+    if title:  # wrapped to the figure's width (about 10 characters an inch)
+        import textwrap
+
+        fig.suptitle(textwrap.fill(title, int(10 * size[0] * columns)))
+    return fig, flat[:count]
+
+
+def set_title(ax, title: str, better: str | None = None) -> None:
+    """``title`` on ``ax``, with a second line saying which way is better when given."""
+    ax.set_title(title if better is None else f"{title}\n({better})", fontsize=10)
+
+
+def bar_panel(ax, labels, values, *, xlabel: str, ylabel: str, title: str, better: str,
+              paper=None, errors=None, log: bool = False, color="tab:orange",
+              label: str = "ours", reference: float | None = None,
+              reference_label: str | None = None, fmt: str = "{:.3g}") -> None:
+    """Horizontal bars, one per entry of ``labels`` (top to bottom); the paper's numbers (where
+    not ``None``) as hollow diamonds, or else each value written at its bar's end; optional error
+    bars and an optional dashed reference line. A legend under the panel names every element."""
+    import numpy as np
+
+    y = np.arange(len(labels))[::-1]
+    heights = np.array([np.nan if v is None else v for v in values], dtype=float)
+    colors = color if isinstance(color, str) else list(color)
+    ax.barh(y, np.nan_to_num(heights), color=colors, alpha=0.85, label=label)
+    if errors is not None:
+        ax.errorbar(np.nan_to_num(heights), y, xerr=[0 if e is None else e for e in errors],
+                    fmt="none", ecolor="black", elinewidth=1, capsize=2,
+                    label="± 1 standard deviation")
+    if paper is None:  # the values, where no paper's marker would collide with them
+        for yi, v in zip(y, heights, strict=True):
+            if np.isfinite(v):
+                ax.annotate(fmt.format(v), (v, yi), xytext=(3, 0), textcoords="offset points",
+                            va="center", fontsize=8)
+    if paper is not None and any(p is not None for p in paper):
+        py = [yi for yi, p in zip(y, paper, strict=True) if p is not None]
+        ax.plot([p for p in paper if p is not None], py, label="paper", **PAPER_STYLE)
+    if reference is not None:
+        ax.axvline(reference, color="black", linestyle="--", linewidth=1, label=reference_label)
+    ax.set_yticks(y, labels)
+    if log:
+        ax.set_xscale("log")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.margins(x=0.18)
+    set_title(ax, title, better)
+    below(ax)
+
+
+def legend_entries(*axes) -> tuple[list, list[str]]:
+    """The legend entries of ``axes``, one per distinct label (artists drawn alike share
+    one)."""
+    found = {}
+    for ax in axes:
+        for handle, label in zip(*ax.get_legend_handles_labels(), strict=True):
+            found.setdefault(label, handle)
+    return list(found.values()), list(found)
+
+
+def below(ax, columns: int = 3) -> None:
+    """The legend of ``ax`` under its x label, where it hides no data."""
+    ax.legend(*legend_entries(ax), fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.16),
+              ncol=columns, frameon=False)
+
+
+def beside(ax) -> None:
+    """The legend of ``ax`` right of it, where it hides no data."""
+    ax.legend(*legend_entries(ax), fontsize=8, loc="center left", bbox_to_anchor=(1.02, 0.5),
+              frameon=False)
+
+
+def histogram_panel(ax, data, *, xlabel: str, title: str, bins=40, color="tab:blue",
+                    log_x: bool = False, what: str = "test tasks") -> None:
+    """A histogram of per-instance counts (``data``) with its mean as a dashed line; the y axis
+    counts ``what`` on a log scale."""
+    mean = sum(data) / len(data)
+    ax.hist(data, bins=bins, color=color, alpha=0.85, label=what)
+    ax.axvline(mean, color="black", linestyle="--", linewidth=1, label=f"mean {mean:.3g}")
+    if log_x:
+        ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(f"{what} (log scale)")
+    set_title(ax, title, "further left is better")
+    ax.legend(fontsize=8)
 
 
 def find_record(records: list[dict], experiment: str, metric: str, method: str,

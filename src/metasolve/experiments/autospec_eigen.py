@@ -32,7 +32,7 @@ import torch
 
 from ..evaluation.metrics import compare_instances, comparison_records
 from ..evaluation.records import record
-from ..evaluation.render import Table, format_comparison, save_figure, subplots
+from ..evaluation.render import LOWER, Table, below, beside, format_comparison, panels, set_title
 from ..evaluation.spectral import Operator, grid_eigenvalues
 from ..learned import AutoSpecEngine, LearnedSolver
 from ..probes import lanczos_probe
@@ -233,23 +233,58 @@ def tables(records: list[dict]) -> list[Table]:
                   "included", *_lines(records))]
 
 
-def plot(results: list[dict], path: Path) -> Path | None:
-    """Largest wanted residual against products, per operator and method."""
-    histories = next((r["histories"] for r in results if r.get("histories")), None)
-    if not histories:
+def figure(results: list[dict]):
+    """Products to convergence per operator and method (from the records) and, when the run's
+    histories are at hand (not in the records), the largest wanted residual against products
+    for each operator."""
+    records = [r for result in results for r in result["records"] if r["experiment"] == NAME]
+    operators = []
+    for r in records:
+        if r["metric"] == "median_products" and r["operator"] not in operators:
+            operators.append(r["operator"])
+    if not operators:
         return None
-    operators = sorted({key.split("/")[0] for key in histories})
-    fig, axes = subplots(1, len(operators), figsize=(4.2 * len(operators), 3.4),
-                             squeeze=False)
-    for ax, op in zip(axes[0], operators, strict=True):
+    histories = next((r["histories"] for r in results if r.get("histories")), {})
+    shown = sorted({key.split("/")[0] for key in histories})
+    fig, axes = panels(1 + len(shown), columns=2, size=(7.2, 4.4), title=TITLE)
+    ax = axes[0]
+    width = 0.8 / len(METHODS)
+    capped = []
+    colors = dict(zip(METHODS, ("tab:blue", "tab:green", "tab:orange"), strict=True))
+    for j, m in enumerate(METHODS):
+        values = [_value(records, m, "median_products", op) for op in operators]
+        converged = [_value(records, m, "converged_fraction", op) for op in operators]
+        x = np.arange(len(operators)) + width * (j - (len(METHODS) - 1) / 2)
+        bars = ax.bar(x, [np.nan if v is None else v for v in values], width,
+                      color=colors[m], label=LABELS[m])
+        capped += [bar for bar, f in zip(bars, converged, strict=True) if f is not None and f < 1]
+    fractions = [_value(records, m, "converged_fraction", op) for m in METHODS
+                 for op in operators]
+    if any(f is not None and f < 1 for f in fractions):
+        from matplotlib.patches import Patch
+
+        handles, _ = ax.get_legend_handles_labels()
+        ax.legend(handles=[*handles, Patch(facecolor="white", edgecolor="black", hatch="//",
+                                           label="hatched: stopped at the cap,\nnot converged")],
+                  fontsize=8, loc="center left", bbox_to_anchor=(1.02, 0.5), frameon=False)
+    else:
+        beside(ax)
+    for bar in capped:  # hatched after the legend, whose colour patches stay plain
+        bar.set_hatch("//")
+        bar.set_edgecolor("black")
+    ax.set_yscale("log")
+    ax.set_xticks(range(len(operators)), operators, rotation=25, ha="right")
+    ax.set_xlabel("operator")
+    ax.set_ylabel("median products A @ v to 1e-8 (log scale)")
+    set_title(ax, "Products to the 10 smallest eigenpairs", LOWER)
+    for ax, op in zip(axes[1:], shown, strict=True):
         for m in METHODS:
             h = histories.get(f"{op}/{m}")
-            if h is None:
-                continue
-            products = np.arange(len(h["history"])) * h["products"]
-            ax.semilogy(products, h["history"], label=LABELS[m])
-        ax.set_title(op, fontsize=9)
+            if h is not None:
+                products = np.arange(len(h["history"])) * h["products"]
+                ax.semilogy(products, h["history"], label=LABELS[m], color=colors[m])
         ax.set_xlabel("products A @ v")
         ax.set_ylabel("largest wanted residual / ||A||")
-        ax.legend(fontsize=7)
-    return save_figure(fig, path, dpi=110)
+        set_title(ax, op, LOWER)
+        below(ax, columns=2)
+    return fig

@@ -37,7 +37,7 @@ import torch
 
 from ..evaluation.metrics import TIE_RTOL, compare_instances, comparison_records
 from ..evaluation.records import record
-from ..evaluation.render import Table, format_comparison, save_figure, subplots
+from ..evaluation.render import LOWER, Table, beside, format_comparison, panels, set_title
 from ..evaluation.spectral import (
     SYNTHETIC,
     TRANSFER,
@@ -182,19 +182,43 @@ def tables(records: list[dict]) -> list[Table]:
                   *_lines(records))]
 
 
-def plot(results: list[dict], path: Path) -> Path | None:
-    """Relative error against the condition number on the held-out synthetic spectra."""
-    scatter = next((r["scatter"] for r in results if r.get("scatter")), None)
-    if not scatter:
+def figure(results: list[dict]):
+    """The median relative error per operator and method (from the records) and, when the run's
+    per-instance errors are at hand (not in the records), the error against the condition
+    number on the held-out synthetic spectra."""
+    records = [r for result in results for r in result["records"] if r["experiment"] == NAME]
+    operators = []
+    for r in records:
+        if r["metric"] == "median_relative_error" and r["operator"] not in operators:
+            operators.append(r["operator"])
+    if not operators:
         return None
-    fig, ax = subplots(figsize=(6.5, 4.2))
-    for method in METHODS:
-        ax.scatter(scatter["kappa"], np.maximum(scatter[method], 1e-17), s=6,
-                   label=LABELS[method], alpha=0.7)
-    ax.set_xscale("log")
+    scatter = next((r["scatter"] for r in results if r.get("scatter")), None)
+    fig, axes = panels(1 + (scatter is not None), columns=1, size=(9.0, 4.6), title=TITLE)
+    ax = axes[0]
+    markers = dict(zip(METHODS, "os^v*", strict=True))
+    for j, m in enumerate(METHODS):
+        values = [_value(records, m, "median_relative_error", op) for op in operators]
+        learned = m == "learned"
+        ax.plot(np.arange(len(operators)) + 0.08 * (j - len(METHODS) / 2),
+                [np.nan if v is None else v for v in values], linestyle="none",
+                marker=markers[m], markersize=10 if learned else 6,
+                markerfacecolor=None if learned else "none", label=LABELS[m])
     ax.set_yscale("log")
-    ax.set_xlabel("condition number of the synthetic operator")
-    ax.set_ylabel("relative error of A^(-1/2) b")
-    ax.set_title("held-out synthetic spectra, equal degree", fontsize=9)
-    ax.legend(fontsize=7)
-    return save_figure(fig, path)
+    ax.set_xticks(range(len(operators)), operators, rotation=25, ha="right")
+    ax.set_xlabel("operator (synthetic: held-out training spectra)")
+    ax.set_ylabel("median relative error of A^(-1/2) b")
+    set_title(ax, "Median relative error at equal degree", LOWER)
+    beside(ax)
+    if scatter is not None:
+        ax = axes[1]
+        for m in METHODS:
+            ax.scatter(scatter["kappa"], np.maximum(scatter[m], 1e-17), s=6, label=LABELS[m],
+                       alpha=0.7)
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel("condition number of the synthetic operator")
+        ax.set_ylabel("relative error of A^(-1/2) b")
+        set_title(ax, "Held-out synthetic spectra, one point per instance", LOWER)
+        beside(ax)
+    return fig

@@ -59,7 +59,7 @@ from ..evaluation.metrics import (
     comparison_records,
 )
 from ..evaluation.records import record
-from ..evaluation.render import Table, format_comparison, save_figure, subplots
+from ..evaluation.render import LOWER, Table, beside, format_comparison, panels, set_title
 from ..evaluation.shifts import ShiftedSet
 from ..evaluation.spectral import (
     TRANSFER,
@@ -388,38 +388,46 @@ def tables(records: list[dict]) -> list[Table]:
             for title, (head, body) in zip(titles, _lines(records), strict=True)]
 
 
-def plot(results: list[dict], path: Path) -> Path | None:
-    """Left: residual polynomials on the largest transfer matrix's interval (learned beside
-    Chebyshev's). Right: median residual per operator and method."""
+def figure(results: list[dict]):
+    """The median relative residual per operator and method (from the records) and, when the
+    run's curves are at hand (not in the records), the residual polynomials on the largest
+    transfer matrix's interval, learned beside Chebyshev's."""
     curves, points, operator = {}, None, None
-    records = [r for result in results for r in result["records"]]
+    records = [r for result in results for r in result["records"] if r["experiment"] == NAME]
     for result in results:
         if "curves" in result:
             curves.update(result["curves"])
             points, operator = result["points"], result["curve_operator"]
-    if not records:
-        return None
-    fig, (left, right) = subplots(1, 2, figsize=(12, 4.2))
-    if points is not None:
-        for name, values in curves.items():
-            left.loglog(points, np.abs(values), label=LABELS.get(name, name), lw=1.2)
-        left.set_xlabel("t (eigenvalue)")
-        left.set_ylabel("|p(t)|, residual polynomial")
-        left.set_title(f"residual polynomials of degree K on {operator}", fontsize=9)
-        left.legend(fontsize=7)
     operators = _operators(records)
+    if not operators:
+        return None
+    fig, axes = panels(1 + (points is not None), columns=1, size=(9.0, 4.6), title=TITLE)
+    ax = axes[0]
     methods = [m for m in BASELINES + LEARNED
                if any(_value(records, m, "median_relative_residual", op) for op in operators)]
+    markers = dict(zip(BASELINES + LEARNED, "ovs^<>*P", strict=True))
     for j, m in enumerate(methods):
         values = [_value(records, m, "median_relative_residual", op) or np.nan
                   for op in operators]
-        right.scatter(np.arange(len(operators)) + 0.08 * (j - len(methods) / 2), values,
-                      label=LABELS[m], s=18)
-    right.set_yscale("log")
-    right.set_xticks(range(len(operators)), operators, rotation=25, fontsize=7, ha="right")
-    right.set_ylabel("median relative residual")
-    right.legend(fontsize=7)
-    return save_figure(fig, path)
+        learned = m in LEARNED
+        ax.plot(np.arange(len(operators)) + 0.07 * (j - len(methods) / 2), values,
+                linestyle="none", marker=markers[m], markersize=9 if learned else 6,
+                markerfacecolor=None if learned else "none", label=LABELS[m])
+    ax.set_yscale("log")
+    ax.set_xticks(range(len(operators)), operators, rotation=25, ha="right")
+    ax.set_xlabel("operator (synthetic: held-out training spectra)")
+    ax.set_ylabel("median relative residual ||b - A x|| / ||b||")
+    set_title(ax, "Median relative residual at equal products", LOWER)
+    beside(ax)
+    if points is not None:
+        ax = axes[1]
+        for name, values in curves.items():
+            ax.loglog(points, np.abs(values), label=LABELS.get(name, name), lw=1.2)
+        ax.set_xlabel("t (eigenvalue)")
+        ax.set_ylabel("|p(t)|, residual polynomial")
+        set_title(ax, f"Residual polynomials of degree K on {operator}", LOWER)
+        beside(ax)
+    return fig
 
 
 def shifted_sets(settings: Settings, model, count: int = 128) -> list[ShiftedSet]:

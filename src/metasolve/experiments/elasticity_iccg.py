@@ -62,7 +62,7 @@ from ..evaluation.protocols import (
     per_task_oracle,
 )
 from ..evaluation.records import record
-from ..evaluation.render import Table, save_figure, subplots
+from ..evaluation.render import HIGHER, LOWER, Table, bar_panel, histogram_panel, panels
 from ..evaluation.shifts import ShiftedSet
 from ..learned import IntervalHead, LearnedSolver, NetworkMetaSolver
 from ..solvers import ICCG, run
@@ -311,18 +311,32 @@ def tables(records: list[dict]) -> list[Table]:
                   "ours (paper)", *_lines(records))]
 
 
-def plot(results: list[dict], path: Path) -> Path | None:
-    """Histograms of test iterations (failures at N) for each row."""
-    if not results:
+def figure(results: list[dict]):
+    """Table 2 as bars (mean iterations, failures counted as N, and the convergence ratio, the
+    paper's beside ours) and, when the run's per-task counts are at hand (not in the records),
+    histograms of test iterations (failures at N) for each row."""
+    records = [r for result in results for r in result["records"] if r["experiment"] == NAME]
+    rows, _ = _cells(records)
+    if not rows:
         return None
-    fig, axes = subplots(1, len(results), figsize=(3.2 * len(results), 2.8), squeeze=False,
-                             sharey=True)
-    for ax, result in zip(axes[0], results, strict=True):
-        data = [c if c >= 0 else result["N"] for c in result["counts"]]
-        ax.hist(data, bins=30, color="tab:blue")
-        ax.set_title(f"{row_label(result['row'])}\nmean {sum(data) / len(data):.1f}", fontsize=8)
-        ax.set_xlabel("ICCG iterations to 1e-6")
-    return save_figure(fig, path)
+    counted = [r for r in results if "counts" in r]
+    fig, axes = panels(2 + len(counted), size=(5.0, 3.8),
+                       title=f"{TITLE}: ICCG iterations to {TEST_EPS:g}, test set")
+    labels = [row_label(row) for row, _ in rows]
+    n = next((r["N"] for r in records if r.get("N")), None)
+    cap = "" if n is None else f" (a failure counts as N = {n})"
+    for ax, metric, xlabel, title, better in (
+            (axes[0], "mean_iterations", f"mean ICCG iterations{cap}", "Mean iterations", LOWER),
+            (axes[1], "converged_fraction", f"fraction of test tasks converged to {TEST_EPS:g}",
+             "Convergence ratio", HIGHER)):
+        cells = [cell.get(metric, (None, None)) for _, cell in rows]
+        bar_panel(ax, labels, [c[0] for c in cells], paper=[c[1] for c in cells],
+                  xlabel=xlabel, ylabel="meta-solver / training", title=title, better=better)
+    for ax, result in zip(axes[2:], counted, strict=True):
+        histogram_panel(ax, [c if c >= 0 else result["N"] for c in result["counts"]], bins=30,
+                        xlabel=f"ICCG iterations to {TEST_EPS:g} (failures at N)",
+                        title=row_label(result["row"]))
+    return fig
 
 
 def shifted_sets(settings: Settings, model: LearnedSolver, count: int = 200) -> list[ShiftedSet]:

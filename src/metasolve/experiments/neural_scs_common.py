@@ -35,7 +35,7 @@ import numpy as np
 import torch
 
 from ..evaluation.records import record
-from ..evaluation.render import Table, find_record, format_record, save_figure, subplots
+from ..evaluation.render import Table, find_record, format_record, legend_entries, panels, set_title
 from ..evaluation.scs_warm_start import warm_start_records
 from ..evaluation.shifts import ShiftedSet
 from ..learned import IdentityHead, IntermittentSCS, LearnedSolver, NetworkMetaSolver, RecurrentSCS
@@ -296,28 +296,67 @@ def tables_of(records, experiment, title, sets) -> list[Table]:
     return out
 
 
-def plot(results: list[dict], path: Path) -> Path | None:
-    """Median and quartiles of the fixed-point, primal and dual residuals per iteration (the
-    style of the paper's Figures 1-8), one row per problem set."""
-    figures = [r["figure"] for r in results if r.get("figure")]
-    if not figures:
-        return None
-    fig, axes = subplots(len(figures), 3, figsize=(14, 3.4 * len(figures)), squeeze=False)
-    colors = {"scs": "tab:blue", "scs_aa": "tab:orange", "neural_mlp": "tab:red",
-              "neural_recurrent": "tab:purple"}
-    for row, figure in zip(axes, figures, strict=True):
-        for ax, kind in zip(row, RESIDUALS, strict=True):
-            for method, curves in figure["curves"].items():
-                c = curves[kind]
-                k = np.arange(len(c["median"]))
-                ax.semilogy(k, np.maximum(c["median"], 1e-16), color=colors[method],
-                            label=LABELS[method])
-                ax.fill_between(k, np.maximum(c["q25"], 1e-16), np.maximum(c["q75"], 1e-16),
-                                color=colors[method], alpha=0.15)
-            ax.set_title(f"{figure['set']}: {kind.replace('_', '-')} residual", fontsize=9)
-            ax.set_xlabel("iteration")
-        row[0].legend(fontsize=7)
-    return save_figure(fig, path)
+COLORS = {"scs": "tab:blue", "scs_aa": "tab:orange", "neural_mlp": "tab:red",
+          "neural_recurrent": "tab:purple"}
+KIND_LABELS = {"fixed_point": "tau-normalised fixed-point residual",
+               "primal": "primal residual (SCS's)", "dual": "dual residual (SCS's)"}
+
+
+def figure_of(experiment: str, title: str, order=None):
+    """``figure(results)`` of an experiment: for each problem set (in ``order``) and residual,
+    its median per iteration, each method a colour (the style of the paper's Figures 1-8). With
+    the run's curves at hand (not in the records) every iteration is drawn with the band of the
+    middle half of the test programs; from the records alone, the iterations the tables show."""
+
+    def figure(results: list[dict]):
+        records = [r for result in results for r in result["records"]
+                   if r["experiment"] == experiment]
+        present = {r["set"] for r in records if r["metric"] == "median_fixed_point_residual"}
+        sets = [s for s in order if s in present] if order else sorted(present)
+        if not sets:
+            return None
+        curves = {r["figure"]["set"]: r["figure"]["curves"] for r in results
+                  if r.get("figure")}
+        fig, axes = panels(3 * len(sets), size=(4.6, 3.5),
+                           title=f"{title}: median residuals over the test programs "
+                                 "(lower is better)")
+        for i, label in enumerate(sets):
+            for ax, kind in zip(axes[3 * i:3 * i + 3], RESIDUALS, strict=True):
+                for method in METHODS:
+                    _draw(ax, records, experiment, curves.get(label, {}).get(method), label,
+                          method, kind)
+                ax.set_xlabel("SCS iteration k")
+                ax.set_ylabel(f"median {kind.replace('_', '-')} residual")
+                set_title(ax, f"{label}: {KIND_LABELS[kind]}")
+        # One legend for the figure: every panel draws the same methods.
+        handles, labels = legend_entries(*axes)
+        fig.legend(handles, labels, loc="outside lower center",
+                   ncol=len(labels) if len(labels) <= 4 else 2,
+                   fontsize=9, frameon=False)
+        return fig
+
+    return figure
+
+
+def _draw(ax, records, experiment, curves, label, method, kind) -> None:
+    """One method's median ``kind`` residual on ``ax``: the run's curve with its interquartile
+    band when ``curves`` holds it, else the recorded iterations."""
+    color = COLORS[method]
+    if curves is not None:
+        c = curves[kind]
+        k = np.arange(len(c["median"]))
+        ax.semilogy(k, np.maximum(c["median"], 1e-16), color=color, label=LABELS[method])
+        ax.fill_between(k, np.maximum(c["q25"], 1e-16), np.maximum(c["q75"], 1e-16),
+                        color=color, alpha=0.15,
+                        label=f"{LABELS[method]}: 25% to 75% quantiles")
+        return
+    found = [(k, get(records, experiment, f"median_{kind}_residual", method, set=label,
+                     iteration=k)) for k in SHOWN]
+    found = [(k, r["value"]) for k, r in found if r is not None and r["value"] is not None]
+    if found:
+        ax.semilogy(*zip(*found, strict=True), "-o", color=color, markersize=4,
+                    label=LABELS[method])
+
 
 
 def scales(full: Settings, quick: Settings, smoke: Settings) -> dict[str, Settings]:

@@ -61,4 +61,4 @@ def shifted_sets(settings: common.Settings, model, count: int = 64):
 
 
 tables = common.renderer(NAME, TITLE)
-plot = common.plot
+figure = common.figure_of(NAME, TITLE)

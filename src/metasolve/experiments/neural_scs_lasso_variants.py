@@ -57,4 +57,4 @@ def cells(settings: common.Settings) -> list[dict]:
 
 
 tables = common.renderer(NAME, TITLE, order=tuple(VARIANTS))
-plot = common.plot
+figure = common.figure_of(NAME, TITLE, order=tuple(VARIANTS))

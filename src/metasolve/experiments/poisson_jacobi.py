@@ -61,7 +61,7 @@ import torch
 from ..evaluation.metrics import compare_wall_clock
 from ..evaluation.protocols import iteration_records, loss_cell
 from ..evaluation.records import record
-from ..evaluation.render import Table, save_figure, subplots
+from ..evaluation.render import LOWER, Table, bar_panel, histogram_panel, panels
 from ..evaluation.shifts import ShiftedSet
 from ..learned import BasisHead, LearnedSolver, NetworkMetaSolver
 from ..problems import LinearSystem
@@ -381,32 +381,56 @@ def tables(records: list[dict]) -> list[Table]:
     return out
 
 
-def plot(results: list[dict], path: Path) -> Path | None:
-    """The paper's Figure 2: histograms of iterations to 1e-6 on the test set."""
-    wanted = ["base", ("L_m", 25), ("L_eps", 1e-6)]
-    cells = [cell for result in results for cell in result["cells"]]
-    by_cell = {(c["p"], c["row"]): c["counts"] for c in cells}
-    ps = sorted({c["p"] for c in cells})
-    rows = [w for w in wanted if any((p, w) in by_cell for p in ps)]
-    if not rows:
+def figure(results: list[dict]):
+    """Table 3 at tolerance 1e-6 (mean iterations per training, the paper's beside ours, one
+    panel per ``p``), the wall-clock ratios, and, when the run's per-task counts are at hand
+    (not in the records), the paper's Figure 2: histograms of iterations to 1e-6."""
+    records = [r for result in results for r in result["records"] if r["experiment"] == NAME]
+    if not records:
         return None
-    fig, axes = subplots(len(ps), len(rows), figsize=(4 * len(rows), 3 * len(ps)),
-                             squeeze=False, sharex="row")
-    for i, p in enumerate(ps):
-        for j, row in enumerate(rows):
-            ax = axes[i][j]
-            counts = by_cell.get((p, row))
-            if counts is None:
-                ax.set_visible(False)
-                continue
-            data = [c if c >= 0 else TEST_CAP for c in counts[1e-6]]
-            ax.hist(data, bins=40, color="tab:blue" if row == "base" else "tab:orange")
-            mean = sum(data) / len(data)
-            ax.axvline(mean, color="k", linestyle="--", linewidth=1)
-            ax.set_title(f"p={p:g}, {row_label(row)}\nmean {mean:.1f}", fontsize=9)
-            ax.set_xlabel("Jacobi iterations to 1e-6")
-            ax.set_yscale("log")
-    return save_figure(fig, path)
+    ps, rows, _ = _grid(records)
+    rows = [row for row in rows if row != "base-large"]
+    eps = TEST_EPS[2]
+    means = {(r["p"], _row(r)): r for r in records
+             if r["metric"] == "mean_iterations" and r["test_eps"] == eps}
+    ratios = sorted((r for r in records if r["metric"] == "wall_time_ratio"),
+                    key=lambda r: (r["p"], str(r["loss"]), r["m"] or 0, -(r["train_eps"] or 0)))
+    histograms = [(c["p"], c["row"], c["counts"][eps]) for result in results
+                  for c in result.get("cells", [])
+                  if c["row"] in ("base", ("L_m", 25), ("L_eps", 1e-6))]
+    fig, axes = panels(len(ps) + bool(ratios) + len(histograms), size=(5.2, 4.6),
+                       title=f"{TITLE}: mean Jacobi iterations to {eps:g} on the test tasks")
+    for ax, p in zip(axes, ps, strict=False):
+        found = [row for row in rows if (p, row) in means]
+        base = means.get((p, "base"))
+        bar_panel(ax, [row_label(row) for row in found],
+                  [means[(p, row)]["value"] for row in found],
+                  paper=[means[(p, row)]["paper"] for row in found],
+                  xlabel=f"mean Jacobi iterations to relative error {eps:g}",
+                  ylabel="meta-solver / training loss", title=f"p = {p:g}", better=LOWER,
+                  reference=None if base is None else base["value"],
+                  reference_label="zero guess (Psi_base)", fmt="{:.1f}")
+    axes = axes[len(ps):]
+    if ratios:
+        bar_panel(axes[0], [f"p={r['p']:g}, {row_label(_row(r))}" for r in ratios],
+                  [r["value"] for r in ratios], color="tab:green",
+                  xlabel="learned / zero-guess wall-clock",
+                  ylabel="p, meta-solver / training loss",
+                  title=f"Wall-clock to {eps:g}, inference included", better=LOWER,
+                  reference=1.0, reference_label="zero guess (ratio 1)", fmt="{:.2f}")
+        axes = axes[1:]
+    for ax, (p, row, counts) in zip(axes, histograms, strict=True):
+        histogram_panel(ax, [c if c >= 0 else TEST_CAP for c in counts],
+                        xlabel=f"Jacobi iterations to {eps:g}", title=f"p = {p:g}, "
+                        f"{row_label(row)}", color="tab:blue" if row == "base" else "tab:orange")
+    return fig
+
+
+def _row(r: dict):
+    """The Table 3 row of a record: ``"base"``, ``("L_m", m)`` or ``("L_eps", eps)``."""
+    if r["loss"] is None:
+        return "base"
+    return (r["loss"], r["m"]) if r["loss"] == "L_m" else (r["loss"], r["train_eps"])
 
 
 def shifted_sets(settings: Settings, model: LearnedSolver, count: int = 200) -> list[ShiftedSet]:

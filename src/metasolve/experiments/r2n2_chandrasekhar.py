@@ -39,12 +39,14 @@ from ..baselines import newton_krylov_history
 from ..evaluation.metrics import compare_instances, comparison_records
 from ..evaluation.records import record
 from ..evaluation.render import (
+    LOWER,
     Table,
+    below,
     find_record,
     format_comparison,
     format_record,
-    save_figure,
-    subplots,
+    panels,
+    set_title,
 )
 from ..learned import constant_weights, frozen_r2n2, r2n2_solver
 from ..solvers import run
@@ -202,7 +204,7 @@ def run_cell(job: dict) -> dict:
         if label in ("training distribution", "c in {0.85, 0.95}"):
             figure["scatter"][label] = {
                 "c": tasks.problem.c.tolist(),
-                **{f"ratio{k}": _delta_r_ratio(r2n2, nk, k).tolist() for k in (1, 2)}}
+                **{f"log_ratio{k}": _log10_ratio(r2n2, nk, k).tolist() for k in (1, 2)}}
     return {"records": records, "figure": figure, "label": "train and evaluate"}
 
 
@@ -263,34 +265,67 @@ def tables(records: list[dict]) -> list[Table]:
             Table("Fraction of instances converged", HEADS[1], _converged_rows(records), 2)]
 
 
-def plot(results: list[dict], path: Path) -> Path | None:
-    """Figure 7 (per-instance residual reduction over NK-GMRES's after 1 and 2 iterations, by
-    ``c``; instances where NK-GMRES's ``Delta r <= 0`` are left out) and Figure 8 (median
-    residual over 8 outer iterations, every test set)."""
-    figure = results[0]["figure"] if results else None
-    if not figure:
+SET_STYLES = dict(zip(TEST_SETS, ["-", "--", "-.", ":", (0, (3, 1, 1, 1))], strict=False))
+BELOW_ZERO = "below 0: R2N2's residual lower, better"
+
+
+def figure(results: list[dict]):
+    """Figure 7 as the median of ``log10(||f_R2N2|| / ||f_NK||)`` after 1 and 2 outer iterations
+    per test set (and, when the run's per-instance values are at hand, every instance against
+    ``c``), and Figure 8: the median residual over 8 outer iterations, every test set."""
+    records = [r for result in results for r in result["records"] if r["experiment"] == NAME]
+    sets = [label for label in TEST_SETS
+            if _get(records, "median_log10_residual_ratio", "r2n2", set=label, iteration=1)]
+    if not sets:
         return None
-    fig, axes = subplots(1, 3, figsize=(15, 4))
-    colors = {"training distribution": "tab:red", "c in {0.85, 0.95}": "yellowgreen"}
-    for ax, k in zip(axes[:2], (1, 2), strict=True):
-        for label, data in figure["scatter"].items():
-            jitter = np.random.default_rng(k).uniform(-0.004, 0.004, len(data["c"]))
-            ax.plot(np.array(data["c"]) + jitter, data[f"ratio{k}"], ".", markersize=3,
-                    color=colors[label], label=label)
-        ax.axhline(1.0, color="tab:blue", linewidth=1)
-        ax.set_xlabel("c")
-        ax.set_ylabel(f"Delta r_{k}: R2N2 / NK-GMRES (where NK's > 0)")
-        ax.set_title(f"Fig. 7{'ab'[k - 1]}: after {k} outer iteration(s)", fontsize=9)
-        ax.legend(fontsize=7)
-    ax = axes[2]
-    styles = ["-", "--", "-.", ":", (0, (3, 1, 1, 1))]
-    for style, (label, curves) in zip(styles, figure["curves"].items(), strict=False):
-        ax.semilogy(curves["r2n2"], linestyle=style, color="tab:red", label=f"R2N2, {label}")
-        ax.semilogy(curves["nk_gmres"], linestyle=style, color="tab:blue",
-                    label=f"NK-GMRES, {label}")
-    ax.axvspan(TRAIN_OUTER, SHOWN, color="0.9")
+    figure = next((r["figure"] for r in results if r.get("figure")), {})
+    scatter = {label: data for label, data in figure.get("scatter", {}).items()
+               if "log_ratio1" in data}  # figure data of older runs held eq. (22)'s ratio
+    fig, axes = panels(2 + 2 * bool(scatter), columns=2, size=(6.4, 4.6), title=TITLE)
+    ax = axes[0]
+    y = np.arange(len(sets))[::-1]
+    for j, (k, color) in enumerate(((1, "tab:orange"), (2, "tab:red"))):
+        values = [_get(records, "median_log10_residual_ratio", "r2n2", set=label, iteration=k)
+                  for label in sets]
+        ax.barh(y + 0.2 - 0.4 * j, [np.nan if v is None else v["value"] for v in values], 0.4,
+                color=color, label=f"after {k} outer iteration{'s' if k > 1 else ''}")
+    ax.axvline(0.0, color="tab:blue", linewidth=1, label="0: equal residuals")
+    ax.margins(x=0.08)
+    ax.set_yticks(y, sets)
+    ax.set_xlabel("median log10(||f_R2N2(x_k)|| / ||f_NK-GMRES(x_k)||)")
+    ax.set_ylabel("test set")
+    set_title(ax, "Fig. 7: R2N2 against NK-GMRES at equal evaluations", BELOW_ZERO)
+    below(ax, columns=2)
+    ax = axes[1]
+    for label in TEST_SETS:
+        for method, name, color in (("r2n2", "R2N2", "tab:red"),
+                                    ("nk_gmres", "NK-GMRES", "tab:blue")):
+            values = [_get(records, "median_residual", method, set=label, iteration=k)
+                      for k in range(SHOWN + 1)]
+            if all(v is None for v in values):
+                continue
+            ax.semilogy([np.nan if v is None or v["value"] is None else v["value"]
+                         for v in values], linestyle=SET_STYLES[label], color=color,
+                        label=f"{name}, {label}")
+    ax.axvspan(TRAIN_OUTER, SHOWN, color="0.9",
+               label=f"beyond the {TRAIN_OUTER} trained iterations")
     ax.set_xlabel("outer (Newton) iteration k")
     ax.set_ylabel("median ||f(x_k)||")
-    ax.set_title("Fig. 8: trained on 2 outer iterations", fontsize=9)
-    ax.legend(fontsize=6, ncol=2)
-    return save_figure(fig, path)
+    set_title(ax, "Fig. 8: median residual, trained on 2 outer iterations", LOWER)
+    below(ax, columns=2)
+    colors = {"training distribution": "tab:red", "c in {0.85, 0.95}": "yellowgreen"}
+    for ax, k in zip(axes[2:], (1, 2), strict=False):
+        for label, data in scatter.items():
+            c = np.array(data["c"])
+            values = np.array(data[f"log_ratio{k}"], dtype=float)
+            keep = np.isfinite(values)
+            jitter = np.random.default_rng(k).uniform(-0.004, 0.004, len(c))
+            ax.plot((c + jitter)[keep], values[keep], ".", markersize=3,
+                    color=colors.get(label, "k"), label=f"{label} (one point per instance)")
+        ax.axhline(0.0, color="tab:blue", linewidth=1, label="0: equal residuals")
+        ax.set_xlabel("c (the equation's parameter)")
+        ax.set_ylabel(f"log10(||f_R2N2(x_{k})|| / ||f_NK-GMRES(x_{k})||)")
+        set_title(ax, f"Fig. 7{'ab'[k - 1]}: after {k} outer iteration{'s' if k > 1 else ''}",
+                  BELOW_ZERO)
+        below(ax, columns=1)
+    return fig

@@ -31,7 +31,15 @@ import torch
 
 from ..baselines import gmres_history
 from ..evaluation.records import record
-from ..evaluation.render import Table, find_record, format_record, save_figure, subplots
+from ..evaluation.render import (
+    LOWER,
+    Table,
+    below,
+    find_record,
+    format_record,
+    panels,
+    set_title,
+)
 from ..learned import constant_weights, frozen_r2n2, r2n2_solver
 from ..problems import LinearSystem
 from ..solvers import run
@@ -267,38 +275,93 @@ def tables(records: list[dict]) -> list[Table]:
                   _certificate_rows(records))]
 
 
-def plot(results: list[dict], path: Path) -> Path | None:
-    """Figure 4 (ratios per instance), Figure 5 (convergence and extrapolation), Figure 6."""
-    figures = {r["cell"]: r["figure"] for r in results}
-    if not figures:
+ROWS = (("a1", "A1"), ("a123", "A1"), ("a123", "A2"), ("a123", "A3"), ("multi", "A1"))
+CURVES = {("A1", "r2n2"): ("R2N2 on A1", "-o"), ("A1", "gmres"): ("GMRES(4) on A1", "-*"),
+          ("A1, b ~ U(-5,5)", "r2n2"): ("R2N2 on A1, b ~ U(-5, 5)", "--s"),
+          ("Q A1 Q^T (15-dim)", "r2n2"): ("R2N2 on Q A1 Q^T (15-dim)", ":x"),
+          ("Q A1 Q^T (15-dim)", "gmres"): ("GMRES(4) on Q A1 Q^T (15-dim)", ":+")}
+
+
+def figure(results: list[dict]):
+    """Figure 4 (the residual reduction of one outer iteration over GMRES(4)'s: mean and range
+    per test set, and, when the run's per-instance ratios are at hand, every instance), Figures
+    5-6 (mean relative residual per outer iteration; the run's extrapolations to A4-A19 when at
+    hand) and SM4 (certificate against the residual after 5 iterations, per matrix)."""
+    records = [r for result in results for r in result["records"] if r["experiment"] == NAME]
+    rows = [(cell, label) for cell, label in ROWS
+            if _get(records, "delta_r_ratio_mean", cell=cell, set=label) is not None]
+    if not rows:
         return None
-    fig, axes = subplots(1, 4, figsize=(17, 3.8))
-    for ax, cell in zip(axes[:2], ("a1", "a123"), strict=True):
-        for label, ratio in figures.get(cell, {}).get("ratios", {}).items():
-            ax.plot(ratio, ".", markersize=3, label=label)
-        ax.axhline(1.0, color="tab:blue", linewidth=1)
-        ax.set_title(f"Fig. 4{'a' if cell == 'a1' else 'b'}: trained on "
-                     f"{'A1' if cell == 'a1' else 'A1-A3'}", fontsize=9)
+    figures = {r["cell"]: r["figure"] for r in results if "figure" in r}
+    ratios = [cell for cell in ("a1", "a123") if figures.get(cell, {}).get("ratios")]
+    curves = [key for key in CURVES
+              if _get(records, "mean_relative_residual", key[1], cell="multi", set=key[0])]
+    certified = [name for name in ("A1", "A2", "A3", *[k for g in GROUPS.values() for k in g])
+                 if _get(records, "certificate_norm", cell="multi", set=name)]
+    fig, axes = panels(1 + bool(curves) + bool(certified) + len(ratios), size=(5.6, 4.4),
+                       title=TITLE)
+    ax, axes = axes[0], axes[1:]
+    y = np.arange(len(rows))[::-1]
+    stats = [[_get(records, m, cell=cell, set=label)["value"]
+              for m in ("delta_r_ratio_mean", "delta_r_ratio_min", "delta_r_ratio_max")]
+             for cell, label in rows]
+    means = np.array([s[0] for s in stats])
+    spread = np.array([[s[0] - s[1] for s in stats], [s[2] - s[0] for s in stats]])
+    ax.errorbar(means, y, xerr=spread, fmt="o", color="tab:red", capsize=3,
+                label="R2N2: mean, bars from min to max")
+    ax.axvline(1.0, color="tab:blue", linestyle="--", linewidth=1,
+               label="GMRES(4)'s reduction (the bound)")
+    ax.set_yticks(y, [f"trained on {'A1' if cell == 'a1' else 'A1-A3'}"
+                      f"{', T=3' if cell == 'multi' else ''}; test {label}"
+                      for cell, label in rows])
+    ax.set_xlabel("Delta r_R2N2 / Delta r_GMRES after one outer iteration")
+    ax.set_ylabel("training; test matrix")
+    set_title(ax, "Fig. 4: residual reduction over GMRES(4)'s",
+              "higher is better, at most 1")
+    below(ax, columns=1)
+    if curves:
+        ax, axes = axes[0], axes[1:]
+        for name, curve in figures.get("multi", {}).get("extrapolation", {}).items():
+            if name not in ("A1", "A2", "A3"):
+                ax.semilogy(curve, ":", color="lightcoral", linewidth=1,
+                            label="R2N2 on A4-A19 (one line each)")
+        for key in curves:
+            label, style = CURVES[key]
+            values = [_get(records, "mean_relative_residual", key[1], cell="multi", set=key[0],
+                           iteration=k) for k in range(OUTER + 1)]
+            ax.semilogy([np.nan if v is None else v["value"] for v in values], style,
+                        label=label, markersize=5)
+        ax.axvspan(3, OUTER, color="0.9", label="beyond the 3 trained iterations")
+        ax.set_ylim(1e-10, 1e4)  # the divergent extrapolations leave the frame
+        ax.set_xlabel("outer iteration k")
+        ax.set_ylabel("mean ||r_k|| / ||b||")
+        set_title(ax, "Figs. 5-6: trained on T = 3 outer iterations", LOWER)
+        below(ax, columns=2)
+    if certified:
+        ax, axes = axes[0], axes[1:]
+        norms = [_get(records, "certificate_norm", cell="multi", set=n)["value"]
+                 for n in certified]
+        finals = [_get(records, "final_mean_relative_residual", cell="multi", set=n)["value"]
+                  for n in certified]
+        ax.loglog(norms, finals, "o", color="tab:red", label="R2N2 (trained on A1-A3, T=3)")
+        for name, x, value in zip(certified, norms, finals, strict=True):
+            ax.annotate(name, (x, value), xytext=(3, 3), textcoords="offset points", fontsize=7)
+        ax.axvline(1.0, color="black", linestyle="--", linewidth=1,
+                   label="certificate 1: contraction below it")
+        ax.axhline(1.0, color="0.5", linestyle=":", linewidth=1, label="the start, ||r_0|| / ||b||")
+        ax.set_xlabel("certificate ||I + sum_j zeta_j A^j||_2")
+        ax.set_ylabel(f"mean ||r_{OUTER}|| / ||b||")
+        set_title(ax, "SM4: the certificate predicts convergence", LOWER)
+        below(ax, columns=1)
+    for ax, cell in zip(axes, ratios, strict=True):
+        for label, ratio in figures[cell]["ratios"].items():
+            ax.plot(ratio, ".", markersize=3, label=f"test instances of {label}")
+        ax.axhline(1.0, color="tab:blue", linestyle="--", linewidth=1,
+                   label="GMRES(4)'s reduction (the bound)")
         ax.set_xlabel("test instance")
         ax.set_ylabel("Delta r_R2N2 / Delta r_GMRES")
-        ax.legend(fontsize=7)
-    multi = figures.get("multi", {})
-    ax = axes[2]
-    for name, curve in multi.get("extrapolation", {}).items():
-        if name not in ("A1", "A2", "A3"):
-            ax.semilogy(curve, ":", color="lightcoral", linewidth=1)
-    for label, curve in multi.get("curves", {}).items():
-        ax.semilogy(curve, "-o" if "GMRES" not in label else "-*", label=label, markersize=3)
-    ax.axvspan(3, OUTER, color="0.9")
-    ax.set_ylim(1e-10, 1e4)  # the divergent extrapolations leave the frame
-    ax.set_title("Fig. 5: T=3 training, 5 outer iterations\n(dotted: A4-A19)", fontsize=9)
-    ax.set_xlabel("outer iteration k")
-    ax.set_ylabel("mean ‖r_k‖ / ‖b‖")
-    ax.legend(fontsize=7)
-    ax = axes[3]
-    for label, curve in multi.get("embedding", {}).items():
-        ax.semilogy(curve, "-o", label=label, markersize=3)
-    ax.set_title("Fig. 6: 15-dim Haar embedding of A1", fontsize=9)
-    ax.set_xlabel("outer iteration k")
-    ax.legend(fontsize=7)
-    return save_figure(fig, path)
+        set_title(ax, f"Fig. 4{'a' if cell == 'a1' else 'b'}: trained on "
+                      f"{'A1' if cell == 'a1' else 'A1-A3'}, every instance",
+                  "higher is better, at most 1")
+        below(ax, columns=2)
+    return fig

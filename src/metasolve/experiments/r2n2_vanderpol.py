@@ -29,12 +29,14 @@ import torch
 from ..evaluation.metrics import TIE_RTOL, compare_instances, comparison_records
 from ..evaluation.records import record
 from ..evaluation.render import (
+    LOWER,
     Table,
+    below,
     find_record,
     format_comparison,
     format_record,
-    save_figure,
-    subplots,
+    panels,
+    set_title,
 )
 from ..learned import R2N2, RK3, constant_weights, frozen_r2n2, r2n2_solver
 from ..solvers import run
@@ -152,25 +154,61 @@ def tables(records: list[dict]) -> list[Table]:
                   _rows(records), 2)]
 
 
-def plot(results: list[dict], path: Path) -> Path | None:
-    """Figure 9: error against ``h`` after 1, 2, 3 and 5 steps, R2N2 (each ``p``) and RK-3."""
-    figures = sorted((r["figure"] for r in results), key=lambda f: f["order"])
-    if not figures:
+COLORS = {3: "tab:orange", 8: "tab:red"}
+
+
+def figure(results: list[dict]):
+    """The mean error and the per-instance error ratio to RK-3 after 1, 2, 3 and 5 steps (from
+    the records) and, when the run's per-instance errors are at hand (not in the records), the
+    paper's Figure 9: error against ``h`` after each number of steps."""
+    records = [r for result in results for r in result["records"] if r["experiment"] == NAME]
+    orders = [p for p in ORDERS if _get(records, "mean_error", order_p=p, steps=EVAL_STEPS[0])]
+    if not orders:
         return None
-    fig, axes = subplots(1, len(EVAL_STEPS), figsize=(16, 3.8), sharey=True)
-    colors = {3: "tab:orange", 8: "tab:red"}
-    for ax, steps in zip(axes, EVAL_STEPS, strict=True):
+    figures = sorted((r["figure"] for r in results if r.get("figure")), key=lambda f: f["order"])
+    fig, axes = panels(2 + len(EVAL_STEPS) * bool(figures), columns=2, size=(6.0, 4.4),
+                       title=TITLE)
+
+    def series(metric, method, order):
+        found = [_get(records, metric, method, order_p=order, steps=s) for s in EVAL_STEPS]
+        return [np.nan if r is None or r["value"] is None else r["value"] for r in found]
+
+    ax = axes[0]
+    ax.semilogy(EVAL_STEPS, series("mean_error", "rk3", orders[0]), "-o", color="tab:blue",
+                label="RK-3")
+    for order in orders:
+        ax.semilogy(EVAL_STEPS, series("mean_error", "r2n2", order), "-s",
+                    color=COLORS.get(order, "k"), label=f"R2N2, loss weight h^-{order}")
+    ax.set_xticks(EVAL_STEPS)
+    ax.set_xlabel("steps T")
+    ax.set_ylabel("mean error ||x_T - x_ref(T h)||")
+    set_title(ax, "Mean error over the test tasks", LOWER)
+    below(ax, columns=2)
+    ax = axes[1]
+    for order in orders:
+        color = COLORS.get(order, "k")
+        ax.semilogy(EVAL_STEPS, series("mean_error_ratio", "r2n2", order), "-s", color=color,
+                    label=f"mean ratio, h^-{order}")
+        ax.semilogy(EVAL_STEPS, series("median_error_ratio", "r2n2", order), "--^",
+                    color=color, label=f"median ratio, h^-{order}")
+    ax.axhline(1.0, color="tab:blue", linewidth=1, label="RK-3 (ratio 1)")
+    ax.set_xticks(EVAL_STEPS)
+    ax.set_xlabel("steps T")
+    ax.set_ylabel("error of R2N2 / error of RK-3, per task")
+    set_title(ax, "Error ratio to RK-3", "below 1: R2N2 more accurate, better")
+    below(ax, columns=2)
+    for ax, steps in zip(axes[2:], EVAL_STEPS if figures else (), strict=True):
         h = np.array(figures[0]["h"])
         ax.loglog(h, figures[0]["rk3"][steps], ".", color="tab:blue", markersize=3,
-                  label="RK-3")
+                  label="RK-3 (one point per task)")
         for f in figures:
-            ax.loglog(f["h"], f["r2n2"][steps], ".", color=colors.get(f["order"], "k"),
-                      markersize=3, label=f"R2N2 (p = {f['order']})")
+            ax.loglog(f["h"], f["r2n2"][steps], ".", color=COLORS.get(f["order"], "k"),
+                      markersize=3, label=f"R2N2, h^-{f['order']} (one point per task)")
         grid = np.array([h.min(), h.max()])
         anchor = np.median(figures[0]["rk3"][steps]) / np.median(h) ** 4
-        ax.loglog(grid, anchor * grid ** 4, "k--", linewidth=1, label="slope 4")
-        ax.set_title(f"Fig. 9: error after {steps} step(s)", fontsize=9)
-        ax.set_xlabel("h")
-    axes[0].set_ylabel("||x_T - x_ref(T h)||")
-    axes[0].legend(fontsize=7)
-    return save_figure(fig, path)
+        ax.loglog(grid, anchor * grid ** 4, "k--", linewidth=1, label="slope 4 (guide)")
+        ax.set_xlabel("step size h")
+        ax.set_ylabel("error ||x_T - x_ref(T h)||")
+        set_title(ax, f"Fig. 9: error after {steps} step{'s' if steps > 1 else ''}", LOWER)
+        below(ax, columns=2)
+    return fig

@@ -46,12 +46,13 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from ..evaluation.metrics import compare_wall_clock, iteration_stats
 from ..evaluation.protocols import best_constant, iteration_records, loss_cell
 from ..evaluation.records import record
-from ..evaluation.render import Table, save_figure, subplots
+from ..evaluation.render import LOWER, Table, bar_panel, histogram_panel, panels
 from ..evaluation.shifts import ShiftedSet
 from ..learned import BoundedHead, IntervalHead, LearnedSolver, NetworkMetaSolver
 from ..solvers import NewtonSOR, run
@@ -298,28 +299,59 @@ def tables(records: list[dict]) -> list[Table]:
                   HEADER, _table_rows(records))]
 
 
-def plot(results: list[dict], path: Path) -> Path | None:
-    """Histograms of iterations to 1e-9 on the test tasks, one panel per meta-solver."""
-    wanted = ["base", ("relax", "L_eps", TRAIN_EPS), ("ini", "L_eps", TRAIN_EPS),
-              ("both", "L_eps", TRAIN_EPS), ("both", "L_m", 25)]
-    by_row = {r["row"] if r["row"] == "base" else tuple(r["row"]): r["counts"] for r in results}
-    rows = [w for w in wanted if w in by_row]
+def figure(results: list[dict]):
+    """Table 1 as bars (mean and median iterations per meta-solver, the paper's mean beside
+    ours; the wall-clock ratios) and, when the run's per-task counts are at hand (not in the
+    records), histograms of iterations to 1e-9, one panel per meta-solver."""
+    records = [r for result in results for r in result["records"] if r["experiment"] == NAME]
+    rows, cells = _cells(records)
     if not rows:
         return None
-    top = max(max(by_row[row]) for row in rows)
-    bins = torch.logspace(0, max(1.0, float(torch.log10(torch.tensor(top + 1.0)))), 40).tolist()
-    fig, axes = subplots(1, len(rows), figsize=(3.6 * len(rows), 3), squeeze=False,
-                             sharey=True)
-    for ax, row in zip(axes[0], rows, strict=True):
-        counts = [max(c, 1) for c in by_row[row]]
-        mean = sum(by_row[row]) / len(counts)
-        ax.hist(counts, bins=bins, color="tab:blue" if row == "base" else "tab:orange")
-        ax.axvline(max(mean, 1), color="k", linestyle="--", linewidth=1)
-        ax.set_xscale("log")
-        ax.set_yscale("log")
-        ax.set_title(f"{row_label(row)}\nmean {mean:.2f}", fontsize=8)
-        ax.set_xlabel(f"iterations to {TEST_EPS:g}")
-    return save_figure(fig, path)
+    wanted = ["base", ("relax", "L_eps", TRAIN_EPS), ("ini", "L_eps", TRAIN_EPS),
+              ("both", "L_eps", TRAIN_EPS), ("both", "L_m", 25)]
+    by_row = {r["row"] if r["row"] == "base" else tuple(r["row"]): r["counts"]
+              for r in results if "counts" in r}
+    shown = [w for w in wanted if w in by_row]
+    timed = [row for row in rows if "wall_time_ratio" in cells[row]]
+    fig, axes = panels(2 + bool(timed) + len(shown), size=(5.4, 4.4),
+                       title=f"{TITLE}: Newton-SOR iterations to ||g|| <= {TEST_EPS:g}, "
+                             "test tasks")
+
+    def value(row, metric):
+        r = cells[row].get(metric)
+        return None if r is None else r["value"]
+
+    labels = [row_label(row) for row in rows]
+    base = value("base", "mean_iterations") if "base" in cells else None
+    for ax, metric, name in zip(axes, ("mean_iterations", "median_iterations"),
+                                ("mean", "median"), strict=False):
+        bar_panel(ax, labels, [value(row, metric) for row in rows],
+                  paper=[cells[row][metric]["paper"] if metric in cells[row] else None
+                         for row in rows] if metric == "mean_iterations" else None,
+                  log=metric == "mean_iterations",  # the paper's numbers reach 199
+                  xlabel=f"{name} Newton-SOR iterations"
+                         + (" (log scale)" if metric == "mean_iterations" else ""),
+                  ylabel="meta-solver, training loss",
+                  title=f"{name.capitalize()} iterations", better=LOWER,
+                  reference=base if metric == "mean_iterations" else None,
+                  reference_label="Psi_base (best constant r)", fmt="{:.3g}")
+    axes = axes[2:]
+    if timed:
+        bar_panel(axes[0], [row_label(row) for row in timed],
+                  [value(row, "wall_time_ratio") for row in timed], color="tab:green",
+                  xlabel="learned / Psi_base wall-clock", ylabel="meta-solver, training loss",
+                  title="Wall-clock, inference included", better=LOWER, reference=1.0,
+                  reference_label="Psi_base (ratio 1)", fmt="{:.2f}")
+        axes = axes[1:]
+    if shown:
+        top = max(max(by_row[row]) for row in shown)
+        bins = np.logspace(0, max(1.0, np.log10(top + 1.0)), 40)
+        for ax, row in zip(axes, shown, strict=True):
+            histogram_panel(ax, [max(c, 1) for c in by_row[row]], bins=bins, log_x=True,
+                            xlabel=f"Newton-SOR iterations to {TEST_EPS:g} (log scale)",
+                            title=row_label(row),
+                            color="tab:blue" if row == "base" else "tab:orange")
+    return fig
 
 
 def shifted_sets(settings: Settings, model: LearnedSolver, count: int = 200) -> list[ShiftedSet]:
