@@ -362,6 +362,19 @@ def r2n2_linear_case(dtype):
     return _linear(method, spd_eigen()[0], dtype, rtol=1e-10, maxiter=200)
 
 
+def gmres_case(dtype):
+    return _linear(ms.GMRES(restart=3), diag_dominant(), dtype, maxiter=100)
+
+
+def gmres_full_cycle_case(dtype):
+    """A cycle of ``N`` Arnoldi steps spans the whole space: the exact solution at once."""
+    return _linear(ms.GMRES(restart=N), diag_dominant(), dtype, maxiter=5)
+
+
+def newton_krylov_case(dtype):
+    return _nonlinear(ms.NewtonKrylov(inner=2), dtype, maxiter=200)
+
+
 def _conic(method_factory, dtype, maxiter=3000, eps=1e-9, params=None):
     problem = planted_cone_program(dtype)
     method = method_factory(problem.size, eps)
@@ -478,6 +491,9 @@ CASES = [
     Case("newton-sor-chandrasekhar", "newton-sor", newton_sor_case),
     Case("r2n2-chandrasekhar-fixed-point", "r2n2", r2n2_fixed_point_case),
     Case("r2n2-linear-richardson", "r2n2", r2n2_linear_case),
+    Case("gmres-nonsymmetric", "gmres", gmres_case),
+    Case("gmres-full-cycle-exact", "gmres", gmres_full_cycle_case, one_step=True),
+    Case("newton-krylov-chandrasekhar", "newton-krylov", newton_krylov_case),
     Case("scs-planted", "scs", scs_case),
     Case("scs-anderson-planted", "scs-anderson", anderson_case),
     Case("scs-recurrent-untrained", "scs-recurrent", recurrent_scs_case, float32=LEARNED_F64),

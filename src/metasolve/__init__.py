@@ -8,6 +8,8 @@ and a trainer. See docs/architecture.md and README.md.
 from ._version import __version__
 from .artifact import ArtifactError
 from .learned import (
+    EULER,
+    HEUN,
     R2N2,
     RK3,
     RK4,
@@ -39,6 +41,7 @@ from .problems import (
 )
 from .solution import ConvergenceError, Solution, Status
 from .solvers import (
+    GMRES,
     ICCG,
     SCS,
     Chebyshev,
@@ -48,6 +51,7 @@ from .solvers import (
     FilteredSubspaceIteration,
     IterativeMethod,
     Jacobi,
+    NewtonKrylov,
     NewtonSOR,
     PolynomialRecurrence,
     chebyshev_filter_rule,
@@ -87,13 +91,13 @@ __all__ = [
     "ArtifactError", "AutoSpecEngine", "BasisHead", "BoundedHead", "ButcherTableau",
     "ChandrasekharFamily", "Chebyshev", "ChebyshevExpansion", "ChebyshevSeries", "ConeProgram",
     "ConeSpec", "ConjugateGradient", "ConstantMetaSolver", "ConvergenceError", "DiagonalSystem",
-    "EigenProblem", "ElasticBeamFamily", "FailurePenaltyLoss", "FilterGapLoss",
+    "EULER", "EigenProblem", "ElasticBeamFamily", "FailurePenaltyLoss", "FilterGapLoss",
     "FilterStateFamily", "FilteredSubspaceIteration", "FixedIterationLoss", "GaussNewtonConfig",
-    "ICCG", "IdentityHead",
+    "GMRES", "HEUN", "ICCG", "IdentityHead",
     "InitialValueProblem", "IntervalHead", "IterationSurrogateLoss", "IterativeMethod", "Jacobi",
     "LearnedSolver", "LinearSystem", "LogResidualLoss", "MatrixSetFamily", "MetaSolver",
-    "NetworkMetaSolver", "NewtonSOR", "NonlinearSystem", "Poisson1DFamily", "PolynomialRecurrence",
-    "Problem",
+    "NetworkMetaSolver", "NewtonKrylov", "NewtonSOR", "NonlinearSystem", "Poisson1DFamily",
+    "PolynomialRecurrence", "Problem",
     "PositiveHead", "R2N2", "RK3", "RK4", "RelativeLogResidualLoss", "RobertsonFamily", "SCS",
     "Solution", "SpectrumFamily",
     "Status", "TaskBatch", "TaskFamily", "Trainer", "TrainingConfig", "TrainingWarning",

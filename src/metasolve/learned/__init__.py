@@ -12,6 +12,9 @@ from .metasolver import (
 )
 from .neural_scs import IntermittentSCS, RecurrentSCS
 from .r2n2 import (
+    CLASSICAL_TABLEAUS,
+    EULER,
+    HEUN,
     R2N2,
     RK3,
     RK4,
@@ -24,7 +27,8 @@ from .r2n2 import (
 from .solver import LearnedSolver
 
 __all__ = [
-    "METASOLVERS", "AutoSpecEngine", "BasisHead", "BoundedHead", "ButcherTableau", "Certificate",
+    "CLASSICAL_TABLEAUS", "EULER", "HEUN", "METASOLVERS", "AutoSpecEngine", "BasisHead",
+    "BoundedHead", "ButcherTableau", "Certificate",
     "ConstantMetaSolver", "Head", "IdentityHead", "IntermittentSCS", "IntervalHead",
     "LearnedSolver", "MetaSolver", "NetworkMetaSolver", "PositiveHead", "R2N2", "RK3", "RK4",
     "RecurrentSCS", "constant_weights", "frozen_r2n2", "metasolver_from_config", "probe_inputs",

@@ -150,8 +150,9 @@ class _LearnedSCS(SCS, nn.Module, abc.ABC):
         view.safeguard_factor = check_positive("factor", factor)
         return view
 
-    def classical(self) -> SCS:
-        """The classical method this model accelerates: plain SCS with its settings."""
+    def classical(self, problem_type: type | None = None) -> SCS:
+        """The classical method this model accelerates: plain SCS with its settings (for cone
+        programs, whatever ``problem_type`` says)."""
         return SCS(**SCS.config(self))
 
     def correction(self, value: torch.Tensor) -> torch.Tensor:

@@ -42,6 +42,26 @@ The residual the driver monitors is ``||f(x_k)||`` for equations and, for an ini
 problem, the error of ``x_k`` against the reference trajectory at ``t_0 + k h`` (so running on an
 initial-value problem needs its reference trajectory).
 
+**Classical counterpart** (:meth:`R2N2.classical`): restarted GMRES(n) on linear systems,
+Newton-Krylov with ``n - 1`` inner GMRES steps on nonlinear ones, the ``n``-stage explicit
+Runge-Kutta method on initial-value problems: what ``LearnedSolver.solve_baseline`` runs and the
+safeguard falls back to.
+
+**Safeguarded mode** (:meth:`R2N2.safeguarded`, what ``LearnedSolver.solve`` runs by default). On
+a linear system the residual of one outer iteration is ``r_{k+1} = M r_k`` with ``M = q(A)``
+(SM4), the same ``M`` at every iteration (the last row of iteration-dependent output weights,
+after the first ``T - 1``). Before the first step the view computes, per instance, the spectral
+radius ``rho(M)`` for the weights it is given (:meth:`R2N2.certificate_radius`); an instance with
+``rho(M) >= 1`` does not run (it stops at once with ``Status.BREAKDOWN``, and the safeguard runs
+the classical method on it instead, ``Solution.info["certificate_failed"]``). The test is the
+spectral radius, not SM4's norm ``||M||_2 < 1``: ``rho(M) < 1`` is necessary and sufficient for
+``M^k -> 0``, so the instances it refuses cannot converge from a generic start, while the norm
+test would also refuse R2N2s that converge after a transient growth (``||M||_2 >= rho(M)``, far
+above it for non-normal ``A``); what such an instance costs is bounded by the safeguard's budget
+and fallback, which act on every instance anyway. The radius needs only the eigenvalues of ``A``
+(``eig(q(A)) = q(eig(A))``), so it is skipped past :data:`CERTIFICATE_MAX_SIZE` unknowns. Nonlinear
+and initial-value problems have no certificate.
+
 Example (one classical RK-4 step of ``x' = -x`` is an R2N2 with the tableau's weights):
     >>> import torch, metasolve as ms
     >>> from metasolve.learned.r2n2 import RK4, R2N2
@@ -52,14 +72,17 @@ Example (one classical RK-4 step of ``x' = -x`` is an R2N2 with the tableau's we
 
 from __future__ import annotations
 
+import copy
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import torch
 
-from ..problems import InitialValueProblem, LinearSystem, NonlinearSystem
+from ..problems import DiagonalSystem, InitialValueProblem, LinearSystem, NonlinearSystem
 from ..solvers.base import IterativeMethod, State
+from ..solvers.gmres import GMRES
+from ..solvers.newton_krylov import NewtonKrylov, forward_difference
 from ..solvers.registry import register_method
 from ..tasks.base import TaskFamily
 from ..validation import check_choice, check_count, check_positive, check_tensor
@@ -115,6 +138,20 @@ RK3 = ButcherTableau("RK-3", a=((0, 0, 0), (0.5, 0, 0), (-1, 2, 0)), b=(1 / 6, 2
 #: The classical fourth-order Runge-Kutta method (Figure 1 of the R2N2 paper).
 RK4 = ButcherTableau("RK-4", a=((0, 0, 0, 0), (0.5, 0, 0, 0), (0, 0.5, 0, 0), (0, 0, 1, 0)),
                      b=(1 / 6, 1 / 3, 1 / 3, 1 / 6), c=(0, 0.5, 0.5, 1))
+#: Euler's method, the explicit Runge-Kutta method of one stage.
+EULER = ButcherTableau("Euler", a=((0,),), b=(1,), c=(0,))
+#: Heun's second-order method (the explicit trapezoidal rule), two stages.
+HEUN = ButcherTableau("Heun", a=((0, 0), (1, 0)), b=(0.5, 0.5), c=(0, 1))
+#: The classical explicit Runge-Kutta method of each number of stages: an R2N2's counterpart on
+#: initial-value problems (:meth:`R2N2.classical`).
+CLASSICAL_TABLEAUS = {1: EULER, 2: HEUN, 3: RK3, 4: RK4}
+
+#: The safeguard checks an R2N2's certificate (:meth:`R2N2.certificate_radius`) on linear systems
+#: of at most this many unknowns: it needs the eigenvalues of ``A``, a dense ``O(N^3)``
+#: computation per distinct matrix of the batch (per instance when each has its own). Larger
+#: systems (diagonal ones aside, whose eigenvalues are given) run without a certificate, under
+#: the safeguard's budget and fallback alone.
+CERTIFICATE_MAX_SIZE = 64
 
 
 @dataclass(frozen=True)
@@ -190,6 +227,9 @@ class R2N2(IterativeMethod):
             stage_weights = []  # one layer: nothing inside to weigh
         self.stage_weights = _weights("stage_weights", stage_weights, self.n_stage_weights)
         self.output_weights = _weights("output_weights", output_weights, self.n_output_weights)
+        # The certificate check is a way of running the R2N2, not part of it: off here (training
+        # and the papers' tables), on in the view :meth:`safeguarded` returns; not in ``config``.
+        self.certify = False
 
     @classmethod
     def from_tableau(cls, tableau: ButcherTableau) -> R2N2:
@@ -199,6 +239,48 @@ class R2N2(IterativeMethod):
             raise TypeError(f"tableau must be a ButcherTableau, got {type(tableau).__name__}")
         return cls(layers=tableau.stages, stage_weights=tableau.stage_weights(),
                    output_weights=list(tableau.b))
+
+    def classical(self, problem_type: type | None = None) -> IterativeMethod:
+        """The classical method this R2N2 is compared with and falls back to on problems of
+        ``problem_type``, at the cost of an outer iteration or close to it (the one rule;
+        :class:`~metasolve.learned.LearnedSolver` asks it through ``classical_method_for``):
+
+        * :class:`~metasolve.problems.LinearSystem`: restarted GMRES(n)
+          (:class:`~metasolve.solvers.GMRES`, ``restart = layers``), which minimises the
+          residual over the space ``K_n(A, r_k)`` that one outer iteration steps in (sec. 3.2.1;
+          the ``r2n2-linear`` experiment's GMRES(4) for 4 layers). A cycle spends ``n``
+          products plus one for its new residual, the R2N2 ``n`` evaluations.
+        * :class:`~metasolve.problems.NonlinearSystem`: Newton-Krylov with ``n - 1`` inner
+          GMRES steps (at least 1) and the R2N2's difference step ``epsilon``
+          (:class:`~metasolve.solvers.NewtonKrylov`; the ``r2n2-chandrasekhar`` experiment's
+          NK-GMRES with 2 inner steps for 3 layers): ``n`` evaluations of ``f`` per Newton step,
+          as per outer iteration.
+        * :class:`~metasolve.problems.InitialValueProblem`: the explicit Runge-Kutta method of
+          ``n`` stages (:data:`CLASSICAL_TABLEAUS`: Euler, Heun, Kutta's RK-3, RK-4) as an R2N2
+          with the tableau's weights (the ``r2n2-vanderpol`` experiment's RK-3); RK-4 for
+          ``n > 4``, which then spends fewer evaluations per step.
+        """
+        if not isinstance(problem_type, type):
+            raise TypeError(f"an R2N2's classical method depends on the problem it solves: give "
+                            f"problem_type (LinearSystem, NonlinearSystem or "
+                            f"InitialValueProblem), got {problem_type!r}")
+        if issubclass(problem_type, LinearSystem):
+            return GMRES(restart=self.layers)
+        if issubclass(problem_type, NonlinearSystem):
+            return NewtonKrylov(inner=max(1, self.layers - 1), epsilon=self.epsilon)
+        if issubclass(problem_type, InitialValueProblem):
+            return R2N2.from_tableau(CLASSICAL_TABLEAUS[min(self.layers, 4)])
+        raise TypeError(f"problem_type must be LinearSystem, NonlinearSystem or "
+                        f"InitialValueProblem (or a subclass) for {self.name}, got "
+                        f"{problem_type.__name__}")
+
+    def safeguarded(self) -> R2N2:
+        """A view of this R2N2 (the same configuration and weights) that checks the convergence
+        certificate before it runs, what ``LearnedSolver.solve`` runs by default (module
+        docstring, "Safeguarded mode")."""
+        view = copy.copy(self)
+        view.certify = True
+        return view
 
     @property
     def n_stage_weights(self) -> int:
@@ -278,7 +360,17 @@ class R2N2(IterativeMethod):
     def init(self, problem, x0: torch.Tensor, params: Mapping[str, torch.Tensor]) -> State:
         self._resolve(params, x0)  # fail before the first step on a wrong shape
         steps = torch.zeros(x0.shape[0], dtype=torch.int64, device=x0.device)
-        return {"x": x0, "fx": self.function(problem, x0), "k": steps}
+        state = {"x": x0, "fx": self.function(problem, x0), "k": steps}
+        if self.certify:
+            radius = self.certificate_radius(problem, params)
+            if radius is None:  # no certificate: nothing fails it
+                radius = torch.full((x0.shape[0],), math.nan, dtype=torch.float64)
+            radius = radius.to(x0.device)
+            # Frozen before the first step (Status.BREAKDOWN): the safeguard's fallback runs
+            # the classical method on them from the start.
+            state["certificate_radius"] = radius
+            state["breakdown"] = radius >= 1
+        return state
 
     def step(self, problem, state: State, params: Mapping[str, torch.Tensor]) -> State:
         x, k = state["x"], state["k"]
@@ -299,25 +391,17 @@ class R2N2(IterativeMethod):
             output = output.reshape(-1, self.output_steps, self.layers)[
                 torch.arange(x.shape[0], device=x.device), row]
         x_new = x + h * sum(output[:, j:j + 1] * v[j] for j in range(self.layers))
-        return {"x": x_new, "fx": self.function(problem, x_new), "k": k + 1}
+        checked = {key: state[key] for key in ("certificate_radius", "breakdown") if key in state}
+        return {"x": x_new, "fx": self.function(problem, x_new), "k": k + 1, **checked}
 
     def _forward_difference(self, problem, x: torch.Tensor, direction: torch.Tensor,
                             fx: torch.Tensor) -> torch.Tensor:
-        """``J(x) d`` by a forward difference (SM1, eq. 1) whose step is scaled per instance.
-
-        ``s = eps max(1, ||x||) / ||d||`` (SciPy's ``KrylovJacobian`` scaling, with 2-norms and
-        without its ``1 / max(1, |f|)`` factor, since ``d`` already carries ``f``'s size): the
-        perturbation stays at a fixed relative size of ``x`` whatever ``||d||`` is.
-        """
-        d_norm = torch.linalg.vector_norm(direction, dim=1, keepdim=True)
-        x_norm = torch.linalg.vector_norm(x, dim=1, keepdim=True)
-        flat = d_norm == 0
-        # A zero direction has a zero derivative; dividing by 1 there keeps 0/0 out of both
-        # the value and its gradient.
-        step = self.epsilon * x_norm.clamp(min=1.0) / torch.where(flat, torch.ones_like(d_norm),
-                                                                  d_norm)
-        value = (self.function(problem, x + step * direction) - fx) / step
-        return torch.where(flat, torch.zeros_like(value), value)
+        """``J(x) d`` by a forward difference (SM1, eq. 1) whose step is scaled per instance:
+        :func:`~metasolve.solvers.forward_difference` (the one Newton-Krylov uses), with
+        ``s = eps max(1, ||x||) / ||d||``, SciPy's ``KrylovJacobian`` scaling with 2-norms and
+        without its ``1 / max(1, |f|)`` factor, since ``d`` already carries ``f``'s size."""
+        return forward_difference(lambda y: self.function(problem, y), x, direction, fx,
+                                  self.epsilon)
 
     def converged(self, problem, state: State, norms: torch.Tensor,
                   threshold: torch.Tensor) -> torch.Tensor:
@@ -331,6 +415,15 @@ class R2N2(IterativeMethod):
         if isinstance(problem, InitialValueProblem):
             return problem.error(state["x"], state["k"])
         return torch.linalg.vector_norm(state["fx"], dim=1)
+
+    def report(self, problem, state: State) -> dict:
+        """In safeguarded mode: ``certificate_radius`` (per instance, the spectral radius of the
+        residual iteration, NaN where no certificate was computed) and ``certificate_failed``
+        (the instances that did not run because it is at least 1)."""
+        if "certificate_radius" not in state:
+            return {}
+        return {"certificate_radius": state["certificate_radius"],
+                "certificate_failed": state["breakdown"]}
 
     # --- analysis on linear problems (SM4) -----------------------------------------------------
 
@@ -426,6 +519,62 @@ class R2N2(IterativeMethod):
         norm = float(torch.linalg.matrix_norm(iteration, ord=2))
         radius = float(torch.linalg.eigvals(iteration).abs().max())
         return Certificate(coefficients=q, norm=norm, spectral_radius=radius)
+
+    def certificate_radius(self, problem, params: Mapping[str, torch.Tensor]
+                           ) -> torch.Tensor | None:
+        """``(B,)`` float64: the spectral radius of each instance's residual iteration matrix
+        ``M = q(A)`` (SM4, eq. 14) for the weights in ``params`` (the constructor's where a
+        name is absent; with iteration-dependent output weights, the last row, which every
+        later iteration uses), the ``spectral_radius`` of :meth:`certificate`.
+
+        Computed from the eigenvalues of ``A`` by the spectral mapping theorem,
+        ``eig(q(A)) = q(eig(A))``, so ``rho(M) = max_i |q(lambda_i)|``: one eigenvalue
+        computation per distinct matrix (once for a matrix shared by the batch, none for a
+        :class:`~metasolve.problems.DiagonalSystem`) and one polynomial per distinct row of
+        weights, never the matrix ``M``. Non-finite weights give ``inf``. ``None`` where no
+        certificate applies: a problem that is not a linear system, or a dense or sparse ``A``
+        with more than :data:`CERTIFICATE_MAX_SIZE` unknowns.
+        """
+        if not isinstance(problem, LinearSystem):
+            return None
+        values = _eigenvalues(problem)
+        if values is None:
+            return None
+        stage, output = self._resolve(params, problem.rhs)
+        weights = torch.cat([stage, output], dim=1).detach().to("cpu", torch.float64)
+        distinct, inverse = torch.unique(weights, dim=0, return_inverse=True)
+        finite = torch.isfinite(distinct).all(dim=1)
+        split = self.n_stage_weights
+        polynomials = torch.stack([
+            self.residual_polynomial(row[:split], row[split:], 1.0, -1) if ok
+            else torch.zeros(self.layers + 1, dtype=torch.float64)
+            for row, ok in zip(distinct, finite.tolist(), strict=True)])
+        coefficients = polynomials[inverse].to(values.device, torch.complex128)
+        value = coefficients[:, -1:].expand_as(values)
+        for j in range(self.layers - 1, -1, -1):  # Horner
+            value = value * values + coefficients[:, j:j + 1]
+        radius = value.abs().amax(dim=1)
+        return torch.where(finite[inverse].to(radius.device), radius,
+                           torch.full_like(radius, math.inf))
+
+
+def _eigenvalues(problem: LinearSystem) -> torch.Tensor | None:
+    """``(B, N)`` complex eigenvalues of each instance's ``A`` (once per distinct matrix), or
+    ``None`` past :data:`CERTIFICATE_MAX_SIZE` or where the eigenvalue iteration fails."""
+    batch, n = problem.batch_size, problem.size
+    if isinstance(problem, DiagonalSystem):
+        return problem.matrix.detach().to(torch.float64).to(torch.complex128)
+    if n > CERTIFICATE_MAX_SIZE:
+        return None
+    matrix = problem.matrix.detach()
+    matrix = (matrix.to_dense() if problem.sparse else matrix).to(torch.float64)
+    try:
+        if matrix.ndim == 2:
+            return torch.linalg.eigvals(matrix).expand(batch, n)
+        distinct, inverse = torch.unique(matrix.reshape(batch, -1), dim=0, return_inverse=True)
+        return torch.linalg.eigvals(distinct.reshape(-1, n, n))[inverse]
+    except RuntimeError:  # LAPACK's eigenvalue iteration did not converge: no certificate
+        return None
 
 
 def r2n2_solver(family: TaskFamily | None, layers: int, *, stage_init=None, output_init=None,

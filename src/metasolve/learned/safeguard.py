@@ -33,13 +33,27 @@ residual falls); everything it decides is reported in the :class:`~metasolve.Sol
   ``Solution.fallback`` marks the instances with a refused step (some of their iterations were
   the classical method's) besides those that restarted. The classical method of the fallback
   below is then the plain method (``LearnedSolver.classical_method``: SCS).
+* **A convergence certificate** (an R2N2 on a linear system, :mod:`metasolve.learned.r2n2`,
+  "Safeguarded mode"): before the learned run, the safeguarded view of the method computes per
+  instance the spectral radius of the residual iteration its weights define; an instance where
+  it is at least 1 (no convergence from a generic start) does not run the learned method at all
+  (it stops at once with ``Status.BREAKDOWN``) and goes to the classical method from its start
+  (GMRES(n), ``LearnedSolver.classical_method_for``) as any failed instance does below.
+  ``Solution.info["certificate_failed"]`` marks those instances, ``info["certificate_radius"]``
+  gives the radius (NaN where none was computed: systems of more than
+  ``r2n2.CERTIFICATE_MAX_SIZE`` unknowns, nonlinear and initial-value problems).
 * **Out of distribution**: the solver stores the envelope of its training features (per-feature
   minimum and maximum); an instance whose features leave it by more than ``ENVELOPE_MARGIN`` of
   the feature's training range is flagged (``Solution.out_of_distribution``) and a warning says
   how many were.
 
 A fixed-budget solve (``fixed_iterations``) has no tolerance to fail: only its non-finite or
-diverged instances fall back (to the classical method for the same budget).
+diverged instances, and those whose certificate failed, fall back (to the classical method for
+the same budget).
+
+The classical method is ``LearnedSolver.classical_method_for(problem)``: the method itself with
+its classical parameters, neural SCS's plain SCS, or an R2N2's counterpart for the problem type
+(GMRES, Newton-Krylov or Runge-Kutta, ``R2N2.classical``), stored in the artifact.
 """
 
 from __future__ import annotations
@@ -50,6 +64,7 @@ import warnings
 
 import torch
 
+from ..problems import InitialValueProblem
 from ..solution import ConvergenceError, Solution, Status
 from ..solvers.base import run
 
@@ -112,10 +127,14 @@ def calibrate(solver, tasks) -> dict | None:
     """The classical method's iteration counts on (up to ``CALIBRATION_TASKS`` of) the training
     ``tasks``: for each of ``CALIBRATION_RTOLS``, the 95th percentile of the iterations to reach
     it (``None`` where fewer than 95% of the tasks did within the cap). ``None`` for a solver
-    whose learned part is a starting point only, which needs no budget."""
+    whose learned part is a starting point only, which needs no budget, and for initial-value
+    problems, where an integrator takes the steps the problem asks for, not steps to a
+    tolerance."""
     learned = set(solver.metasolver.outputs) - set(solver.guess_parameters)
     if not learned or solver.monitor == "error" and getattr(tasks.problem, "solution",
                                                            None) is None:
+        return None
+    if isinstance(tasks.problem, InitialValueProblem):
         return None
     # Evenly spread over the set: a family may order its tasks (Robertson: by rate set, then
     # time step, the early steps being the easy ones), so the first few are not a sample.
@@ -127,7 +146,8 @@ def calibrate(solver, tasks) -> dict | None:
         try:
             solution = solver.solve_baseline(sample, rtol=min(CALIBRATION_RTOLS), maxiter=cap)
         except (TypeError, ValueError):
-            # No classical method to count (an R2N2's weights have no classical default).
+            # No classical method to count: a user's method that needs parameters the
+            # meta-solver has no classical values for.
             return None
     counts, previous = [], 0
     for rtol in CALIBRATION_RTOLS:
@@ -211,7 +231,8 @@ def safeguarded_solve(solver, tasks, options: dict, check_guess: str = "outside"
             learned[k] = _take(rejected.to(learned[k].device), fallback_value.to(learned[k]),
                                learned[k])
 
-    # A method with a safeguarded mode (neural SCS) tests its learned steps itself.
+    # A method with a safeguarded mode tests its learned steps itself (neural SCS) or its
+    # certificate before the first step (R2N2 on a linear system).
     guarded = solver.guarded_method
     attempt = dict(options)
     learned_other = [k for k in learned if k not in solver.guess_parameters]
@@ -239,18 +260,23 @@ def safeguarded_solve(solver, tasks, options: dict, check_guess: str = "outside"
         failed = ~solution.converged
     if not learned_other and not fixed:
         failed = torch.zeros_like(failed)  # only a guess was learned: the method is classical
+    uncertified = solution.info.get("certificate_failed")
+    if uncertified is not None:  # never ran the learned method: the classical one must
+        failed = failed | uncertified.to(device)
     if bool(failed.any()):
         try:
             solution = _fall_back(solver, tasks, solution, failed, classical, options)
         except (TypeError, ValueError) as exc:
-            # Nothing classical to run (an R2N2 needs its weights): say so, keep the result.
+            # Nothing classical to run (a user's method that needs parameters the meta-solver
+            # has no classical values for): say so, keep the result.
             warnings.warn(f"{int(failed.sum())} of {batch} instances did not converge and "
                           f"{solver.method.name} has no classical method to fall back to "
                           f"({exc})", UserWarning, stacklevel=3)
             solution.info["unrescued"] = failed
             failed = torch.zeros_like(failed)
-    if guarded is not None:  # plain steps (and the cold start) taken in place of learned ones
+    if "rejected_steps" in solution.info:  # plain steps taken in place of learned ones
         failed = failed | (solution.info["rejected_steps"] > 0)
+    if "start_rejected" in solution.info:  # and the cold start in place of the learned one
         rejected = rejected | solution.info["start_rejected"]
     solution.fallback = failed
     solution.out_of_distribution = out
@@ -273,14 +299,15 @@ def _fall_back(solver, tasks, learned: Solution, failed: torch.Tensor, classical
     if given is not None and "x0" not in params:
         params["x0"] = given[idx]
     fixed = options.get("fixed_iterations") is not None
+    classical_method = solver.classical_method_for(sub.problem)
     last = learned.x[idx].detach()
     finite = torch.isfinite(last).reshape(len(idx), -1).all(dim=1)
     usable = finite & (learned.residual[idx] <= learned.residual_history[0][idx])
     if not fixed and bool(usable.any()):
-        start = params.get("x0", solver.classical_method.zero_guess(sub.problem))
+        start = params.get("x0", classical_method.zero_guess(sub.problem))
         params["x0"] = _take(usable, torch.nan_to_num(last), start)
     with torch.no_grad():
-        again = run(solver.classical_method, sub.problem, params=params, **options)
+        again = run(classical_method, sub.problem, params=params, **options)
     history = learned.residual_history.detach()
     iterations = learned.iterations.clone()
     if fixed:

@@ -3,7 +3,9 @@
 :meth:`LearnedSolver.save` and :meth:`LearnedSolver.load` (also ``metasolve.save`` and
 ``metasolve.load``) store it in the file format of :mod:`metasolve.artifact`: the trained tensors
 (``LearnedSolver.model``) and a JSON document naming the method, meta-solver architecture, task
-family, monitor, training settings and metasolve version, from which the registries rebuild it.
+family, monitor, training settings and metasolve version, from which the registries rebuild it,
+and what the safeguard needs: the training features' envelope, the classical method with its
+configuration, and the classical method's iteration counts on the training tasks.
 """
 
 from __future__ import annotations
@@ -43,8 +45,8 @@ MAX_FAMILY_SIZE = 2**24
 _DOCUMENT_FIELDS = {"kind": (str,), "metasolve_version": (str,), "method": (dict,),
                     "metasolver": (dict,), "family": (dict, type(None)), "monitor": (str,),
                     "settings": (dict, type(None)), "feature_envelope": (list, type(None)),
-                    "calibration": (dict, type(None))}
-_REQUIRED = ("kind", "method", "metasolver", "feature_envelope")
+                    "classical_method": (dict, type(None)), "calibration": (dict, type(None))}
+_REQUIRED = ("kind", "method", "metasolver", "feature_envelope", "classical_method")
 
 
 def _mapping(path, what: str, value, keys: dict[str, tuple] | None = None,
@@ -85,6 +87,21 @@ def _declared(path, what: str, hook, config: dict) -> int | None:
         raise ArtifactError(f"{path}: malformed {what}: {exc}") from exc
 
 
+def classical_counterpart(method: IterativeMethod,
+                          problem_type: type | None = None) -> IterativeMethod:
+    """The classical method a learned solver with ``method`` compares with and falls back to on
+    problems of ``problem_type``: the method's own ``classical(problem_type)`` where it defines
+    one (neural SCS: plain SCS with the model's settings; R2N2: GMRES, Newton-Krylov or a
+    Runge-Kutta method by the problem type, which it needs), else ``method`` itself, run with
+    the classical parameters (:meth:`LearnedSolver.classical_params`)."""
+    classical = getattr(method, "classical", None)
+    return classical(problem_type) if callable(classical) else method
+
+
+def _has_weights(method: IterativeMethod) -> bool:
+    return isinstance(method, nn.Module) and any(True for _ in method.parameters())
+
+
 def check_document(path, document: dict, *, build_family: bool = True,
                    max_parameters: int = MAX_PARAMETERS,
                    max_family_size: int = MAX_FAMILY_SIZE) -> int | None:
@@ -101,6 +118,11 @@ def check_document(path, document: dict, *, build_family: bool = True,
             "feature_envelope" not in document:
         raise ArtifactError(f"{path} does not record the envelope of its training features "
                             "(written before the safeguard existed); retrain and save it again")
+    if isinstance(document, dict) and document.get("kind") == ARTIFACT_KIND and \
+            "classical_method" not in document:
+        raise ArtifactError(f"{path} does not record its classical method (the safeguard's "
+                            "fallback; written before learned solvers stored it); retrain and "
+                            "save it again")
     _mapping(path, "the document", document, _DOCUMENT_FIELDS, _REQUIRED)
     if document["kind"] != ARTIFACT_KIND:
         raise ArtifactError(f"{path} holds a {document['kind']!r}, not a learned solver")
@@ -148,6 +170,15 @@ def check_document(path, document: dict, *, build_family: bool = True,
     if callable(method_count):  # only methods with weights of their own declare them
         counts.append(_declared(path, f"method config ({method['name']})", method_count,
                                 method["config"]))
+    classical = document["classical_method"]
+    if classical is not None:
+        _mapping(path, "the classical method", classical, {"name": (str,), "config": (dict,)},
+                 ("name", "config"))
+        classical_count = getattr(_registered(path, "classical method", classical["name"],
+                                              METHODS), "parameter_count", None)
+        if callable(classical_count):
+            counts.append(_declared(path, f"classical method config ({classical['name']})",
+                                    classical_count, classical["config"]))
     total = sum(c for c in counts if c is not None)
     if total > max_parameters:
         raise ArtifactError(f"{path}: the architecture it describes has {total} weights, more "
@@ -181,6 +212,13 @@ class LearnedSolver:
         family: the task family it was trained on (stored in the artifact; optional).
         monitor: ``"residual"`` or ``"error"``, the norm the stopping test reads.
         settings: free-form, JSON-serialisable record of how it was trained.
+        feature_envelope: ``(2, F)`` the training features' envelope (set by the trainer).
+        calibration: the classical method's iteration counts on the training tasks (set by
+            the trainer).
+        classical_method: the classical method to compare with and fall back to (a method
+            without trained weights); by default the one :func:`classical_counterpart` gives for
+            the problems solved, stored by the trainer for the training tasks' problems
+            (:meth:`record_training`) and kept in the artifact.
 
     Example:
         >>> import metasolve as ms
@@ -196,9 +234,17 @@ class LearnedSolver:
                  family: TaskFamily | None = None, monitor: str = "residual",
                  settings: dict[str, Any] | None = None,
                  feature_envelope: torch.Tensor | None = None,
-                 calibration: dict | None = None):
+                 calibration: dict | None = None,
+                 classical_method: IterativeMethod | None = None):
         if not isinstance(method, IterativeMethod):
             raise TypeError(f"method must be an IterativeMethod, got {type(method).__name__}")
+        if classical_method is not None:
+            if not isinstance(classical_method, IterativeMethod):
+                raise TypeError(f"classical_method must be an IterativeMethod, got "
+                                f"{type(classical_method).__name__}")
+            if _has_weights(classical_method):
+                raise ValueError(f"classical_method {classical_method.name} has weights of its "
+                                 "own; a classical method is one without trained weights")
         if not isinstance(metasolver, MetaSolver):
             raise TypeError(f"metasolver must be a MetaSolver, got {type(metasolver).__name__}")
         unknown = sorted(set(metasolver.outputs) - set(method.parameter_names) - {"x0"})
@@ -228,11 +274,35 @@ class LearnedSolver:
         #: :func:`~metasolve.learned.safeguard.calibrate`): the safeguard's budget for a learned
         #: attempt; ``None`` if unknown.
         self.calibration = calibration
+        self._classical = classical_method
+
+    def classical_method_for(self, problem) -> IterativeMethod:
+        """The classical method for ``problem``, the one place every comparison and fallback
+        asks (``solve_baseline``, the safeguard, the calibration): the stored
+        ``classical_method`` where it solves problems of this type, else
+        :func:`classical_counterpart` for ``type(problem)``."""
+        stored = self._classical
+        if stored is not None and isinstance(problem, stored.problem_type):
+            return stored
+        return self._counterpart(type(problem))
+
+    def _counterpart(self, problem_type: type | None) -> IterativeMethod:
+        counterpart = classical_counterpart(self.method, problem_type)
+        if counterpart is self.method and _has_weights(self.method):
+            raise TypeError(f"method {self.method.name} carries trained weights of its own and "
+                            "names no classical counterpart (a classical() method)")
+        return counterpart
 
     def record_training(self, tasks: TaskBatch) -> None:
         """Remember what the safeguard needs from the training tasks: the envelope of their
-        features and the classical method's iteration counts on them."""
+        features, the classical method for their problems (:meth:`classical_method_for`) and its
+        iteration counts on them."""
         self.record_training_features(tasks.features)
+        try:
+            self._classical = self.classical_method_for(tasks.problem)
+        except TypeError:  # a method with weights of its own and no classical counterpart
+            self.calibration = None
+            return
         self.calibration = calibrate(self, tasks)
 
     def record_training_features(self, features: torch.Tensor) -> None:
@@ -260,16 +330,20 @@ class LearnedSolver:
 
     @property
     def classical_method(self) -> IterativeMethod:
-        """The classical method this solver falls back to and compares with: the method's own
+        """The classical method this solver falls back to and compares with: the one stored
+        (given, recorded for the training tasks' problems, or loaded), else the method's own
         ``classical()`` where it defines one (neural SCS: plain SCS with the model's settings),
-        else the method itself (run with :meth:`classical_params`)."""
-        classical = getattr(self.method, "classical", None)
-        return classical() if callable(classical) else self.method
+        else the method itself (run with :meth:`classical_params`). An R2N2's depends on the
+        problem type: before training, ask :meth:`classical_method_for` with a problem."""
+        if self._classical is not None:
+            return self._classical
+        return self._counterpart(None)
 
     @property
     def guarded_method(self) -> IterativeMethod | None:
         """The method in its safeguarded mode, where it has one (``method.safeguarded()``:
-        neural SCS, whose learned steps are tested inside the iteration); else ``None``."""
+        neural SCS, whose learned steps are tested inside the iteration; R2N2, which checks its
+        convergence certificate on linear systems before the first step); else ``None``."""
         safeguarded = getattr(self.method, "safeguarded", None)
         return safeguarded() if callable(safeguarded) else None
 
@@ -321,15 +395,15 @@ class LearnedSolver:
         return self._run(tasks, self.params, run_options)
 
     def solve_baseline(self, tasks: TaskBatch, **run_options) -> Solution:
-        """Run the classical method (:attr:`classical_method` with :meth:`classical_params`) on
-        ``tasks``; no gradient. For neural SCS: plain SCS with the model's settings from the
-        cold start."""
-        if self.method_is_trainable and not callable(getattr(self.method, "classical", None)):
-            raise TypeError(f"method {self.method.name} carries trained weights of its own and "
-                            "names no classical counterpart (a classical() method)")
+        """Run the classical method (:meth:`classical_method_for` the tasks' problems, with
+        :meth:`classical_params`) on ``tasks``; no gradient. For neural SCS: plain SCS with the
+        model's settings from the cold start; for an R2N2: GMRES, Newton-Krylov or Runge-Kutta
+        (:meth:`~metasolve.learned.R2N2.classical`)."""
+        if not isinstance(tasks, TaskBatch):
+            raise TypeError(f"tasks must be a TaskBatch, got {type(tasks).__name__}")
         with torch.no_grad():
             return self._run(tasks, self.classical_params, run_options,
-                             method=self.classical_method)
+                             method=self.classical_method_for(tasks.problem))
 
     def _run(self, tasks: TaskBatch, params_of, run_options: dict,
              params: dict[str, torch.Tensor] | None = None,
@@ -366,6 +440,8 @@ class LearnedSolver:
             "settings": self.settings,
             "feature_envelope": None if self.feature_envelope is None
             else self.feature_envelope.tolist(),
+            "classical_method": None if self._classical is None else {
+                "name": self._classical.name, "config": self._classical.config()},
             "calibration": self.calibration,
         }
         return write_tensors(path, self.model.state_dict(), document)
@@ -408,6 +484,9 @@ class LearnedSolver:
             method = method_from_config(document["method"]["name"],
                                         document["method"]["config"])
             metasolver = metasolver_from_config(document["metasolver"])
+            stored_classical = document["classical_method"]
+            classical = None if stored_classical is None else method_from_config(
+                stored_classical["name"], stored_classical["config"])
             if family is None and stored is not None:
                 if stored["name"] in FAMILIES:
                     family = family_from_config(stored["name"], stored["config"])
@@ -419,7 +498,8 @@ class LearnedSolver:
                          monitor=document.get("monitor", "residual"),
                          settings=document.get("settings"),
                          feature_envelope=document["feature_envelope"],
-                         calibration=document.get("calibration"))
+                         calibration=document.get("calibration"),
+                         classical_method=classical)
         except (KeyError, TypeError, ValueError, AttributeError, IndexError, OverflowError,
                 RecursionError, RuntimeError) as exc:
             # Constructors validate their own arguments; whatever they refuse with is a malformed

@@ -5,8 +5,10 @@ from .base import IterativeMethod, run
 from .cg import ConjugateGradient
 from .chebyshev import Chebyshev
 from .chebyshev_expansion import ChebyshevExpansion, ChebyshevSeries
+from .gmres import GMRES, gmres_cycle
 from .iccg import ICCG, incomplete_cholesky
 from .jacobi import Jacobi
+from .newton_krylov import NewtonKrylov, forward_difference
 from .newton_sor import NewtonSOR
 from .recurrence import PolynomialRecurrence, residual_polynomial
 from .registry import METHODS, method_from_config, register_method
@@ -15,7 +17,8 @@ from .subspace import FilteredSubspaceIteration, chebyshev_filter_rule, filter_f
 
 __all__ = [
     "AndersonSCS", "Chebyshev", "ChebyshevExpansion", "ChebyshevSeries", "ConjugateGradient",
-    "FilteredSubspaceIteration", "ICCG", "IterativeMethod", "Jacobi", "METHODS", "NewtonSOR",
-    "PolynomialRecurrence", "SCS", "chebyshev_filter_rule", "filter_features",
-    "incomplete_cholesky", "method_from_config", "register_method", "residual_polynomial", "run"
+    "FilteredSubspaceIteration", "GMRES", "ICCG", "IterativeMethod", "Jacobi", "METHODS",
+    "NewtonKrylov", "NewtonSOR", "PolynomialRecurrence", "SCS", "chebyshev_filter_rule",
+    "filter_features", "forward_difference", "gmres_cycle", "incomplete_cholesky",
+    "method_from_config", "register_method", "residual_polynomial", "run"
 ]
