@@ -164,10 +164,10 @@ def test_the_trainer_records_the_envelope_and_the_artifact_keeps_it(family, tmp_
         ms.load(tmp_path / "old.safetensors")
 
 
-def test_a_slow_learned_factor_is_cut_off_by_the_calibrated_budget(family, tasks):
-    """Damping 0.2 converges, five times slower than Jacobi: without a budget the safeguard
-    lets it run; calibrated on training tasks, the attempt on instances outside them stops at
-    twice the classical count and the classical method finishes from where it got to."""
+def test_a_learned_factor_slower_than_classical_on_its_training_tasks_is_skipped(family, tasks):
+    """Damping 0.2 converges, five times slower than Jacobi: without calibration the safeguard
+    lets it run; once calibrated on training tasks, where it is slower too, the safeguard solves
+    with the classical method, says so, and marks every instance."""
     solver = _damping_solver(family, 0.2)
     omega = float(solver.params(tasks.features)["omega"][0].detach())
     assert 0.15 < omega < 0.25
@@ -176,21 +176,48 @@ def test_a_slow_learned_factor_is_cut_off_by_the_calibrated_budget(family, tasks
     assert not unbudgeted.fallback.any() and bool(unbudgeted.converged.all())
     train = family.sample(32, seed=5)
     solver.record_training(train)
-    assert solver.calibration is not None and solver.calibration["monitor"] == "residual"
+    calibration = solver.calibration
+    assert calibration is not None and calibration["monitor"] == "residual"
+    i = calibration["rtols"].index(1e-6)
+    assert calibration["learned_mean_iterations"][i] > 3 * calibration["mean_iterations"][i]
     solver.record_training_features(torch.cat([train.features, tasks.features]))
-    # In distribution the learned factor is trusted: no budget.
-    inside = _solve(solver, tasks, **options)
-    assert inside.info["learned_budget"] is None and torch.equal(inside.iterations,
-                                                                  unbudgeted.iterations)
-    # Outside the training features (here: scaled features) the attempt is budgeted.
-    shifted = ms.TaskBatch(tasks.problem, tasks.features * 50.0)
-    budgeted = _solve(solver, shifted, **options)
-    assert bool(budgeted.out_of_distribution.all())
+    with pytest.warns(UserWarning, match="solves with the classical method"):
+        skipped = solver.solve(tasks, **options)
+    classical = ms.run(ms.Jacobi(), tasks.problem, **options)
+    assert skipped.info["learned_skipped"] and bool(skipped.fallback.all())
+    assert torch.equal(skipped.iterations, classical.iterations)
+    torch.testing.assert_close(skipped.x, classical.x)
+
+
+def test_the_budget_is_the_classical_count_outside_and_the_larger_count_inside(family, tasks):
+    """A calibration in which the learned method was fast on its training tasks (its counts
+    set here by hand to three times the classical ones, means equal): the slow damping factor
+    then runs under a budget, twice the classical 95th percentile outside the training
+    features, where the classical method finishes each instance from where the attempt got to,
+    and twice the learned one inside, which its whole run fits in."""
+    solver = _damping_solver(family, 0.2)
+    options = {"rtol": 1e-6, "maxiter": 20000}
+    unbudgeted = _solve(solver, tasks, **options)
+    train = family.sample(32, seed=5)
+    solver.record_training(train)
+    calibration = solver.calibration
+    calibration["learned_mean_iterations"] = list(calibration["mean_iterations"])
+    calibration["learned_iterations"] = [None if c is None else 3 * c
+                                         for c in calibration["iterations"]]
+    solver.record_training_features(torch.cat([train.features, tasks.features]))
+    i = calibration["rtols"].index(1e-6)
     zero = ms.run(ms.Jacobi(), tasks.problem, **options)
-    assert budgeted.info["learned_budget"] is not None
-    assert bool(budgeted.fallback.all()) and bool(budgeted.converged.all())
-    assert bool((budgeted.iterations < unbudgeted.iterations).all())
-    assert bool((budgeted.iterations <= budgeted.info["learned_budget"] + zero.iterations).all())
+    inside = _solve(solver, tasks, **options)
+    assert inside.info["learned_budget"] == 2 * 3 * calibration["iterations"][i] + 10
+    shifted = ms.TaskBatch(tasks.problem, tasks.features * 50.0)
+    outside = _solve(solver, shifted, **options)
+    assert bool(outside.out_of_distribution.all())
+    assert outside.info["learned_budget"] == 2 * calibration["iterations"][i] + 10
+    # Inside, the learned method's own (larger) count leaves room for its whole run here.
+    assert not inside.fallback.any() and torch.equal(inside.iterations, unbudgeted.iterations)
+    assert bool(outside.fallback.all()) and bool(outside.converged.all())
+    assert bool((outside.iterations < unbudgeted.iterations).all())
+    assert bool((outside.iterations <= outside.info["learned_budget"] + zero.iterations).all())
 
 
 def test_throw_asks_about_the_final_result_not_the_learned_attempt(family, tasks):

@@ -48,6 +48,7 @@ from ..evaluation.render import (
     panels,
     set_title,
 )
+from ..evaluation.shifts import ShiftedSet
 from ..learned import constant_weights, frozen_r2n2, r2n2_solver
 from ..solvers import run
 from ..tasks import ChandrasekharFamily
@@ -329,3 +330,17 @@ def figure(results: list[dict]):
                   BELOW_ZERO)
         below(ax, columns=1)
     return fig
+
+
+def shifted_sets(settings: Settings, model, count: int = 200) -> list[ShiftedSet]:
+    """The experiment's test sets (the training distribution first), each solved to
+    ``||f|| <= 1e-8`` within ``LONG`` outer iterations (``metasolve reproduce
+    r2n2-chandrasekhar --shift ood``)."""
+    options = {"atol": TOLERANCE, "rtol": 0.0, "maxiter": LONG}
+    family = model.family
+    sets = []
+    for index, (label, changes) in enumerate(TEST_SETS.items()):
+        shifted = type(family)(**{**family.config(), **changes})
+        sets.append(ShiftedSet("none" if not changes else label,
+                               shifted.sample(count, seed=settings.seed + 400 + index), options))
+    return sets

@@ -40,6 +40,7 @@ from ..evaluation.render import (
     panels,
     set_title,
 )
+from ..evaluation.shifts import ShiftedSet
 from ..learned import constant_weights, frozen_r2n2, r2n2_solver
 from ..problems import LinearSystem
 from ..solvers import run
@@ -365,3 +366,17 @@ def figure(results: list[dict]):
                   "higher is better, at most 1")
         below(ax, columns=2)
     return fig
+
+
+def shifted_sets(settings: Settings, model, count: int = 200) -> list[ShiftedSet]:
+    """The model's own matrices, then the collection's other groups: the shifted diagonals
+    (A4-A7; the paper's R2N2 diverges on A7), the random symmetric matrices (A8-A11) and the
+    noisier bases (A12-A19), each solved to 1e-8 relative within 100 outer iterations
+    (``metasolve reproduce r2n2-linear --shift ood``)."""
+    matrices = r2n2_matrices(seed=settings.seed)
+    options = {"rtol": 1e-8, "maxiter": 100}
+    sets = [ShiftedSet("none", model.family.sample(count, seed=settings.seed + 301), options)]
+    for i, (label, names) in enumerate(GROUPS.items()):
+        sets.append(ShiftedSet(label, _family(names, matrices).sample(
+            count, seed=settings.seed + 302 + i), options))
+    return sets

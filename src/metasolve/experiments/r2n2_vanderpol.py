@@ -38,6 +38,7 @@ from ..evaluation.render import (
     panels,
     set_title,
 )
+from ..evaluation.shifts import ShiftedSet
 from ..learned import R2N2, RK3, constant_weights, frozen_r2n2, r2n2_solver
 from ..solvers import run
 from ..tasks import VanDerPolFamily
@@ -212,3 +213,19 @@ def figure(results: list[dict]):
         set_title(ax, f"Fig. 9: error after {steps} step{'s' if steps > 1 else ''}", LOWER)
         below(ax, columns=2)
     return fig
+
+
+def shifted_sets(settings: Settings, model, count: int = 200) -> list[ShiftedSet]:
+    """The model's family, then van der Pol steps with ``a`` in [2, 3] (trained on [1.35,
+    1.65]) and with step sizes 0.15 and 0.2 (trained on 0.01 to 0.1), each integrated for
+    ``max(EVAL_STEPS)`` steps (``metasolve reproduce r2n2-vanderpol --shift ood``)."""
+    options = {"fixed_iterations": max(EVAL_STEPS), "rtol": 0.0}
+    family = model.family
+    sets = [ShiftedSet("none", family.sample(count, seed=settings.seed + 501), options)]
+    for index, (label, changes) in enumerate((("a in [2, 3]", {"a_range": (2.0, 3.0)}),
+                                              ("h in {0.15, 0.2}",
+                                               {"step_sizes": (0.15, 0.2)}))):
+        shifted = type(family)(**{**family.config(), **changes})
+        sets.append(ShiftedSet(label, shifted.sample(count, seed=settings.seed + 502 + index),
+                               options))
+    return sets

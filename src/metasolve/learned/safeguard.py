@@ -116,6 +116,9 @@ GUESS_CHECKS = ("outside", "always", "never")
 #: ``BUDGET_SLACK``, before its unconverged instances fall back.
 BUDGET_FACTOR = 2.0
 BUDGET_SLACK = 10
+#: The learned method is skipped for a tolerance at which its mean iteration count on the
+#: training tasks is more than this fraction above the classical method's.
+SLOWER_MARGIN = 0.05
 #: Relative tolerances at which :func:`calibrate` records the classical iteration counts.
 CALIBRATION_RTOLS = tuple(10.0 ** -k for k in range(1, 11))
 #: At most this many training tasks and this many iterations go into the calibration.
@@ -123,13 +126,30 @@ CALIBRATION_TASKS = 64
 CALIBRATION_MAXITER = 2000
 
 
+def _counts(solution: Solution, cap: int) -> tuple[list, list]:
+    """Per tolerance of ``CALIBRATION_RTOLS``: the 95th percentile of the iterations to reach it
+    (``None`` beyond the cap, and then for every stricter tolerance too) and the mean, an
+    instance that never got there counting ``cap + 1``, so that neither can fall when a
+    stricter tolerance drops the slow instances."""
+    p95, means, previous = [], [], 0
+    for rtol in CALIBRATION_RTOLS:
+        reached = solution.iterations_to(rtol)
+        spent = torch.where(reached >= 0, reached, cap + 1).double()
+        count = int(torch.quantile(spent, 0.95).ceil())
+        previous = None if count > cap or previous is None else max(previous, count)
+        p95.append(previous)
+        means.append(max(float(spent.mean()), means[-1] if means else 0.0))
+    return p95, means
+
+
 def calibrate(solver, tasks) -> dict | None:
-    """The classical method's iteration counts on (up to ``CALIBRATION_TASKS`` of) the training
-    ``tasks``: for each of ``CALIBRATION_RTOLS``, the 95th percentile of the iterations to reach
-    it (``None`` where fewer than 95% of the tasks did within the cap). ``None`` for a solver
-    whose learned part is a starting point only, which needs no budget, and for initial-value
-    problems, where an integrator takes the steps the problem asks for, not steps to a
-    tolerance."""
+    """Iteration counts of the classical method and of the learned one (unguarded) on (up to
+    ``CALIBRATION_TASKS`` of) the training ``tasks``, for each of ``CALIBRATION_RTOLS``: the 95th
+    percentile (``iterations``, ``learned_iterations``; ``None`` where fewer than 95% of the tasks
+    got there within the cap) and the mean (``mean_iterations``, ``learned_mean_iterations``).
+    ``None`` for a solver whose learned part is a starting point only, which needs no budget,
+    and for initial-value problems, where an integrator takes the steps the problem asks for,
+    not steps to a tolerance."""
     learned = set(solver.metasolver.outputs) - set(solver.guess_parameters)
     if not learned or solver.monitor == "error" and getattr(tasks.problem, "solution",
                                                            None) is None:
@@ -141,45 +161,69 @@ def calibrate(solver, tasks) -> dict | None:
     count = min(CALIBRATION_TASKS, len(tasks))
     sample = tasks.index(torch.linspace(0, len(tasks) - 1, count).round().long())
     cap = CALIBRATION_MAXITER
+    options = {"rtol": min(CALIBRATION_RTOLS), "maxiter": cap}
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")
         try:
-            solution = solver.solve_baseline(sample, rtol=min(CALIBRATION_RTOLS), maxiter=cap)
+            classical = solver.solve_baseline(sample, **options)
         except (TypeError, ValueError):
             # No classical method to count: a user's method that needs parameters the
             # meta-solver has no classical values for.
             return None
-    counts, previous = [], 0
-    for rtol in CALIBRATION_RTOLS:
-        reached = solution.iterations_to(rtol)
-        # An instance that never got there counts beyond the cap, so the percentile cannot
-        # fall when a stricter tolerance drops the slow instances.
-        spent = torch.where(reached >= 0, reached, cap + 1).double()
-        count = int(torch.quantile(spent, 0.95).ceil())
-        if count > cap or previous is None:
-            previous = None  # and every stricter tolerance is beyond the cap too
-        else:
-            previous = max(previous, count)
-        counts.append(previous)
-    return {"monitor": solver.monitor, "rtols": list(CALIBRATION_RTOLS), "iterations": counts,
-            "tasks": len(sample), "maxiter": cap}
+        learned_run = solver.solve(sample, safeguard=False, **options)
+    iterations, means = _counts(classical, cap)
+    learned_iterations, learned_means = _counts(learned_run, cap)
+    return {"monitor": solver.monitor, "rtols": list(CALIBRATION_RTOLS), "iterations": iterations,
+            "mean_iterations": means, "learned_iterations": learned_iterations,
+            "learned_mean_iterations": learned_means, "tasks": len(sample), "maxiter": cap}
 
 
-def learned_budget(calibration: dict | None, options: dict) -> int | None:
-    """The iteration budget of a learned attempt under ``options`` (``None``: no budget, the
-    attempt may use the whole cap): only for a relative tolerance (``atol`` 0) on the monitor
-    the calibration measured, from the count at the nearest calibrated tolerance at least as
-    strict as the one asked."""
+def _calibrated(calibration: dict | None, options: dict) -> int | None:
+    """Index of the nearest calibrated tolerance at least as strict as the one ``options`` asks
+    for; ``None`` where the calibration does not apply (an absolute tolerance, a fixed budget,
+    another monitor, a tolerance stricter than every calibrated one)."""
     if calibration is None or options.get("atol", 0.0) or options.get("fixed_iterations"):
         return None
     if options.get("monitor") != calibration.get("monitor"):
         return None
     rtol = options.get("rtol", 1e-5)
-    stricter = [(r, n) for r, n in zip(calibration["rtols"], calibration["iterations"],
-                                       strict=True) if r <= rtol * (1 + 1e-12)]
-    if not stricter or stricter[0][1] is None:
+    for i, r in enumerate(calibration["rtols"]):
+        if r <= rtol * (1 + 1e-12):
+            return i
+    return None
+
+
+def learned_budget(calibration: dict | None, options: dict,
+                   outside: bool = True) -> int | None:
+    """The iteration budget of a learned attempt under ``options`` (``None``: no budget, the
+    attempt may use the whole cap), ``BUDGET_FACTOR`` times a calibrated 95th percentile plus
+    ``BUDGET_SLACK``: the classical method's for a batch with instances ``outside`` the training
+    features; in distribution, the larger of the classical method's and the learned method's
+    own (the learned method's slow tail on its training tasks is then never cut; where it did
+    not reach the tolerance on 95% of them, the classical count alone). Only for a relative
+    tolerance on the calibrated monitor (see :func:`_calibrated`)."""
+    i = _calibrated(calibration, options)
+    if i is None or calibration["iterations"][i] is None:
         return None
-    return int(math.ceil(BUDGET_FACTOR * stricter[0][1])) + BUDGET_SLACK
+    count = calibration["iterations"][i]
+    if not outside:
+        if "learned_iterations" not in calibration:  # calibrated before the learned counts
+            return None
+        learned = calibration["learned_iterations"][i]
+        count = count if learned is None else max(count, learned)
+    return int(math.ceil(BUDGET_FACTOR * count)) + BUDGET_SLACK
+
+
+def learned_slower(calibration: dict | None, options: dict) -> bool:
+    """Whether the learned method's mean iteration count on its training tasks, at the nearest
+    calibrated tolerance at least as strict as the one asked, exceeds the classical method's by
+    more than ``SLOWER_MARGIN``: the learned parameters do not pay at this tolerance even where
+    they were trained, and the safeguard runs the classical method instead."""
+    i = _calibrated(calibration, options)
+    if i is None or "learned_mean_iterations" not in calibration:
+        return False
+    return calibration["learned_mean_iterations"][i] > \
+        (1 + SLOWER_MARGIN) * calibration["mean_iterations"][i]
 
 
 def safeguarded_solve(solver, tasks, options: dict, check_guess: str = "outside") -> Solution:
@@ -236,11 +280,14 @@ def safeguarded_solve(solver, tasks, options: dict, check_guess: str = "outside"
     guarded = solver.guarded_method
     attempt = dict(options)
     learned_other = [k for k in learned if k not in solver.guess_parameters]
-    # The budget guards batches with instances outside the training features; inside, where
-    # training validated the learned parameters, it would only cut off their slow tail (on the
-    # quick Robertson models it cost 5% to 19% of the iterations in distribution).
-    budget = learned_budget(solver.calibration, options) \
-        if learned_other and bool(out.any()) else None
+    if learned_other and learned_slower(solver.calibration, options):
+        return _classical_instead(solver, tasks, options, out, throw)
+    # Outside the training features the budget is the classical method's count; inside, where
+    # training validated the learned parameters, the learned method's own count on its training
+    # tasks may set it (the classical count alone cut the learned factors' slow tail and cost
+    # the quick Robertson models 5% to 19% of their iterations in distribution).
+    budget = learned_budget(solver.calibration, options, outside=bool(out.any())) \
+        if learned_other else None
     if budget is not None:
         cap = options.get("maxiter")
         attempt["maxiter"] = budget if cap is None else min(cap, budget)
@@ -285,6 +332,26 @@ def safeguarded_solve(solver, tasks, options: dict, check_guess: str = "outside"
     if throw and not bool(solution.converged.all()):
         raise ConvergenceError(f"{int((~solution.converged).sum())} of {batch} instances did "
                                f"not converge: {solution.summary()}", solution)
+    return solution
+
+
+def _classical_instead(solver, tasks, options: dict, out: torch.Tensor, throw: bool) -> Solution:
+    """The whole batch with the classical method, when :func:`learned_slower` says the learned
+    parameters do not pay at the asked tolerance; every instance is marked as a fallback."""
+    calibration = solver.calibration
+    i = _calibrated(calibration, options)
+    warnings.warn(f"at rtol={options.get('rtol', 1e-5):g}, {solver.method.name} with the learned "
+                  f"parameters took {calibration['learned_mean_iterations'][i]:.1f} iterations "
+                  f"on average on its training tasks against "
+                  f"{calibration['mean_iterations'][i]:.1f} for the classical method; the "
+                  "safeguard solves with the classical method (Solution.fallback)", UserWarning,
+                  stacklevel=4)
+    solution = solver.solve_baseline(tasks, throw=throw, **options)
+    solution.fallback = torch.ones_like(solution.converged)
+    solution.out_of_distribution = out.to(solution.status.device)
+    solution.info["guess_rejected"] = torch.zeros_like(solution.converged)
+    solution.info["learned_budget"] = None
+    solution.info["learned_skipped"] = True
     return solution
 
 

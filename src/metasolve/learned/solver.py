@@ -102,6 +102,23 @@ def _has_weights(method: IterativeMethod) -> bool:
     return isinstance(method, nn.Module) and any(True for _ in method.parameters())
 
 
+def _calibration_extras_ok(calibration: dict, length: int) -> bool:
+    """The optional lists of a calibration (means and the learned method's counts) have one
+    entry per tolerance: non-negative numbers, the learned 95th percentiles possibly ``None``."""
+    for key in ("mean_iterations", "learned_iterations", "learned_mean_iterations"):
+        values = calibration.get(key)
+        if values is None:
+            continue
+        if not isinstance(values, list) or len(values) != length:
+            return False
+        for v in values:
+            if v is None and key == "learned_iterations":
+                continue
+            if not isinstance(v, (int, float)) or isinstance(v, bool) or not v >= 0:
+                return False
+    return True
+
+
 def check_document(path, document: dict, *, build_family: bool = True,
                    max_parameters: int = MAX_PARAMETERS,
                    max_family_size: int = MAX_FAMILY_SIZE) -> int | None:
@@ -142,7 +159,8 @@ def check_document(path, document: dict, *, build_family: bool = True,
                 and all(isinstance(r, (int, float)) and not isinstance(r, bool) and r > 0
                         for r in rtols)
                 and all(c is None or (isinstance(c, int) and not isinstance(c, bool) and c >= 0)
-                        for c in counts)):
+                        for c in counts)
+                and _calibration_extras_ok(calibration, len(rtols))):
             raise ArtifactError(f"{path}: calibration must name a monitor and hold equally long "
                                 "lists of tolerances and iteration counts")
     unknown = sorted(set(document) - set(_DOCUMENT_FIELDS))
