@@ -30,8 +30,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..catalog import CATALOG
 from ..evaluation.records import record
-from ..evaluation.render import Table, save_figure, subplots
+from ..evaluation.render import Table, save_figure, setting_values, subplots
 from ..evaluation.spectral import Operator, exact_extremes
 from ..learned import AutoSpecEngine, LearnedSolver
 from ..probes import lanczos_probe
@@ -43,7 +44,7 @@ from ..training import FilterGapLoss, Trainer, TrainingConfig
 from .common import job_settings
 
 NAME = "autospec-eigen"
-TITLE = "AutoSpec (b): a learned filter for subspace iteration, 10 smallest eigenpairs"
+TITLE = CATALOG[NAME].title
 METHODS = ("subspace", "chebyshev-filtered", "learned")
 LABELS = {"subspace": "subspace iteration (d = 1)", "chebyshev-filtered": "Chebyshev-filtered",
           "learned": "learned filter"}
@@ -223,8 +224,12 @@ def _lines(records):
 
 
 def tables(records: list[dict]) -> list[Table]:
-    return [Table(f"{TITLE}\nproducts A @ v to residual 1e-8 (relative to ||A||), probe "
-                  "included", *_lines(records))]
+    wanted = setting_values(records, NAME, "wanted")
+    rtol = setting_values(records, NAME, "rtol")
+    what = f"{wanted[0]} smallest eigenpairs, " if len(wanted) == 1 else ""
+    tolerance = f" {rtol[0]:g}" if len(rtol) == 1 else ""
+    return [Table(f"{TITLE}\n{what}products A @ v to residual{tolerance} (relative to ||A||), "
+                  "probe included", *_lines(records))]
 
 
 def plot(results: list[dict], path: Path) -> Path | None:
