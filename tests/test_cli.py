@@ -205,7 +205,7 @@ def test_the_demo_says_its_scale_its_files_and_the_full_command(tmp_path, monkey
     assert result.exit_code == 0, result.output
     assert seen == {"name": "poisson-jacobi", "scale": "quick"}
     text = " ".join(result.output.split())
-    assert "Scale: quick" in text and "expected to miss the paper's" in text
+    assert "scale: quick" in text and "expected to miss the paper's" in text
     assert "`metasolve reproduce poisson-jacobi`" in text
     assert str(tmp_path / "poisson-jacobi" / "quick") in text
     assert "| Psi_base | 159.66 (paper 164.41) |" in result.output

@@ -153,7 +153,7 @@ def _run(runner, name, scale, out, json_path, workers, progress, restart, epochs
 
 def _print_result(runner, result, table_format: Format, how: str) -> None:
     runner.print_tables(result["tables"], table_format.value)
-    typer.echo(f"records: {result['json']}")
+    typer.echo(f"\nrecords: {result['json']}")
     if result["plot"] is not None:
         typer.echo(f"plot:    {result['plot']}")
     typer.echo(f"took {format_seconds(result['seconds'])} ({how})")
@@ -213,21 +213,19 @@ def demo(
     entry = CATALOG[DEMO]
     quick, full = entry.scales["quick"], entry.scales["full"]
     folder = out / DEMO / "quick"
-    typer.echo(
-        f"metasolve demo: learning initial guesses for Jacobi on 1D Poisson (GBMS paper, "
-        f"Table 3).\n"
-        f"Scale: quick, which took {format_seconds(quick.seconds)} on 2 CPU cores when "
-        f"measured ({quick.command}). It trains fewer models for fewer iterations than the "
-        f"paper, so its iteration counts are expected to miss the paper's; the full run, "
-        f"`metasolve reproduce {DEMO}` ({format_seconds(full.seconds)} on 2 cores), gives the "
-        f"numbers to compare with the paper (docs/RESULTS.md).\n"
-        f"Files: records, plot, trained models and checkpoints go under {folder}\n")
+    typer.echo(f"metasolve demo: learning initial guesses for Jacobi on 1D Poisson (GBMS "
+               f"paper, Table 3)\n"
+               f"  scale: quick, {format_seconds(quick.seconds)} on 2 CPU cores when measured "
+               f"({quick.command}); fewer models and training iterations than the paper\n"
+               f"  files: records, plot, trained models and checkpoints go under {folder}\n"
+               f"  note:  the quick scale is expected to miss the paper's numbers; the full "
+               f"run, `metasolve reproduce {DEMO}` ({format_seconds(full.seconds)} on 2 cores), "
+               f"gives the ones to compare with the paper (docs/RESULTS.md)\n")
     runner = _runner()
     result = _run(runner, DEMO, "quick", out, None, workers, True, False, None)
     runner.print_tables(result["tables"], table_format.value)
-    typer.echo(f"records (JSON):             {result['json']}")
+    typer.echo(f"\nrecords (JSON):             {result['json']}")
     typer.echo(f"iteration histograms (PNG): {result['plot']}")
     typer.echo(f"trained models:             {folder / 'models'}")
-    typer.echo(f"took {format_seconds(result['seconds'])} (quick scale, {workers} worker(s)). "
-               f"These are quick-scale numbers; `metasolve reproduce {DEMO}` runs the full "
-               f"scale, whose numbers are the ones to compare with the paper's.")
+    typer.echo(f"took {format_seconds(result['seconds'])} (quick scale, {workers} worker(s)); "
+               f"for the numbers to compare with the paper's, run `metasolve reproduce {DEMO}`")
