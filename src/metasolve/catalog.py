@@ -7,7 +7,8 @@ it, and ``tests/test_cli.py`` checks that every entry's scales are the module's 
 Each scale carries the wall-clock of a measured run on 2 CPU cores with the command that
 measured it (a :class:`Timing`), or ``None`` where no run of the current settings was timed.
 The commands run from the repository root; unless they say otherwise they use the default of
-2 worker processes. Most come from docs/RESULTS.md (the ``# 1,086 s`` beside each command).
+2 worker processes. Most come from docs/RESULTS.md (the ``# 1,086 s`` beside each command);
+``Timing.note`` says where one does not.
 """
 
 from __future__ import annotations
@@ -40,6 +41,12 @@ def _reproduce(name: str, *options: str) -> str:
     return " ".join(("metasolve reproduce", name) + options)
 
 
+#: Quick-scale times that docs/RESULTS.md does not give: from the runs of every experiment at
+#: the quick scale, one after the other on 2 cores, that checked the architecture rework's
+#: records against the earlier code's (the same command with --no-progress, timed whole).
+_COMPARISON = "timed in the quick-scale comparison runs of the architecture rework"
+
+
 _ENTRIES = (
     Entry("poisson-jacobi", "poisson_jacobi",
           "Learned initial guesses for Jacobi on 1D Poisson (GBMS paper, Table 3)",
@@ -59,7 +66,8 @@ _ENTRIES = (
                "robertson-newton-sor", "--scale paper-width", "--workers 2",
                "--json docs/results/robertson-newton-sor-paper-width.json"),
                "measured when these settings were the full scale"),
-           "quick": None,
+           "quick": Timing(80, _reproduce("robertson-newton-sor", "--quick", "--workers 2"),
+                           _COMPARISON),
            "smoke": None}),
     Entry("elasticity-iccg", "elasticity_iccg",
           "Learned shifts for ICCG(alpha) on a clamped elastic beam (GBMS paper, Table 2)",
@@ -77,13 +85,15 @@ _ENTRIES = (
           "AutoSpec (b): a learned filter for subspace iteration, smallest eigenpairs",
           {"full": Timing(962, _reproduce("autospec-eigen", "--restart",
                                           "--json docs/results/autospec-eigen.json")),
-           "quick": None,
+           "quick": Timing(24, _reproduce("autospec-eigen", "--quick", "--workers 2"),
+                           _COMPARISON),
            "smoke": None}),
     Entry("autospec-invsqrt", "autospec_invsqrt",
           "AutoSpec (c): learned Chebyshev series for A^(-1/2) b, trained small, transferred",
           {"full": Timing(206, _reproduce("autospec-invsqrt",
                                           "--json docs/results/autospec-invsqrt.json")),
-           "quick": None,
+           "quick": Timing(48, _reproduce("autospec-invsqrt", "--quick", "--workers 2"),
+                           _COMPARISON),
            "smoke": None}),
     Entry("r2n2-linear", "r2n2_linear",
           "R2N2 against GMRES on 5 x 5 linear systems (R2N2 paper, sec. 4.1, Figures 4-6, SM4)",

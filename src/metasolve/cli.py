@@ -76,12 +76,17 @@ def main(
 def list_experiments() -> None:
     for entry in CATALOG.values():
         typer.echo(f"{entry.name}\n    {entry.title}")
-        scales = ", ".join(f"{scale} ({format_seconds(timing.seconds)})" if timing else
-                           f"{scale} (not timed)" for scale, timing in entry.scales.items())
+        scales = ", ".join(_scale_text(scale, timing) for scale, timing in entry.scales.items())
         typer.echo(f"    scales: {scales}")
     typer.echo("\nTimes: wall-clock of one run on 2 CPU cores, measured with the command that "
                "src/metasolve/catalog.py gives beside each. `metasolve reproduce NAME` runs the "
                "full scale, --quick the quick one, --scale S any other.")
+
+
+def _scale_text(scale: str, timing) -> str:
+    if timing is not None:
+        return f"{scale} ({format_seconds(timing.seconds)})"
+    return f"{scale} (the tests' scale)" if scale == "smoke" else f"{scale} (not timed)"
 
 
 def _check_experiment(name: str, scale: str) -> None:
