@@ -113,3 +113,19 @@ def job_fail_or_sleep(job):
         raise ValueError("this cell is broken")
     time.sleep(job)
     return job
+
+
+def job_reporting(steps):
+    """A picklable job that reports progress as a training does: a bar of ``steps`` steps (each
+    a little slower than the bar's send interval, so every step is sent), then a note."""
+    import time
+
+    from metasolve.parallel import report
+    from metasolve.training import progress
+
+    with progress.progress_bar(True, total=steps, description="training demo") as bar:
+        for _ in range(steps):
+            time.sleep(progress.SEND_EVERY * 1.1)
+            bar.advance("val 1.0")
+    report({"kind": "note", "text": "evaluated"})
+    return {"steps": steps, "label": f"{steps} steps"}

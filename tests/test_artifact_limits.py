@@ -95,6 +95,7 @@ _CHILD = textwrap.dedent("""
     import torch
     torch.set_num_threads(1)
     import metasolve as ms
+    import metasolve.api  # the package imports its API on first use: import it before measuring
     forged = sys.argv[2]
     # ru_maxrss is a high-water mark: reset it (Linux: clear_refs 5 resets the peak RSS) and
     # compare the peak after the load with the resident size just before it, an upper bound of

@@ -3,90 +3,18 @@
 The frame is that of gradient-based meta-solving (GBMS paper, sec. 2.1): a task family, a
 classical iterative method ``Phi(tau; theta)``, a meta-solver ``Psi(tau; omega) -> theta``, a loss,
 and a trainer. See docs/architecture.md and README.md.
+
+Importing the package is light: it does not import torch. The public names below live in
+:mod:`metasolve.api`, which is imported the first time one of them is read (``metasolve.run``,
+``from metasolve import Jacobi``); from then on the package holds every name and subpackage, as
+an eager import would. This keeps ``metasolve --help`` and ``metasolve list`` fast.
 """
 
 from ._version import __version__
-from .artifact import ArtifactError
-from .learned import (
-    EULER,
-    HEUN,
-    R2N2,
-    RK3,
-    RK4,
-    AutoSpecEngine,
-    BasisHead,
-    BoundedHead,
-    ButcherTableau,
-    ConstantMetaSolver,
-    IdentityHead,
-    IntervalHead,
-    LearnedSolver,
-    MetaSolver,
-    NetworkMetaSolver,
-    PositiveHead,
-    constant_weights,
-    frozen_r2n2,
-    r2n2_solver,
-)
-from .learned.solver import load, save
-from .problems import (
-    ConeProgram,
-    ConeSpec,
-    DiagonalSystem,
-    EigenProblem,
-    InitialValueProblem,
-    LinearSystem,
-    NonlinearSystem,
-    Problem,
-)
-from .solution import ConvergenceError, Solution, Status
-from .solvers import (
-    GMRES,
-    ICCG,
-    SCS,
-    Chebyshev,
-    ChebyshevExpansion,
-    ChebyshevSeries,
-    ConjugateGradient,
-    FilteredSubspaceIteration,
-    IterativeMethod,
-    Jacobi,
-    NewtonKrylov,
-    NewtonSOR,
-    PolynomialRecurrence,
-    chebyshev_filter_rule,
-    register_method,
-    run,
-)
-from .tasks import (
-    ChandrasekharFamily,
-    ElasticBeamFamily,
-    FilterStateFamily,
-    MatrixSetFamily,
-    Poisson1DFamily,
-    RobertsonFamily,
-    SpectrumFamily,
-    TaskBatch,
-    TaskFamily,
-    VanDerPolFamily,
-    make_splits,
-    register_family,
-    sine_basis,
-)
-from .training import (
-    FailurePenaltyLoss,
-    FilterGapLoss,
-    FixedIterationLoss,
-    GaussNewtonConfig,
-    IterationSurrogateLoss,
-    LogResidualLoss,
-    RelativeLogResidualLoss,
-    Trainer,
-    TrainingConfig,
-    TrainingWarning,
-    WeightedResidualLoss,
-)
 
+# The same list as metasolve.api.__all__ (tests/test_import_graph.py checks that they agree);
+# repeated here so that `from metasolve import *` and documentation tools can read it without
+# importing the API.
 __all__ = [
     "ArtifactError", "AutoSpecEngine", "BasisHead", "BoundedHead", "ButcherTableau",
     "ChandrasekharFamily", "Chebyshev", "ChebyshevExpansion", "ChebyshevSeries", "ConeProgram",
@@ -106,3 +34,25 @@ __all__ = [
     "frozen_r2n2", "load", "make_splits", "r2n2_solver",
     "register_family", "register_method", "run", "save", "sine_basis"
 ]
+
+
+def __getattr__(name: str):
+    """Import the API on the first read of a name the package does not hold yet (PEP 562)."""
+    if name.startswith("__") or name == "api":
+        # Probes such as __path__ or __wrapped__ must not pull in torch; and `from . import api`
+        # below asks for "api" first, which must fail for the import system to import it.
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    # The one function-local import of a metasolve module the import graph allows: the API
+    # imports torch and every subpackage, which the command line must not pay for.
+    from . import api
+
+    namespace = globals()
+    for public in api.__all__:
+        namespace.setdefault(public, getattr(api, public))
+    if name in namespace:
+        return namespace[name]
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

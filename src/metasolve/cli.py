@@ -1,26 +1,54 @@
-"""The ``metasolve`` command: list experiments, reproduce them, run the demo."""
+"""The ``metasolve`` command: list experiments, reproduce them, render records, run the demo.
+
+Starting it is light: this module imports typer and the experiment catalog only, so ``metasolve
+--help``, ``--version`` and ``list`` never import torch; the commands that run or render
+experiments import :mod:`metasolve.runner` (and with it torch) when they start.
+"""
 
 from __future__ import annotations
 
 import os
+import sys
+from enum import StrEnum
 from pathlib import Path
 
 import typer
-from rich.console import Console
 
-from .artifact import ArtifactError
-from .evaluation.records import read_records
+from ._version import __version__
+from .catalog import CATALOG, format_seconds
 from .outputs import OutputPathError
-from .parallel import JobError
-from .runner import EXPERIMENTS, get, plot_records, render_markdown
-from .runner import reproduce as run_experiment
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
-                  help="Learn to accelerate iterative solvers on a distribution of problems.")
-console = Console()
+                  context_settings={"help_option_names": ["-h", "--help"]},
+                  help="Learn to accelerate iterative solvers on a distribution of problems: "
+                       "reproduce the papers' experiments and render their results.")
 
 #: Exit codes: 1 for a run that failed, 2 for a usage error (bad arguments or paths), as click.
 FAILED, USAGE = 1, 2
+
+DEFAULT_WORKERS = min(2, os.cpu_count() or 1)
+
+
+class Format(StrEnum):
+    """How tables are printed (``--format``)."""
+
+    auto = "auto"
+    rich = "rich"
+    markdown = "markdown"
+
+
+FORMAT_HELP = ("how to print tables: 'rich' (boxed, for a terminal), 'markdown' (plain text, "
+               "for files and pipes), or 'auto': rich on a terminal, Markdown otherwise; either "
+               "way every value is printed in full")
+
+
+def _runner():
+    """The experiment runner, imported when a command needs it (it imports torch)."""
+    # The one function-local import of a metasolve module in this file (tests/test_import_graph
+    # allows it): `--help` and `list` must not pay for torch.
+    from . import runner
+
+    return runner
 
 
 def _fail(message: str, code: int):
@@ -29,112 +57,189 @@ def _fail(message: str, code: int):
     raise typer.Exit(code)
 
 
-@app.command("list")
+def _show_version(value: bool) -> None:
+    if value:
+        typer.echo(f"metasolve {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main(
+    version: bool = typer.Option(False, "--version", callback=_show_version, is_eager=True,
+                                 help="print the version and exit"),
+) -> None:
+    """The command's options before any command (``--version``, ``-h``)."""
+
+
+@app.command("list", help="List the experiments `metasolve reproduce` can run, with their "
+                          "scales and the measured wall-clock of each scale on 2 CPU cores.")
 def list_experiments() -> None:
-    """List the paper experiments that `metasolve reproduce` can run."""
-    for name, module in EXPERIMENTS.items():
-        console.print(f"[bold]{name}[/bold]  {module.TITLE}")
+    for entry in CATALOG.values():
+        typer.echo(f"{entry.name}\n    {entry.title}")
+        scales = ", ".join(_scale_text(scale, timing) for scale, timing in entry.scales.items())
+        typer.echo(f"    scales: {scales}")
+    typer.echo("\nTimes: wall-clock of one run on 2 CPU cores, measured with the command that "
+               "src/metasolve/catalog.py gives beside each. `metasolve reproduce NAME` runs the "
+               "full scale, --quick the quick one, --scale S any other.")
 
 
-@app.command()
+def _scale_text(scale: str, timing) -> str:
+    if timing is not None:
+        return f"{scale} ({format_seconds(timing.seconds)})"
+    return f"{scale} (the tests' scale)" if scale == "smoke" else f"{scale} (not timed)"
+
+
+def _check_experiment(name: str, scale: str) -> None:
+    if name not in CATALOG:
+        _fail(f"unknown experiment {name!r}; available: {sorted(CATALOG)}", USAGE)
+    if scale not in CATALOG[name].scales:
+        _fail(f"{name} has the scales {sorted(CATALOG[name].scales)}, not {scale!r} (--scale)",
+              USAGE)
+
+
+@app.command(help="Train and evaluate a paper experiment; print our numbers beside the "
+                  "paper's.\n\nEvery training checkpoints under --out after each epoch: "
+                  "running the same command again resumes an interrupted run and reuses "
+                  "finished trainings.",
+             short_help="Train and evaluate a paper experiment; print our numbers beside the "
+                        "paper's.")
 def reproduce(
     name: str = typer.Argument(..., help="experiment name (see `metasolve list`)"),
-    quick: bool = typer.Option(False, "--quick", help="reduced settings, minutes on 2 cores"),
+    quick: bool = typer.Option(False, "--quick",
+                               help="the quick scale: reduced settings, seconds to minutes on 2 "
+                                    "cores (`metasolve list` gives the times)"),
     smoke: bool = typer.Option(False, "--smoke", hidden=True, help="seconds-long test scale"),
     scale_name: str = typer.Option(None, "--scale",
                                    help="a named scale of the experiment (full, quick, or one "
-                                        "it adds; see its module)"),
-    json_path: Path = typer.Option(None, "--json", help="write result records to this file"),
-    out: Path = typer.Option(Path("metasolve-out"), "--out", help="output directory"),
-    workers: int = typer.Option(min(2, os.cpu_count() or 1), "--workers", min=1,
-                                help="worker processes for independent trainings"),
-    progress: bool = typer.Option(True, "--progress/--no-progress"),
+                                        "it adds; `metasolve list` names them)"),
+    json_path: Path = typer.Option(None, "--json",
+                                   help="write the result records to this file",
+                                   show_default="OUT/NAME/SCALE/NAME.json"),
+    out: Path = typer.Option(Path("metasolve-out"), "--out",
+                             help="output folder: records, plot, trained models and "
+                                  "checkpoints go under OUT/NAME/SCALE"),
+    workers: int = typer.Option(DEFAULT_WORKERS, "--workers", min=1,
+                                help="worker processes for the experiment's independent cells"),
+    progress: bool = typer.Option(True, "--progress/--no-progress",
+                                  help="show progress on stderr: live bars on a terminal, "
+                                       "otherwise one line per finished cell and a line at "
+                                       "least every 30 s"),
     epochs: int = typer.Option(None, "--epochs", min=1,
                                help="override the scale's training epochs (budget runs; "
                                     "for a Gauss-Newton scale, its iterations)"),
     restart: bool = typer.Option(False, "--restart",
                                  help="discard checkpoints of an earlier run instead of resuming"),
+    table_format: Format = typer.Option(Format.auto, "--format", help=FORMAT_HELP),
 ) -> None:
-    """Train and evaluate a paper experiment; print our numbers beside the paper's.
-
-    Every training checkpoints under --out after each epoch; running the same command again
-    resumes an interrupted run.
-    """
-    if name not in EXPERIMENTS:
-        _fail(f"unknown experiment {name!r}; available: {sorted(EXPERIMENTS)}", USAGE)
     if quick + smoke + (scale_name is not None) > 1:
         _fail("choose one of --quick, --smoke and --scale", USAGE)
     scale = scale_name or ("smoke" if smoke else "quick" if quick else "full")
-    if scale not in get(name).SCALES:
-        _fail(f"{name} has the scales {sorted(get(name).SCALES)}, not {scale!r} (--scale)", USAGE)
-    result = _run(name, scale, out, json_path, workers, progress, restart, epochs)
-    console.print(result["table"])
-    console.print(f"records: {result['json']}")
-    if result["plot"] is not None:
-        console.print(f"plot:    {result['plot']}")
-    console.print(f"took {result['seconds']:.1f} s ({scale} scale, {workers} worker(s))")
+    _check_experiment(name, scale)
+    runner = _runner()
+    result = _run(runner, name, scale, out, json_path, workers, progress, restart, epochs)
+    _print_result(runner, result, table_format, f"{scale} scale, {workers} worker(s)")
 
 
-def _run(name, scale, out, json_path, workers, progress, restart, epochs):
+def _run(runner, name, scale, out, json_path, workers, progress, restart, epochs):
     """Run an experiment; expected failures (a bad path, a busy run folder, a failing cell, a
     stale or damaged checkpoint) are reported in one line, not dumped as a traceback."""
     try:
-        return run_experiment(name, scale=scale, out_dir=out, json_path=json_path,
-                              workers=workers, progress=progress, epochs=epochs,
-                              restart=restart)
+        return runner.reproduce(name, scale=scale, out_dir=out, json_path=json_path,
+                                workers=workers, progress=progress, epochs=epochs,
+                                restart=restart)
     except OutputPathError as exc:
         _fail(str(exc), USAGE)
-    except JobError as exc:
-        if isinstance(exc.error, ArtifactError):
+    except runner.JobError as exc:
+        if isinstance(exc.error, runner.ArtifactError):
             _fail(f"{exc.error} (in {exc.name}); rerun with --restart to start over", FAILED)
         _fail(f"{exc}. Rerunning the same command resumes from the checkpoints under {out}",
               FAILED)
 
 
-@app.command()
+def _print_result(runner, result, table_format: Format, how: str) -> None:
+    runner.print_tables(result["tables"], table_format.value)
+    typer.echo(f"\nrecords: {result['json']}")
+    if result["plot"] is not None:
+        typer.echo(f"plot:    {result['plot']}")
+    typer.echo(f"took {format_seconds(result['seconds'])} ({how})")
+
+
+@app.command(help="Render result records (JSON) as tables, ours beside the paper's "
+                  "(Markdown by default: docs/RESULTS.md is made this way).",
+             short_help="Render result records (JSON) as tables, ours beside the paper's.")
 def results(
     paths: list[Path] = typer.Argument(..., help="record files written by `reproduce --json`"),
+    table_format: Format = typer.Option(Format.markdown, "--format", help=FORMAT_HELP),
     plot: Path = typer.Option(None, "--plot",
                               help="also draw the experiment's figure from the records into "
-                                   "this PNG file (records of one experiment)"),
+                                   "this PNG file (records of one experiment; the panels that "
+                                   "need a run's per-instance data are left out)"),
 ) -> None:
-    """Render result records (JSON) as Markdown tables, ours beside the paper's; with --plot,
-    draw the figure too (the panels that need a run's per-instance data are left out)."""
+    runner = _runner()
     records = []
     for path in paths:
         try:
-            found = read_records(path)
+            found = runner.read_records(path)
         except (OSError, ValueError) as exc:
             _fail(str(exc) if str(path) in str(exc) else f"{path}: {exc}", USAGE)
-        unknown = sorted({r["experiment"] for r in found} - set(EXPERIMENTS))
+        unknown = sorted({r["experiment"] for r in found} - set(CATALOG))
         if unknown:
-            _fail(f"{path}: unknown experiment(s) {unknown}; known: {sorted(EXPERIMENTS)}",
-                  USAGE)
+            _fail(f"{path}: unknown experiment(s) {unknown}; known: {sorted(CATALOG)}", USAGE)
         records += found
     try:
-        text = render_markdown(records)
+        if table_format is Format.markdown or (table_format is Format.auto
+                                               and not sys.stdout.isatty()):
+            text = runner.render_markdown(records)
+            sections = None
+        else:
+            sections = runner.record_tables(records)
     except (KeyError, TypeError, ValueError) as exc:
         # A record of a known experiment that lacks a setting key its tables read.
         files = ", ".join(map(str, paths))
         _fail(f"cannot render the records of {files}: {type(exc).__name__}: {exc}", USAGE)
     if plot is not None:
         try:
-            plot_records(records, plot)
+            runner.plot_records(records, plot)
         except (OSError, ValueError) as exc:
             _fail(f"cannot draw {plot}: {exc}", USAGE)
-    typer.echo(text, nl=False)
+    if sections is None:
+        typer.echo(text, nl=False)
+        return
+    for heading, tables in sections:
+        typer.echo(heading)
+        runner.print_tables(tables, "rich")
 
 
-@app.command()
+DEMO = "poisson-jacobi"
+
+
+@app.command(help="Run the quick Poisson/Jacobi reproduction (GBMS paper, Table 3): say "
+                  "what it runs and where its files go, print its table beside the paper's.",
+             short_help="Run the quick Poisson/Jacobi reproduction (GBMS paper, Table 3).")
 def demo(
-    out: Path = typer.Option(Path("metasolve-out"), "--out", help="output directory"),
-    workers: int = typer.Option(min(2, os.cpu_count() or 1), "--workers", min=1),
+    out: Path = typer.Option(Path("metasolve-out"), "--out",
+                             help="output folder: the demo's files go under "
+                                  "OUT/poisson-jacobi/quick"),
+    workers: int = typer.Option(DEFAULT_WORKERS, "--workers", min=1,
+                                help="worker processes for the experiment's independent cells"),
+    table_format: Format = typer.Option(Format.auto, "--format", help=FORMAT_HELP),
 ) -> None:
-    """Run the quick Poisson/Jacobi reproduction and say where its table and plot are."""
-    console.print("metasolve demo: learning initial guesses for Jacobi on 1D Poisson "
-                  "(GBMS paper, Table 3, quick scale)")
-    result = _run("poisson-jacobi", "quick", out, None, workers, True, False, None)
-    console.print(result["table"])
-    console.print(f"table records (JSON): {result['json']}")
-    console.print(f"iteration histograms (PNG): {result['plot']}")
-    console.print(f"took {result['seconds']:.1f} s")
+    entry = CATALOG[DEMO]
+    quick, full = entry.scales["quick"], entry.scales["full"]
+    folder = out / DEMO / "quick"
+    typer.echo(f"metasolve demo: learning initial guesses for Jacobi on 1D Poisson (GBMS "
+               f"paper, Table 3)\n"
+               f"  scale: quick, {format_seconds(quick.seconds)} on 2 CPU cores when measured "
+               f"({quick.command}); fewer models and training iterations than the paper\n"
+               f"  files: records, plot, trained models and checkpoints go under {folder}\n"
+               f"  note:  the quick scale is expected to miss the paper's numbers; the full "
+               f"run, `metasolve reproduce {DEMO}` ({format_seconds(full.seconds)} on 2 cores), "
+               f"gives the ones to compare with the paper (docs/RESULTS.md)\n")
+    runner = _runner()
+    result = _run(runner, DEMO, "quick", out, None, workers, True, False, None)
+    runner.print_tables(result["tables"], table_format.value)
+    typer.echo(f"\nrecords (JSON):             {result['json']}")
+    typer.echo(f"iteration histograms (PNG): {result['plot']}")
+    typer.echo(f"trained models:             {folder / 'models'}")
+    typer.echo(f"took {format_seconds(result['seconds'])} (quick scale, {workers} worker(s)); "
+               f"for the numbers to compare with the paper's, run `metasolve reproduce {DEMO}`")

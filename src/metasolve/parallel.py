@@ -5,14 +5,20 @@ slows small dense kernels down by orders of magnitude when cores are shared. Eac
 fresh (spawned) interpreter, so ``workers`` processes use ``workers`` cores without
 oversubscribing them; in-process, the caller's thread count is restored afterwards. On Linux a
 worker ends when the process that started it dies, so a killed run leaves no orphans training on.
+
+A job may tell the caller how it is doing: :func:`report` sends an event (a small picklable dict)
+to ``map_jobs``'s ``on_event``, directly in-process and through a queue from a worker process;
+the caller reads the queue between completions, in its own thread.
 """
 
 from __future__ import annotations
 
 import concurrent.futures as cf
 import ctypes
+import functools
 import multiprocessing
 import os
+import queue
 import signal
 import sys
 from collections.abc import Callable, Iterable
@@ -23,8 +29,48 @@ from .validation import check_count
 
 _PR_SET_PDEATHSIG = 1  # prctl(2) option: a signal for this process when its parent exits
 
+#: Where report() sends events: a callable in-process, a queue in a worker process.
+_sink: Callable[[dict], None] | None = None
+_queue = None
+_job: int | None = None  # the index of the job this worker runs
 
-def _init_worker(parent: int):
+
+def report(event: dict) -> bool:
+    """Send ``event`` (a picklable dict) to the caller of :func:`map_jobs` running this job, as
+    ``on_event(index, event)``; returns whether anyone listens (False outside a job, or when the
+    caller passed no ``on_event``). Never raises: progress must not break a job."""
+    try:
+        if _sink is not None:
+            _sink(event)
+            return True
+        if _queue is not None and _job is not None:
+            _queue.put((_job, event))
+            return True
+    except Exception:  # a closed queue or a failing display: the job goes on
+        return False
+    return False
+
+
+def listening() -> bool:
+    """Whether :func:`report` reaches a caller (the current code runs as a job of a
+    :func:`map_jobs` that was given ``on_event``)."""
+    return _sink is not None or (_queue is not None and _job is not None)
+
+
+def _run_job(fn: Callable, index: int, job):
+    """A worker's job: ``fn(job)``, with :func:`report` addressed to job ``index``."""
+    global _job
+    _job = index
+    try:
+        report({"kind": "start"})
+        return fn(job)
+    finally:
+        _job = None
+
+
+def _init_worker(parent: int, events=None):
+    global _queue
+    _queue = events
     torch.set_num_threads(1)
     # A long training job must not outlive a `reproduce` that was killed: on Linux, ask the
     # kernel to terminate this worker when the parent process dies (and check that it has not
@@ -54,11 +100,15 @@ def _default_name(job) -> str:
 
 
 def map_jobs(fn: Callable, jobs: Iterable, workers: int = 1,
-             on_done: Callable | None = None, name: Callable | None = None) -> list:
+             on_done: Callable | None = None, name: Callable | None = None,
+             on_event: Callable | None = None) -> list:
     """``[fn(job) for job in jobs]``, in order, computed by ``workers`` processes.
 
     ``fn`` must be importable (a module-level function). ``on_done(result)`` is called as each
-    job finishes, in completion order (for progress reporting).
+    job finishes, in completion order (for progress reporting). ``on_event(index, event)``, if
+    given, is called in the caller's thread with ``{"kind": "start"}`` when job ``index`` starts,
+    with every event the job sends by :func:`report`, and with ``{"kind": "end", "result":
+    result}`` when it ends (just before ``on_done``).
 
     Fails fast: the first job that raises stops the map. Jobs not yet started are cancelled, the
     running workers are terminated (their work is lost unless the job saves it as it goes), and
@@ -69,40 +119,77 @@ def map_jobs(fn: Callable, jobs: Iterable, workers: int = 1,
     jobs = list(jobs)
     name = name or _default_name
     if workers == 1 or len(jobs) <= 1:
-        threads = torch.get_num_threads()
-        torch.set_num_threads(1)
-        try:
-            results = []
-            for i, job in enumerate(jobs):
-                try:
-                    results.append(fn(job))
-                except Exception as exc:
-                    raise JobError(job, i, exc, name(job)) from exc
-                if on_done is not None:
-                    on_done(results[-1])
-        finally:
-            torch.set_num_threads(threads)
-        return results
+        return _map_here(fn, jobs, on_done, name, on_event)
     context = multiprocessing.get_context("spawn")
+    events = context.Queue() if on_event is not None else None
     pool = cf.ProcessPoolExecutor(max_workers=min(workers, len(jobs)), mp_context=context,
-                                  initializer=_init_worker, initargs=(os.getpid(),))
+                                  initializer=_init_worker, initargs=(os.getpid(), events))
     try:
-        futures = {pool.submit(fn, job): i for i, job in enumerate(jobs)}
+        futures = {pool.submit(_run_job, fn, i, job): i for i, job in enumerate(jobs)}
         results: list = [None] * len(jobs)
-        for future in cf.as_completed(futures):
-            i = futures[future]
-            error = future.exception()
-            if error is not None:
-                raise JobError(jobs[i], i, error, name(jobs[i])) from error
-            results[i] = future.result()
-            if on_done is not None:
-                on_done(results[i])
+        pending = set(futures)
+        while pending:
+            # Wake up now and then to pass the workers' events on, in this thread.
+            finished, pending = cf.wait(pending, timeout=0.2 if events else None,
+                                        return_when=cf.FIRST_COMPLETED)
+            _drain(events, on_event)
+            for future in sorted(finished, key=futures.get):
+                i = futures[future]
+                error = future.exception()
+                if error is not None:
+                    raise JobError(jobs[i], i, error, name(jobs[i])) from error
+                results[i] = future.result()
+                if on_event is not None:
+                    on_event(i, {"kind": "end", "result": results[i]})
+                if on_done is not None:
+                    on_done(results[i])
     except BaseException:
-        # A failed job, an interrupt or a failing on_done: no worker may train on unobserved.
+        # A failed job, an interrupt or a failing callback: no worker may train on unobserved.
         _stop(pool)
         raise
     pool.shutdown(wait=True)
+    if events is not None:
+        events.close()
+        events.join_thread()
     return results
+
+
+def _map_here(fn, jobs, on_done, name, on_event) -> list:
+    """map_jobs in this process, on one intra-op thread."""
+    global _sink
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    results = []
+    try:
+        for i, job in enumerate(jobs):
+            if on_event is not None:
+                on_event(i, {"kind": "start"})
+                _sink = functools.partial(on_event, i)
+            try:
+                results.append(fn(job))
+            except Exception as exc:
+                raise JobError(job, i, exc, name(job)) from exc
+            finally:
+                _sink = None
+            if on_event is not None:
+                on_event(i, {"kind": "end", "result": results[-1]})
+            if on_done is not None:
+                on_done(results[-1])
+    finally:
+        torch.set_num_threads(threads)
+    return results
+
+
+def _drain(events, on_event) -> None:
+    """Pass every queued worker event on to ``on_event``."""
+    if events is None:
+        return
+    while True:
+        try:
+            index, event = events.get_nowait()
+        except queue.Empty:
+            return
+        on_event(index, event)
 
 
 def _stop(pool: cf.ProcessPoolExecutor) -> None:

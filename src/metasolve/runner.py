@@ -9,15 +9,20 @@ import shutil
 import time
 from pathlib import Path
 
-from .evaluation.records import write_records
-from .evaluation.render import markdown_tables, rich_tables, save_figure
+from .artifact import ArtifactError
+from .evaluation.records import read_records, write_records
+from .evaluation.render import Table, markdown_tables, print_tables, rich_tables, save_figure
 from .experiments import EXPERIMENTS, get
 from .outputs import RunLock, check_file_target, prepare_directory
-from .parallel import map_jobs
-from .training.progress import progress_bar
+from .parallel import JobError, map_jobs
+from .progress import RunMonitor
 from .validation import check_choice, check_count
 
-__all__ = ["EXPERIMENTS", "get", "jobs_of", "plot_records", "render_markdown", "reproduce"]
+# The command line imports this module only inside its commands (it imports torch); what it
+# needs besides reproduce comes from here too: the errors it reports and the records and table
+# helpers.
+__all__ = ["EXPERIMENTS", "ArtifactError", "JobError", "get", "jobs_of", "plot_records",
+           "print_tables", "read_records", "record_tables", "render_markdown", "reproduce"]
 
 
 def jobs_of(module, scale: str, out_dir: Path, epochs: int | None = None) -> list[dict]:
@@ -40,13 +45,27 @@ def cell_name(job: dict) -> str:
     return f"cell {keys}" if keys else "the experiment's cell"
 
 
+def short_name(job: dict) -> str:
+    """A job's name in progress lines, by its own keys (e.g. ``p=0.01 rows=L_m 5``)."""
+    def text(value):
+        if isinstance(value, (list, tuple)):
+            return " ".join(map(text, value))
+        return f"{value:g}" if isinstance(value, float) else str(value)
+
+    return " ".join(f"{k}={text(v)}" for k, v in job.items() if k not in RUN_KEYS) or "cell"
+
+
 def reproduce(name: str, scale: str = "full", out_dir="metasolve-out", json_path=None,
               workers: int = 1, progress: bool = True, epochs: int | None = None,
               restart: bool = False) -> dict:
     """Run experiment ``name`` at ``scale``; write records (JSON) and its plot under ``out_dir``.
 
-    Returns a dict with ``records``, ``table`` (a rich renderable), ``json`` and ``plot`` paths and
+    Returns a dict with ``records``, ``tables`` (:class:`~metasolve.evaluation.render.Table`
+    values), ``table`` (the same as a rich renderable), ``json`` and ``plot`` paths and
     ``seconds``. Interrupted runs resume: each training checkpoints under ``out_dir``.
+    ``progress`` shows the run's progress on standard error (live on a terminal; elsewhere one
+    line per finished cell, and a line at least every 30 s while cells run), with the
+    trainings inside the cells, in worker processes too.
     ``epochs`` overrides the scale's training epochs (a budget run; records carry the value);
     ``restart`` discards the checkpoints of an earlier run first.
 
@@ -72,29 +91,34 @@ def reproduce(name: str, scale: str = "full", out_dir="metasolve-out", json_path
             shutil.rmtree(out_dir / "checkpoints", ignore_errors=True)
         start = time.perf_counter()
         jobs = jobs_of(module, scale, out_dir, epochs)
-        # One live display at a time: a single worker shows each training's bar, a pool shows
-        # jobs.
         for job in jobs:
-            job["progress"] = progress and workers == 1
-        with progress_bar(progress and workers > 1, total=len(jobs),
-                          description=f"{name} ({scale})") as bar:
+            job["progress"] = progress  # the cells' trainings report to the monitor below
+        reused = len(list((out_dir / "checkpoints").glob("**/*.safetensors")))
+        monitor = RunMonitor(f"{name} ({scale} scale)", [short_name(job) for job in jobs],
+                             json_path, out_dir, min(workers, len(jobs)), enabled=progress,
+                             reused=reused)
+        with monitor:
             results = map_jobs(module.run_cell, jobs, workers=workers, name=cell_name,
-                               on_done=lambda r: bar.advance(f"done {r['label']}"))
+                               on_event=monitor.event)
         records = [r for result in results for r in result["records"]]
         seconds = time.perf_counter() - start
         write_records(json_path, records)
         plot_path = save_figure(module.figure(results), plot_path)
-    return {"records": records, "table": rich_tables(module.tables(records)), "json": json_path,
-            "plot": plot_path, "seconds": seconds, "results": results}
+    tables = module.tables(records)
+    return {"records": records, "tables": tables, "table": rich_tables(tables),
+            "json": json_path, "plot": plot_path, "seconds": seconds, "results": results}
+
+
+def record_tables(records: list[dict]) -> list[tuple[str, list[Table]]]:
+    """``(heading, tables)`` for every experiment present in ``records``, by name."""
+    return [(f"{name}: {get(name).TITLE}", get(name).tables(records))
+            for name in sorted({r["experiment"] for r in records})]
 
 
 def render_markdown(records: list[dict]) -> str:
     """Markdown tables for every experiment present in ``records`` (for docs/RESULTS.md)."""
-    parts = []
-    for name in sorted({r["experiment"] for r in records}):
-        module = get(name)
-        parts.append(f"## {name}: {module.TITLE}\n\n{markdown_tables(module.tables(records))}")
-    return "\n".join(parts)
+    return "\n".join(f"## {heading}\n\n{markdown_tables(tables)}"
+                      for heading, tables in record_tables(records))
 
 
 def plot_records(records: list[dict], path) -> Path | None:

@@ -58,6 +58,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..extras import require
 from ..problems import ConeProgram
 from ..validation import check_count, check_nonnegative
 
@@ -110,7 +111,7 @@ def solve_with_scs(program: ConeProgram, index: int, *, eps_abs: float = 1e-4,
         >>> solve_with_scs(prog, 0)["status"]
         'solved'
     """
-    import scs
+    scs = require("scs", "solving with the scs package")
 
     stgs = _settings(eps_abs, eps_rel, max_iters, acceleration_lookback, normalize, verbose,
                      settings)
@@ -156,7 +157,7 @@ def solve_batch_with_scs(program: ConeProgram, *, indices=None, warm_starts=None
             t = time.perf_counter(); solve_batch_with_scs(prog, reuse=reuse)
             print(reuse, (time.perf_counter() - t) / 50)
     """
-    import scs
+    scs = require("scs", "solving with the scs package")
 
     stgs = _settings(eps_abs, eps_rel, max_iters, acceleration_lookback, normalize, verbose,
                      settings)

@@ -30,9 +30,19 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..catalog import CATALOG
 from ..evaluation.metrics import compare_instances, comparison_records
 from ..evaluation.records import record
-from ..evaluation.render import LOWER, Table, below, beside, format_comparison, panels, set_title
+from ..evaluation.render import (
+    LOWER,
+    Table,
+    below,
+    beside,
+    format_comparison,
+    panels,
+    set_title,
+    setting_values,
+)
 from ..evaluation.spectral import Operator, grid_eigenvalues
 from ..learned import AutoSpecEngine, LearnedSolver
 from ..probes import lanczos_probe
@@ -44,7 +54,7 @@ from ..training import FilterGapLoss, Trainer, TrainingConfig
 from .common import job_settings
 
 NAME = "autospec-eigen"
-TITLE = "AutoSpec (b): a learned filter for subspace iteration, 10 smallest eigenpairs"
+TITLE = CATALOG[NAME].title
 METHODS = ("subspace", "chebyshev-filtered", "learned")
 LABELS = {"subspace": "subspace iteration (d = 1)", "chebyshev-filtered": "Chebyshev-filtered",
           "learned": "learned filter"}
@@ -229,8 +239,12 @@ def _lines(records):
 
 
 def tables(records: list[dict]) -> list[Table]:
-    return [Table(f"{TITLE}\nproducts A @ v to residual 1e-8 (relative to ||A||), probe "
-                  "included", *_lines(records))]
+    wanted = setting_values(records, NAME, "wanted")
+    rtol = setting_values(records, NAME, "rtol")
+    what = f"{wanted[0]} smallest eigenpairs, " if len(wanted) == 1 else ""
+    tolerance = f" {rtol[0]:g}" if len(rtol) == 1 else ""
+    return [Table(f"{TITLE}\n{what}products A @ v to residual{tolerance} (relative to ||A||), "
+                  "probe included", *_lines(records))]
 
 
 def figure(results: list[dict]):

@@ -35,6 +35,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..catalog import CATALOG
 from ..evaluation.metrics import TIE_RTOL, compare_instances, comparison_records
 from ..evaluation.records import record
 from ..evaluation.render import LOWER, Table, beside, format_comparison, panels, set_title
@@ -52,7 +53,7 @@ from .autospec_common import train_engine
 from .common import job_settings
 
 NAME = "autospec-invsqrt"
-TITLE = "AutoSpec (c): learned Chebyshev series for A^(-1/2) b, trained small, transferred"
+TITLE = CATALOG[NAME].title
 METHODS = ("chebyshev-estimated", "chebyshev-lanczos", "chebyshev-exact", "lanczos", "learned")
 LABELS = {"chebyshev-estimated": "Chebyshev interpolant (probe interval)",
           "chebyshev-lanczos": "Chebyshev interpolant (Lanczos-probe interval)",

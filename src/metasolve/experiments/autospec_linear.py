@@ -52,14 +52,18 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..evaluation.metrics import (
-    TIE_RTOL,
-    compare_instances,
-    compare_wall_clock,
-    comparison_records,
-)
+from ..catalog import CATALOG
+from ..evaluation.metrics import TIE_RTOL, compare_instances, compare_wall_clock, comparison_records
 from ..evaluation.records import record
-from ..evaluation.render import LOWER, Table, beside, format_comparison, panels, set_title
+from ..evaluation.render import (
+    LOWER,
+    Table,
+    beside,
+    format_comparison,
+    panels,
+    set_title,
+    setting_values,
+)
 from ..evaluation.shifts import ShiftedSet
 from ..evaluation.spectral import (
     TRANSFER,
@@ -78,7 +82,7 @@ from .autospec_common import train_engine
 from .common import job_settings
 
 NAME = "autospec-linear"
-TITLE = "AutoSpec (a): learned polynomial solvers, trained on synthetic spectra, transferred"
+TITLE = CATALOG[NAME].title
 BASELINES = ("richardson", "chebyshev-estimated", "chebyshev-exact-K", "chebyshev-exact-budget",
              "cg-budget", "minres-budget")
 LEARNED = ("learned-recurrence", "learned-basis")
@@ -380,7 +384,10 @@ def _lines(records):
 
 
 def tables(records: list[dict]) -> list[Table]:
-    titles = (f"{TITLE}\nmedian relative residual at equal products (K after an s-step probe)",
+    degree, probe = (setting_values(records, NAME, key) for key in ("K", "s"))
+    products = (f"K = {degree[0]} after an s = {probe[0]}-step probe"
+                if len(degree) == len(probe) == 1 else "K after an s-step probe")
+    titles = (f"{TITLE}\nmedian relative residual at equal products ({products})",
               "learned over baselines (ratios of the medians) and the instances where it is "
               "better than, tied with or worse than Chebyshev on the probe interval",
               "CG with a learned polynomial preconditioner, largest transfer matrix")

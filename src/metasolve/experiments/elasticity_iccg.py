@@ -52,6 +52,7 @@ from pathlib import Path
 
 import torch
 
+from ..catalog import CATALOG
 from ..evaluation.metrics import compare_wall_clock
 from ..evaluation.protocols import (
     constant_params,
@@ -78,7 +79,7 @@ from ..training import (
 from .common import job_settings
 
 NAME = "elasticity-iccg"
-TITLE = "Learned shifts for ICCG(alpha) on a clamped elastic beam (GBMS paper, Table 2)"
+TITLE = CATALOG[NAME].title
 TEST_EPS = 1e-6
 GAMMA = 500.0
 PAPER_BASE_ALPHA = 0.036

@@ -285,7 +285,11 @@ def deployment_rows(records: list[dict], experiment: str, sets) -> list[list[str
 
 
 def tables_of(records, experiment, title, sets) -> list[Table]:
-    out = [Table(f"{title}\nmedian tau-normalised fixed-point residual at iteration k (test set)",
+    # The problem sizes are the run's (the quick Lasso is p = 20, q = 40): one set is named in
+    # the title, several in the rows.
+    which = f"{sets[0]}: " if len(sets) == 1 else ""
+    out = [Table(f"{title}\n{which}median tau-normalised fixed-point residual at iteration k "
+                 "(test set)",
                  RESIDUAL_HEAD, residual_rows(records, experiment, sets), 2),
            Table("median primal and dual residuals (SCS's, infinity norm, original program)",
                  PRIMAL_DUAL_HEAD, primal_dual_rows(records, experiment, sets), 2)]

@@ -12,13 +12,14 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+from ..catalog import CATALOG
 from ..tasks.conic import KalmanFamily
 from ..training import TrainingConfig
 from . import neural_scs_common as common
 from .common import job_settings
 
 NAME = "neural-scs-kalman"
-TITLE = "Neural acceleration of SCS: robust Kalman filtering (neural SCS paper, Fig. 1b, 2b)"
+TITLE = CATALOG[NAME].title
 #: Sec. 5.3.2: the learned model's residuals at iteration 10 are those SCS and SCS+AA reach at 50.
 PAPER_CLAIM = "learned at k=10 <= SCS+AA at k=50"
 

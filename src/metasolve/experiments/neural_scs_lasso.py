@@ -10,13 +10,14 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+from ..catalog import CATALOG
 from ..tasks.conic import LassoFamily
 from ..training import TrainingConfig
 from . import neural_scs_common as common
 from .common import job_settings
 
 NAME = "neural-scs-lasso"
-TITLE = "Neural acceleration of SCS: Lasso, p = 50, q = 100 (neural SCS paper, Fig. 1a, 2a)"
+TITLE = CATALOG[NAME].title
 #: Sec. 4.4.2: a fixed-point residual of 1e-3 after 25 (learned), 35 (SCS+AA), 50 (SCS) iters.
 PAPER_ITERATIONS_TO_1E3 = {"neural_recurrent": 25, "scs_aa": 35, "scs": 50}
 

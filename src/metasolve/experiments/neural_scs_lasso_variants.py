@@ -9,13 +9,14 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+from ..catalog import CATALOG
 from ..tasks.conic import DynamicLassoFamily, LassoFamily
 from ..training import TrainingConfig
 from . import neural_scs_common as common
 from .common import job_settings
 
 NAME = "neural-scs-lasso-variants"
-TITLE = "Neural acceleration of SCS: small-Lasso variants (neural SCS paper, sec. 6)"
+TITLE = CATALOG[NAME].title
 
 VARIANTS = {
     "original": (LassoFamily, {"p": 10, "q": 20}),

@@ -58,6 +58,7 @@ from pathlib import Path
 
 import torch
 
+from ..catalog import CATALOG
 from ..evaluation.metrics import compare_wall_clock
 from ..evaluation.protocols import iteration_records, loss_cell
 from ..evaluation.records import record
@@ -78,7 +79,7 @@ from ..validation import check_choice, check_count
 from .common import job_settings
 
 NAME = "poisson-jacobi"
-TITLE = "Learned initial guesses for Jacobi on 1D Poisson (GBMS paper, Table 3)"
+TITLE = CATALOG[NAME].title
 TEST_EPS = (1e-2, 1e-4, 1e-6, 1e-8)
 TEST_CAP = 20000
 TRAIN_CAP = 300

@@ -36,6 +36,7 @@ import numpy as np
 import torch
 
 from ..baselines import newton_krylov_history
+from ..catalog import CATALOG
 from ..evaluation.metrics import compare_instances, comparison_records
 from ..evaluation.records import record
 from ..evaluation.render import (
@@ -59,8 +60,7 @@ from .common import job_settings
 from .r2n2_common import Settings, full_batch_adam, train_r2n2
 
 NAME = "r2n2-chandrasekhar"
-TITLE = ("R2N2 against Newton-Krylov-GMRES on Chandrasekhar's H-equation (R2N2 paper, sec. 4.2, "
-         "Figures 7-8)")
+TITLE = CATALOG[NAME].title
 LAYERS = 3
 TRAIN_OUTER = 2
 INNER_GMRES = LAYERS - 1

@@ -30,6 +30,7 @@ import numpy as np
 import torch
 
 from ..baselines import gmres_history
+from ..catalog import CATALOG
 from ..evaluation.records import record
 from ..evaluation.render import (
     LOWER,
@@ -51,7 +52,7 @@ from .common import job_settings
 from .r2n2_common import Settings, full_batch_adam, train_r2n2
 
 NAME = "r2n2-linear"
-TITLE = "R2N2 against GMRES on 5 x 5 linear systems (R2N2 paper, sec. 4.1, Figures 4-6, SM4)"
+TITLE = CATALOG[NAME].title
 LAYERS = 4
 OUTER = 5
 EMBED_DIM = 15

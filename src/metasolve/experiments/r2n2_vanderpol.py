@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..catalog import CATALOG
 from ..evaluation.metrics import TIE_RTOL, compare_instances, comparison_records
 from ..evaluation.records import record
 from ..evaluation.render import (
@@ -37,6 +38,7 @@ from ..evaluation.render import (
     format_record,
     panels,
     set_title,
+    setting_values,
 )
 from ..evaluation.shifts import ShiftedSet
 from ..learned import R2N2, RK3, constant_weights, frozen_r2n2, r2n2_solver
@@ -48,7 +50,7 @@ from .common import job_settings
 from .r2n2_common import Settings, full_batch_adam, train_r2n2
 
 NAME = "r2n2-vanderpol"
-TITLE = "A learned 3-stage integrator against RK-3 on van der Pol (R2N2 paper, sec. 4.3, Fig. 9)"
+TITLE = CATALOG[NAME].title
 LAYERS = 3
 EVAL_STEPS = (1, 2, 3, 5)
 ORDERS = (3, 8)
@@ -151,7 +153,9 @@ HEAD = ["loss weight h^-p", "steps T", "mean err ratio R2N2/RK-3", "median ratio
 
 
 def tables(records: list[dict]) -> list[Table]:
-    return [Table(f"{TITLE}\ntrained on T = 1 step; both methods 3 evaluations per step", HEAD,
+    steps = setting_values(records, NAME, "train_steps")
+    trained = f"trained on T = {steps[0]} step{'s' * (steps[0] != 1)}; " if len(steps) == 1 else ""
+    return [Table(f"{TITLE}\n{trained}both methods {LAYERS} evaluations per step", HEAD,
                   _rows(records), 2)]
 
 

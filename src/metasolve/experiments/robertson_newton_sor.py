@@ -49,6 +49,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..catalog import CATALOG
 from ..evaluation.metrics import compare_wall_clock, iteration_stats
 from ..evaluation.protocols import best_constant, iteration_records, loss_cell
 from ..evaluation.records import record
@@ -61,8 +62,7 @@ from ..training import FixedIterationLoss, IterationSurrogateLoss, Trainer, Trai
 from .common import job_settings
 
 NAME = "robertson-newton-sor"
-TITLE = ("Learned relaxation factors and initial guesses for Newton-SOR on Robertson's equation "
-         "(GBMS paper, Table 1)")
+TITLE = CATALOG[NAME].title
 TEST_EPS = 1e-9
 TEST_CAP = 10_000
 TRAIN_EPS = 1e-9

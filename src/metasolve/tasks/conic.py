@@ -45,6 +45,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..extras import require
 from ..problems import ConeProgram, ConeSpec
 from ..validation import check_count, check_finite_number, check_nonnegative, check_positive
 from .base import TaskBatch, TaskFamily, register_family
@@ -226,7 +227,7 @@ class ConicFamily(TaskFamily, abc.ABC):
     def _source_matrix(self, params: dict):
         """The Lasso families' ``F``: the fixed matrix, or (registered in ``params``) a cvxpy
         Parameter when every instance draws its own."""
-        import cvxpy as cp
+        cp = require("cvxpy", "the conic task families (Lasso, Kalman)")
 
         if self.fixed_matrix is not None:
             return self.fixed_matrix
@@ -373,7 +374,7 @@ class ConicFamily(TaskFamily, abc.ABC):
         return cached
 
     def _canonicalize_structure(self) -> _Canonical:
-        import cvxpy as cp
+        cp = require("cvxpy", "the conic task families (Lasso, Kalman)")
 
         problem, params = self._build()
         probes = self.draw_parameters(_PROBE_DRAWS, torch.Generator().manual_seed(_PROBE_SEED))
@@ -516,7 +517,7 @@ class LassoFamily(ConicFamily):
         return 1 if self.observations is None else self.observations
 
     def _build(self):
-        import cvxpy as cp
+        cp = require("cvxpy", "the conic task families (Lasso, Kalman)")
 
         z = cp.Variable(self.p, name="z")
         g = cp.Parameter(self.q * self._sets, name="g")
@@ -609,7 +610,7 @@ class DynamicLassoFamily(ConicFamily):
                 "fixed_matrix_seed": self.fixed_matrix_seed}
 
     def _build(self):
-        import cvxpy as cp
+        cp = require("cvxpy", "the conic task families (Lasso, Kalman)")
 
         z = cp.Variable((self.p, self.steps), name="z")
         v = cp.Variable((self.p, self.steps - 1), name="v")
@@ -722,7 +723,7 @@ class KalmanFamily(ConicFamily):
                 "outlier_scale": self.outlier_scale}
 
     def _build(self):
-        import cvxpy as cp
+        cp = require("cvxpy", "the conic task families (Lasso, Kalman)")
 
         x = cp.Variable((4, self.steps + 1), name="x")
         w = cp.Variable((2, self.steps), name="w")

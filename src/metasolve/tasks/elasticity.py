@@ -44,9 +44,12 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
+from ..extras import require
 from ..problems import LinearSystem
 from ..validation import check_choice, check_count, check_counts, check_positive
 from .base import TaskBatch, TaskFamily, register_family
+
+_PURPOSE = "the elastic beam family (ElasticBeamFamily, the ICCG experiment)"
 
 GRAVITY = 9.81
 PARAMETERS = ("W", "lam", "mu", "rho")
@@ -60,7 +63,7 @@ def _split_forms():
     ``lambda div u div v = lambda sum_ab d_a u_a d_b v_b``; each product takes a derivative in
     direction ``p`` of ``u`` and ``q`` of ``v``, and counts ``t = [p != x] + [q != x]``.
     """
-    from skfem import BilinearForm
+    BilinearForm = require("skfem", _PURPOSE).BilinearForm
 
     def transverse(p, q):
         return int(p > 0) + int(q > 0)
@@ -90,7 +93,7 @@ def _split_forms():
 
 def beam_mesh(cells: Sequence[int], width: float = 1.0):
     """The ``cells[0] x cells[1] x cells[2]`` hexahedral mesh of ``(0, 1) x (0, W)^2``."""
-    from skfem import MeshHex
+    MeshHex = require("skfem", _PURPOSE).MeshHex
 
     nx, ny, nz = cells
     return MeshHex.init_tensor(np.linspace(0.0, 1.0, nx + 1), np.linspace(0.0, width, ny + 1),
@@ -171,7 +174,9 @@ class ElasticBeamFamily(TaskFamily):
         return int(self._free.numel()) if self.clamped == "eliminate" else self._n_all
 
     def _assemble_pieces(self) -> None:
-        from skfem import Basis, ElementHex1, ElementVector, LinearForm, asm
+        skfem = require("skfem", _PURPOSE)
+        Basis, ElementHex1, ElementVector = skfem.Basis, skfem.ElementHex1, skfem.ElementVector
+        LinearForm, asm = skfem.LinearForm, skfem.asm
 
         basis = Basis(beam_mesh(self.cells), ElementVector(ElementHex1()))
         perm = beam_numbering(basis)

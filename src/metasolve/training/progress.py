@@ -1,28 +1,66 @@
-"""A progress bar for long work that degrades to nothing when disabled."""
+"""The progress of a training loop (epochs, Gauss-Newton iterations), wherever it runs.
+
+Inside a job of a ``reproduce`` run (:func:`metasolve.parallel.map_jobs` with ``on_event``), a bar
+sends its state to the run's display in the parent process (:class:`metasolve.progress.
+RunMonitor`), at most every :data:`SEND_EVERY` seconds, plus when it opens and closes; elsewhere
+it draws itself (:func:`metasolve.progress.standalone_bar`: live on a terminal, plain lines on
+standard error otherwise). Disabled, it does nothing.
+"""
 
 from __future__ import annotations
 
 import contextlib
+import itertools
+import time
 
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from ..parallel import listening, report
+from ..progress import standalone_bar
+
+#: Seconds between two events of one bar sent to a run's display.
+SEND_EVERY = 0.5
+
+_ids = itertools.count()
 
 
-class _Bar:
-    def __init__(self, progress, task):
-        self._progress, self._task = progress, task
+class _Quiet:
+    def advance(self, status: str = "") -> None:
+        pass
+
+
+class _ReportingBar:
+    """A bar whose state goes to the caller of the job (see the module docstring)."""
+
+    def __init__(self, total: int, description: str, completed: int):
+        self.state = {"kind": "bar", "bar": next(_ids), "description": description,
+                      "completed": completed, "total": total, "start": completed, "status": "",
+                      "closed": False}
+        self.sent = time.monotonic()
+        report(dict(self.state))
 
     def advance(self, status: str = "") -> None:
-        if self._progress is not None:
-            self._progress.update(self._task, advance=1, status=status)
+        self.state["completed"] += 1
+        self.state["status"] = status
+        now = time.monotonic()
+        if now - self.sent >= SEND_EVERY:
+            self.sent = now
+            report(dict(self.state))
+
+    def close(self) -> None:
+        report({**self.state, "closed": True})
 
 
 @contextlib.contextmanager
 def progress_bar(enabled: bool, total: int, description: str, completed: int = 0):
+    """A bar of ``total`` steps (``completed`` of them done already, e.g. by a resumed
+    training); yields an object with ``advance(status="")``, called once per step."""
     if not enabled:
-        yield _Bar(None, None)
-        return
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-               TimeElapsedColumn(), TextColumn("{task.fields[status]}"))
-    with Progress(*columns, transient=True) as progress:
-        task = progress.add_task(description, total=total, completed=completed, status="")
-        yield _Bar(progress, task)
+        yield _Quiet()
+    elif listening():
+        bar = _ReportingBar(total, description, completed)
+        try:
+            yield bar
+        finally:
+            bar.close()
+    else:
+        with standalone_bar(total, description, completed) as bar:
+            yield bar

@@ -1,0 +1,108 @@
+"""The public API, in one module: every name ``metasolve.X`` a user reads.
+
+``import metasolve`` itself is light (no torch): the package's ``__init__`` imports this module
+the first time any of these names is read (``metasolve.run``, ``from metasolve import Jacobi``),
+so that the command line starts fast (docs/architecture.md, section 2.1).
+"""
+
+from ._version import __version__
+from .artifact import ArtifactError
+from .learned import (
+    EULER,
+    HEUN,
+    R2N2,
+    RK3,
+    RK4,
+    AutoSpecEngine,
+    BasisHead,
+    BoundedHead,
+    ButcherTableau,
+    ConstantMetaSolver,
+    IdentityHead,
+    IntervalHead,
+    LearnedSolver,
+    MetaSolver,
+    NetworkMetaSolver,
+    PositiveHead,
+    constant_weights,
+    frozen_r2n2,
+    r2n2_solver,
+)
+from .learned.solver import load, save
+from .problems import (
+    ConeProgram,
+    ConeSpec,
+    DiagonalSystem,
+    EigenProblem,
+    InitialValueProblem,
+    LinearSystem,
+    NonlinearSystem,
+    Problem,
+)
+from .solution import ConvergenceError, Solution, Status
+from .solvers import (
+    GMRES,
+    ICCG,
+    SCS,
+    Chebyshev,
+    ChebyshevExpansion,
+    ChebyshevSeries,
+    ConjugateGradient,
+    FilteredSubspaceIteration,
+    IterativeMethod,
+    Jacobi,
+    NewtonKrylov,
+    NewtonSOR,
+    PolynomialRecurrence,
+    chebyshev_filter_rule,
+    register_method,
+    run,
+)
+from .tasks import (
+    ChandrasekharFamily,
+    ElasticBeamFamily,
+    FilterStateFamily,
+    MatrixSetFamily,
+    Poisson1DFamily,
+    RobertsonFamily,
+    SpectrumFamily,
+    TaskBatch,
+    TaskFamily,
+    VanDerPolFamily,
+    make_splits,
+    register_family,
+    sine_basis,
+)
+from .training import (
+    FailurePenaltyLoss,
+    FilterGapLoss,
+    FixedIterationLoss,
+    GaussNewtonConfig,
+    IterationSurrogateLoss,
+    LogResidualLoss,
+    RelativeLogResidualLoss,
+    Trainer,
+    TrainingConfig,
+    TrainingWarning,
+    WeightedResidualLoss,
+)
+
+__all__ = [
+    "ArtifactError", "AutoSpecEngine", "BasisHead", "BoundedHead", "ButcherTableau",
+    "ChandrasekharFamily", "Chebyshev", "ChebyshevExpansion", "ChebyshevSeries", "ConeProgram",
+    "ConeSpec", "ConjugateGradient", "ConstantMetaSolver", "ConvergenceError", "DiagonalSystem",
+    "EULER", "EigenProblem", "ElasticBeamFamily", "FailurePenaltyLoss", "FilterGapLoss",
+    "FilterStateFamily", "FilteredSubspaceIteration", "FixedIterationLoss", "GaussNewtonConfig",
+    "GMRES", "HEUN", "ICCG", "IdentityHead",
+    "InitialValueProblem", "IntervalHead", "IterationSurrogateLoss", "IterativeMethod", "Jacobi",
+    "LearnedSolver", "LinearSystem", "LogResidualLoss", "MatrixSetFamily", "MetaSolver",
+    "NetworkMetaSolver", "NewtonKrylov", "NewtonSOR", "NonlinearSystem", "Poisson1DFamily",
+    "PolynomialRecurrence", "Problem",
+    "PositiveHead", "R2N2", "RK3", "RK4", "RelativeLogResidualLoss", "RobertsonFamily", "SCS",
+    "Solution", "SpectrumFamily",
+    "Status", "TaskBatch", "TaskFamily", "Trainer", "TrainingConfig", "TrainingWarning",
+    "VanDerPolFamily",
+    "WeightedResidualLoss", "__version__", "chebyshev_filter_rule", "constant_weights",
+    "frozen_r2n2", "load", "make_splits", "r2n2_solver",
+    "register_family", "register_method", "run", "save", "sine_basis"
+]
