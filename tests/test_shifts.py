@@ -60,3 +60,27 @@ def test_wrong_answers_counts_only_converged_instances_off_the_reference():
     converged = torch.tensor([True, True, True, True])
     assert wrong_answers(x, reference, converged).tolist() == [False, False, True, True]
     assert not wrong_answers(x, reference, torch.zeros(4, dtype=torch.bool)).any()
+
+
+def test_reproduce_with_shift_adds_the_shifted_records_and_their_table(tmp_path):
+    result = reproduce("r2n2-linear", scale="smoke", out_dir=tmp_path, workers=1,
+                       progress=False, shift="ood")
+    shifted = [r for r in result["records"] if "shift" in r]
+    assert {r["shift"] for r in shifted} == {"none", "shifted diagonal", "random symmetric",
+                                             "noisier base"}
+    assert {r["model"] for r in shifted} == {"a1", "a123", "multi"}
+    assert result["tables"][-1].title.startswith("The safeguard on shifted sets")
+    # The experiment's own tables never see the shifted records.
+    plain = reproduce("r2n2-linear", scale="smoke", out_dir=tmp_path, workers=1,
+                      progress=False)
+    assert len(result["tables"]) == len(plain["tables"]) + 1
+    for r in shifted:
+        if r["metric"] == "classical_solved_lost_fraction":
+            assert r["value"] == 0.0
+
+
+def test_an_experiment_without_shifted_sets_refuses_the_shift(tmp_path):
+    with pytest.raises(ValueError, match="no shifted sets"):
+        reproduce("autospec-eigen", scale="smoke", out_dir=tmp_path, shift="ood")
+    with pytest.raises(ValueError, match="shift"):
+        reproduce("r2n2-linear", scale="smoke", out_dir=tmp_path, shift="sideways")

@@ -37,6 +37,13 @@ class Format(StrEnum):
     markdown = "markdown"
 
 
+class Shift(StrEnum):
+    """What ``reproduce --shift`` adds (``metasolve.runner.SHIFTS``)."""
+
+    none = "none"
+    ood = "ood"
+
+
 FORMAT_HELP = ("how to print tables: 'rich' (boxed, for a terminal), 'markdown' (plain text, "
                "for files and pipes), or 'auto': rich on a terminal, Markdown otherwise; either "
                "way every value is printed in full")
@@ -130,23 +137,32 @@ def reproduce(
     restart: bool = typer.Option(False, "--restart",
                                  help="discard checkpoints of an earlier run instead of resuming"),
     table_format: Format = typer.Option(Format.auto, "--format", help=FORMAT_HELP),
+    shift: Shift = typer.Option(Shift.none, "--shift",
+                                help="ood: after the run, solve the experiment's sets outside "
+                                     "its training distribution with every saved model, "
+                                     "without and with the safeguard and with the classical "
+                                     "method, and add their table"),
 ) -> None:
     if quick + smoke + (scale_name is not None) > 1:
         _fail("choose one of --quick, --smoke and --scale", USAGE)
     scale = scale_name or ("smoke" if smoke else "quick" if quick else "full")
     _check_experiment(name, scale)
     runner = _runner()
-    result = _run(runner, name, scale, out, json_path, workers, progress, restart, epochs)
+    if shift is not Shift.none and not hasattr(runner.get(name), "shifted_sets"):
+        _fail(f"{name} has no shifted sets; --shift ood is not available for it", USAGE)
+    result = _run(runner, name, scale, out, json_path, workers, progress, restart, epochs,
+                  shift.value)
     _print_result(runner, result, table_format, f"{scale} scale, {workers} worker(s)")
 
 
-def _run(runner, name, scale, out, json_path, workers, progress, restart, epochs):
+def _run(runner, name, scale, out, json_path, workers, progress, restart, epochs,
+         shift="none"):
     """Run an experiment; expected failures (a bad path, a busy run folder, a failing cell, a
     stale or damaged checkpoint) are reported in one line, not dumped as a traceback."""
     try:
         return runner.reproduce(name, scale=scale, out_dir=out, json_path=json_path,
                                 workers=workers, progress=progress, epochs=epochs,
-                                restart=restart)
+                                restart=restart, shift=shift)
     except OutputPathError as exc:
         _fail(str(exc), USAGE)
     except runner.JobError as exc:

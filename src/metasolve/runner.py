@@ -12,6 +12,7 @@ from pathlib import Path
 from .artifact import ArtifactError
 from .evaluation.records import read_records, write_records
 from .evaluation.render import Table, markdown_tables, print_tables, rich_tables, save_figure
+from .evaluation.shifts import evaluate_saved_models, shift_table, split_shift_records
 from .experiments import EXPERIMENTS, get
 from .outputs import RunLock, check_file_target, prepare_directory
 from .parallel import JobError, map_jobs
@@ -55,9 +56,14 @@ def short_name(job: dict) -> str:
     return " ".join(f"{k}={text(v)}" for k, v in job.items() if k not in RUN_KEYS) or "cell"
 
 
+#: What ``reproduce(..., shift=)`` adds: nothing, or the saved models on the experiment's
+#: shifted sets (the safeguard's evaluation, :mod:`metasolve.evaluation.shifts`).
+SHIFTS = ("none", "ood")
+
+
 def reproduce(name: str, scale: str = "full", out_dir="metasolve-out", json_path=None,
               workers: int = 1, progress: bool = True, epochs: int | None = None,
-              restart: bool = False) -> dict:
+              restart: bool = False, shift: str = "none") -> dict:
     """Run experiment ``name`` at ``scale``; write records (JSON) and its plot under ``out_dir``.
 
     Returns a dict with ``records``, ``tables`` (:class:`~metasolve.evaluation.render.Table`
@@ -67,7 +73,10 @@ def reproduce(name: str, scale: str = "full", out_dir="metasolve-out", json_path
     line per finished cell, and a line at least every 30 s while cells run), with the
     trainings inside the cells, in worker processes too.
     ``epochs`` overrides the scale's training epochs (a budget run; records carry the value);
-    ``restart`` discards the checkpoints of an earlier run first.
+    ``restart`` discards the checkpoints of an earlier run first. ``shift="ood"`` then solves
+    the experiment's shifted sets with every model the run saved, unguarded, safeguarded and
+    with the classical method (:mod:`metasolve.evaluation.shifts`), and adds those records
+    (each with a ``shift`` key) and their table.
 
     Before any work, the arguments and every output path are checked (the run folder
     ``out_dir/name/scale`` is created, the records and plot files must be writable): a bad one
@@ -80,6 +89,9 @@ def reproduce(name: str, scale: str = "full", out_dir="metasolve-out", json_path
     check_choice("scale", scale, tuple(module.SCALES))
     check_count("epochs", epochs, minimum=1, allow_none=True)
     check_count("workers", workers, minimum=1)
+    check_choice("shift", shift, SHIFTS)
+    if shift != "none" and not hasattr(module, "shifted_sets"):
+        raise ValueError(f"{name} has no shifted sets; shift must be 'none' for it")
     prepare_directory("output directory", out_dir)
     out_dir = prepare_directory("run folder", Path(out_dir) / name / scale)
     json_path = check_file_target("records file",
@@ -101,17 +113,25 @@ def reproduce(name: str, scale: str = "full", out_dir="metasolve-out", json_path
             results = map_jobs(module.run_cell, jobs, workers=workers, name=cell_name,
                                on_event=monitor.event)
         records = [r for result in results for r in result["records"]]
+        if shift == "ood":
+            records += evaluate_saved_models(module, module.SCALES[scale], out_dir / "models")
         seconds = time.perf_counter() - start
         write_records(json_path, records)
         plot_path = save_figure(module.figure(results), plot_path)
-    tables = module.tables(records)
+    tables = experiment_tables(module, records)
     return {"records": records, "tables": tables, "table": rich_tables(tables),
             "json": json_path, "plot": plot_path, "seconds": seconds, "results": results}
 
 
+def experiment_tables(module, records: list[dict]) -> list[Table]:
+    """The experiment's own tables, then the shifted sets' table if ``records`` hold any."""
+    own, shifted = split_shift_records([r for r in records if r["experiment"] == module.NAME])
+    return module.tables(own) + ([shift_table(shifted)] if shifted else [])
+
+
 def record_tables(records: list[dict]) -> list[tuple[str, list[Table]]]:
     """``(heading, tables)`` for every experiment present in ``records``, by name."""
-    return [(f"{name}: {get(name).TITLE}", get(name).tables(records))
+    return [(f"{name}: {get(name).TITLE}", experiment_tables(get(name), records))
             for name in sorted({r["experiment"] for r in records})]
 
 

@@ -6,16 +6,19 @@ were flagged out of distribution, and whether any instance ended converged with 
 
 An experiment offers shifted sets with a module-level ``shifted_sets(settings, model, count)``
 returning :class:`ShiftedSet` values; ``metasolve reproduce NAME --shift ood`` evaluates every
-model the run saved on them (:func:`shift_records`).
+model the run saved on them (:func:`evaluate_saved_models`), and its records carry the set's name
+under the key ``shift`` (:func:`split_shift_records` tells them apart).
 """
 
 from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import torch
 
+from ..learned.solver import load
 from ..problems import LinearSystem
 from .records import record
 from .render import Table
@@ -36,14 +39,14 @@ class ShiftedSet:
 
 
 def reference_answer(problem) -> torch.Tensor | None:
-    """``(B, N)`` answers to check converged solves against: the problem's known solution, else
-    a dense direct solve of a linear system; ``None`` for a problem with neither (the classical
-    method's converged answers are used then)."""
-    solution = getattr(problem, "solution", None)
-    if solution is not None:
-        return solution
-    if isinstance(problem, LinearSystem) and not problem.matrix.is_sparse \
-            and problem.matrix.layout == torch.strided:
+    """``(B, N)`` answers to check converged solves of a linear system against: its known
+    solution, else a dense direct solve (a dense matrix); ``None`` otherwise (a nonlinear system
+    or an integrator, whose convergence is judged on the true monitored norm already)."""
+    if not isinstance(problem, LinearSystem):
+        return None
+    if problem.solution is not None:
+        return problem.solution
+    if problem.matrix.layout == torch.strided:
         matrix = problem.matrix
         if matrix.ndim == 2:
             matrix = matrix.expand(problem.batch_size, *matrix.shape)
@@ -76,20 +79,18 @@ def measure(model, shifted: ShiftedSet, chunk: int = 250) -> dict[str, torch.Ten
                          "safeguarded": model.solve(part, **shifted.options),
                          "classical": model.solve_baseline(part, **shifted.options)}
             reference = reference_answer(part.problem)
-            classical = solutions["classical"]
             for name, solution in solutions.items():
                 cost = solution.relative_history[-1] if fixed else solution.iterations
                 values = {f"{name}_cost": cost.double(),
                           f"{name}_converged": solution.converged.double()}
-                if reference is not None:
-                    wrong = wrong_answers(solution.x, reference, solution.converged)
-                else:  # against the classical answers, where those converged
-                    wrong = wrong_answers(solution.x, classical.x,
-                                   solution.converged & classical.converged)
-                values[f"{name}_wrong"] = wrong.double()
+                # Without a reference (a nonlinear system, an integrator) convergence is judged
+                # on the true monitored norm already (docs/architecture.md, convention 3).
+                values[f"{name}_wrong"] = (
+                    wrong_answers(solution.x, reference, solution.converged).double()
+                    if reference is not None else torch.full_like(cost.double(), float("nan")))
                 for key, value in values.items():
                     out.setdefault(key, []).append(value.cpu())
-            guarded = solutions["safeguarded"]
+            guarded, classical = solutions["safeguarded"], solutions["classical"]
             for key, value in (("fallback", guarded.fallback),
                                ("out_of_distribution", guarded.out_of_distribution),
                                ("guess_replaced", guarded.info["guess_rejected"]),
@@ -167,3 +168,25 @@ def shift_table(records: list[dict]):
             "solved by classical, not by safeguarded", "safeguarded: converged, wrong"]
     return Table("The safeguard on shifted sets: mean iterations (mean final relative residual "
                  "at a fixed budget); lower is better", head, rows, label_columns=3)
+
+
+def split_shift_records(records: list[dict]) -> tuple[list[dict], list[dict]]:
+    """``(experiment records, shifted-set records)``: the latter carry a ``shift`` key."""
+    shifted = [r for r in records if "shift" in r]
+    return [r for r in records if "shift" not in r], shifted
+
+
+def evaluate_saved_models(module, settings, models_dir: Path, count: int | None = None,
+                          chunk: int = 250) -> list[dict]:
+    """Every model saved under ``models_dir`` on the experiment ``module``'s shifted sets
+    (``module.shifted_sets(settings, model[, count])``), as records of :func:`shift_records`
+    with the model's file name as ``model``."""
+    records = []
+    for path in sorted(Path(models_dir).glob("*.safetensors")):
+        model = load(path)
+        sets = (module.shifted_sets(settings, model) if count is None
+                else module.shifted_sets(settings, model, count))
+        for shifted in sets:
+            records += shift_records(module.NAME, path.stem, shifted,
+                                     measure(model, shifted, chunk=chunk))
+    return records

@@ -49,7 +49,7 @@ from ..evaluation.spectral import (
 )
 from ..tasks import SpectrumFamily
 from ..training import TrainingConfig
-from .autospec_common import train_engine
+from .autospec_common import spectral_shifted_sets, train_engine
 from .common import job_settings
 
 NAME = "autospec-invsqrt"
@@ -223,3 +223,11 @@ def figure(results: list[dict]):
         set_title(ax, "Held-out synthetic spectra, one point per instance", LOWER)
         beside(ax)
     return fig
+
+
+def shifted_sets(settings: Settings, model, count: int = 128):
+    """Held-out spectra of the model's training family, spectra with condition numbers above
+    (1e6 to 1e8) and below (2 to 10) its range, and the transfer operators, each at the model's
+    degree (``metasolve reproduce autospec-invsqrt --shift ood``)."""
+    return spectral_shifted_sets(model, settings.transfer, count, settings.rhs_per_operator,
+                                 settings.seed)

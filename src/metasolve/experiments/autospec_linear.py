@@ -78,7 +78,7 @@ from ..probes import minimal_residual
 from ..solvers import ConjugateGradient, PolynomialRecurrence, residual_polynomial, run
 from ..tasks import SpectrumFamily, TaskBatch
 from ..training import TrainingConfig
-from .autospec_common import train_engine
+from .autospec_common import spectral_shifted_sets, train_engine
 from .common import job_settings
 
 NAME = "autospec-linear"
@@ -441,14 +441,5 @@ def shifted_sets(settings: Settings, model, count: int = 128) -> list[ShiftedSet
     """Held-out spectra of the model's training family, spectra with condition numbers above
     (1e6 to 1e8) and below (2 to 10) its range, and the transfer operators, each at the model's
     degree (``metasolve reproduce autospec-linear --shift ood``)."""
-    config = model.family.config()
-    options = {"fixed_iterations": model.metasolver.degree, "rtol": 0.0,
-               "divergence_factor": 1e300}
-    sets = [ShiftedSet("none", model.family.sample(count, seed=settings.seed + 101), options)]
-    for label, low, high in (("kappa 1e6 to 1e8", 1e6, 1e8), ("kappa 2 to 10", 2.0, 10.0)):
-        family = SpectrumFamily(**{**config, "kappa_min": low, "kappa_max": high})
-        sets.append(ShiftedSet(label, family.sample(count, seed=settings.seed + 102), options))
-    for name, tasks, _ in common_evaluation_sets(model.family, settings.transfer, 1,
-                                                 settings.rhs_per_operator, settings.seed)[1:]:
-        sets.append(ShiftedSet(name, tasks, options))
-    return sets
+    return spectral_shifted_sets(model, settings.transfer, count, settings.rhs_per_operator,
+                                 settings.seed)
