@@ -46,6 +46,11 @@ def test_instance_counts_must_match():
         compare_instances([1.0, 2.0], [1.0])
 
 
+def test_a_fraction_prints_whole_only_when_exact():
+    assert str(compare_instances([1.0] * 300, [1.0] * 300)) == "0% / 100% / 0%"
+    assert str(compare_instances([1.0] * 299 + [3.0], [2.0] * 300)) == "99.7% / 0% / 0.3%"
+
+
 def test_records_carry_the_tolerance_and_render_as_three_percentages():
     result = compare_instances([1.0, 2.0, 3.0, 4.0], [2.0, 2.0, 2.0, 2.0])
     records = comparison_records("exp", "learned", "chebyshev", result, operator="A")
@@ -54,5 +59,5 @@ def test_records_carry_the_tolerance_and_render_as_three_percentages():
                                               "fraction_worse_than_chebyshev"]
     assert all(r["tie_rtol"] == TIE_RTOL for r in records)
     assert format_comparison(records, "exp", "learned", "chebyshev", operator="A") \
-        == "25% / 25% / 50%"
+        == "25.0% / 25.0% / 50.0%"
     assert format_comparison(records, "exp", "learned", "chebyshev", operator="B") == "-"

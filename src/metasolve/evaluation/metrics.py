@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from .records import record
+from .render import percent
 
 #: Relative tolerance under which two per-instance values count as a tie in every "better than"
 #: metric (:func:`compare_instances`): differences under 1% of the larger value are below what
@@ -47,8 +48,7 @@ class Comparison:
         return {"better": self.wins / n, "tied": self.ties / n, "worse": self.losses / n}
 
     def __str__(self) -> str:
-        f = self.fractions()
-        return f"{f['better']:.0%} / {f['tied']:.0%} / {f['worse']:.0%}"
+        return " / ".join(percent(v) for v in self.fractions().values())
 
 
 def compare_instances(candidate, reference, rtol: float = TIE_RTOL,

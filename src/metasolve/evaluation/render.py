@@ -234,6 +234,12 @@ def find_record(records: list[dict], experiment: str, metric: str, method: str,
     return None
 
 
+def percent(fraction: float) -> str:
+    """A fraction as a percentage: ``"0%"`` and ``"100%"`` only when exact, one decimal
+    otherwise (one instance in 300 shows as 0.3%, not as 0%)."""
+    return f"{fraction:.0%}" if fraction in (0.0, 1.0) else f"{fraction:.1%}"
+
+
 def format_comparison(records: list[dict], experiment: str, method: str, against: str,
                       **where) -> str:
     """A table cell ``"better / tied / worse"`` in percent, read from the three records of
@@ -242,7 +248,7 @@ def format_comparison(records: list[dict], experiment: str, method: str, against
              for kind in ("better_than", "tied_with", "worse_than")]
     if any(r is None or r["value"] is None for r in found):
         return "-"
-    return " / ".join(f"{r['value']:.0%}" for r in found)
+    return " / ".join(percent(r["value"]) for r in found)
 
 
 def setting_values(records: list[dict], experiment: str, key: str) -> list:
