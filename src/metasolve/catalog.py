@@ -83,7 +83,7 @@ _ENTRIES = (
            "smoke": None}),
     Entry("autospec-eigen", "autospec_eigen",
           "AutoSpec (b): a learned filter for subspace iteration, smallest eigenpairs",
-          {"full": Timing(962, _reproduce("autospec-eigen", "--restart",
+          {"full": Timing(687, _reproduce("autospec-eigen", "--restart",
                                           "--json docs/results/autospec-eigen.json")),
            "quick": Timing(24, _reproduce("autospec-eigen", "--quick", "--workers 2"),
                            _COMPARISON),
