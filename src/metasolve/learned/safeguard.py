@@ -18,12 +18,16 @@ residual falls); everything it decides is reported in the :class:`~metasolve.Sol
   instance the learned run leaves unconverged (diverged, broken down, or out of iterations)
   restarts with the classical method from its last iterate if that is finite and no worse than
   its start, otherwise from the classical start, with the same tolerance and iteration cap. Its
-  iterations and history then include both runs (``Solution.fallback`` marks it). In a batch
-  with instances outside the training features, the learned attempt runs under a budget:
-  ``BUDGET_FACTOR`` times the classical method's iteration count on the training tasks at the
-  asked tolerance (``LearnedSolver.calibration``, measured by :func:`calibrate` at the end of
-  training, stored in the artifact), so a failing attempt costs a bounded number of iterations
-  rather than the whole cap.
+  iterations and history then include both runs (``Solution.fallback`` marks it). The learned
+  attempt runs under a budget, so that a failing one costs a bounded number of iterations rather
+  than the whole cap: ``BUDGET_FACTOR`` times a 95th percentile of iterations on the training
+  tasks at the asked tolerance (``LearnedSolver.calibration``, measured by :func:`calibrate` at
+  the end of training, stored in the artifact), the classical method's in a batch with instances
+  outside the training features, the larger of the classical and the learned method's inside.
+  Where the learned method's mean count on its training tasks is more than ``SLOWER_MARGIN``
+  above the classical method's at that tolerance, the learned parameters do not pay even where
+  they were trained: the batch is solved by the classical method, with a warning
+  (``info["learned_skipped"]``, every instance marked in ``Solution.fallback``).
 * **Learned steps** (a method with weights of its own that has a safeguarded mode, neural SCS):
   the solve runs ``method.safeguarded()``, which tests each step the network proposes inside the
   iteration and takes the plain SCS step where the fixed-point residual would rise, and tests
