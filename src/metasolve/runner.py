@@ -126,7 +126,7 @@ def reproduce(name: str, scale: str = "full", out_dir="metasolve-out", json_path
 def experiment_tables(module, records: list[dict]) -> list[Table]:
     """The experiment's own tables, then the shifted sets' table if ``records`` hold any."""
     own, shifted = split_shift_records([r for r in records if r["experiment"] == module.NAME])
-    return module.tables(own) + ([shift_table(shifted)] if shifted else [])
+    return (module.tables(own) if own else []) + ([shift_table(shifted)] if shifted else [])
 
 
 def record_tables(records: list[dict]) -> list[tuple[str, list[Table]]]:
