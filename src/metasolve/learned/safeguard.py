@@ -12,7 +12,7 @@ residual falls); everything it decides is reported in the :class:`~metasolve.Sol
   trained for fewer iterations often starts with a *larger* norm than the zero guess (its error
   sits in the fast modes the method removes at once) and still needs fewer iterations; tested
   on every instance, the quick Poisson/Jacobi models lost 32% to 147% of their iterations
-  (``benchmarks/safeguard_gbms.py``). ``check_guess="always"`` tests every
+  (``benchmarks/safeguard_gbms.py ... --check-guess always``). ``check_guess="always"`` tests every
   instance, ``"never"`` none.
 * **Other learned parameters** (relaxation factors, shifts, polynomial coefficients): an
   instance the learned run leaves unconverged (diverged, broken down, or out of iterations)
