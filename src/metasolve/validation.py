@@ -109,6 +109,18 @@ def check_instance_scalars(name: str, value: torch.Tensor, batch: int) -> torch.
     return value.reshape(batch)
 
 
+def check_instance_counts(name: str, value, batch: int) -> torch.Tensor:
+    """One iteration count per instance: an integer tensor of shape ``(B,)``, each >= 0."""
+    if not isinstance(value, torch.Tensor):
+        raise TypeError(f"{name} must be an int or a tensor, got {type(value).__name__}")
+    if value.is_floating_point() or value.is_complex() or value.dtype == torch.bool:
+        raise TypeError(f"{name} must hold integers, got dtype {value.dtype}")
+    value = check_instance_scalars(name, value, batch)
+    if batch and int(value.min()) < 0:
+        raise ValueError(f"{name} must be >= 0 for every instance, got {int(value.min())}")
+    return value
+
+
 def check_batch(name: str, value: torch.Tensor, batch: int) -> torch.Tensor:
     if value.ndim == 0 or value.shape[0] != batch:
         raise ValueError(f"{name} must have batch size {batch} (leading dimension), "

@@ -26,7 +26,7 @@ from ..solvers.registry import METHODS, method_from_config
 from ..tasks.base import FAMILIES, TaskBatch, TaskFamily, family_from_config
 from ..validation import check_choice
 from .metasolver import METASOLVERS, MetaSolver, heads_sizes, metasolver_from_config
-from .safeguard import GUESS_CHECKS, calibrate, feature_envelope, safeguarded_solve
+from .safeguard import BUDGET_CHECKS, GUESS_CHECKS, calibrate, feature_envelope, safeguarded_solve
 
 ARTIFACT_KIND = "learned_solver"
 
@@ -381,7 +381,8 @@ class LearnedSolver:
         # (No calibration: it counted the iterations of this solver's method, not the other.)
 
     def solve(self, tasks: TaskBatch, params: dict[str, torch.Tensor] | None = None,
-              safeguard: bool = True, check_guess: str = "outside", **run_options) -> Solution:
+              safeguard: bool = True, check_guess: str = "outside", check_budget: str = "always",
+              **run_options) -> Solution:
         """Predict ``theta`` for ``tasks`` and run the method; options go to :func:`metasolve.run`.
 
         ``solution.info["inference_time"]`` is the meta-solver's time and ``wall_time`` includes
@@ -393,7 +394,10 @@ class LearnedSolver:
         ``solution.out_of_distribution``). ``safeguard=False`` runs the prediction as it is
         (training, and the papers' tables). ``check_guess`` says whose learned initial guesses
         are tested against the classical one: ``"outside"`` the training features (default),
-        ``"always"`` or ``"never"``. A method with weights of its own runs in its safeguarded
+        ``"always"`` or ``"never"``. At a fixed budget (``fixed_iterations``) the classical
+        method also runs on the same budget and each instance keeps the result with the smaller
+        final monitored norm; ``check_budget`` (the same three choices, default ``"always"``)
+        says which instances are compared. A method with weights of its own runs in its safeguarded
         mode where it has one (neural SCS: a learned step or start is kept only where it does
         not raise the fixed-point residual; ``solution.info["rejected_steps"]``), and unguarded
         where it has none.
@@ -409,7 +413,8 @@ class LearnedSolver:
             if not isinstance(tasks, TaskBatch):
                 raise TypeError(f"tasks must be a TaskBatch, got {type(tasks).__name__}")
             check_choice("check_guess", check_guess, GUESS_CHECKS)
-            return safeguarded_solve(self, tasks, run_options, check_guess)
+            check_choice("check_budget", check_budget, BUDGET_CHECKS)
+            return safeguarded_solve(self, tasks, run_options, check_guess, check_budget)
         return self._run(tasks, self.params, run_options)
 
     def solve_baseline(self, tasks: TaskBatch, **run_options) -> Solution:

@@ -41,6 +41,7 @@ from ..validation import (
     check_choice,
     check_count,
     check_instance,
+    check_instance_counts,
     check_nonnegative,
     check_params,
 )
@@ -183,9 +184,14 @@ def _true_residual(problem, wide, x: torch.Tensor) -> tuple[torch.Tensor, torch.
     return residual, torch.linalg.vector_norm(exact, dim=1)
 
 
+def default_maxiter(problem) -> int:
+    """The iteration cap of :func:`run` when none is given: ten times the unknowns."""
+    return 10 * problem.size
+
+
 def run(method: IterativeMethod, problem, *, params: Mapping[str, torch.Tensor] | None = None,
         x0: torch.Tensor | None = None, rtol: float = 1e-5, atol: float = 0.0,
-        maxiter: int | None = None, fixed_iterations: int | None = None,
+        maxiter: int | torch.Tensor | None = None, fixed_iterations: int | None = None,
         monitor: str = "residual", callback: Callable | None = None,
         truncate: int | None = None, divergence_factor: float = 1e8,
         stagnation_window: int | None = None, throw: bool = False) -> Solution:
@@ -231,6 +237,9 @@ def run(method: IterativeMethod, problem, *, params: Mapping[str, torch.Tensor] 
         stagnation_window: if set, an instance whose monitored norm has not reached a new
             minimum for that many iterations stops with ``Status.STAGNATED``. Off by default,
             so existing results do not change; a value of a few hundred is permissive.
+        maxiter: the iteration cap, default ``10 * problem.size``; or one cap per instance, an
+            integer tensor of shape ``(B,)`` (the safeguard's fallback continues each instance
+            with what is left of the caller's cap).
         callback: ``callback(k, state, norms)`` after each iteration.
         throw: raise :class:`ConvergenceError` if any instance did not converge.
 
@@ -252,13 +261,19 @@ def run(method: IterativeMethod, problem, *, params: Mapping[str, torch.Tensor] 
     check_count("stagnation_window", stagnation_window, minimum=1, allow_none=True)
     if check_nonnegative("divergence_factor", divergence_factor) < 1:
         raise ValueError(f"divergence_factor must be >= 1, got {divergence_factor}")
+    caps = None  # per-instance caps, where maxiter is a tensor
+    if isinstance(maxiter, torch.Tensor):
+        if fixed_iterations is not None:
+            raise ValueError("give either a per-instance maxiter or fixed_iterations, not both")
+        caps = check_instance_counts("maxiter", maxiter, problem.batch_size)
+        maxiter = int(caps.max()) if len(caps) else 0
     if fixed_iterations is not None:
         if maxiter is not None and maxiter != fixed_iterations:
             raise ValueError(f"give either maxiter ({maxiter}) or fixed_iterations "
                              f"({fixed_iterations}), not both")
         maxiter = fixed_iterations
     elif maxiter is None:
-        maxiter = 10 * problem.size
+        maxiter = default_maxiter(problem)
     check_count("maxiter", maxiter)
     if monitor == "error" and getattr(problem, "solution", None) is None:
         raise ValueError("monitor='error' needs problem.solution (the exact solutions)")
@@ -324,6 +339,9 @@ def run(method: IterativeMethod, problem, *, params: Mapping[str, torch.Tensor] 
 
     active = torch.ones(batch, dtype=torch.bool, device=device)
     state, norms, active = still_running(0, state, norms, active)
+    if caps is not None:
+        caps = caps.to(device)
+        active = active & (caps > 0)
     history[0] = norms
     for k in range(maxiter):
         n_active = int(active.sum())
@@ -340,6 +358,8 @@ def run(method: IterativeMethod, problem, *, params: Mapping[str, torch.Tensor] 
         iterations += active
         state, norms, running = still_running(k + 1, state, norms, active)
         active = active & running
+        if caps is not None:
+            active = active & (iterations < caps)
         history.append(norms)
         if callback is not None:
             callback(k, state, norms)
@@ -375,7 +395,8 @@ def run(method: IterativeMethod, problem, *, params: Mapping[str, torch.Tensor] 
                         residual_history=torch.stack(history), reference_norm=reference,
                         threshold=threshold, wall_time=time.perf_counter() - start,
                         info={"method": method.name, "monitor": monitor, "rtol": rtol,
-                              "atol": atol, "maxiter": maxiter, "params": theta,
+                              "atol": atol, "maxiter": maxiter if caps is None else caps,
+                              "params": theta,
                               "history_norm": history_norm,
                               "confirmations": checks.confirmations,
                               **method.report(problem, state)})
