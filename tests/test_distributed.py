@@ -20,6 +20,8 @@ from safetensors.torch import load_file
 
 import metasolve as ms
 from metasolve.artifact import read_tensors
+from metasolve.evaluation.records import read_records, without_timings
+from metasolve.runner import reproduce
 from metasolve.training.distributed import DataParallel, init_process_group, launched
 
 HERE = Path(__file__).resolve().parent
@@ -134,3 +136,118 @@ def test_shards_cover_a_batch_once_however_it_splits():
             assert shards[0][0] == 0 and shards[-1][1] == count
             assert all(a[1] == b[0] for a, b in zip(shards, shards[1:], strict=False))
             assert max(hi - lo for lo, hi in shards) - min(hi - lo for lo, hi in shards) <= 1
+
+
+def test_reproduce_distributed_writes_the_records_of_an_in_process_run(tmp_path):
+    """`torchrun ... -m metasolve reproduce NAME --smoke --distributed`: rank 0 writes the run
+    folder and prints the tables once; its records are those of an in-process run, timings
+    aside (poisson-jacobi's smoke scale trains by Gauss-Newton, its normal equations summed
+    over the ranks)."""
+    name = "poisson-jacobi"
+    alone = reproduce(name, scale="smoke", out_dir=tmp_path / "alone", workers=1,
+                      progress=False)["records"]
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(SRC),
+                                                       os.environ.get("PYTHONPATH", "")]))
+    for variable in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
+        env.pop(variable, None)
+    out = tmp_path / "ranks"
+    done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone",
+                           "--nproc-per-node=2", "-m", "metasolve", "reproduce", name, "--smoke",
+                           "--out", str(out), "--no-progress", "--distributed", "--format",
+                           "markdown"], env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.count("records: ") == 1 and "2 ranks, trained on cpu" in done.stdout
+    ranks = read_records(out / name / "smoke" / f"{name}.json")
+    assert (out / name / "smoke" / "models").is_dir()
+    first, second = without_timings(alone), without_timings(ranks)
+    assert first and len(first) == len(second)
+    for a, b in zip(first, second, strict=True):
+        assert a.keys() == b.keys()
+        assert {k: v for k, v in a.items() if k != "value"} == \
+            {k: v for k, v in b.items() if k != "value"}
+        assert b["value"] == pytest.approx(a["value"], rel=1e-9, abs=1e-12, nan_ok=True)
+
+
+# -- the device option -----------------------------------------------------------------------------
+
+@pytest.mark.parametrize("device", ["tpu9", "cuda:99", "meta", "gpu"])
+def test_a_malformed_or_unavailable_device_is_a_value_error_naming_it(device):
+    data = distributed_fit.splits()
+    learned = distributed_fit.solver()
+    calls = [lambda: ms.run(ms.Jacobi(), data.test.problem, device=device),
+             lambda: learned.solve(data.test, device=device),
+             lambda: learned.to(device),
+             lambda: ms.Trainer(learned, ms.FixedIterationLoss(2), device=device)]
+    for call in calls:
+        with pytest.raises(ValueError, match="device"):
+            call()
+
+
+def test_device_cpu_runs_the_solve_and_the_fit_it_runs_by_default():
+    data = distributed_fit.splits()
+    problem = data.test.problem
+    plain = ms.run(ms.Jacobi(), problem, rtol=1e-8, maxiter=500)
+    placed = ms.run(ms.Jacobi(), problem, rtol=1e-8, maxiter=500, device="cpu")
+    assert placed.x.device.type == "cpu"
+    assert torch.equal(plain.x, placed.x) and torch.equal(plain.iterations, placed.iterations)
+
+    default, cpu = distributed_fit.solver(), distributed_fit.solver()
+    distributed_fit.trainer(default).fit(data.train, data.validation)
+    ms.Trainer(cpu, ms.FixedIterationLoss(2), distributed_fit.trainer(cpu).config,
+               progress=False, device=torch.device("cpu")).fit(data.train, data.validation)
+    for name, value in default.model.state_dict().items():
+        assert torch.equal(value, cpu.model.state_dict()[name]), name
+    assert cpu.device == torch.device("cpu")
+    first = default.solve(data.test, rtol=1e-8, maxiter=500)
+    again = cpu.to("cpu").solve(data.test, rtol=1e-8, maxiter=500, device="cpu")
+    assert torch.equal(first.x, again.x) and torch.equal(first.iterations, again.iterations)
+    baseline = cpu.solve_baseline(data.test, rtol=1e-8, maxiter=500, device="cpu")
+    classical = ms.run(ms.Jacobi(), problem, rtol=1e-8, maxiter=500, monitor="error")
+    assert torch.equal(baseline.x, classical.x)
+
+
+def test_moving_tasks_moves_every_tensor_of_every_kind_of_problem():
+    """``TaskBatch.to`` (and ``Problem.to``) on the meta device, which every torch has: nothing
+    is left behind on the CPU, dataclass or not, nested or not; to the device the data are on
+    already it returns the same object."""
+    families = [ms.Poisson1DFamily(n=8), ms.RobertsonFamily(steps=5), ms.SpectrumFamily(size=16),
+                ms.ChandrasekharFamily(sizes=(8,)), ms.VanDerPolFamily()]
+    batches = [(family.name, family.sample(3, seed=0)) for family in families]
+    operator = ms.Poisson1DFamily(n=8).sample(3, seed=0).problem
+    start = torch.ones(3, 8, 2, dtype=torch.float64)
+    eigen = ms.EigenProblem(operator, start, torch.full((3,), 4.0, dtype=torch.float64), 1)
+    cone = ms.ConeProgram(torch.tensor([[1.0], [-1.0]], dtype=torch.float64),
+                          torch.tensor([[1.0, 2.0]], dtype=torch.float64),
+                          torch.tensor([[-1.0]], dtype=torch.float64), ms.ConeSpec(nonneg=2),
+                          context=torch.zeros(1, 2, dtype=torch.float64))
+    for name, problem in (("eigen", eigen), ("cone", cone)):
+        batches.append((name, ms.TaskBatch(problem, torch.zeros(problem.batch_size, 2,
+                                                                dtype=torch.float64))))
+    for name, tasks in batches:
+        assert tasks.to("cpu") is tasks
+        moved = tasks.to("meta")
+        assert moved.device.type == "meta" and moved.problem.device.type == "meta", name
+        assert type(moved.problem) is type(tasks.problem)
+        stack = [moved.problem]
+        while stack:
+            problem = stack.pop()
+            for key, value in vars(problem).items():
+                if isinstance(value, torch.Tensor):
+                    assert value.device.type == "meta", (name, key)
+                elif isinstance(value, ms.Problem):
+                    stack.append(value)
+        assert tasks.device.type == "cpu"  # the original stays where it was
+
+
+def test_the_cli_refuses_an_unavailable_device_in_one_line(tmp_path):
+    from typer.testing import CliRunner
+
+    from metasolve.cli import app
+
+    result = CliRunner().invoke(app, ["reproduce", "poisson-jacobi", "--smoke", "--out",
+                                      str(tmp_path), "--device", "tpu9"])
+    assert result.exit_code == 2
+    assert result.stderr.startswith("error: --device must name a torch device")
+    outside = CliRunner().invoke(app, ["reproduce", "poisson-jacobi", "--smoke", "--out",
+                                       str(tmp_path), "--distributed"])
+    assert outside.exit_code == 2 and "torchrun --nproc-per-node=N" in outside.stderr

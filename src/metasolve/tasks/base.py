@@ -53,7 +53,10 @@ class TaskBatch:
         problem = self.problem.to(device)
         if problem is self.problem and self.features.device == device:
             return self
-        return TaskBatch(problem, self.features.to(device))
+        moved = object.__new__(TaskBatch)  # validated when built: not checked again
+        object.__setattr__(moved, "problem", problem)
+        object.__setattr__(moved, "features", self.features.to(device))
+        return moved
 
 
 class TaskFamily:
