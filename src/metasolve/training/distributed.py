@@ -44,6 +44,10 @@ import torch.distributed as dist
 
 from ..validation import check_device
 
+__all__ = ["DataParallel", "current_fit_device", "destroy_process_group", "fit_device",
+           "init_process_group", "is_main_process", "launched", "rank", "rank_device",
+           "world_size"]
+
 #: The environment variables ``torchrun`` sets for every process it starts.
 TORCHRUN_VARIABLES = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
 
