@@ -44,6 +44,9 @@ class Shift(StrEnum):
     ood = "ood"
 
 
+DEVICE_HELP = ("where the trainings run: 'cpu', 'cuda' (each rank's own GPU under torchrun), "
+               "'cuda:1', ...; evaluations stay on the CPU")
+
 FORMAT_HELP = ("how to print tables: 'rich' (boxed, for a terminal), 'markdown' (plain text, "
                "for files and pipes), or 'auto': rich on a terminal, Markdown otherwise; either "
                "way every value is printed in full")
@@ -142,6 +145,13 @@ def reproduce(
                                      "its training distribution with every saved model, "
                                      "without and with the safeguard and with the classical "
                                      "method, and add their table"),
+    device: str = typer.Option("cpu", "--device", help=DEVICE_HELP),
+    distributed: bool = typer.Option(False, "--distributed",
+                                     help="train data-parallel over the processes torchrun "
+                                          "started (`torchrun --nproc-per-node=N -m metasolve "
+                                          "reproduce NAME --distributed`): every rank runs the "
+                                          "cells in turn (--workers is ignored), rank 0 writes "
+                                          "the files"),
 ) -> None:
     if quick + smoke + (scale_name is not None) > 1:
         _fail("choose one of --quick, --smoke and --scale", USAGE)
@@ -150,19 +160,37 @@ def reproduce(
     runner = _runner()
     if shift is not Shift.none and not hasattr(runner.get(name), "shifted_sets"):
         _fail(f"{name} has no shifted sets; --shift ood is not available for it", USAGE)
+    _check_device(runner, device)
+    if distributed and not runner.launched():
+        _fail("--distributed trains over the processes torchrun starts, and this process was "
+              "not started by torchrun; launch it as `torchrun --nproc-per-node=N -m "
+              f"metasolve reproduce {name} ... --distributed`", USAGE)
+    workers = 1 if distributed else workers
     result = _run(runner, name, scale, out, json_path, workers, progress, restart, epochs,
-                  shift.value)
-    _print_result(runner, result, table_format, f"{scale} scale, {workers} worker(s)")
+                  shift.value, device, distributed)
+    if result.get("rank", 0) != 0:
+        return  # rank 0 prints the run's tables
+    how = f"{result['ranks']} ranks" if distributed else f"{workers} worker(s)"
+    _print_result(runner, result, table_format, f"{scale} scale, {how}, trained on {device}")
+
+
+def _check_device(runner, device: str) -> None:
+    """An unavailable or malformed ``--device`` fails in one line before any work."""
+    try:
+        runner.check_device("--device", device)
+    except ValueError as exc:
+        _fail(str(exc), USAGE)
 
 
 def _run(runner, name, scale, out, json_path, workers, progress, restart, epochs,
-         shift="none"):
+         shift="none", device="cpu", distributed=False):
     """Run an experiment; expected failures (a bad path, a busy run folder, a failing cell, a
     stale or damaged checkpoint) are reported in one line, not dumped as a traceback."""
     try:
         return runner.reproduce(name, scale=scale, out_dir=out, json_path=json_path,
                                 workers=workers, progress=progress, epochs=epochs,
-                                restart=restart, shift=shift)
+                                restart=restart, shift=shift, device=device,
+                                distributed=distributed)
     except OutputPathError as exc:
         _fail(str(exc), USAGE)
     except runner.JobError as exc:
@@ -239,6 +267,7 @@ def demo(
     workers: int = typer.Option(DEFAULT_WORKERS, "--workers", min=1,
                                 help="worker processes for the experiment's independent cells"),
     table_format: Format = typer.Option(Format.auto, "--format", help=FORMAT_HELP),
+    device: str = typer.Option("cpu", "--device", help=DEVICE_HELP),
 ) -> None:
     entry = CATALOG[DEMO]
     quick, full = entry.scales["quick"], entry.scales["full"]
@@ -252,7 +281,9 @@ def demo(
                f"run, `metasolve reproduce {DEMO}` ({format_seconds(full.seconds)} on 2 cores), "
                f"gives the ones to compare with the paper (docs/RESULTS.md)\n")
     runner = _runner()
-    result = _run(runner, DEMO, "quick", out, None, workers, True, False, None)
+    _check_device(runner, device)
+    result = _run(runner, DEMO, "quick", out, None, workers, True, False, None,
+                  device=device)
     runner.print_tables(result["tables"], table_format.value)
     typer.echo(f"\nrecords (JSON):             {result['json']}")
     typer.echo(f"iteration histograms (PNG): {result['plot']}")

@@ -53,6 +53,34 @@ class Problem(abc.ABC):
         """Validate a per-instance vector such as an initial guess."""
         return check_vectors(name, value, like=self._leading)
 
+    @property
+    def device(self) -> torch.device:
+        """The device the batch's data lie on."""
+        return self._leading.device
+
+    def to(self, device) -> Problem:
+        """The same batch with its data on ``device`` (``self`` if they are there already).
+
+        Moves every tensor attribute, and every attribute that is itself a problem (an
+        eigenproblem's operator); the data were validated when the batch was built and are not
+        checked again. A subclass that keeps tensors elsewhere (in a list, say) overrides it.
+        """
+        device = torch.device(device)
+        moved = {}
+        for key, value in vars(self).items():
+            if isinstance(value, torch.Tensor) and value.device != device:
+                moved[key] = value.to(device)
+            elif isinstance(value, Problem):
+                there = value.to(device)
+                if there is not value:
+                    moved[key] = there
+        if not moved:
+            return self
+        copy = object.__new__(type(self))
+        for key, value in {**vars(self), **moved}.items():
+            object.__setattr__(copy, key, value)  # frozen dataclasses too
+        return copy
+
 
 @dataclass(frozen=True)
 class LinearSystem(Problem):
@@ -223,6 +251,10 @@ class EigenProblem(Problem):
     @property
     def size(self) -> int:
         return self.operator.size
+
+    @property
+    def device(self) -> torch.device:
+        return self.operator.device
 
     @property
     def block(self) -> int:

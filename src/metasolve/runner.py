@@ -5,7 +5,9 @@ cells and paper numbers (:mod:`metasolve.experiments`).
 
 from __future__ import annotations
 
+import functools
 import shutil
+import tempfile
 import time
 from pathlib import Path
 
@@ -17,13 +19,22 @@ from .experiments import EXPERIMENTS, get
 from .outputs import RunLock, check_file_target, prepare_directory
 from .parallel import JobError, map_jobs
 from .progress import RunMonitor
-from .validation import check_choice, check_count
+from .training.distributed import (
+    destroy_process_group,
+    fit_device,
+    init_process_group,
+    launched,
+    rank,
+    world_size,
+)
+from .validation import check_choice, check_count, check_device
 
 # The command line imports this module only inside its commands (it imports torch); what it
 # needs besides reproduce comes from here too: the errors it reports and the records and table
 # helpers.
-__all__ = ["EXPERIMENTS", "ArtifactError", "JobError", "get", "jobs_of", "plot_records",
-           "print_tables", "read_records", "record_tables", "render_markdown", "reproduce"]
+__all__ = ["EXPERIMENTS", "ArtifactError", "JobError", "check_device", "get", "jobs_of",
+           "launched", "plot_records", "print_tables", "read_records", "record_tables",
+           "render_markdown", "reproduce"]
 
 
 def jobs_of(module, scale: str, out_dir: Path, epochs: int | None = None) -> list[dict]:
@@ -63,7 +74,8 @@ SHIFTS = ("none", "ood")
 
 def reproduce(name: str, scale: str = "full", out_dir="metasolve-out", json_path=None,
               workers: int = 1, progress: bool = True, epochs: int | None = None,
-              restart: bool = False, shift: str = "none") -> dict:
+              restart: bool = False, shift: str = "none", device=None,
+              distributed: bool = False) -> dict:
     """Run experiment ``name`` at ``scale``; write records (JSON) and its plot under ``out_dir``.
 
     Returns a dict with ``records``, ``tables`` (:class:`~metasolve.evaluation.render.Table`
@@ -84,12 +96,24 @@ def reproduce(name: str, scale: str = "full", out_dir="metasolve-out", json_path
     for the run; a second run on it meanwhile raises :class:`~metasolve.outputs.OutputBusyError`.
     The first cell that fails stops the run with :class:`~metasolve.parallel.JobError` naming the
     cell (its exception as the cause); the other cells' checkpoints stay for a rerun.
+
+    ``device`` (``"cpu"``, ``"cuda"``, ``"cuda:1"``) is where the experiment's trainings run
+    (:func:`metasolve.training.distributed.fit_device`; their weights come back to the CPU
+    after each fit, where the evaluations run); ``None``: the CPU. ``distributed`` trains
+    data-parallel over the ranks ``torchrun`` started (see :func:`reproduce_distributed`).
     """
+    if distributed:
+        return reproduce_distributed(name, scale, out_dir, json_path, progress=progress,
+                                     epochs=epochs, restart=restart, shift=shift,
+                                     device=device)
     module = get(name)
     check_choice("scale", scale, tuple(module.SCALES))
     check_count("epochs", epochs, minimum=1, allow_none=True)
     check_count("workers", workers, minimum=1)
     check_choice("shift", shift, SHIFTS)
+    run_cell = module.run_cell
+    if device is not None:
+        run_cell = functools.partial(run_on_device, run_cell, str(check_device("device", device)))
     if shift != "none" and not hasattr(module, "shifted_sets"):
         raise ValueError(f"{name} has no shifted sets; shift must be 'none' for it")
     prepare_directory("output directory", out_dir)
@@ -110,7 +134,7 @@ def reproduce(name: str, scale: str = "full", out_dir="metasolve-out", json_path
                              json_path, out_dir, min(workers, len(jobs)), enabled=progress,
                              reused=reused)
         with monitor:
-            results = map_jobs(module.run_cell, jobs, workers=workers, name=cell_name,
+            results = map_jobs(run_cell, jobs, workers=workers, name=cell_name,
                                on_event=monitor.event)
         records = [r for result in results for r in result["records"]]
         if shift == "ood":
@@ -121,6 +145,45 @@ def reproduce(name: str, scale: str = "full", out_dir="metasolve-out", json_path
     tables = experiment_tables(module, records)
     return {"records": records, "tables": tables, "table": rich_tables(tables),
             "json": json_path, "plot": plot_path, "seconds": seconds, "results": results}
+
+
+def run_on_device(run_cell, device: str, job: dict) -> dict:
+    """``run_cell(job)`` with its trainings on ``device`` (a worker's job: module level)."""
+    with fit_device(device):
+        return run_cell(job)
+
+
+def reproduce_distributed(name: str, scale: str = "full", out_dir="metasolve-out",
+                          json_path=None, progress: bool = True, epochs: int | None = None,
+                          restart: bool = False, shift: str = "none", device=None) -> dict:
+    """:func:`reproduce` in every process ``torchrun`` started (``torchrun --nproc-per-node=N
+    -m metasolve reproduce NAME --distributed``), its trainings data-parallel over them.
+
+    Every rank runs the experiment's cells in turn, in-process; each fit in them joins the
+    process group and trains on its shard of every batch (:mod:`metasolve.training.
+    distributed`), the rest of a cell (sampling, evaluation) runs on every rank alike. Rank 0
+    writes the run folder as :func:`reproduce` does (checkpoints, models, records, plot; it
+    reads the checkpoints too, so only its machine needs to see ``out_dir``); the other ranks
+    write theirs into a temporary folder that is deleted at the end, show no progress, and
+    return their own copy of the result (``result["rank"]`` says whose, ``result["ranks"]``
+    how many there were). A killed run resumes when the same command is
+    launched again. ``device="cuda"`` trains each rank on its own GPU (nccl), otherwise on the
+    CPU (gloo).
+    """
+    created = init_process_group(device)
+    try:
+        me, ranks = rank(), world_size()
+        if me == 0:
+            result = reproduce(name, scale, out_dir, json_path, workers=1, progress=progress,
+                               epochs=epochs, restart=restart, shift=shift, device=device)
+        else:
+            with tempfile.TemporaryDirectory(prefix=f"metasolve-rank{me}-") as scratch:
+                result = reproduce(name, scale, scratch, None, workers=1, progress=False,
+                                   epochs=epochs, restart=False, shift=shift, device=device)
+        return {**result, "rank": me, "ranks": ranks}
+    finally:
+        if created:
+            destroy_process_group()
 
 
 def experiment_tables(module, records: list[dict]) -> list[Table]:

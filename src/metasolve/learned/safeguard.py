@@ -276,7 +276,7 @@ def safeguarded_solve(solver, tasks, options: dict, check_guess: str = "outside"
     classical = solver.classical_params(features)
     inference = time.perf_counter() - start
 
-    out = torch.zeros(batch, dtype=torch.bool)
+    out = torch.zeros(batch, dtype=torch.bool, device=features.device)
     if solver.feature_envelope is not None:
         out = outside_envelope(features, solver.feature_envelope)
         if bool(out.any()):
@@ -288,7 +288,7 @@ def safeguarded_solve(solver, tasks, options: dict, check_guess: str = "outside"
 
     # The guess test: keep a learned start only where it is no worse than the classical one.
     guess_names = [k for k in learned if k in solver.guess_parameters]
-    rejected = torch.zeros(batch, dtype=torch.bool)
+    rejected = torch.zeros(batch, dtype=torch.bool, device=features.device)
     tested = {"outside": out, "always": torch.ones_like(out),
               "never": torch.zeros_like(out)}[check_guess]
     if guess_names and bool(tested.any()):

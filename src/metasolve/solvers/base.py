@@ -40,6 +40,7 @@ from ..solution import ConvergenceError, Solution, Status
 from ..validation import (
     check_choice,
     check_count,
+    check_device,
     check_instance,
     check_instance_counts,
     check_nonnegative,
@@ -194,7 +195,8 @@ def run(method: IterativeMethod, problem, *, params: Mapping[str, torch.Tensor] 
         maxiter: int | torch.Tensor | None = None, fixed_iterations: int | None = None,
         monitor: str = "residual", callback: Callable | None = None,
         truncate: int | None = None, divergence_factor: float = 1e8,
-        stagnation_window: int | None = None, throw: bool = False) -> Solution:
+        stagnation_window: int | None = None, throw: bool = False,
+        device=None) -> Solution:
     """Run ``method`` on a batch of problems; the one driver loop of metasolve.
 
     Stopping (SciPy's vocabulary, docs/architecture.md, convention 4): instance ``i`` converges
@@ -242,6 +244,12 @@ def run(method: IterativeMethod, problem, *, params: Mapping[str, torch.Tensor] 
             with what is left of the caller's cap).
         callback: ``callback(k, state, norms)`` after each iteration.
         throw: raise :class:`ConvergenceError` if any instance did not converge.
+        device: where the solve runs (``"cpu"``, ``"cuda"``, ``"cuda:1"``, a
+            :class:`torch.device`): the problem, ``params`` and ``x0`` are moved there for it
+            and the solution's tensors lie there. ``None`` (default): where the problem's data
+            lie. A method with weights of its own must be there already
+            (``method.to(device)``; :meth:`~metasolve.LearnedSolver.solve` moves it). A
+            malformed or unavailable device is a ``ValueError`` naming ``device``.
 
     Returns:
         A :class:`~metasolve.solution.Solution`; ``info["params"]`` holds the ``params`` it ran
@@ -250,6 +258,9 @@ def run(method: IterativeMethod, problem, *, params: Mapping[str, torch.Tensor] 
         tensor of its own, never the caller's ``x0``.
     """
     check_instance("method", method, IterativeMethod)
+    if device is not None:
+        problem, params, x0 = _on_device(check_device("device", device), method, problem,
+                                         params, x0)
     method.validate(problem)
     rtol = check_nonnegative("rtol", rtol)
     atol = check_nonnegative("atol", atol)
@@ -403,6 +414,29 @@ def run(method: IterativeMethod, problem, *, params: Mapping[str, torch.Tensor] 
     if throw and not bool(solution.converged.all()):
         raise ConvergenceError(f"{method.name}: {solution.summary()}", solution)
     return solution
+
+
+def _on_device(device: torch.device, method: IterativeMethod, problem, params, x0):
+    """``(problem, params, x0)`` moved to ``device`` for :func:`run`; a method whose own
+    weights lie elsewhere is refused (moving them is its owner's decision)."""
+    if isinstance(method, torch.nn.Module):
+        for name, tensor in [*method.named_parameters(), *method.named_buffers()]:
+            if tensor.device != device:
+                raise ValueError(f"device={str(device)!r}: the weights of method {method.name} "
+                                 f"lie on {tensor.device} ({name}); move them first "
+                                 "(method.to(device)) or solve through "
+                                 "LearnedSolver.solve(tasks, device=...)")
+    mover = getattr(problem, "to", None)
+    if not callable(mover):
+        raise TypeError(f"device: a {type(problem).__name__} has no to(device); subclass "
+                        "metasolve.Problem or solve it where its data lie (device=None)")
+    problem = mover(device)
+    if params is not None:
+        params = {k: v.to(device) if isinstance(v, torch.Tensor) else v
+                  for k, v in params.items()}
+    if isinstance(x0, torch.Tensor):
+        x0 = x0.to(device)
+    return problem, params, x0
 
 
 def _shares_memory(a: torch.Tensor, b: torch.Tensor) -> bool:
