@@ -56,8 +56,8 @@ residual falls); everything it decides is reported in the :class:`~metasolve.Sol
 
 * **A fixed budget** (``fixed_iterations``) has no tolerance to fail, and no cheap test tells
   in advance whether the learned part helps on an instance: the classical method runs on the same
-  budget too, and each instance keeps the result with the smaller final monitored norm
-  (``check_budget="always"``, the default; ``"outside"`` compares only the instances outside the
+  budget too, and each instance keeps the converged result where only one converged, else the
+  one with the smaller final monitored norm (``check_budget="always"``, the default; ``"outside"`` compares only the instances outside the
   training envelope, ``"never"`` none). Its non-finite or diverged instances, and those whose
   certificate failed, take the classical result in any case. The guarantee costs the classical
   run's time (``info["fallback_time"]``); ``info["budget_compared"]`` marks the instances that
@@ -431,9 +431,13 @@ def _fall_back(solver, tasks, learned: Solution, failed: torch.Tensor, classical
         params["x0"] = _take(usable, torch.nan_to_num(last), start)
     with torch.no_grad():
         again = run(classical_method, sub.problem, params=params, **options)
-    # The compared instances keep the learned result unless the classical one ends lower (a
-    # non-finite learned norm compares false, so it never beats a finite classical one).
-    take = failed[idx] | (again.residual.to(learned.residual) < learned.residual[idx])
+    # A compared instance keeps the learned result unless the classical one converged where it
+    # did not, or ends lower with the same status (a non-finite classical norm compares false).
+    # Convergence comes first: a conic method's stopping test reads its primal and dual
+    # residuals and gap, not the fixed-point residual it monitors.
+    mine, theirs = learned.converged[idx], again.converged.to(learned.converged.device)
+    lower = again.residual.to(learned.residual) < learned.residual[idx]
+    take = failed[idx] | (theirs & ~mine) | ((theirs == mine) & lower)
     pos = torch.nonzero(take).flatten()  # the rerun instances that take the classical result
     idx = idx[pos]
     replaced = torch.zeros_like(failed)

@@ -434,8 +434,8 @@ class LearnedSolver:
         (training, and the papers' tables). ``check_guess`` says whose learned initial guesses
         are tested against the classical one: ``"outside"`` the training features (default),
         ``"always"`` or ``"never"``. At a fixed budget (``fixed_iterations``) the classical
-        method also runs on the same budget and each instance keeps the result with the smaller
-        final monitored norm; ``check_budget`` (the same three choices, default ``"always"``)
+        method also runs on the same budget and each instance keeps the converged result where
+        only one converged, else the one with the smaller final monitored norm; ``check_budget`` (the same three choices, default ``"always"``)
         says which instances are compared. A method with weights of its own runs in its
         safeguarded mode where it has one (neural SCS: a learned step or start is kept only
         where it does not raise the fixed-point residual; ``solution.info["rejected_steps"]``),
