@@ -38,6 +38,9 @@ import torch
 from .extras import require
 from .validation import check_choice, check_count
 
+__all__ = ["ENGINES", "JobError", "check_engine", "describe_engine", "listening", "map_jobs",
+           "report"]
+
 _PR_SET_PDEATHSIG = 1  # prctl(2) option: a signal for this process when its parent exits
 
 #: Where report() sends events: a callable in-process, a queue in a worker process.
