@@ -47,6 +47,24 @@ class Shift(StrEnum):
 DEVICE_HELP = ("where the trainings run: 'cpu', 'cuda' (each rank's own GPU under torchrun), "
                "'cuda:1', ...; evaluations stay on the CPU")
 
+
+class Engine(StrEnum):
+    """What runs the cells of ``reproduce`` (``--engine``; ``metasolve.parallel.ENGINES``)."""
+
+    local = "local"
+    ray = "ray"
+
+
+WORKERS_HELP = ("worker processes for the experiment's independent cells; with --engine ray, "
+                "the CPUs of the local Ray runtime the run starts (ignored with --address: the "
+                "cluster's CPUs decide)")
+ENGINE_HELP = ("what runs the cells: 'local', in this process or --workers processes on this "
+               "machine, or 'ray', as Ray tasks (needs the extra metasolve[ray]); the records "
+               "are the same")
+ADDRESS_HELP = ("with --engine ray: the Ray cluster to run on, HOST:PORT of its head (`ray start "
+                "--head` prints it) or 'auto' for the cluster this machine has joined; without "
+                "it, the run starts a local Ray runtime")
+
 FORMAT_HELP = ("how to print tables: 'rich' (boxed, for a terminal), 'markdown' (plain text, "
                "for files and pipes), or 'auto': rich on a terminal, Markdown otherwise; either "
                "way every value is printed in full")
@@ -128,8 +146,9 @@ def reproduce(
     out: Path = typer.Option(Path("metasolve-out"), "--out",
                              help="output folder: records, plot, trained models and "
                                   "checkpoints go under OUT/NAME/SCALE"),
-    workers: int = typer.Option(DEFAULT_WORKERS, "--workers", min=1,
-                                help="worker processes for the experiment's independent cells"),
+    workers: int = typer.Option(DEFAULT_WORKERS, "--workers", min=1, help=WORKERS_HELP),
+    engine: Engine = typer.Option(Engine.local, "--engine", help=ENGINE_HELP),
+    address: str = typer.Option(None, "--address", help=ADDRESS_HELP),
     progress: bool = typer.Option(True, "--progress/--no-progress",
                                   help="show progress on stderr: live bars on a terminal, "
                                        "otherwise one line per finished cell and a line at "
@@ -157,6 +176,10 @@ def reproduce(
         _fail("choose one of --quick, --smoke and --scale", USAGE)
     scale = scale_name or ("smoke" if smoke else "quick" if quick else "full")
     _check_experiment(name, scale)
+    if address is not None and engine is not Engine.ray:
+        _fail(f"--address {address} names a Ray cluster; it needs --engine ray", USAGE)
+    if address is not None and not address.strip():
+        _fail("--address is empty; give HOST:PORT of the Ray head, or 'auto'", USAGE)
     runner = _runner()
     if shift is not Shift.none and not hasattr(runner.get(name), "shifted_sets"):
         _fail(f"{name} has no shifted sets; --shift ood is not available for it", USAGE)
@@ -165,12 +188,17 @@ def reproduce(
         _fail("--distributed trains over the processes torchrun starts, and this process was "
               "not started by torchrun; launch it as `torchrun --nproc-per-node=N -m "
               f"metasolve reproduce {name} ... --distributed`", USAGE)
+    if distributed and engine is not Engine.local:
+        _fail("--distributed runs the cells on the ranks torchrun started; it does not combine "
+              "with --engine ray", USAGE)
     workers = 1 if distributed else workers
     result = _run(runner, name, scale, out, json_path, workers, progress, restart, epochs,
-                  shift.value, device, distributed)
+                  shift.value, device, distributed, engine.value, address)
     if result.get("rank", 0) != 0:
         return  # rank 0 prints the run's tables
-    how = f"{result['ranks']} ranks" if distributed else f"{workers} worker(s)"
+    how = (f"{result['ranks']} ranks" if distributed
+           else f"{workers} worker(s)" if engine is Engine.local
+           else f"Ray at {address}" if address is not None else f"local Ray, {workers} CPU(s)")
     _print_result(runner, result, table_format, f"{scale} scale, {how}, trained on {device}")
 
 
@@ -183,16 +211,25 @@ def _check_device(runner, device: str) -> None:
 
 
 def _run(runner, name, scale, out, json_path, workers, progress, restart, epochs,
-         shift="none", device="cpu", distributed=False):
+         shift="none", device="cpu", distributed=False, engine="local", address=None):
     """Run an experiment; expected failures (a bad path, a busy run folder, a failing cell, a
-    stale or damaged checkpoint) are reported in one line, not dumped as a traceback."""
+    stale or damaged checkpoint, a missing ray, an unreachable Ray cluster) are reported in one
+    line, not dumped as a traceback."""
     try:
         return runner.reproduce(name, scale=scale, out_dir=out, json_path=json_path,
                                 workers=workers, progress=progress, epochs=epochs,
                                 restart=restart, shift=shift, device=device,
-                                distributed=distributed)
+                                distributed=distributed, engine=engine, address=address)
     except OutputPathError as exc:
         _fail(str(exc), USAGE)
+    except ImportError as exc:
+        if engine != "ray" or "metasolve[ray]" not in str(exc):
+            raise
+        _fail(str(exc), USAGE)
+    except ConnectionError as exc:
+        if engine != "ray":
+            raise
+        _fail(f"cannot reach the Ray cluster: {exc}", FAILED)
     except runner.JobError as exc:
         if isinstance(exc.error, runner.ArtifactError):
             _fail(f"{exc.error} (in {exc.name}); rerun with --restart to start over", FAILED)

@@ -17,7 +17,7 @@ from .evaluation.render import Table, markdown_tables, print_tables, rich_tables
 from .evaluation.shifts import evaluate_saved_models, shift_table, split_shift_records
 from .experiments import EXPERIMENTS, get
 from .outputs import RunLock, check_file_target, prepare_directory
-from .parallel import JobError, map_jobs
+from .parallel import JobError, check_engine, describe_engine, map_jobs
 from .progress import RunMonitor
 from .training.distributed import (
     destroy_process_group,
@@ -75,7 +75,8 @@ SHIFTS = ("none", "ood")
 def reproduce(name: str, scale: str = "full", out_dir="metasolve-out", json_path=None,
               workers: int = 1, progress: bool = True, epochs: int | None = None,
               restart: bool = False, shift: str = "none", device=None,
-              distributed: bool = False) -> dict:
+              distributed: bool = False, engine: str = "local",
+              address: str | None = None) -> dict:
     """Run experiment ``name`` at ``scale``; write records (JSON) and its plot under ``out_dir``.
 
     Returns a dict with ``records``, ``tables`` (:class:`~metasolve.evaluation.render.Table`
@@ -90,6 +91,14 @@ def reproduce(name: str, scale: str = "full", out_dir="metasolve-out", json_path
     with the classical method (:mod:`metasolve.evaluation.shifts`), and adds those records
     (each with a ``shift`` key) and their table.
 
+    ``engine`` runs the cells: ``"local"`` in-process (``workers=1``) or in ``workers`` worker
+    processes, ``"ray"`` as Ray tasks (:func:`metasolve.parallel.map_jobs`): on a local Ray
+    runtime of ``workers`` CPUs that the run starts, or, with ``address`` (``"HOST:PORT"`` of a
+    cluster's head, or ``"auto"``), on that cluster, whose CPUs then decide how many cells run at
+    once. The records are the same whichever engine runs the cells. On a cluster of several
+    machines, ``out_dir`` must be a folder every node sees at the same path (the cells write
+    their checkpoints and models there).
+
     Before any work, the arguments and every output path are checked (the run folder
     ``out_dir/name/scale`` is created, the records and plot files must be writable): a bad one
     raises :class:`~metasolve.outputs.OutputPathError` (a ValueError). The run folder is locked
@@ -103,6 +112,9 @@ def reproduce(name: str, scale: str = "full", out_dir="metasolve-out", json_path
     data-parallel over the ranks ``torchrun`` started (see :func:`reproduce_distributed`).
     """
     if distributed:
+        if engine != "local":
+            raise ValueError(f"engine={engine!r}: a distributed run (distributed=True) runs its "
+                             "cells on the ranks torchrun started; use the local engine")
         return reproduce_distributed(name, scale, out_dir, json_path, progress=progress,
                                      epochs=epochs, restart=restart, shift=shift,
                                      device=device)
@@ -114,6 +126,7 @@ def reproduce(name: str, scale: str = "full", out_dir="metasolve-out", json_path
     run_cell = module.run_cell
     if device is not None:
         run_cell = functools.partial(run_on_device, run_cell, str(check_device("device", device)))
+    check_engine(engine, address)
     if shift != "none" and not hasattr(module, "shifted_sets"):
         raise ValueError(f"{name} has no shifted sets; shift must be 'none' for it")
     prepare_directory("output directory", out_dir)
@@ -126,16 +139,18 @@ def reproduce(name: str, scale: str = "full", out_dir="metasolve-out", json_path
         if restart:
             shutil.rmtree(out_dir / "checkpoints", ignore_errors=True)
         start = time.perf_counter()
-        jobs = jobs_of(module, scale, out_dir, epochs)
+        # A Ray task may run on another node, in another folder: it gets the absolute path.
+        jobs = jobs_of(module, scale, out_dir.absolute() if engine == "ray" else out_dir, epochs)
         for job in jobs:
             job["progress"] = progress  # the cells' trainings report to the monitor below
         reused = len(list((out_dir / "checkpoints").glob("**/*.safetensors")))
         monitor = RunMonitor(f"{name} ({scale} scale)", [short_name(job) for job in jobs],
                              json_path, out_dir, min(workers, len(jobs)), enabled=progress,
-                             reused=reused)
+                             reused=reused,
+                             engine=describe_engine(engine, workers, len(jobs), address))
         with monitor:
             results = map_jobs(run_cell, jobs, workers=workers, name=cell_name,
-                               on_event=monitor.event)
+                               on_event=monitor.event, engine=engine, address=address)
         records = [r for result in results for r in result["records"]]
         if shift == "ood":
             records += evaluate_saved_models(module, module.SCALES[scale], out_dir / "models")

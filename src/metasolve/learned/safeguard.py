@@ -54,18 +54,18 @@ residual falls); everything it decides is reported in the :class:`~metasolve.Sol
   the feature's training range is flagged (``Solution.out_of_distribution``) and a warning says
   how many were.
 
-* **A fixed budget** (``fixed_iterations``) has no tolerance to fail, and no cheap test tells
-  in advance whether the learned part helps on an instance: the classical method runs on the same
-  budget too, and each instance keeps the converged result where only one converged, else the
-  one with the smaller final monitored norm (``check_budget="always"``, the default; ``"outside"`` compares only the instances outside the
-  training envelope, ``"never"`` none). Its non-finite or diverged instances, and those whose
-  certificate failed, take the classical result in any case. The guarantee costs the classical
-  run's time (``info["fallback_time"]``); ``info["budget_compared"]`` marks the instances that
-  were compared, and ``Solution.fallback`` those that kept the classical result. Measured on the
-  experiments' shifted sets, the learned part loses at an equal budget on sets its features do
-  not flag (AutoSpec preconditioners on spectra with condition numbers outside the training
-  range: 8.6 and 21.7 times the classical residual), so comparing only outside the envelope
-  would not keep the promise.
+* **A fixed budget** (``fixed_iterations``) has no tolerance to fail, and no cheap test tells in
+  advance whether the learned part helps on an instance: the classical method runs on the same
+  budget too, and each instance keeps the converged result where only one converged, else the one
+  with the smaller final monitored norm (``check_budget="always"``, the default; ``"outside"``
+  compares only the instances outside the training envelope, ``"never"`` none). Its non-finite or
+  diverged instances, and those whose certificate failed, take the classical result in any case.
+  The guarantee costs the classical run's time (``info["fallback_time"]``);
+  ``info["budget_compared"]`` marks the instances that were compared, and ``Solution.fallback``
+  those that kept the classical result. Measured on the experiments' shifted sets, the learned
+  part loses at an equal budget on sets its features do not flag (AutoSpec preconditioners on
+  spectra with condition numbers outside the training range: 8.6 and 21.7 times the classical
+  residual), so comparing only outside the envelope would not keep the promise.
 
 The classical method is ``LearnedSolver.classical_method_for(problem)``: the method itself with
 its classical parameters, neural SCS's plain SCS, or an R2N2's counterpart for the problem type

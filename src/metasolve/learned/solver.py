@@ -435,8 +435,9 @@ class LearnedSolver:
         are tested against the classical one: ``"outside"`` the training features (default),
         ``"always"`` or ``"never"``. At a fixed budget (``fixed_iterations``) the classical
         method also runs on the same budget and each instance keeps the converged result where
-        only one converged, else the one with the smaller final monitored norm; ``check_budget`` (the same three choices, default ``"always"``)
-        says which instances are compared. A method with weights of its own runs in its
+        only one converged, else the one with the smaller final monitored norm;
+        ``check_budget`` (the same three choices, default ``"always"``) says which instances
+        are compared. A method with weights of its own runs in its
         safeguarded mode where it has one (neural SCS: a learned step or start is kept only
         where it does not raise the fixed-point residual; ``solution.info["rejected_steps"]``),
         and unguarded where it has none.
