@@ -85,7 +85,8 @@ def test_operations_match_the_dense_matrices(layout):
             expected = torch.linalg.solve_triangular(torch.diag_embed(diag) + factor * part,
                                                      x.unsqueeze(-1), upper=up).squeeze(-1)
             close(matrices.solve_triangular(x, upper=up, scale=s), expected)
-    for idx in (slice(1, None), torch.tensor([2, 0]), torch.tensor([True, False, True])):
+    for idx in (slice(1, None), torch.tensor([2, 0]), torch.tensor([True, False, True]),
+                torch.tensor([1])):
         close(matrices[idx].to_dense(), dense[idx])
         close(matrices.index(idx).matvec(x[idx]), bmv(dense[idx], x[idx]))
     single = matrices.to(torch.float32)

@@ -449,7 +449,9 @@ class SparseBatch:
         if not chosen.numel():
             raise ValueError("the sub-batch is empty")
         pattern, picked = self.pattern.select_blocks(chosen)
-        return SparseBatch(pattern, self.values[picked])
+        values = self.values[picked]
+        # One block is a shared pattern with one instance: values (1, nnz).
+        return SparseBatch(pattern, values.unsqueeze(0) if pattern.blocks == 1 else values)
 
     def __getitem__(self, idx) -> SparseBatch:
         return self.index(idx)
@@ -524,19 +526,25 @@ class SparseBatch:
         x3, shape = self._flat(x)
         positions, cols, rows = self.pattern.entries(part)
         values = self._rows_of_values()
-        out = torch.zeros(x3.shape, dtype=torch.result_type(x3, values), device=x3.device)
+        count_r, count_k, width = x3.shape
+        flat = x3.reshape(count_r * count_k, width)  # one row per vector: gathers along rows
+        out = torch.zeros(flat.shape, dtype=flat.dtype, device=flat.device)
         count = cols.numel()
-        graph = torch.is_grad_enabled() and (values.requires_grad or x3.requires_grad)
-        limit = CHUNK_ELEMENTS.get(x3.device.type, CHUNK_ELEMENTS_DEVICE)
-        step = count if graph else max(1, limit // max(1, x3.shape[0] * x3.shape[1]))
+        graph = torch.is_grad_enabled() and (values.requires_grad or flat.requires_grad)
+        limit = CHUNK_ELEMENTS.get(flat.device.type, CHUNK_ELEMENTS_DEVICE)
+        step = count if graph else max(1, limit // flat.shape[0])
         for start in range(0, count, max(step, 1)):
             end = min(count, start + step)
             v = values[:, start:end] if positions is None else values.index_select(
                 1, positions[start:end])
-            gathered = x3.index_select(2, cols[start:end])
-            product = gathered * v.unsqueeze(1) if graph else gathered.mul_(v.unsqueeze(1))
-            out.index_add_(2, rows[start:end], product)
-        return self._unflat(out, shape)
+            gathered = torch.gather(flat, 1, cols[start:end].expand(flat.shape[0], -1))
+            grouped = gathered.view(count_r, count_k, -1)
+            if graph:
+                gathered = (grouped * v.unsqueeze(1)).reshape(gathered.shape)
+            else:
+                grouped.mul_(v.unsqueeze(1))
+            out.index_add_(1, rows[start:end], gathered)
+        return self._unflat(out.view(x3.shape), shape)
 
     def diagonal(self) -> torch.Tensor:
         """``(B, N)``: the diagonal of each instance (0 where the pattern has no entry)."""
@@ -546,18 +554,25 @@ class SparseBatch:
         return diag.reshape(self.batch_size, self.size)
 
     def solve_triangular(self, rhs: torch.Tensor, *, upper: bool = False,
-                         scale: float | torch.Tensor = 1.0) -> torch.Tensor:
+                         scale: float | torch.Tensor = 1.0,
+                         diagonal: torch.Tensor | None = None) -> torch.Tensor:
         """``y`` with ``(D + s T) y = rhs``: ``T`` the strictly lower part (``upper=False``,
         forward substitution) or the strictly upper part (backward), ``D`` the diagonal, ``s``
         the number or per-instance ``(B,)`` tensor ``scale`` (``s = 1``: the triangle of ``A``
         itself; ``s = omega``: an SOR sweep). ``rhs`` is ``(B, N)`` or ``(B, K, N)``; the
-        diagonal must have no zero. Runs over the pattern's level schedule (module docstring).
+        diagonal must have no zero (``diagonal``, ``(B, N)``: use it instead of
+        :meth:`diagonal`, e.g. one computed once for many solves). Runs over the pattern's
+        level schedule (module docstring).
         """
         c3, shape = self._flat(rhs, "rhs")
         plan = self.pattern.schedule(upper)
         values = self._rows_of_values()
-        positions, present = self.pattern.diagonal_positions()
-        diag = torch.where(present, values.index_select(1, positions), 0.0).unsqueeze(1)
+        if diagonal is None:
+            diagonal = self.diagonal()
+        elif tuple(diagonal.shape) not in ((self.size,), (self.batch_size, self.size)):
+            raise ValueError(f"diagonal must have shape ({self.batch_size}, {self.size}) or "
+                             f"({self.size},), got {tuple(diagonal.shape)}")
+        diag = self._flat(diagonal.expand(self.batch_size, self.size), "diagonal")[0]
         per_row = False
         if isinstance(scale, torch.Tensor):
             if tuple(scale.shape) not in ((self.batch_size,), (self.batch_size, 1)):

@@ -353,7 +353,7 @@ def run(method: IterativeMethod, problem, *, params: Mapping[str, torch.Tensor] 
             state, norms = _subset_step(method, problem, state, params, active, norms, monitor)
         else:
             stepped = method.step(problem, state, params)
-            state = _masked_update(active, stepped, state, batch)
+            state = _masked_update(active, stepped, state, batch, every=n_active == batch)
             norms = torch.where(active, _monitor(method, problem, state, monitor), norms)
         iterations += active
         state, norms, running = still_running(k + 1, state, norms, active)
@@ -510,9 +510,11 @@ def _subset_step(method: IterativeMethod, problem, state: State, params, active:
     return new_state, norms.index_put((idx,), sub_norms)
 
 
-def _masked_update(active: torch.Tensor, new: State, old: State, batch: int) -> State:
+def _masked_update(active: torch.Tensor, new: State, old: State, batch: int,
+                   every: bool = False) -> State:
     """Take the new state only where the instance is still active (docs/architecture.md,
-    convention 1)."""
+    convention 1). ``every``: all instances are active, so the new state is taken as it is
+    (the same values and gradients, without a masked copy of every entry)."""
     out = {}
     for key, value in new.items():
         prev = old.get(key)
@@ -524,6 +526,9 @@ def _masked_update(active: torch.Tensor, new: State, old: State, batch: int) -> 
                              f"{None if prev is None else tuple(prev.shape)} to "
                              f"{tuple(value.shape)}: entries must keep one shape with the batch "
                              f"({batch}) as leading dimension, or be passed on unchanged")
+        if every:
+            out[key] = value
+            continue
         mask = active.reshape((-1,) + (1,) * (value.ndim - 1))
         out[key] = torch.where(mask, value, prev)
     return out

@@ -98,12 +98,13 @@ class ConjugateGradient(IterativeMethod):
         p = state["p"]
         ap = problem.matvec(p)
         pap = batched_dot(p, ap)
-        step = safe_ratio(state["rz"], pap)
-        x = state["x"] + step.unsqueeze(1) * p
-        r = state["r"] - step.unsqueeze(1) * ap
+        step = safe_ratio(state["rz"], pap).unsqueeze(1)
+        x = torch.addcmul(state["x"], step, p)  # fused: no temporary vector
+        r = torch.addcmul(state["r"], step, ap, value=-1)
+        del ap
         z = self._preconditioner(problem, params, state)(r)
         rz = batched_dot(r, z)
-        p = z + safe_ratio(rz, state["rz"]).unsqueeze(1) * p
+        p = torch.addcmul(z, safe_ratio(rz, state["rz"]).unsqueeze(1), p)
         breakdown = state["breakdown"] | ~(pap >= 0) | ~(rz >= 0)
         return {**state, "x": x, "r": r, "p": p, "rz": rz, "breakdown": breakdown}
 

@@ -23,13 +23,17 @@ uses a dense triangular solve; a sparse one (a torch sparse matrix shared by the
 :meth:`~metasolve.sparse.SparseBatch.solve_triangular`, which reproduces the sequential sweep
 exactly (the same iterates as the loop above, in the natural order of the unknowns).
 
-Cost of an SOR iteration: one forward solve and one product with ``U`` (together the entries of
-``A`` once); the residual ``b - A x_{k+1}`` follows from them without another product::
+The iteration is run in correction form: the residual ``r_k = b - A x_k`` gives the step
+``delta = x_{k+1} - x_k`` by one triangular solve, and the next residual follows from the step
+by one product with the other triangle::
 
-    b - A x_{k+1} = U (x_k - x_{k+1}) + ((1 - omega) / omega) D (x_{k+1} - x_k).
+    (D + omega L) delta = omega r_k,    x_{k+1} = x_k + delta,
+    r_{k+1} = ((1 - omega) / omega) D delta - U delta
 
-An SSOR iteration costs two solves and products with ``L`` (twice) and ``U``: about twice an
-SOR iteration.
+(the same iterates as the sweep above, up to rounding). An SOR iteration thus costs the
+entries of ``A`` once (the solve reads ``D + L``, the product ``U``), and an SSOR iteration
+twice. ``r_k`` is updated by a recurrence, so the driver confirms a stop on the true residual
+(``recurrence_residual``).
 
 Example:
     >>> import torch, metasolve as ms
@@ -90,7 +94,8 @@ class Splitting:
         if self.diagonal_only:
             return rhs / diagonal
         if self.sparse is not None:
-            return self.sparse.solve_triangular(rhs, upper=upper, scale=scale)
+            return self.sparse.solve_triangular(rhs, upper=upper, scale=scale,
+                                                diagonal=diagonal)
         part = torch.triu(self.dense, 1) if upper else torch.tril(self.dense, -1)
         if isinstance(scale, torch.Tensor):
             part = scale.reshape(-1, 1, 1) * part
@@ -109,14 +114,15 @@ class SOR(IterativeMethod):
     Parameters ``theta`` read from ``params``: ``x0`` and ``omega`` (``(B,)`` or ``(B, 1)``,
     each in ``(0, 2)``; a learnable relaxation factor, as Jacobi's damping).
 
-    State: the iterate ``x``, its residual ``r = b - A x`` (the monitored norm; computed from
-    the sweep, module docstring), ``ux = U x`` and the diagonal ``d``.
+    State: the iterate ``x``, its residual ``r = b - A x`` (the monitored norm, updated from
+    the step, module docstring) and the diagonal ``d``.
     """
 
     name = "sor"
     parameter_names = ("omega",)
     parameter_shapes = {"omega": "instance"}
     problem_type = LinearSystem
+    recurrence_residual = True
 
     def __init__(self, omega: float = 1.0):
         omega = check_finite_number("omega", omega)
@@ -149,29 +155,35 @@ class SOR(IterativeMethod):
 
     def init(self, problem: LinearSystem, x0, params) -> State:
         self._omega(problem, params)
-        split = Splitting(problem)
-        diag = problem.diagonal()
-        ux = split.product(x0, upper=True)
-        r = problem.rhs - ux - diag * x0 - split.product(x0, upper=False)
-        return {"x": x0, "r": r, "ux": ux, "d": diag}
+        return {"x": x0, "r": problem.residual(x0), "d": problem.diagonal()}
 
     @staticmethod
     def _column(omega):
         return omega.unsqueeze(1) if isinstance(omega, torch.Tensor) else omega
 
+    @staticmethod
+    def _sweep(split: Splitting, x, r, d, omega, w, upper: bool):
+        """One sweep in correction form (module docstring): ``(x + delta, r_next)``; the
+        forward sweep (``upper=False``) solves with ``D + omega L`` and multiplies by ``U``."""
+        delta = split.solve(w * r, d, omega, upper=upper)
+        other = split.product(delta, upper=not upper)
+        # In place on fresh temporaries only (autograd keeps what it needs): two vectors less.
+        return x + delta, (d * delta).mul_((1 - w) / w).sub_(other)
+
     def step(self, problem: LinearSystem, state: State, params: Mapping) -> State:
         omega = self._omega(problem, params)
         w = self._column(omega)
-        split = Splitting(problem)
-        x, d = state["x"], state["d"]
-        rhs = w * (problem.rhs - state["ux"]) + (1 - w) * d * x
-        new = split.solve(rhs, d, omega, upper=False)
-        ux = split.product(new, upper=True)
-        r = (state["ux"] - ux) + ((1 - w) / w) * d * (new - x)
-        return {"x": new, "r": r, "ux": ux, "d": d}
+        x, r = self._sweep(Splitting(problem), state["x"], state["r"], state["d"], omega, w,
+                           upper=False)
+        return {"x": x, "r": r, "d": state["d"]}
 
     def residual(self, problem: LinearSystem, state: State) -> torch.Tensor:
         return torch.linalg.vector_norm(state["r"], dim=1)
+
+    def replace_residual(self, problem: LinearSystem, state: State, params: Mapping,
+                         residual: torch.Tensor) -> State:
+        """``r = b - A x``: the next step reads nothing else."""
+        return {**state, "r": residual}
 
 
 @register_method
@@ -186,11 +198,7 @@ class SSOR(SOR):
     def step(self, problem: LinearSystem, state: State, params: Mapping) -> State:
         omega = self._omega(problem, params)
         w = self._column(omega)
-        split = Splitting(problem)
-        x, d, b = state["x"], state["d"], problem.rhs
-        half = split.solve(w * (b - state["ux"]) + (1 - w) * d * x, d, omega, upper=False)
-        lower = split.product(half, upper=False)
-        new = split.solve(w * (b - lower) + (1 - w) * d * half, d, omega, upper=True)
-        ux = split.product(new, upper=True)
-        r = b - ux - d * new - split.product(new, upper=False)
-        return {"x": new, "r": r, "ux": ux, "d": d}
+        split, d = Splitting(problem), state["d"]
+        x, r = self._sweep(split, state["x"], state["r"], d, omega, w, upper=False)
+        x, r = self._sweep(split, x, r, d, omega, w, upper=True)
+        return {"x": x, "r": r, "d": d}
