@@ -292,6 +292,11 @@ def run(method: IterativeMethod, problem, *, params: Mapping[str, torch.Tensor] 
 
     start = time.perf_counter()
     state = method.init(problem, x0, params)
+    # Remember where x0 lives, not x0 itself: a zero guess made here is then freed once the
+    # iterate moves on (one vector of the batch less while iterating).
+    x0_storage = _storage(x0)
+    if x0_storage is not None:
+        x0 = None
     if method.per_instance_state:
         shared = sorted(key for key, value in state.items()
                         if not isinstance(value, torch.Tensor)
@@ -376,7 +381,7 @@ def run(method: IterativeMethod, problem, *, params: Mapping[str, torch.Tensor] 
     status[state.get("breakdown", no_breakdown)] = int(Status.BREAKDOWN)
 
     x = state["x"]
-    if _shares_memory(x, x0):
+    if _storage(x) == x0_storage if x0 is None else _shares_memory(x, x0):
         x = x.clone()  # no step was taken: never hand the caller's own x0 back
     steps = len(history) - 1
     if (torch.is_grad_enabled() and x.requires_grad and fixed_iterations is None
@@ -403,6 +408,15 @@ def run(method: IterativeMethod, problem, *, params: Mapping[str, torch.Tensor] 
     if throw and not bool(solution.converged.all()):
         raise ConvergenceError(f"{method.name}: {solution.summary()}", solution)
     return solution
+
+
+def _storage(a: torch.Tensor) -> int | None:
+    """The address of ``a``'s storage (``None`` for tensors without one, such as torch.func
+    wrappers)."""
+    try:
+        return a.untyped_storage().data_ptr()
+    except (NotImplementedError, RuntimeError):
+        return None
 
 
 def _shares_memory(a: torch.Tensor, b: torch.Tensor) -> bool:

@@ -57,22 +57,23 @@ class BiCGStab(IterativeMethod):
 
     def step(self, problem: LinearSystem, state: State, params: Mapping) -> State:
         x, r, shadow, p, rho = (state[k] for k in ("x", "r", "shadow", "p", "rho"))
+        live = batched_dot(r, r) != 0  # an instance solved exactly has nothing to break
         v = problem.matvec(p)
         sv = batched_dot(shadow, v)
         alpha = safe_ratio(rho, sv)
         s = torch.addcmul(r, alpha.unsqueeze(1), v, value=-1)  # fused: no temporary vector
+        s_live = batched_dot(s, s) != 0
         t = problem.matvec(s)
         omega = safe_ratio(batched_dot(t, s), batched_dot(t, t))
         x = torch.addcmul(x, alpha.unsqueeze(1), p).addcmul_(omega.unsqueeze(1), s)
         r_new = torch.addcmul(s, omega.unsqueeze(1), t, value=-1)
-        s_live = batched_dot(s, s) != 0
         del s, t
         rho_new = batched_dot(shadow, r_new)
+        r_live = batched_dot(r_new, r_new) != 0
         beta = safe_ratio(rho_new, rho) * safe_ratio(alpha, omega)
         p = torch.addcmul(p, omega.unsqueeze(1), v, value=-1).mul_(beta.unsqueeze(1)).add_(r_new)
-        live = batched_dot(r, r) != 0  # an instance solved exactly has nothing to break
         breakdown = state["breakdown"] | (live & (sv == 0)) | (s_live & (omega == 0)) \
-            | (s_live & (rho_new == 0) & (batched_dot(r_new, r_new) != 0))
+            | (s_live & (rho_new == 0) & r_live)
         return {"x": x, "r": r_new, "shadow": shadow, "p": p, "rho": rho_new,
                 "breakdown": breakdown}
 

@@ -162,13 +162,16 @@ class SOR(IterativeMethod):
         return omega.unsqueeze(1) if isinstance(omega, torch.Tensor) else omega
 
     @staticmethod
-    def _sweep(split: Splitting, x, r, d, omega, w, upper: bool):
+    def _sweep(split: Splitting, x, r, d, omega, w, upper: bool, fresh: bool = False):
         """One sweep in correction form (module docstring): ``(x + delta, r_next)``; the
-        forward sweep (``upper=False``) solves with ``D + omega L`` and multiplies by ``U``."""
-        delta = split.solve(w * r, d, omega, upper=upper)
+        forward sweep (``upper=False``) solves with ``D + omega L`` and multiplies by ``U``.
+        ``fresh``: ``x`` is a temporary of the caller's, updated in place."""
+        # In place on fresh temporaries only (autograd keeps what it needs): each saves a
+        # vector of the batch.
+        delta = split.solve(r, d, omega, upper=upper).mul_(w)  # (D + w T) delta = w r
         other = split.product(delta, upper=not upper)
-        # In place on fresh temporaries only (autograd keeps what it needs): two vectors less.
-        return x + delta, (d * delta).mul_((1 - w) / w).sub_(other)
+        x = x.add_(delta) if fresh else x + delta
+        return x, (d * delta).mul_((1 - w) / w).sub_(other)
 
     def step(self, problem: LinearSystem, state: State, params: Mapping) -> State:
         omega = self._omega(problem, params)
@@ -200,5 +203,5 @@ class SSOR(SOR):
         w = self._column(omega)
         split, d = Splitting(problem), state["d"]
         x, r = self._sweep(split, state["x"], state["r"], d, omega, w, upper=False)
-        x, r = self._sweep(split, x, r, d, omega, w, upper=True)
+        x, r = self._sweep(split, x, r, d, omega, w, upper=True, fresh=True)
         return {"x": x, "r": r, "d": d}
