@@ -59,10 +59,11 @@ def _index_tensor(name: str, value, device=None) -> torch.Tensor:
 
 class _Schedule:
     """A triangular solve's plan: rows in level order, the strict-part entries of each level's
-    rows (value positions, columns, row within the level) and the level bounds."""
+    rows (value positions, columns, row within the level, row) and the level bounds."""
 
-    def __init__(self, rows, positions, cols, local, bounds):
+    def __init__(self, rows, positions, cols, local, entry_rows, bounds):
         self.rows, self.positions, self.cols, self.local = rows, positions, cols, local
+        self.entry_rows = entry_rows  # the (global) row of each entry
         self.bounds = bounds  # [(row start, row end, entry start, entry end)] per level
 
     @property
@@ -240,7 +241,7 @@ class SparsePattern:
             return torch.from_numpy(np.ascontiguousarray(array, dtype=np.int64)).to(self.device)
 
         return _Schedule(dev(order), dev(positions[by_level]), dev(cols[by_level]), dev(local),
-                         bounds)
+                         dev(rows[by_level]), bounds)
 
     def select_blocks(self, blocks: torch.Tensor) -> tuple[SparsePattern, torch.Tensor]:
         """The block-diagonal pattern of the blocks ``blocks`` (int64 indices, in that order)
@@ -573,29 +574,42 @@ class SparseBatch:
             raise ValueError(f"diagonal must have shape ({self.batch_size}, {self.size}) or "
                              f"({self.size},), got {tuple(diagonal.shape)}")
         diag = self._flat(diagonal.expand(self.batch_size, self.size), "diagonal")[0]
-        per_row = False
+        count_r, count_k, width = c3.shape
+        factor, per_row = 1.0, False  # the scale as alpha of index_add, or with the values
         if isinstance(scale, torch.Tensor):
             if tuple(scale.shape) not in ((self.batch_size,), (self.batch_size, 1)):
                 raise ValueError(f"scale must be a number or hold one value per instance, "
                                  f"shape ({self.batch_size},), got {tuple(scale.shape)}")
             scale = scale.reshape(-1)
             if self.shared_pattern:
-                scale = scale.reshape(-1, 1, 1)
-            else:
-                scale, per_row = scale.repeat_interleave(self.size).reshape(1, 1, -1), True
-        rows_out = c3.shape[0]
-        y = torch.zeros(c3.shape, dtype=torch.result_type(c3, values), device=c3.device)
+                scale = scale.reshape(1, -1, 1)
+            else:  # one scale per row of the block-diagonal pattern
+                scale, per_row = scale.repeat_interleave(self.size), True
+        else:
+            factor, scale = float(scale), None
+        graph = torch.is_grad_enabled() and any(
+            t is not None and t.requires_grad for t in (values, c3, diag, scale))
+        # The sweep works on one row per unknown (rows of the pattern by vectors): a level
+        # gathers and writes whole rows.
+        c_rows = c3.reshape(count_r * count_k, width).T.contiguous()
+        d_rows = diag.reshape(count_r, width).T.contiguous()
+        y_rows = torch.zeros(c_rows.shape, dtype=c_rows.dtype, device=c_rows.device)
         for r0, r1, e0, e1 in plan.bounds:
             rows = plan.rows[r0:r1]
-            acc = c3.index_select(2, rows)
+            acc = c_rows.index_select(0, rows)
             if e1 > e0:
-                v = values.index_select(1, plan.positions[e0:e1]).unsqueeze(1)
-                product = y.index_select(2, plan.cols[e0:e1]) * v
-                total = torch.zeros(rows_out, c3.shape[1], r1 - r0, dtype=y.dtype,
-                                    device=y.device).index_add_(2, plan.local[e0:e1], product)
-                s = scale.index_select(2, rows) if per_row else scale
-                acc = acc - s * total
-            y.index_copy_(2, rows, acc / diag.index_select(2, rows))
+                v = values.index_select(1, plan.positions[e0:e1]).T.unsqueeze(2)
+                if scale is not None:
+                    v = v * (scale.index_select(0, plan.entry_rows[e0:e1]).reshape(-1, 1, 1)
+                             if per_row else scale)
+                gathered = y_rows.index_select(0, plan.cols[e0:e1]).view(-1, count_r, count_k)
+                product = gathered * v if graph else gathered.mul_(v)
+                acc = acc.index_add_(0, plan.local[e0:e1], product.view(e1 - e0, -1),
+                                     alpha=-factor)
+            acc = acc.view(-1, count_r, count_k).div_(d_rows.index_select(0, rows).unsqueeze(2))
+            y_rows.index_copy_(0, rows, acc.view(r1 - r0, -1))
+        del c_rows, d_rows
+        y = y_rows.T.contiguous().view(c3.shape)
         return self._unflat(y, shape)
 
 
