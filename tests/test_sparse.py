@@ -138,6 +138,15 @@ def test_stack_shares_a_common_pattern_and_reads_torch_and_scipy():
     assert tuple(mixed.values.shape) == (a.nnz + 9,)
 
 
+@pytest.mark.filterwarnings("ignore:Sparse CSR tensor support is in beta")
+def test_a_shared_torch_matrix_is_read_once():
+    matrix = instances()[0].to_sparse_csr()
+    first, second = (ms.SparseBatch.from_shared(matrix, batch) for batch in (2, 5))
+    assert first.pattern is second.pattern and second.batch_size == 5
+    assert second.values.stride(0) == 0  # an expanded view: no copy per instance
+    torch.testing.assert_close(second.to_dense(), matrix.to_dense().expand(5, N, N))
+
+
 def test_linear_system_holds_a_sparse_batch():
     dense = instances()
     rhs = randn(B, N, seed=5)
@@ -374,6 +383,10 @@ def test_bad_patterns_and_values_are_named():
         matrices.solve_triangular(torch.ones(2, 2, dtype=DTYPE), scale=torch.ones(3))
     with pytest.raises(ValueError, match="part"):
         matrices.matvec(torch.ones(2, 2, dtype=DTYPE), "diagonal")
+    with pytest.raises(ValueError, match="at least one instance"):
+        matrices[torch.tensor([False, False])]
+    with pytest.raises(ValueError, match="diagonal must have shape"):
+        matrices.solve_triangular(torch.ones(2, 2, dtype=DTYPE), diagonal=torch.ones(3))
     with pytest.raises(ValueError, match="matrix must hold 3 matrices"):
         ms.LinearSystem(matrices, torch.ones(3, 2, dtype=DTYPE))
     with pytest.raises(TypeError, match="matrix and rhs"):

@@ -159,13 +159,6 @@ class SparsePattern:
         return SparsePattern(self.crow_indices.to(device), self.col_indices.to(device),
                              blocks=self.blocks, _checked=True)
 
-    def same_as(self, other: SparsePattern) -> bool:
-        """Whether ``other`` has the same structure."""
-        return other is self or (
-            other.blocks == self.blocks and other.size == self.size
-            and torch.equal(other.crow_indices, self.crow_indices.to(other.device))
-            and torch.equal(other.col_indices, self.col_indices.to(other.device)))
-
     def __repr__(self) -> str:
         blocks = "" if self.blocks == 1 else f", blocks={self.blocks}"
         return f"SparsePattern(size={self.size}, nnz={self.nnz}{blocks}, device={self.device})"
@@ -325,6 +318,13 @@ class SparseBatch:
                              f"{tuple(values.shape)}")
         self.pattern, self.values = pattern, values
 
+    @classmethod
+    def _derived(cls, pattern: SparsePattern, values: torch.Tensor) -> SparseBatch:
+        """A batch made from a checked one (a sub-batch, a copy): not checked again."""
+        batch = cls.__new__(cls)
+        batch.pattern, batch.values = pattern, values
+        return batch
+
     # --- sizes ------------------------------------------------------------------------------
 
     @property
@@ -441,10 +441,10 @@ class SparseBatch:
         """The sub-batch at ``idx`` (a slice, index tensor or boolean mask)."""
         if self.shared_pattern:
             values = self.values[idx]
-            if values.ndim != 2:
+            if values.ndim != 2 or not values.shape[0]:
                 raise ValueError("index a SparseBatch with a slice, an index tensor or a mask "
-                                 "(it keeps the batch dimension)")
-            return SparseBatch(self.pattern, values)
+                                 "that keeps at least one instance")
+            return SparseBatch._derived(self.pattern, values)
         chosen = torch.arange(self.batch_size)[idx.cpu() if isinstance(idx, torch.Tensor)
                                                else idx].reshape(-1)
         if not chosen.numel():
@@ -452,13 +452,14 @@ class SparseBatch:
         pattern, picked = self.pattern.select_blocks(chosen)
         values = self.values[picked]
         # One block is a shared pattern with one instance: values (1, nnz).
-        return SparseBatch(pattern, values.unsqueeze(0) if pattern.blocks == 1 else values)
+        return SparseBatch._derived(pattern, values.unsqueeze(0) if pattern.blocks == 1
+                                    else values)
 
     def __getitem__(self, idx) -> SparseBatch:
         return self.index(idx)
 
     def detach(self) -> SparseBatch:
-        return SparseBatch(self.pattern, self.values.detach())
+        return SparseBatch._derived(self.pattern, self.values.detach())
 
     def to(self, device=None, dtype: torch.dtype | None = None) -> SparseBatch:
         """The batch on ``device`` and/or with values of ``dtype`` (``to(torch.float64)`` works
