@@ -220,7 +220,10 @@ def test_moving_tasks_moves_every_tensor_of_every_kind_of_problem():
                           torch.tensor([[1.0, 2.0]], dtype=torch.float64),
                           torch.tensor([[-1.0]], dtype=torch.float64), ms.ConeSpec(nonneg=2),
                           context=torch.zeros(1, 2, dtype=torch.float64))
-    for name, problem in (("eigen", eigen), ("cone", cone)):
+    dense = ms.Poisson1DFamily(n=8).sample(3, seed=0).problem.matrix.expand(3, 8, 8)
+    sparse = ms.LinearSystem(ms.SparseBatch.from_dense(dense.contiguous()),
+                             torch.ones(3, 8, dtype=torch.float64))
+    for name, problem in (("eigen", eigen), ("cone", cone), ("sparse batch", sparse)):
         batches.append((name, ms.TaskBatch(problem, torch.zeros(problem.batch_size, 2,
                                                                 dtype=torch.float64))))
     for name, tasks in batches:
@@ -232,7 +235,7 @@ def test_moving_tasks_moves_every_tensor_of_every_kind_of_problem():
         while stack:
             problem = stack.pop()
             for key, value in vars(problem).items():
-                if isinstance(value, torch.Tensor):
+                if isinstance(value, (torch.Tensor, ms.SparseBatch)):
                     assert value.device.type == "meta", (name, key)
                 elif isinstance(value, ms.Problem):
                     stack.append(value)

@@ -16,7 +16,8 @@ from ._version import __version__
 # repeated here so that `from metasolve import *` and documentation tools can read it without
 # importing the API.
 __all__ = [
-    "ArtifactError", "AutoSpecEngine", "BasisHead", "BoundedHead", "ButcherTableau",
+    "ArtifactError", "AutoSpecEngine", "BasisHead", "BiCGStab", "BoundedHead",
+    "ButcherTableau",
     "ChandrasekharFamily", "Chebyshev", "ChebyshevExpansion", "ChebyshevSeries", "ConeProgram",
     "ConeSpec", "ConjugateGradient", "ConstantMetaSolver", "ConvergenceError", "DiagonalSystem",
     "EULER", "EigenProblem", "ElasticBeamFamily", "FailurePenaltyLoss", "FilterGapLoss",
@@ -27,7 +28,7 @@ __all__ = [
     "NetworkMetaSolver", "NewtonKrylov", "NewtonSOR", "NonlinearSystem", "Poisson1DFamily",
     "PolynomialRecurrence", "Problem",
     "PositiveHead", "R2N2", "RK3", "RK4", "RelativeLogResidualLoss", "RobertsonFamily", "SCS",
-    "Solution", "SpectrumFamily",
+    "SOR", "SSOR", "Solution", "SparseBatch", "SparsePattern", "SpectrumFamily",
     "Status", "TaskBatch", "TaskFamily", "Trainer", "TrainingConfig", "TrainingWarning",
     "VanDerPolFamily",
     "WeightedResidualLoss", "__version__", "chebyshev_filter_rule", "constant_weights",

@@ -44,6 +44,9 @@ from .solvers import (
     GMRES,
     ICCG,
     SCS,
+    SOR,
+    SSOR,
+    BiCGStab,
     Chebyshev,
     ChebyshevExpansion,
     ChebyshevSeries,
@@ -58,6 +61,7 @@ from .solvers import (
     register_method,
     run,
 )
+from .sparse import SparseBatch, SparsePattern
 from .tasks import (
     ChandrasekharFamily,
     ElasticBeamFamily,
@@ -88,7 +92,8 @@ from .training import (
 )
 
 __all__ = [
-    "ArtifactError", "AutoSpecEngine", "BasisHead", "BoundedHead", "ButcherTableau",
+    "ArtifactError", "AutoSpecEngine", "BasisHead", "BiCGStab", "BoundedHead",
+    "ButcherTableau",
     "ChandrasekharFamily", "Chebyshev", "ChebyshevExpansion", "ChebyshevSeries", "ConeProgram",
     "ConeSpec", "ConjugateGradient", "ConstantMetaSolver", "ConvergenceError", "DiagonalSystem",
     "EULER", "EigenProblem", "ElasticBeamFamily", "FailurePenaltyLoss", "FilterGapLoss",
@@ -99,7 +104,7 @@ __all__ = [
     "NetworkMetaSolver", "NewtonKrylov", "NewtonSOR", "NonlinearSystem", "Poisson1DFamily",
     "PolynomialRecurrence", "Problem",
     "PositiveHead", "R2N2", "RK3", "RK4", "RelativeLogResidualLoss", "RobertsonFamily", "SCS",
-    "Solution", "SpectrumFamily",
+    "SOR", "SSOR", "Solution", "SparseBatch", "SparsePattern", "SpectrumFamily",
     "Status", "TaskBatch", "TaskFamily", "Trainer", "TrainingConfig", "TrainingWarning",
     "VanDerPolFamily",
     "WeightedResidualLoss", "__version__", "chebyshev_filter_rule", "constant_weights",

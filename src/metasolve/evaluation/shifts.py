@@ -46,7 +46,7 @@ def reference_answer(problem) -> torch.Tensor | None:
         return None
     if problem.solution is not None:
         return problem.solution
-    if problem.matrix.layout == torch.strided:
+    if not problem.sparse:
         matrix = problem.matrix
         if matrix.ndim == 2:
             matrix = matrix.expand(problem.batch_size, *matrix.shape)

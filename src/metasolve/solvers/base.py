@@ -303,6 +303,11 @@ def run(method: IterativeMethod, problem, *, params: Mapping[str, torch.Tensor] 
 
     start = time.perf_counter()
     state = method.init(problem, x0, params)
+    # Remember where x0 lives, not x0 itself: a zero guess made here is then freed once the
+    # iterate moves on (one vector of the batch less while iterating).
+    x0_storage = _storage(x0)
+    if x0_storage is not None:
+        x0 = None
     if method.per_instance_state:
         shared = sorted(key for key, value in state.items()
                         if not isinstance(value, torch.Tensor)
@@ -364,7 +369,7 @@ def run(method: IterativeMethod, problem, *, params: Mapping[str, torch.Tensor] 
             state, norms = _subset_step(method, problem, state, params, active, norms, monitor)
         else:
             stepped = method.step(problem, state, params)
-            state = _masked_update(active, stepped, state, batch)
+            state = _masked_update(active, stepped, state, batch, every=n_active == batch)
             norms = torch.where(active, _monitor(method, problem, state, monitor), norms)
         iterations += active
         state, norms, running = still_running(k + 1, state, norms, active)
@@ -387,7 +392,7 @@ def run(method: IterativeMethod, problem, *, params: Mapping[str, torch.Tensor] 
     status[state.get("breakdown", no_breakdown)] = int(Status.BREAKDOWN)
 
     x = state["x"]
-    if _shares_memory(x, x0):
+    if _storage(x) == x0_storage if x0 is None else _shares_memory(x, x0):
         x = x.clone()  # no step was taken: never hand the caller's own x0 back
     steps = len(history) - 1
     if (torch.is_grad_enabled() and x.requires_grad and fixed_iterations is None
@@ -437,6 +442,15 @@ def _on_device(device: torch.device, method: IterativeMethod, problem, params, x
     if isinstance(x0, torch.Tensor):
         x0 = x0.to(device)
     return problem, params, x0
+
+
+def _storage(a: torch.Tensor) -> int | None:
+    """The address of ``a``'s storage (``None`` for tensors without one, such as torch.func
+    wrappers)."""
+    try:
+        return a.untyped_storage().data_ptr()
+    except (NotImplementedError, RuntimeError):
+        return None
 
 
 def _shares_memory(a: torch.Tensor, b: torch.Tensor) -> bool:
@@ -544,9 +558,11 @@ def _subset_step(method: IterativeMethod, problem, state: State, params, active:
     return new_state, norms.index_put((idx,), sub_norms)
 
 
-def _masked_update(active: torch.Tensor, new: State, old: State, batch: int) -> State:
+def _masked_update(active: torch.Tensor, new: State, old: State, batch: int,
+                   every: bool = False) -> State:
     """Take the new state only where the instance is still active (docs/architecture.md,
-    convention 1)."""
+    convention 1). ``every``: all instances are active, so the new state is taken as it is
+    (the same values and gradients, without a masked copy of every entry)."""
     out = {}
     for key, value in new.items():
         prev = old.get(key)
@@ -558,6 +574,9 @@ def _masked_update(active: torch.Tensor, new: State, old: State, batch: int) -> 
                              f"{None if prev is None else tuple(prev.shape)} to "
                              f"{tuple(value.shape)}: entries must keep one shape with the batch "
                              f"({batch}) as leading dimension, or be passed on unchanged")
+        if every:
+            out[key] = value
+            continue
         mask = active.reshape((-1,) + (1,) * (value.ndim - 1))
         out[key] = torch.where(mask, value, prev)
     return out

@@ -55,8 +55,9 @@ class Jacobi(IterativeMethod):
     def step(self, problem: LinearSystem, state: State, params: Mapping) -> State:
         omega = params.get("omega", self.omega)
         if isinstance(omega, torch.Tensor):
-            omega = omega.reshape(-1, 1)
-        x = state["x"] + omega * state["dinv"] * state["r"]
+            x = torch.addcmul(state["x"], omega.reshape(-1, 1) * state["dinv"], state["r"])
+        else:
+            x = torch.addcmul(state["x"], state["dinv"], state["r"], value=omega)
         return {"x": x, "r": problem.residual(x), "dinv": state["dinv"]}
 
     def residual(self, problem: LinearSystem, state: State) -> torch.Tensor:
