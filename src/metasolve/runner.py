@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 from .artifact import ArtifactError
+from .benchmark import BenchUnsupported, MissingModel, bench, bench_saved_model
 from .evaluation.records import read_records, write_records
 from .evaluation.render import Table, markdown_tables, print_tables, rich_tables, save_figure
 from .evaluation.shifts import evaluate_saved_models, shift_table, split_shift_records
@@ -32,7 +33,8 @@ from .validation import check_choice, check_count, check_device
 # The command line imports this module only inside its commands (it imports torch); what it
 # needs besides reproduce comes from here too: the errors it reports and the records and table
 # helpers.
-__all__ = ["EXPERIMENTS", "ArtifactError", "JobError", "check_device", "get", "jobs_of",
+__all__ = ["EXPERIMENTS", "ArtifactError", "BenchUnsupported", "JobError", "MissingModel",
+           "bench", "bench_saved_model", "check_device", "get", "jobs_of",
            "launched", "plot_records", "print_tables", "read_records", "record_tables",
            "render_markdown", "reproduce"]
 

@@ -225,8 +225,11 @@ def case_records(case: BenchCase, timed: Sequence[Timed], repeats: int,
             records.append(record(case.experiment, c.method, "mean_iterations",
                                   float(its[its >= 0].mean()), **keys))
         if o.x is not None and case.reference is not None:
+            converged = np.asarray(o.converged, dtype=bool)
+            errors = relative_errors(o.x, case.reference)[converged]
             records.append(record(case.experiment, c.method, "max_relative_error",
-                                  float(relative_errors(o.x, case.reference).max()), **keys))
+                                  float(errors.max()) if errors.size else float("nan"),
+                                  **keys))
         if o.learned is not None:
             records.append(record(case.experiment, c.method, "learned_fraction",
                                   float(np.mean(o.learned)), **keys))
@@ -289,11 +292,12 @@ def bench_cases(records: list[dict]) -> list[tuple[str, str, str]]:
 
 def bench_tables(records: list[dict]) -> list[Table]:
     """One table per timed case: each contender's median seconds per instance, converged share,
-    mean iterations, largest relative error, use of the learned part, the ratios to the classical
-    method and to the strongest classical solver, and the break-even solves."""
+    mean iterations, largest relative error of the converged instances, use of the learned part,
+    the ratios to the classical method and to the strongest classical solver, and the break-even
+    solves."""
     tables = []
     head = ["solver", "role", "per instance", "converged", "mean iterations",
-            "max rel. error", "learned part used", "/ classical", "/ strongest",
+            "max rel. error (converged)", "learned part used", "/ classical", "/ strongest",
             "break-even solves vs strongest"]
     for experiment, case, threads in bench_cases(records):
         rows, caption_record = [], None
