@@ -34,7 +34,7 @@ from ..learned import LearnedSolver
 from ..polynomials import chebyshev_basis_apply
 from ..problems import ConeProgram, LinearSystem, NonlinearSystem
 from ..solvers.iccg import incomplete_cholesky
-from ..solvers.scs import cold_start, primal_dual
+from ..solvers.scs import primal_dual
 from ..tasks import TaskBatch
 from ..validation import check_choice, check_count
 
@@ -224,13 +224,15 @@ def ic_preconditioners(solver: LearnedSolver, tasks: TaskBatch, check: bool = Tr
 
 
 def _scs_score(program: ConeProgram, z: torch.Tensor) -> torch.Tensor:
-    """The larger of the primal and dual residuals relative to their scales (the cold start's
-    score is 1: ``||b||`` over ``||b||`` and ``||c||`` over ``||c||``)."""
+    """The larger of the primal and dual residuals relative to the cold start's (``||b||`` and
+    ``||c||``, infinity norms): the cold start scores 1."""
     res = primal_dual(program, z)
     tiny = torch.finfo(torch.float64).tiny
-    score = torch.maximum(res["primal"] / res["primal_scale"].clamp_min(tiny),
-                          res["dual"] / res["dual_scale"].clamp_min(tiny))
-    return torch.where(torch.isfinite(score), score, torch.full_like(score, torch.inf))
+    inf = torch.inf
+    b = torch.linalg.vector_norm(program.rhs, ord=inf, dim=1).clamp_min(tiny)
+    c = torch.linalg.vector_norm(program.cost, ord=inf, dim=1).clamp_min(tiny)
+    score = torch.maximum(res["primal"] / b, res["dual"] / c)
+    return torch.where(torch.isfinite(score), score, torch.full_like(score, inf))
 
 
 def scs_warm_starts(solver: LearnedSolver, tasks: TaskBatch, iterations: int,
@@ -238,9 +240,9 @@ def scs_warm_starts(solver: LearnedSolver, tasks: TaskBatch, iterations: int,
     """Warm starts for the real ``scs`` (``solve_with_scs(..., warm_start=...)``): the iterate
     after ``iterations`` of the learned (neural SCS) method, run in its safeguarded mode (a
     learned step is kept only where it does not raise the fixed-point residual), as one dict
-    ``{x, y, s}`` per instance. With ``check="always"`` an instance whose start has larger
-    primal or dual residuals (relative to their scales) than the cold start gets ``None``: a
-    cold start."""
+    ``{x, y, s}`` per instance. With ``check="always"`` an instance whose start has a larger
+    primal or dual residual, relative to the cold start's (``||b||``, ``||c||``), than the cold
+    start gets ``None``: a cold start."""
     program = _problem(_tasks(tasks), ConeProgram, "scs_warm_starts")
     iterations = check_count("iterations", iterations, minimum=0)
     check_choice("check", check, CHECKS)
@@ -250,7 +252,7 @@ def scs_warm_starts(solver: LearnedSolver, tasks: TaskBatch, iterations: int,
         res = primal_dual(program, solution.x)
         keep = torch.isfinite(solution.x).all(dim=1)
         if check == "always":
-            keep &= _scs_score(program, solution.x) <= _scs_score(program, cold_start(program))
+            keep &= _scs_score(program, solution.x) <= 1.0
     starts = [{k: res[k][i].numpy() for k in ("x", "y", "s")} if bool(keep[i]) else None
               for i in range(program.batch_size)]
     return Deployment(starts, keep.numpy())
