@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import statistics
+import textwrap
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -216,8 +217,10 @@ def case_records(case: BenchCase, timed: Sequence[Timed], repeats: int,
         c, o = t.contender, t.outcome
         keys = {"role": c.role, "label": c.label, **where}
         per = t.median / case.count
+        spread = (max(t.seconds) - min(t.seconds)) / (2 * t.median) if t.median > 0 else 0.0
         records += [record(case.experiment, c.method, "seconds_per_instance", per, **keys),
                     record(case.experiment, c.method, "seconds", t.median, **keys),
+                    record(case.experiment, c.method, "seconds_spread", spread, **keys),
                     record(case.experiment, c.method, "converged_fraction",
                            float(np.mean(o.converged)), **keys)]
         if o.iterations is not None and np.any(np.asarray(o.iterations) >= 0):
@@ -291,14 +294,15 @@ def bench_cases(records: list[dict]) -> list[tuple[str, str, str]]:
 
 
 def bench_tables(records: list[dict]) -> list[Table]:
-    """One table per timed case: each contender's median seconds per instance, converged share,
+    """One table per timed case: each contender's median seconds per instance and the spread of
+    the rounds, converged share,
     mean iterations, largest relative error of the converged instances, use of the learned part,
     the ratios to the classical method and to the strongest classical solver, and the break-even
     solves."""
     tables = []
-    head = ["solver", "role", "per instance", "converged", "mean iterations",
+    head = ["solver", "role", "per instance", "spread", "converged", "mean iterations",
             "max rel. error (converged)", "learned part used", "/ classical", "/ strongest",
-            "break-even solves vs strongest"]
+            "break-even solves vs classical", "vs strongest"]
     for experiment, case, threads in bench_cases(records):
         rows, caption_record = [], None
         ours = [r for r in records if r["experiment"] == experiment and r.get("case") == case
@@ -313,17 +317,22 @@ def bench_tables(records: list[dict]) -> list[Table]:
 
             conv, its = get("converged_fraction"), get("mean_iterations")
             err, used = get("max_relative_error"), get("learned_fraction")
+            spread = get("seconds_spread")
             rows.append([r["label"], r["role"], format_seconds_short(r["value"]),
+                         "-" if spread is None or spread["value"] is None
+                         else f"±{spread['value']:.0%}",
                          "-" if conv is None or conv["value"] is None else f"{conv['value']:.0%}",
                          "-" if its is None or its["value"] is None else f"{its['value']:.1f}",
                          "-" if err is None or err["value"] is None else f"{err['value']:.1e}",
                          "-" if used is None or used["value"] is None else f"{used['value']:.0%}",
                          _ratio(get("ratio_to_classical")), _ratio(get("ratio_to_strongest")),
+                         _break_even(get("break_even_solves_vs_classical")),
                          _break_even(get("break_even_solves_vs_strongest"))])
         train = _find(records, case, "training", "train_seconds", threads)
         r = caption_record
         caption = (f"{r['count']} instances to {r['tolerance']}; median of {r['repeats']} "
-                   f"interleaved rounds, {threads} thread(s); strongest classical: "
+                   f"interleaved rounds (spread: half the range of the rounds over the median), "
+                   f"{threads} thread(s); strongest classical: "
                    f"{r['strongest']}; training: "
                    + ("not recorded" if train is None else
                       f"{train['value']:.0f} s ({train['train_source']})"))
@@ -346,6 +355,7 @@ def bench_figure(records: list[dict]):
         bar_panel(ax, [r["method"] for r in ours], [r["value"] for r in ours],
                   color=[ROLE_COLORS[r["role"]] for r in ours], log=True,
                   xlabel="seconds per instance (median)", ylabel="solver",
-                  title=f"{experiment}: {case} ({threads} thread(s))", better=LOWER,
+                  title=textwrap.fill(f"{experiment}: {case} ({threads} thread(s))", 55),
+                  better=LOWER,
                   label="learned: orange, classical: blue, strong: gray, deployed: green")
     return fig
