@@ -13,6 +13,7 @@ from pathlib import Path
 
 from .artifact import ArtifactError
 from .benchmark import BenchUnsupported, MissingModel, bench, bench_saved_model
+from .evaluation.bench import bench_tables, split_bench_records
 from .evaluation.records import read_records, write_records
 from .evaluation.render import Table, markdown_tables, print_tables, rich_tables, save_figure
 from .evaluation.shifts import evaluate_saved_models, shift_table, split_shift_records
@@ -204,9 +205,12 @@ def reproduce_distributed(name: str, scale: str = "full", out_dir="metasolve-out
 
 
 def experiment_tables(module, records: list[dict]) -> list[Table]:
-    """The experiment's own tables, then the shifted sets' table if ``records`` hold any."""
+    """The experiment's own tables, then the shifted sets' table and the ``metasolve bench``
+    tables if ``records`` hold any."""
     own, shifted = split_shift_records([r for r in records if r["experiment"] == module.NAME])
-    return (module.tables(own) if own else []) + ([shift_table(shifted)] if shifted else [])
+    own, benched = split_bench_records(own)
+    return ((module.tables(own) if own else []) + ([shift_table(shifted)] if shifted else [])
+            + (bench_tables(benched) if benched else []))
 
 
 def record_tables(records: list[dict]) -> list[tuple[str, list[Table]]]:

@@ -205,7 +205,7 @@ def case_records(case: BenchCase, timed: Sequence[Timed], repeats: int,
     """The records of one timed case (see the module docstring)."""
     best = strongest(timed)
     classical = next((t for t in timed if t.contender.role == "classical"), None)
-    where = {"case": case.case, "tolerance": case.tolerance, "count": case.count,
+    where = {"bench": True, "case": case.case, "tolerance": case.tolerance, "count": case.count,
              "repeats": repeats, "threads": threads,
              "strongest": None if best is None else best.contender.method, **case.settings}
     records = []
@@ -246,6 +246,11 @@ def case_records(case: BenchCase, timed: Sequence[Timed], repeats: int,
                 records.append(record(case.experiment, c.method, f"break_even_solves_vs_{name}",
                                       solves, pays_back=bool(np.isfinite(solves)), **keys))
     return records
+
+
+def split_bench_records(records: list[dict]) -> tuple[list[dict], list[dict]]:
+    """``(other records, bench records)``: the latter carry ``bench: True``."""
+    return ([r for r in records if not r.get("bench")], [r for r in records if r.get("bench")])
 
 
 def _find(records, case, method, metric, threads):
