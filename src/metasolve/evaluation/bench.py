@@ -348,6 +348,8 @@ def bench_tables(records: list[dict]) -> list[Table]:
 def bench_figure(records: list[dict]):
     """One panel per timed case: median seconds per instance of each contender (log scale),
     coloured by role; ``None`` without timed cases."""
+    from matplotlib.ticker import NullFormatter
+
     cases = bench_cases(records)
     if not cases:
         return None
@@ -363,4 +365,5 @@ def bench_figure(records: list[dict]):
                   title=textwrap.fill(f"{experiment}: {case} ({threads} thread(s))", 55),
                   better=LOWER,
                   label="learned: orange, classical: blue, strong: gray, deployed: green")
+        ax.xaxis.set_minor_formatter(NullFormatter())  # no crowded labels on a short log axis
     return fig
