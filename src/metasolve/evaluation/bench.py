@@ -262,10 +262,11 @@ def _find(records, case, method, metric, threads):
 
 
 def format_seconds_short(seconds: float | None) -> str:
-    """``"12.4 us"``, ``"3.10 ms"``, ``"1.20 s"`` (``"-"`` for ``None``).
+    """Three significant digits and a unit: ``"12.4 us"``, ``"3.1 ms"``, ``"1.2 s"`` (``"-"``
+    for ``None``).
 
     >>> format_seconds_short(1.24e-5), format_seconds_short(3.1e-3), format_seconds_short(1.2)
-    ('12.4 us', '3.10 ms', '1.20 s')
+    ('12.4 us', '3.1 ms', '1.2 s')
     """
     if seconds is None:
         return "-"
