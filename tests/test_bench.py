@@ -264,6 +264,7 @@ def test_bench_refuses_unsupported_experiments_and_missing_models(tmp_path):
     missing = cli.invoke(app, ["bench", "poisson-jacobi", "--out", str(tmp_path)])
     assert missing.exit_code == 2
     assert "metasolve reproduce poisson-jacobi --quick" in missing.output
+    assert not (tmp_path / "poisson-jacobi").exists()  # nothing created for a missing model
     both = cli.invoke(app, ["bench", "poisson-jacobi", "--model", "x.safetensors"])
     assert both.exit_code == 2
     bad = cli.invoke(app, ["bench", "--model", str(tmp_path / "none.safetensors")])

@@ -388,10 +388,10 @@ def _reference(problem) -> np.ndarray | None:
 
 
 def model_cases(solver: LearnedSolver, tasks: TaskBatch, options: dict, *,
-                experiment: str = "model", case: str | None = None,
                 deploy_iterations: int | None = None) -> list[Contender]:
-    """The contenders for ``solver`` on ``tasks``, chosen by the kind of problem and of learned
-    part; :class:`BenchUnsupported` where there is no case for them."""
+    """The contenders for ``solver`` on ``tasks`` with run ``options``, chosen by the kind of
+    problem and of learned part (``deploy_iterations``: the learned iterations before a warm
+    start of scs or a nonlinear solver); :class:`BenchUnsupported` where there is no case."""
     problem = tasks.problem
     outputs = set(getattr(solver.metasolver, "outputs", ()) or ())
     if isinstance(problem, ConeProgram):
@@ -481,8 +481,10 @@ def bench_model(solver: LearnedSolver, tasks: TaskBatch, *, repeats: int = 5,
 
 @dataclass(frozen=True)
 class ExperimentCase:
-    """How an experiment is benched: the model files to try in order, and a function
-    ``(module, settings, solver, count) -> (tasks-or-None, contenders-builder args)``."""
+    """How an experiment is benched: ``models``, the model file names (glob patterns, without
+    ``.safetensors``) to try in order; ``count``, the default number of instances (``None``: the
+    whole test set); ``build(module, settings, solver, count)``, which returns ``(tasks, run
+    options, contenders, case description)``."""
 
     models: tuple[str, ...]
     count: int | None
@@ -599,10 +601,10 @@ def bench(name: str, scale: str = "quick", out_dir="metasolve-out", *, repeats: 
     repeats = check_count("repeats", repeats, minimum=1)
     count = check_count("count", count, minimum=1, allow_none=True)
     thread_list = [check_threads(t) for t in str(threads).split(",")]
+    path = find_model(name, scale, out_dir)  # before any folder is created for the outputs
     json_path = check_file_target(
         "records file", json_path or Path(out_dir) / name / scale / f"{name}-bench.json")
     plot_path = None if plot is None else check_file_target("plot file", plot)
-    path = find_model(name, scale, out_dir)
     entry = SUPPORTED[name]
     settings = module.SCALES[scale]
     solver = load(path)
