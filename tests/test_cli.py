@@ -65,7 +65,7 @@ def test_python_dash_m_and_version():
 def test_dash_h_is_help_and_every_option_has_help():
     result = cli.invoke(app, ["-h"])
     assert result.exit_code == 0 and "Usage" in result.output and "--version" in result.output
-    for command in ("list", "reproduce", "results", "demo"):
+    for command in ("list", "reproduce", "bench", "results", "demo"):
         assert cli.invoke(app, [command, "-h"]).exit_code == 0
     import typer.main
 

@@ -31,8 +31,8 @@ __all__ = [
     "SOR", "SSOR", "Solution", "SparseBatch", "SparsePattern", "SpectrumFamily",
     "Status", "TaskBatch", "TaskFamily", "Trainer", "TrainingConfig", "TrainingWarning",
     "VanDerPolFamily",
-    "WeightedResidualLoss", "__version__", "chebyshev_filter_rule", "constant_weights",
-    "frozen_r2n2", "load", "make_splits", "r2n2_solver",
+    "WeightedResidualLoss", "__version__", "bench", "bench_model", "chebyshev_filter_rule",
+    "constant_weights", "frozen_r2n2", "load", "make_splits", "r2n2_solver",
     "register_family", "register_method", "run", "save", "sine_basis"
 ]
 

@@ -7,6 +7,7 @@ so that the command line starts fast (docs/architecture.md, section 2.1).
 
 from ._version import __version__
 from .artifact import ArtifactError
+from .benchmark import bench, bench_model
 from .learned import (
     EULER,
     HEUN,
@@ -107,7 +108,8 @@ __all__ = [
     "SOR", "SSOR", "Solution", "SparseBatch", "SparsePattern", "SpectrumFamily",
     "Status", "TaskBatch", "TaskFamily", "Trainer", "TrainingConfig", "TrainingWarning",
     "VanDerPolFamily",
-    "WeightedResidualLoss", "__version__", "chebyshev_filter_rule", "constant_weights",
+    "WeightedResidualLoss", "__version__", "bench", "bench_model", "chebyshev_filter_rule",
+    "constant_weights",
     "frozen_r2n2", "load", "make_splits", "r2n2_solver",
     "register_family", "register_method", "run", "save", "sine_basis"
 ]

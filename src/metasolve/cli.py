@@ -1,4 +1,5 @@
-"""The ``metasolve`` command: list experiments, reproduce them, render records, run the demo.
+"""The ``metasolve`` command: list experiments, reproduce them, bench their models, render
+records, run the demo.
 
 Starting it is light: this module imports typer and the experiment catalog only, so ``metasolve
 --help``, ``--version`` and ``list`` never import torch; the commands that run or render
@@ -289,6 +290,86 @@ def results(
     for heading, tables in sections:
         typer.echo(heading)
         runner.print_tables(tables, "rich")
+
+
+@app.command(help="Time a trained model end to end against the solvers practitioners run: (1) "
+                  "the learned method (safeguarded), (2) the same method with classical "
+                  "parameters, (3) the strongest classical solvers of the family (direct "
+                  "solves, pyamg-CG, the real scs, SciPy's newton_krylov), (4) the learned part "
+                  "deployed into them; medians of interleaved repeats, ratios and the "
+                  "break-even number of solves.\n\nWith NAME it uses the model `metasolve "
+                  "reproduce NAME` saved under --out at the scale asked (--quick, --scale); "
+                  "with --model FILE, a saved model on tasks drawn from its stored family.",
+             short_help="Time a trained model against the strongest classical solvers.")
+def bench(
+    name: str = typer.Argument(None, help="experiment name (see `metasolve list`); omit it "
+                                          "with --model"),
+    quick: bool = typer.Option(False, "--quick", help="the model of the quick scale"),
+    scale_name: str = typer.Option(None, "--scale",
+                                   help="the model of this scale (default: quick)"),
+    out: Path = typer.Option(Path("metasolve-out"), "--out",
+                             help="the output folder `reproduce` wrote: the model is read "
+                                  "from OUT/NAME/SCALE/models"),
+    model: Path = typer.Option(None, "--model",
+                               help="a saved model (.safetensors) to bench instead of an "
+                                    "experiment's, on tasks from its stored family"),
+    count: int = typer.Option(None, "--count", min=1,
+                              help="instances to solve (an experiment's case has its default; "
+                                   "--model: 64)"),
+    seed: int = typer.Option(12345, "--seed", help="with --model: the seed of its tasks"),
+    rtol: float = typer.Option(None, "--rtol",
+                               help="with --model: the tolerance (default 1e-6; a neural SCS "
+                                    "model uses its own)"),
+    maxiter: int = typer.Option(None, "--maxiter", min=1,
+                                help="with --model: the iteration cap of metasolve's solves"),
+    repeats: int = typer.Option(5, "--repeats", min=1,
+                                help="timed rounds (after one warm-up), each contender once per "
+                                     "round in rotated order; medians are reported"),
+    threads: str = typer.Option("1", "--threads",
+                                help="threads of torch and of NumPy/SciPy's BLAS: a count, "
+                                     "'default', or both as '1,default'"),
+    json_path: Path = typer.Option(None, "--json", help="write the records to this file",
+                                   show_default="OUT/NAME/SCALE/NAME-bench.json, or "
+                                                "FILE-bench.json beside --model"),
+    plot: Path = typer.Option(None, "--plot", help="draw bars per case into this PNG file"),
+    table_format: Format = typer.Option(Format.auto, "--format", help=FORMAT_HELP),
+    progress: bool = typer.Option(True, "--progress/--no-progress",
+                                  help="show progress on stderr"),
+) -> None:
+    if (name is None) == (model is None):
+        _fail("give an experiment NAME or --model FILE (one of them)", USAGE)
+    if quick and scale_name is not None:
+        _fail("choose one of --quick and --scale", USAGE)
+    scale = scale_name or "quick"
+    if name is not None:
+        _check_experiment(name, scale)
+    runner = _runner()
+    try:
+        if model is not None:
+            result = runner.bench_saved_model(model, count=count or 64, seed=seed,
+                                              repeats=repeats, threads=threads,
+                                              json_path=json_path, plot=plot,
+                                              progress=progress, rtol=rtol or 1e-6,
+                                              maxiter=maxiter)
+        else:
+            result = runner.bench(name, scale, out, repeats=repeats, threads=threads,
+                                  count=count, json_path=json_path, plot=plot,
+                                  progress=progress)
+    except (runner.BenchUnsupported, runner.MissingModel, OutputPathError) as exc:
+        _fail(str(exc), USAGE)
+    except runner.ArtifactError as exc:
+        _fail(str(exc), USAGE)
+    except FileNotFoundError as exc:
+        _fail(f"cannot read the model: {exc}", USAGE)
+    except ValueError as exc:
+        if "threads" not in str(exc):
+            raise
+        _fail(str(exc), USAGE)
+    runner.print_tables(result["tables"], table_format.value)
+    typer.echo(f"\nrecords: {result['json']}")
+    if result["plot"] is not None:
+        typer.echo(f"plot:    {result['plot']}")
+    typer.echo(f"model:   {result['model']}")
 
 
 DEMO = "poisson-jacobi"

@@ -7,9 +7,12 @@ needs torch, NumPy, SciPy and the like only. Three groups of heavy packages are 
   (the reference solver the PyTorch SCS is checked against and warm-started into);
 * ``fem``: ``scikit-fem`` (assembles the elastic beam of the ICCG experiment);
 * ``ray``: ``ray`` (the engine that runs independent jobs on a Ray runtime or cluster,
-  ``reproduce --engine ray``; :mod:`metasolve.parallel`).
+  ``reproduce --engine ray``; :mod:`metasolve.parallel`);
+* ``bench``: ``pyamg`` (smoothed-aggregation multigrid, a strong classical solver of ``metasolve
+  bench``) and ``threadpoolctl`` (single-thread BLAS in its timings; without it only torch is
+  limited).
 
-``pip install "metasolve[conic,fem,ray]"`` installs them all; the development extra ``dev``
+``pip install "metasolve[conic,fem,ray,bench]"`` installs them all; the development extra ``dev``
 includes them.
 """
 
@@ -19,7 +22,8 @@ import importlib
 
 #: module name -> (the package to install, the extra that installs it)
 OPTIONAL = {"cvxpy": ("cvxpy", "conic"), "scs": ("scs", "conic"),
-            "skfem": ("scikit-fem", "fem"), "ray": ("ray", "ray")}
+            "skfem": ("scikit-fem", "fem"), "ray": ("ray", "ray"),
+            "pyamg": ("pyamg", "bench")}
 
 
 def require(module: str, purpose: str):

@@ -12,6 +12,8 @@ import time
 from pathlib import Path
 
 from .artifact import ArtifactError
+from .benchmark import BenchUnsupported, MissingModel, bench, bench_saved_model
+from .evaluation.bench import bench_tables, split_bench_records
 from .evaluation.records import read_records, write_records
 from .evaluation.render import Table, markdown_tables, print_tables, rich_tables, save_figure
 from .evaluation.shifts import evaluate_saved_models, shift_table, split_shift_records
@@ -32,7 +34,8 @@ from .validation import check_choice, check_count, check_device
 # The command line imports this module only inside its commands (it imports torch); what it
 # needs besides reproduce comes from here too: the errors it reports and the records and table
 # helpers.
-__all__ = ["EXPERIMENTS", "ArtifactError", "JobError", "check_device", "get", "jobs_of",
+__all__ = ["EXPERIMENTS", "ArtifactError", "BenchUnsupported", "JobError", "MissingModel",
+           "bench", "bench_saved_model", "check_device", "get", "jobs_of",
            "launched", "plot_records", "print_tables", "read_records", "record_tables",
            "render_markdown", "reproduce"]
 
@@ -202,9 +205,12 @@ def reproduce_distributed(name: str, scale: str = "full", out_dir="metasolve-out
 
 
 def experiment_tables(module, records: list[dict]) -> list[Table]:
-    """The experiment's own tables, then the shifted sets' table if ``records`` hold any."""
+    """The experiment's own tables, then the shifted sets' table and the ``metasolve bench``
+    tables if ``records`` hold any."""
     own, shifted = split_shift_records([r for r in records if r["experiment"] == module.NAME])
-    return (module.tables(own) if own else []) + ([shift_table(shifted)] if shifted else [])
+    own, benched = split_bench_records(own)
+    return ((module.tables(own) if own else []) + ([shift_table(shifted)] if shifted else [])
+            + (bench_tables(benched) if benched else []))
 
 
 def record_tables(records: list[dict]) -> list[tuple[str, list[Table]]]:
