@@ -85,6 +85,9 @@ def train(args) -> dict:
     best = best_constant(tasks[TRAIN_SIZES[-1]], args.rtol, args.maxiter)
     solver.settings["best_constant_omega"] = best["omega"]
     solver.settings["best_constant_grid"] = best["grid"]
+    # The safeguard's out-of-distribution test reads the training features' envelope: a larger
+    # grid than trained lies outside it in its last feature, log(n + 1).
+    solver.record_training_features(torch.cat([tasks[n].features for n in TRAIN_SIZES]))
     solver.save(args.out)
     with torch.no_grad():
         for n in TRAIN_SIZES:
