@@ -381,7 +381,20 @@ class LearnedSolver:
         return self.metasolver.baseline_params(features)
 
     def params(self, features: torch.Tensor) -> dict[str, torch.Tensor]:
-        """``theta = Psi(tau; omega)`` for a batch of task features."""
+        """``theta = Psi(tau; omega)`` for a batch of task features. Features of another
+        width than the meta-solver reads are refused with an error that names the family (and
+        sizes) it was trained on."""
+        expected = getattr(self.metasolver, "in_features", None)
+        if expected is not None and isinstance(features, torch.Tensor) and features.ndim == 2 \
+                and features.shape[1] != expected:
+            trained = "an unrecorded family" if self.family is None else \
+                f"family {self.family.name} " + ", ".join(
+                    f"{k}={v}" for k, v in self.family.config().items())
+            sizes = {k: v for k, v in self.settings.items() if "size" in k}
+            raise ValueError(f"this solver cannot apply to these tasks: they have "
+                             f"{features.shape[1]} features, its meta-solver reads {expected}; "
+                             f"it was trained on {trained}"
+                             + "".join(f", {k}={v}" for k, v in sizes.items()))
         return self.metasolver(features)
 
     @property
