@@ -74,6 +74,12 @@ def listening() -> bool:
     return _sink is not None or (_queue is not None and _job is not None)
 
 
+#: The last event a worker process queues for a job: the caller passes the job's "end" on only
+#: after it, since a multiprocessing queue delivers through a feeder thread that may still hold
+#: the job's last events when its result is already back.
+_FLUSHED = "flushed"
+
+
 def _run_job(fn: Callable, index: int, job):
     """A worker's job: ``fn(job)``, with :func:`report` addressed to job ``index``."""
     global _job
@@ -83,6 +89,8 @@ def _run_job(fn: Callable, index: int, job):
         return fn(job)
     finally:
         _job = None
+        if _queue is not None:
+            _queue.put((index, {"kind": _FLUSHED}))
 
 
 def _init_worker(parent: int, events=None):
@@ -188,11 +196,12 @@ def map_jobs(fn: Callable, jobs: Iterable, workers: int = 1,
         futures = {pool.submit(_run_job, fn, i, job): i for i, job in enumerate(jobs)}
         results: list = [None] * len(jobs)
         pending = set(futures)
+        flushed: set[int] = set()
         while pending:
             # Wake up now and then to pass the workers' events on, in this thread.
             finished, pending = cf.wait(pending, timeout=0.2 if events else None,
                                         return_when=cf.FIRST_COMPLETED)
-            _drain(events, on_event)
+            _drain(events, on_event, flushed)
             for future in sorted(finished, key=futures.get):
                 i = futures[future]
                 error = future.exception()
@@ -200,6 +209,7 @@ def map_jobs(fn: Callable, jobs: Iterable, workers: int = 1,
                     raise JobError(jobs[i], i, error, name(jobs[i])) from error
                 results[i] = future.result()
                 if on_event is not None:
+                    _drain(events, on_event, flushed, until=i)
                     on_event(i, {"kind": "end", "result": results[i]})
                 if on_done is not None:
                     on_done(results[i])
@@ -240,16 +250,26 @@ def _map_here(fn, jobs, on_done, name, on_event) -> list:
     return results
 
 
-def _drain(events, on_event) -> None:
-    """Pass every queued worker event on to ``on_event``."""
+def _drain(events, on_event, flushed: set[int], until: int | None = None) -> None:
+    """Pass every queued worker event on to ``on_event``, noting in ``flushed`` the jobs whose
+    last event has come; with ``until``, wait (up to ``FLUSH_WAIT`` seconds) for that job's."""
     if events is None:
         return
     while True:
+        waiting = until is not None and until not in flushed
         try:
-            index, event = events.get_nowait()
+            index, event = events.get(timeout=FLUSH_WAIT) if waiting else events.get_nowait()
         except queue.Empty:
             return
-        on_event(index, event)
+        if event.get("kind") == _FLUSHED:
+            flushed.add(index)
+        else:
+            on_event(index, event)
+
+
+#: How long the caller waits for a finished job's last events (they are in the queue's pipe by
+#: then; this bounds the wait should a worker have died between its result and its marker).
+FLUSH_WAIT = 5.0
 
 
 def _stop(pool: cf.ProcessPoolExecutor) -> None:
