@@ -126,6 +126,12 @@ def test_the_fallback_gets_what_is_left_of_the_callers_cap(family, tasks):
     assert not guarded.fallback.any()
     assert torch.equal(guarded.iterations, raw.iterations)
     assert torch.equal(guarded.status, raw.status)
+    # A cap per instance bounds each instance's whole solve the same way.
+    caps = torch.full((len(tasks),), cap, dtype=torch.int64)
+    caps[0] = 5
+    per_instance = _solve(_damping_solver(family, 1.6), tasks, maxiter=caps)
+    assert bool((per_instance.iterations <= caps).all())
+    assert per_instance.iterations[0] <= 5
 
 
 @pytest.mark.parametrize("omega", [0.5, 0.9, 1.6])

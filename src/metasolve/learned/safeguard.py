@@ -320,7 +320,9 @@ def safeguarded_solve(solver, tasks, options: dict, check_guess: str = "outside"
     budget = learned_budget(solver.calibration, options, outside=bool(out.any())) \
         if learned_other else None
     if budget is not None:
-        attempt["maxiter"] = min(_cap(problem, options), budget)
+        cap = _cap(problem, options)
+        attempt["maxiter"] = (cap.clamp(max=budget) if isinstance(cap, torch.Tensor)
+                              else min(cap, budget))
     solution = solver._run(tasks, None, attempt, params=learned, method=guarded)
     solution.wall_time += inference - solution.info["inference_time"]
     solution.info["inference_time"] = inference
@@ -371,8 +373,9 @@ def safeguarded_solve(solver, tasks, options: dict, check_guess: str = "outside"
     return solution
 
 
-def _cap(problem, options: dict) -> int:
-    """The caller's iteration cap of a solve to a tolerance (the driver's default if none)."""
+def _cap(problem, options: dict) -> int | torch.Tensor:
+    """The caller's iteration cap of a solve to a tolerance (the driver's default if none; a
+    ``(B,)`` tensor where the caller gave one per instance)."""
     cap = options.get("maxiter")
     return default_maxiter(problem) if cap is None else cap
 
@@ -409,7 +412,9 @@ def _fall_back(solver, tasks, learned: Solution, failed: torch.Tensor, classical
     if not fixed:
         # The caller's cap bounds the whole solve: the classical run gets what the learned
         # attempt left of it, and an instance that used it all stays as the attempt left it.
-        left = _cap(tasks.problem, options) - learned.iterations
+        cap = _cap(tasks.problem, options)
+        left = (cap.to(learned.iterations.device) if isinstance(cap, torch.Tensor) else cap) \
+            - learned.iterations
         rerun = rerun & (left > 0)
     idx = torch.nonzero(rerun).flatten()
     if not len(idx):
