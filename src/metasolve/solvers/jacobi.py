@@ -24,6 +24,12 @@ from .base import IterativeMethod, State
 from .registry import register_method
 
 
+def check_nonzero_diagonal(problem: LinearSystem, method: str) -> None:
+    """A method that divides by ``diag(A)`` (Jacobi, SOR, SSOR) refuses a zero on it."""
+    if bool((problem.diagonal().detach() == 0).any()):
+        raise ValueError(f"matrix has a zero on its diagonal; {method} needs diag(A) != 0")
+
+
 @register_method
 class Jacobi(IterativeMethod):
     """Jacobi iteration; ``omega`` (default 1) is the damping, overridable per instance.
@@ -45,9 +51,7 @@ class Jacobi(IterativeMethod):
 
     def validate(self, problem) -> None:
         super().validate(problem)
-        diag = problem.diagonal().detach()
-        if bool((diag == 0).any()):
-            raise ValueError("matrix has a zero on its diagonal; Jacobi needs diag(A) != 0")
+        check_nonzero_diagonal(problem, "Jacobi")
 
     def init(self, problem: LinearSystem, x0, params) -> State:
         return {"x": x0, "r": problem.residual(x0), "dinv": 1.0 / problem.diagonal()}

@@ -55,6 +55,7 @@ from ..problems import DiagonalSystem, LinearSystem
 from ..sparse import SparseBatch
 from ..validation import check_finite_number, check_instance_scalars
 from .base import IterativeMethod, State
+from .jacobi import check_nonzero_diagonal
 from .registry import register_method
 
 
@@ -136,10 +137,7 @@ class SOR(IterativeMethod):
 
     def validate(self, problem) -> None:
         super().validate(problem)
-        diag = problem.diagonal().detach()
-        if bool((diag == 0).any()):
-            raise ValueError(f"matrix has a zero on its diagonal; {self.name} needs "
-                             f"diag(A) != 0")
+        check_nonzero_diagonal(problem, self.name)
 
     def _omega(self, problem: LinearSystem, params: Mapping):
         """``omega`` as a number or a ``(B,)`` tensor, checked to lie in ``(0, 2)``."""
