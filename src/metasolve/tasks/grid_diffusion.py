@@ -117,7 +117,7 @@ class GridDiffusionFamily(TaskFamily):
         >>> fam = GridDiffusionFamily(n=8)
         >>> tasks = fam.sample(4, seed=0)
         >>> tasks.problem.matrix.values.shape, tasks.features.shape
-        (torch.Size([4, 320]), torch.Size([4, 7]))
+        (torch.Size([4, 288]), torch.Size([4, 7]))
     """
 
     name = "grid-diffusion"
