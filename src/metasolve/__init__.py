@@ -32,8 +32,9 @@ __all__ = [
     "Status", "TaskBatch", "TaskFamily", "Trainer", "TrainingConfig", "TrainingWarning",
     "VanDerPolFamily",
     "WeightedResidualLoss", "__version__", "bench", "bench_model", "chebyshev_filter_rule",
-    "constant_weights", "frozen_r2n2", "load", "make_splits", "r2n2_solver",
-    "register_family", "register_method", "run", "save", "sine_basis"
+    "compare_wall_clock", "constant_weights", "frozen_r2n2", "load", "make_splits",
+    "newton_krylov_history", "r2n2_solver", "register_family", "register_method", "run", "save",
+    "sine_basis", "sparse_system", "split_probe"
 ]
 
 

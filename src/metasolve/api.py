@@ -7,7 +7,9 @@ so that the command line starts fast (docs/architecture.md, section 2.1).
 
 from ._version import __version__
 from .artifact import ArtifactError
+from .baselines.scipy_krylov import newton_krylov_history
 from .benchmark import bench, bench_model
+from .evaluation.metrics import compare_wall_clock
 from .learned import (
     EULER,
     HEUN,
@@ -29,6 +31,7 @@ from .learned import (
     frozen_r2n2,
     r2n2_solver,
 )
+from .learned.autospec import split_probe
 from .learned.solver import load, save
 from .problems import (
     ConeProgram,
@@ -79,6 +82,7 @@ from .tasks import (
     register_family,
     sine_basis,
 )
+from .tasks.operators import sparse_system
 from .training import (
     FailurePenaltyLoss,
     FilterGapLoss,
@@ -110,7 +114,9 @@ __all__ = [
     "Status", "TaskBatch", "TaskFamily", "Trainer", "TrainingConfig", "TrainingWarning",
     "VanDerPolFamily",
     "WeightedResidualLoss", "__version__", "bench", "bench_model", "chebyshev_filter_rule",
+    "compare_wall_clock",
     "constant_weights",
-    "frozen_r2n2", "load", "make_splits", "r2n2_solver",
-    "register_family", "register_method", "run", "save", "sine_basis"
+    "frozen_r2n2", "load", "make_splits", "newton_krylov_history", "r2n2_solver",
+    "register_family", "register_method", "run", "save", "sine_basis", "sparse_system",
+    "split_probe"
 ]
