@@ -33,6 +33,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import sys
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -222,7 +223,7 @@ def main(argv=None) -> None:
             path = write_records(args.out / "kalman-scaling.json", records)
             print(f"\n{table(records, sizes)}\n\nrecords: {path}")
     finally:
-        destroy_process_group()
+        destroy_process_group(wait=sys.exc_info()[0] is None)  # no wait on an error
 
 
 if __name__ == "__main__":

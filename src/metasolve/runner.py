@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import functools
 import shutil
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -201,7 +202,7 @@ def reproduce_distributed(name: str, scale: str = "full", out_dir="metasolve-out
         return {**result, "rank": me, "ranks": ranks}
     finally:
         if created:
-            destroy_process_group()
+            destroy_process_group(wait=sys.exc_info()[0] is None)  # no wait on an error
 
 
 def experiment_tables(module, records: list[dict]) -> list[Table]:

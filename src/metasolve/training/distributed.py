@@ -112,9 +112,14 @@ def init_process_group(device=None) -> bool:
     return True
 
 
-def destroy_process_group() -> None:
-    """Leave the process group (a no-op outside one)."""
+def destroy_process_group(wait: bool = True) -> None:
+    """Leave the process group (a no-op outside one); with ``wait``, once every rank has come to
+    leave it: a rank that tore its gloo connections down while another still used them was seen
+    to abort ("terminate called without an active exception"). A rank leaving on an error passes
+    ``wait=False``: the others may never come, and torchrun ends them when this one fails."""
     if dist.is_available() and dist.is_initialized():
+        if wait:
+            dist.barrier()
         dist.destroy_process_group()
 
 
