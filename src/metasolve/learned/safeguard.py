@@ -464,12 +464,12 @@ def _fall_back(solver, tasks, learned: Solution, failed: torch.Tensor, classical
         # stopped, with the classical run's rows; every row after an instance's last one
         # repeats its final value, as the driver freezes a stopped instance.
         stops = iterations[idx]
-        total = stops + again.iterations
+        total = stops + again.iterations[pos]
         length = max(history.shape[0], int(total.max()) + 1)
         merged = history[-1:].repeat(length, 1)
         merged[:history.shape[0]] = history
-        for j, i in enumerate(idx.tolist()):
-            start, steps = int(stops[j]), int(again.iterations[j])
+        for j, i in zip(pos.tolist(), idx.tolist(), strict=True):
+            start, steps = int(iterations[i]), int(again.iterations[j])
             merged[start + 1:start + steps + 1, i] = again.residual_history[1:steps + 1, j]
             merged[start + steps + 1:, i] = again.residual_history[steps, j]
         history = merged

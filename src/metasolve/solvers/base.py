@@ -456,10 +456,8 @@ def _storage(a: torch.Tensor) -> int | None:
 def _shares_memory(a: torch.Tensor, b: torch.Tensor) -> bool:
     if a is b:
         return True
-    try:
-        return a.untyped_storage().data_ptr() == b.untyped_storage().data_ptr()
-    except (NotImplementedError, RuntimeError):  # torch.func wrappers have no storage
-        return False
+    mine = _storage(a)
+    return mine is not None and mine == _storage(b)
 
 
 class _StopChecks:
