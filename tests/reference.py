@@ -129,3 +129,24 @@ def job_reporting(steps):
             bar.advance("val 1.0")
     report({"kind": "note", "text": "evaluated"})
     return {"steps": steps, "label": f"{steps} steps"}
+
+
+def plain_sor(A: np.ndarray, b: np.ndarray, x0: np.ndarray, *, omega: float, sweeps: int,
+              symmetric: bool = False) -> np.ndarray:
+    """``sweeps`` SOR iterations on one instance in a plain loop over the unknowns, as the
+    textbook writes them (each unknown relaxed towards the value that zeroes its row, using the
+    newest values of the others); ``symmetric`` adds the backward sweep of SSOR."""
+    n = len(b)
+    x = np.array(x0, dtype=np.float64, copy=True)
+
+    def relax(i):
+        sigma = A[i] @ x - A[i, i] * x[i]
+        x[i] = (1 - omega) * x[i] + omega * (b[i] - sigma) / A[i, i]
+
+    for _ in range(sweeps):
+        for i in range(n):
+            relax(i)
+        if symmetric:
+            for i in reversed(range(n)):
+                relax(i)
+    return x

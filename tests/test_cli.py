@@ -65,7 +65,7 @@ def test_python_dash_m_and_version():
 def test_dash_h_is_help_and_every_option_has_help():
     result = cli.invoke(app, ["-h"])
     assert result.exit_code == 0 and "Usage" in result.output and "--version" in result.output
-    for command in ("list", "reproduce", "results", "demo"):
+    for command in ("list", "reproduce", "bench", "results", "demo"):
         assert cli.invoke(app, [command, "-h"]).exit_code == 0
     import typer.main
 
@@ -243,9 +243,9 @@ def test_a_missing_extra_names_what_to_install(monkeypatch, module, extra):
 
 def test_the_demo_experiment_runs_without_the_extras(tmp_path):
     """`pip install . && metasolve demo` installs no extra: the Poisson experiment (here its
-    smoke scale) must not need cvxpy, scs or scikit-fem."""
+    smoke scale) must not need cvxpy, scs, scikit-fem or ray."""
     done = _python("import sys\n"
-                   "for name in ('cvxpy', 'scs', 'skfem'):\n"
+                   "for name in ('cvxpy', 'scs', 'skfem', 'ray'):\n"
                    "    sys.modules[name] = None\n"
                    "from metasolve.runner import reproduce\n"
                    f"result = reproduce('poisson-jacobi', scale='smoke', out_dir={str(tmp_path)!r},"
@@ -253,3 +253,25 @@ def test_the_demo_experiment_runs_without_the_extras(tmp_path):
                    "print(len(result['records']) > 0)")
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "True"
+
+
+# --- the engine ------------------------------------------------------------------------------
+
+def test_an_address_needs_the_ray_engine(tmp_path):
+    result = cli.invoke(app, ["reproduce", "r2n2-vanderpol", "--smoke", "--address", "head:6379",
+                              "--out", str(tmp_path)])
+    assert result.exit_code == 2
+    assert "error: --address head:6379 names a Ray cluster; it needs --engine ray" in result.stderr
+    assert not (tmp_path / "r2n2-vanderpol").exists()  # refused before any work
+    bad = cli.invoke(app, ["reproduce", "r2n2-vanderpol", "--smoke", "--engine", "dask"])
+    assert bad.exit_code == 2 and "--engine" in bad.stderr
+
+
+def test_the_ray_engine_without_ray_says_what_to_install(tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "ray", None)  # as if ray were not installed
+    result = cli.invoke(app, ["reproduce", "r2n2-vanderpol", "--smoke", "--engine", "ray",
+                              "--no-progress", "--out", str(tmp_path)])
+    assert result.exit_code == 2, result.output
+    assert result.stderr.startswith("error: the Ray engine (engine='ray', --engine ray)")
+    assert 'pip install "metasolve[ray]"' in result.stderr
+    assert "Traceback" not in result.output

@@ -20,6 +20,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import pytest
 import scipy.optimize
+import scipy.sparse
+import scipy.sparse.linalg
 import torch
 
 import metasolve as ms
@@ -371,6 +373,119 @@ def gmres_full_cycle_case(dtype):
     return _linear(ms.GMRES(restart=N), diag_dominant(), dtype, maxiter=5)
 
 
+# --- per-instance matrices: dense (B, N, N) and SparseBatch (shared or different patterns) -----
+
+
+def sparse_instances(seed: int = 2, symmetric: bool = True) -> torch.Tensor:
+    """``(B, N, N)``: one sparse matrix per instance, each with its own pattern, strictly
+    diagonally dominant with a positive diagonal (symmetric, hence SPD, if ``symmetric``)."""
+    out = []
+    for b in range(B):
+        g = _gen(seed + b)
+        a = torch.randn(N, N, generator=g, dtype=F64) * (torch.rand(N, N, generator=g) < 0.5)
+        a.fill_diagonal_(0.0)
+        if symmetric:
+            a = torch.tril(a, -1)
+            a = a + a.T
+        out.append(a + torch.diag(a.abs().sum(1) + 1.0 + torch.rand(N, generator=g, dtype=F64)))
+    return torch.stack(out)
+
+
+def as_layout(matrices: torch.Tensor, layout: str):
+    """``matrices`` ``(B, N, N)`` as stored for a ``LinearSystem``: ``"dense"``, ``"shared"``
+    (a SparseBatch on the union of the patterns) or ``"blocks"`` (different patterns)."""
+    if layout == "dense":
+        return matrices
+    if layout == "shared":
+        return ms.SparseBatch.from_dense(matrices)
+    return ms.SparseBatch.stack([scipy.sparse.csr_matrix(m.numpy()) for m in matrices],
+                                dtype=matrices.dtype)
+
+
+def _per_instance(method, matrices, dtype, layout, params=None, rtol=1e-10, maxiter=500,
+                  seed=10, tol=1e-7, reference=None):
+    rhs = randn(B, N, seed=seed, dtype=dtype)
+    stored = matrices.to(dtype)
+    problem = ms.LinearSystem(as_layout(stored, layout), rhs)
+
+    def nan_input():
+        bad = rhs.clone()
+        bad[1, 2] = float("nan")
+        return ms.LinearSystem(as_layout(stored, layout), bad)
+
+    def dense_reference():
+        return torch.linalg.solve(matrices, rhs.to(F64))
+
+    return Setup(method, problem, params or {}, {"rtol": rtol, "maxiter": maxiter}, _x,
+                 reference or dense_reference, tol, randn(B, N, seed=seed + 1, dtype=dtype),
+                 nan_input, "rhs")
+
+
+def scipy_bicgstab(matrices: torch.Tensor, rhs: torch.Tensor) -> torch.Tensor:
+    """Each instance solved by ``scipy.sparse.linalg.bicgstab``, tightly."""
+    out = []
+    for a, b in zip(matrices.double().numpy(), rhs.double().numpy(), strict=True):
+        x, info = scipy.sparse.linalg.bicgstab(scipy.sparse.csr_matrix(a), b, rtol=1e-13,
+                                               atol=0.0, maxiter=1000)
+        assert info == 0, info
+        out.append(x)
+    return torch.from_numpy(np.stack(out))
+
+
+def sor_case(dtype):
+    """Strictly diagonally dominant, nonsymmetric: SOR converges for omega in (0, 1]."""
+    omega = torch.tensor([1.0, 0.9, 0.8], dtype=dtype)
+    return _linear(ms.SOR(), diag_dominant(), dtype, {"omega": omega})
+
+
+def sor_sparse_batch_case(dtype):
+    """SPD per-instance sparse matrices on a shared pattern, over-relaxed."""
+    omega = torch.tensor([1.0, 1.3, 1.6], dtype=dtype)
+    return _per_instance(ms.SOR(), sparse_instances(), dtype, "shared", {"omega": omega})
+
+
+def ssor_case(dtype):
+    return _linear(ms.SSOR(omega=1.2), spd_eigen()[0], dtype)
+
+
+def ssor_sparse_blocks_case(dtype):
+    omega = torch.tensor([0.7, 1.0, 1.5], dtype=dtype)
+    return _per_instance(ms.SSOR(), sparse_instances(seed=5), dtype, "blocks", {"omega": omega})
+
+
+def bicgstab_case(dtype):
+    matrix = diag_dominant()
+    setup = _linear(ms.BiCGStab(), matrix, dtype, maxiter=100)
+    setup.reference = lambda: scipy_bicgstab(matrix.expand(B, N, N),
+                                             randn(B, N, seed=10))
+    return setup
+
+
+def bicgstab_sparse_batch_case(dtype):
+    matrices = sparse_instances(seed=7, symmetric=False)
+    return _per_instance(ms.BiCGStab(), matrices, dtype, "blocks", maxiter=100,
+                         reference=lambda: scipy_bicgstab(matrices, randn(B, N, seed=10)))
+
+
+def cg_jacobi_sparse_case(dtype):
+    """PCG with the diagonal, on SPD matrices whose diagonal varies over four decades."""
+    scale = torch.logspace(0, 2, N, dtype=F64)
+    matrices = scale.sqrt()[:, None] * sparse_instances(seed=9) * scale.sqrt()[None, :]
+    return _per_instance(ms.ConjugateGradient(preconditioner="jacobi"), matrices, dtype,
+                         "shared", maxiter=50)
+
+
+def jacobi_sparse_blocks_case(dtype):
+    omega = torch.tensor([1.0, 0.9, 0.8], dtype=dtype)
+    return _per_instance(ms.Jacobi(), sparse_instances(seed=11), dtype, "blocks",
+                         {"omega": omega})
+
+
+def gmres_sparse_batch_case(dtype):
+    return _per_instance(ms.GMRES(restart=3), sparse_instances(seed=13, symmetric=False), dtype,
+                         "shared", maxiter=100)
+
+
 def newton_krylov_case(dtype):
     return _nonlinear(ms.NewtonKrylov(inner=2), dtype, maxiter=200)
 
@@ -475,6 +590,14 @@ LEARNED_F64 = "a learned model with float64 weights"
 
 CASES = [
     Case("jacobi-diag-dominant", "jacobi", jacobi_case),
+    Case("jacobi-sparse-different-patterns", "jacobi", jacobi_sparse_blocks_case),
+    Case("sor-diag-dominant", "sor", sor_case),
+    Case("sor-sparse-batch-per-instance-omega", "sor", sor_sparse_batch_case),
+    Case("ssor-spd", "ssor", ssor_case),
+    Case("ssor-sparse-different-patterns", "ssor", ssor_sparse_blocks_case),
+    Case("bicgstab-nonsymmetric-scipy", "bicgstab", bicgstab_case),
+    Case("bicgstab-sparse-different-patterns-scipy", "bicgstab", bicgstab_sparse_batch_case),
+    Case("cg-jacobi-preconditioner-sparse-batch", "cg", cg_jacobi_sparse_case),
     Case("chebyshev-exact-bounds", "chebyshev", chebyshev_case, at_degree=chebyshev_at_degree),
     Case("chebyshev-per-instance-bounds", "chebyshev", chebyshev_per_instance_case),
     Case("cg-spd", "cg", cg_case),
@@ -493,6 +616,7 @@ CASES = [
     Case("r2n2-linear-richardson", "r2n2", r2n2_linear_case),
     Case("gmres-nonsymmetric", "gmres", gmres_case),
     Case("gmres-full-cycle-exact", "gmres", gmres_full_cycle_case, one_step=True),
+    Case("gmres-sparse-batch", "gmres", gmres_sparse_batch_case),
     Case("newton-krylov-chandrasekhar", "newton-krylov", newton_krylov_case),
     Case("scs-planted", "scs", scs_case),
     Case("scs-anderson-planted", "scs-anderson", anderson_case),

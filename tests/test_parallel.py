@@ -23,7 +23,9 @@ def test_in_process_keeps_order_and_reports_each_job():
 
 def test_process_pool_keeps_order_and_uses_one_thread_per_worker(monkeypatch):
     # Workers would inherit 2 threads from the environment; the pool must bring them to 1.
+    # (torch takes the smaller of the two counts, and conftest sets both to 1.)
     monkeypatch.setenv("OMP_NUM_THREADS", "2")
+    monkeypatch.setenv("MKL_NUM_THREADS", "2")
     done = []
     results = map_jobs(job_threads, list(range(6)), workers=2, on_done=done.append)
     assert [job for job, _, _ in results] == list(range(6))
@@ -35,6 +37,25 @@ def test_process_pool_keeps_order_and_uses_one_thread_per_worker(monkeypatch):
 def test_bad_worker_count():
     with pytest.raises(ValueError, match="workers"):
         map_jobs(abs, [1], workers=0)
+
+
+@pytest.mark.parametrize("engine, address, argument", [
+    ("dask", None, "engine"), ("Ray", None, "engine"),
+    ("local", "head:6379", "address"),  # an address names a Ray cluster: engine='ray' only
+    ("ray", "", "address"), ("ray", "  ", "address"), ("ray", 6379, "address")])
+def test_bad_engine_or_address(engine, address, argument):
+    # Refused before any job runs and before ray is imported.
+    ran = []
+    with pytest.raises(ValueError, match=f"^{argument} "):
+        map_jobs(ran.append, [1], engine=engine, address=address)
+    assert ran == []
+
+
+def test_the_ray_engine_without_ray_names_the_extra(monkeypatch):
+    monkeypatch.setitem(sys.modules, "ray", None)  # as if ray were not installed
+    with pytest.raises(ImportError, match=r'engine=.ray.*pip install "metasolve\[ray\]"'):
+        map_jobs(abs, [1], engine="ray")
+    assert map_jobs(abs, [-1], workers=1) == [1]  # the local engine does not need it
 
 
 def test_a_failing_job_stops_the_pool_at_once():

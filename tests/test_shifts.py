@@ -6,6 +6,7 @@ import torch
 
 import metasolve as ms
 from metasolve.evaluation.shifts import (
+    evaluate_saved_models,
     measure,
     reference_answer,
     shift_records,
@@ -84,3 +85,17 @@ def test_an_experiment_without_shifted_sets_refuses_the_shift(tmp_path):
         reproduce("autospec-eigen", scale="smoke", out_dir=tmp_path, shift="ood")
     with pytest.raises(ValueError, match="shift"):
         reproduce("r2n2-linear", scale="smoke", out_dir=tmp_path, shift="sideways")
+
+
+def test_fixed_budget_shifted_sets_end_no_worse_than_the_classical_method(tmp_path):
+    """The small-Lasso variants' shifted sets at SCS's fixed budget: the safeguarded mean
+    residual is never above the classical one, since each instance keeps the better result."""
+    from metasolve.experiments import neural_scs_lasso_variants as variants
+
+    reproduce(variants.NAME, scale="smoke", out_dir=tmp_path, workers=1, progress=False)
+    records = evaluate_saved_models(variants, variants.SCALES["smoke"],
+                                    tmp_path / variants.NAME / "smoke" / "models", count=4)
+    assert {r["shift"] for r in records} == {"none", "noise x10", "density x5"}
+    ratios = [r["value"] for r in records
+              if r["metric"] == "mean_final_relative_residual_ratio_to_classical"]
+    assert len(ratios) == 6 and max(ratios) <= 1.0 + 1e-12

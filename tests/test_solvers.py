@@ -331,3 +331,20 @@ def test_initial_guess_of_another_dtype_is_refused():
     system = ms.LinearSystem(A, torch.tensor([[1.0, 2.0]], dtype=torch.float64))
     with pytest.raises(TypeError, match="x0"):
         ms.run(ms.Jacobi(), system, x0=torch.zeros(1, 2, dtype=torch.float32))
+
+
+def test_per_instance_maxiter_stops_each_instance_at_its_own_cap():
+    """A ``(B,)`` maxiter ends each instance where a scalar cap of its own value would."""
+    matrix = diag_dominant(8, seed=41)
+    system = ms.LinearSystem(matrix, randn(4, 8, seed=42))
+    caps = torch.tensor([0, 3, 7, 1000])
+    solution = ms.run(ms.Jacobi(), system, rtol=1e-10, maxiter=caps)
+    free = ms.run(ms.Jacobi(), system, rtol=1e-10, maxiter=1000)
+    assert torch.equal(solution.iterations, torch.minimum(caps, free.iterations))
+    for i, cap in enumerate(caps.tolist()[1:], start=1):
+        alone = ms.run(ms.Jacobi(), system, rtol=1e-10, maxiter=cap)
+        torch.testing.assert_close(solution.x[i], alone.x[i])
+    assert torch.equal(solution.x[0], torch.zeros(8, dtype=solution.x.dtype))  # no step taken
+    assert solution.status[0] == ms.Status.MAX_ITERATIONS
+    assert solution.status[3] == ms.Status.CONVERGED
+    assert torch.equal(solution.info["maxiter"], caps)

@@ -97,6 +97,22 @@ def test_maxiter_and_fixed_iterations_conflict(system):
         ms.run(ms.Jacobi(), system, maxiter=5, fixed_iterations=6)
 
 
+@pytest.mark.parametrize("bad, error, match", [
+    (torch.tensor([1.0, 2.0, 3.0]), TypeError, "maxiter must hold integers"),
+    (torch.tensor([1, -2, 3]), ValueError, "maxiter must be >= 0"),
+    (torch.tensor([1, 2]), ValueError, "maxiter must hold one value per instance"),
+    ([1, 2, 3], TypeError, "maxiter must be an int"),
+])
+def test_bad_per_instance_maxiter(system, bad, error, match):
+    with pytest.raises(error, match=match):
+        ms.run(ms.Jacobi(), system, maxiter=bad)
+
+
+def test_per_instance_maxiter_and_fixed_iterations_conflict(system):
+    with pytest.raises(ValueError, match="fixed_iterations"):
+        ms.run(ms.Jacobi(), system, maxiter=torch.tensor([1, 2, 3]), fixed_iterations=3)
+
+
 def test_unknown_run_option(system):
     with pytest.raises(TypeError, match="tol"):
         ms.run(ms.Jacobi(), system, tol=1e-6)

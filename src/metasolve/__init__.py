@@ -16,23 +16,25 @@ from ._version import __version__
 # repeated here so that `from metasolve import *` and documentation tools can read it without
 # importing the API.
 __all__ = [
-    "ArtifactError", "AutoSpecEngine", "BasisHead", "BoundedHead", "ButcherTableau",
+    "ArtifactError", "AutoSpecEngine", "BasisHead", "BiCGStab", "BoundedHead",
+    "ButcherTableau",
     "ChandrasekharFamily", "Chebyshev", "ChebyshevExpansion", "ChebyshevSeries", "ConeProgram",
     "ConeSpec", "ConjugateGradient", "ConstantMetaSolver", "ConvergenceError", "DiagonalSystem",
     "EULER", "EigenProblem", "ElasticBeamFamily", "FailurePenaltyLoss", "FilterGapLoss",
     "FilterStateFamily", "FilteredSubspaceIteration", "FixedIterationLoss", "GaussNewtonConfig",
-    "GMRES", "HEUN", "ICCG", "IdentityHead",
+    "GMRES", "GridDiffusionFamily", "HEUN", "ICCG", "IdentityHead",
     "InitialValueProblem", "IntervalHead", "IterationSurrogateLoss", "IterativeMethod", "Jacobi",
     "LearnedSolver", "LinearSystem", "LogResidualLoss", "MatrixSetFamily", "MetaSolver",
     "NetworkMetaSolver", "NewtonKrylov", "NewtonSOR", "NonlinearSystem", "Poisson1DFamily",
     "PolynomialRecurrence", "Problem",
     "PositiveHead", "R2N2", "RK3", "RK4", "RelativeLogResidualLoss", "RobertsonFamily", "SCS",
-    "Solution", "SpectrumFamily",
+    "SOR", "SSOR", "Solution", "SparseBatch", "SparsePattern", "SpectrumFamily",
     "Status", "TaskBatch", "TaskFamily", "Trainer", "TrainingConfig", "TrainingWarning",
     "VanDerPolFamily",
-    "WeightedResidualLoss", "__version__", "chebyshev_filter_rule", "constant_weights",
-    "frozen_r2n2", "load", "make_splits", "r2n2_solver",
-    "register_family", "register_method", "run", "save", "sine_basis"
+    "WeightedResidualLoss", "__version__", "bench", "bench_model", "chebyshev_filter_rule",
+    "compare_wall_clock", "constant_weights", "frozen_r2n2", "load", "make_splits",
+    "newton_krylov_history", "r2n2_solver", "register_family", "register_method", "run", "save",
+    "sine_basis", "sparse_system", "split_probe"
 ]
 
 

@@ -7,6 +7,9 @@ so that the command line starts fast (docs/architecture.md, section 2.1).
 
 from ._version import __version__
 from .artifact import ArtifactError
+from .baselines.scipy_krylov import newton_krylov_history
+from .benchmark import bench, bench_model
+from .evaluation.metrics import compare_wall_clock
 from .learned import (
     EULER,
     HEUN,
@@ -28,6 +31,7 @@ from .learned import (
     frozen_r2n2,
     r2n2_solver,
 )
+from .learned.autospec import split_probe
 from .learned.solver import load, save
 from .problems import (
     ConeProgram,
@@ -44,6 +48,9 @@ from .solvers import (
     GMRES,
     ICCG,
     SCS,
+    SOR,
+    SSOR,
+    BiCGStab,
     Chebyshev,
     ChebyshevExpansion,
     ChebyshevSeries,
@@ -58,10 +65,12 @@ from .solvers import (
     register_method,
     run,
 )
+from .sparse import SparseBatch, SparsePattern
 from .tasks import (
     ChandrasekharFamily,
     ElasticBeamFamily,
     FilterStateFamily,
+    GridDiffusionFamily,
     MatrixSetFamily,
     Poisson1DFamily,
     RobertsonFamily,
@@ -73,6 +82,7 @@ from .tasks import (
     register_family,
     sine_basis,
 )
+from .tasks.operators import sparse_system
 from .training import (
     FailurePenaltyLoss,
     FilterGapLoss,
@@ -88,21 +98,25 @@ from .training import (
 )
 
 __all__ = [
-    "ArtifactError", "AutoSpecEngine", "BasisHead", "BoundedHead", "ButcherTableau",
+    "ArtifactError", "AutoSpecEngine", "BasisHead", "BiCGStab", "BoundedHead",
+    "ButcherTableau",
     "ChandrasekharFamily", "Chebyshev", "ChebyshevExpansion", "ChebyshevSeries", "ConeProgram",
     "ConeSpec", "ConjugateGradient", "ConstantMetaSolver", "ConvergenceError", "DiagonalSystem",
     "EULER", "EigenProblem", "ElasticBeamFamily", "FailurePenaltyLoss", "FilterGapLoss",
     "FilterStateFamily", "FilteredSubspaceIteration", "FixedIterationLoss", "GaussNewtonConfig",
-    "GMRES", "HEUN", "ICCG", "IdentityHead",
+    "GMRES", "GridDiffusionFamily", "HEUN", "ICCG", "IdentityHead",
     "InitialValueProblem", "IntervalHead", "IterationSurrogateLoss", "IterativeMethod", "Jacobi",
     "LearnedSolver", "LinearSystem", "LogResidualLoss", "MatrixSetFamily", "MetaSolver",
     "NetworkMetaSolver", "NewtonKrylov", "NewtonSOR", "NonlinearSystem", "Poisson1DFamily",
     "PolynomialRecurrence", "Problem",
     "PositiveHead", "R2N2", "RK3", "RK4", "RelativeLogResidualLoss", "RobertsonFamily", "SCS",
-    "Solution", "SpectrumFamily",
+    "SOR", "SSOR", "Solution", "SparseBatch", "SparsePattern", "SpectrumFamily",
     "Status", "TaskBatch", "TaskFamily", "Trainer", "TrainingConfig", "TrainingWarning",
     "VanDerPolFamily",
-    "WeightedResidualLoss", "__version__", "chebyshev_filter_rule", "constant_weights",
-    "frozen_r2n2", "load", "make_splits", "r2n2_solver",
-    "register_family", "register_method", "run", "save", "sine_basis"
+    "WeightedResidualLoss", "__version__", "bench", "bench_model", "chebyshev_filter_rule",
+    "compare_wall_clock",
+    "constant_weights",
+    "frozen_r2n2", "load", "make_splits", "newton_krylov_history", "r2n2_solver",
+    "register_family", "register_method", "run", "save", "sine_basis", "sparse_system",
+    "split_probe"
 ]

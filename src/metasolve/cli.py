@@ -1,4 +1,5 @@
-"""The ``metasolve`` command: list experiments, reproduce them, render records, run the demo.
+"""The ``metasolve`` command: list experiments, reproduce them, bench their models, render
+records, run the demo.
 
 Starting it is light: this module imports typer and the experiment catalog only, so ``metasolve
 --help``, ``--version`` and ``list`` never import torch; the commands that run or render
@@ -43,6 +44,27 @@ class Shift(StrEnum):
     none = "none"
     ood = "ood"
 
+
+DEVICE_HELP = ("where the trainings run: 'cpu', 'cuda' (each rank's own GPU under torchrun), "
+               "'cuda:1', ...; evaluations stay on the CPU")
+
+
+class Engine(StrEnum):
+    """What runs the cells of ``reproduce`` (``--engine``; ``metasolve.parallel.ENGINES``)."""
+
+    local = "local"
+    ray = "ray"
+
+
+WORKERS_HELP = ("worker processes for the experiment's independent cells; with --engine ray, "
+                "the CPUs of the local Ray runtime the run starts (ignored with --address: the "
+                "cluster's CPUs decide)")
+ENGINE_HELP = ("what runs the cells: 'local', in this process or --workers processes on this "
+               "machine, or 'ray', as Ray tasks (needs the extra metasolve[ray]); the records "
+               "are the same")
+ADDRESS_HELP = ("with --engine ray: the Ray cluster to run on, HOST:PORT of its head (`ray start "
+                "--head` prints it) or 'auto' for the cluster this machine has joined; without "
+                "it, the run starts a local Ray runtime")
 
 FORMAT_HELP = ("how to print tables: 'rich' (boxed, for a terminal), 'markdown' (plain text, "
                "for files and pipes), or 'auto': rich on a terminal, Markdown otherwise; either "
@@ -125,8 +147,9 @@ def reproduce(
     out: Path = typer.Option(Path("metasolve-out"), "--out",
                              help="output folder: records, plot, trained models and "
                                   "checkpoints go under OUT/NAME/SCALE"),
-    workers: int = typer.Option(DEFAULT_WORKERS, "--workers", min=1,
-                                help="worker processes for the experiment's independent cells"),
+    workers: int = typer.Option(DEFAULT_WORKERS, "--workers", min=1, help=WORKERS_HELP),
+    engine: Engine = typer.Option(Engine.local, "--engine", help=ENGINE_HELP),
+    address: str = typer.Option(None, "--address", help=ADDRESS_HELP),
     progress: bool = typer.Option(True, "--progress/--no-progress",
                                   help="show progress on stderr: live bars on a terminal, "
                                        "otherwise one line per finished cell and a line at "
@@ -142,29 +165,72 @@ def reproduce(
                                      "its training distribution with every saved model, "
                                      "without and with the safeguard and with the classical "
                                      "method, and add their table"),
+    device: str = typer.Option("cpu", "--device", help=DEVICE_HELP),
+    distributed: bool = typer.Option(False, "--distributed",
+                                     help="train data-parallel over the processes torchrun "
+                                          "started (`torchrun --nproc-per-node=N -m metasolve "
+                                          "reproduce NAME --distributed`): every rank runs the "
+                                          "cells in turn (--workers is ignored), rank 0 writes "
+                                          "the files"),
 ) -> None:
     if quick + smoke + (scale_name is not None) > 1:
         _fail("choose one of --quick, --smoke and --scale", USAGE)
     scale = scale_name or ("smoke" if smoke else "quick" if quick else "full")
     _check_experiment(name, scale)
+    if address is not None and engine is not Engine.ray:
+        _fail(f"--address {address} names a Ray cluster; it needs --engine ray", USAGE)
+    if address is not None and not address.strip():
+        _fail("--address is empty; give HOST:PORT of the Ray head, or 'auto'", USAGE)
     runner = _runner()
     if shift is not Shift.none and not hasattr(runner.get(name), "shifted_sets"):
         _fail(f"{name} has no shifted sets; --shift ood is not available for it", USAGE)
+    _check_device(runner, device)
+    if distributed and not runner.launched():
+        _fail("--distributed trains over the processes torchrun starts, and this process was "
+              "not started by torchrun; launch it as `torchrun --nproc-per-node=N -m "
+              f"metasolve reproduce {name} ... --distributed`", USAGE)
+    if distributed and engine is not Engine.local:
+        _fail("--distributed runs the cells on the ranks torchrun started; it does not combine "
+              "with --engine ray", USAGE)
+    workers = 1 if distributed else workers
     result = _run(runner, name, scale, out, json_path, workers, progress, restart, epochs,
-                  shift.value)
-    _print_result(runner, result, table_format, f"{scale} scale, {workers} worker(s)")
+                  shift.value, device, distributed, engine.value, address)
+    if result.get("rank", 0) != 0:
+        return  # rank 0 prints the run's tables
+    how = (f"{result['ranks']} ranks" if distributed
+           else f"{workers} worker(s)" if engine is Engine.local
+           else f"Ray at {address}" if address is not None else f"local Ray, {workers} CPU(s)")
+    _print_result(runner, result, table_format, f"{scale} scale, {how}, trained on {device}")
+
+
+def _check_device(runner, device: str) -> None:
+    """An unavailable or malformed ``--device`` fails in one line before any work."""
+    try:
+        runner.check_device("--device", device)
+    except ValueError as exc:
+        _fail(str(exc), USAGE)
 
 
 def _run(runner, name, scale, out, json_path, workers, progress, restart, epochs,
-         shift="none"):
+         shift="none", device="cpu", distributed=False, engine="local", address=None):
     """Run an experiment; expected failures (a bad path, a busy run folder, a failing cell, a
-    stale or damaged checkpoint) are reported in one line, not dumped as a traceback."""
+    stale or damaged checkpoint, a missing ray, an unreachable Ray cluster) are reported in one
+    line, not dumped as a traceback."""
     try:
         return runner.reproduce(name, scale=scale, out_dir=out, json_path=json_path,
                                 workers=workers, progress=progress, epochs=epochs,
-                                restart=restart, shift=shift)
+                                restart=restart, shift=shift, device=device,
+                                distributed=distributed, engine=engine, address=address)
     except OutputPathError as exc:
         _fail(str(exc), USAGE)
+    except ImportError as exc:
+        if engine != "ray" or "metasolve[ray]" not in str(exc):
+            raise
+        _fail(str(exc), USAGE)
+    except ConnectionError as exc:
+        if engine != "ray":
+            raise
+        _fail(f"cannot reach the Ray cluster: {exc}", FAILED)
     except runner.JobError as exc:
         if isinstance(exc.error, runner.ArtifactError):
             _fail(f"{exc.error} (in {exc.name}); rerun with --restart to start over", FAILED)
@@ -226,6 +292,86 @@ def results(
         runner.print_tables(tables, "rich")
 
 
+@app.command(help="Time a trained model end to end against the solvers practitioners run: (1) "
+                  "the learned method (safeguarded), (2) the same method with classical "
+                  "parameters, (3) the strongest classical solvers of the family (direct "
+                  "solves, pyamg-CG, the real scs, SciPy's newton_krylov), (4) the learned part "
+                  "deployed into them; medians of interleaved repeats, ratios and the "
+                  "break-even number of solves.\n\nWith NAME it uses the model `metasolve "
+                  "reproduce NAME` saved under --out at the scale asked (--quick, --scale); "
+                  "with --model FILE, a saved model on tasks drawn from its stored family.",
+             short_help="Time a trained model against the strongest classical solvers.")
+def bench(
+    name: str = typer.Argument(None, help="experiment name (see `metasolve list`); omit it "
+                                          "with --model"),
+    quick: bool = typer.Option(False, "--quick", help="the model of the quick scale"),
+    scale_name: str = typer.Option(None, "--scale",
+                                   help="the model of this scale (default: quick)"),
+    out: Path = typer.Option(Path("metasolve-out"), "--out",
+                             help="the output folder `reproduce` wrote: the model is read "
+                                  "from OUT/NAME/SCALE/models"),
+    model: Path = typer.Option(None, "--model",
+                               help="a saved model (.safetensors) to bench instead of an "
+                                    "experiment's, on tasks from its stored family"),
+    count: int = typer.Option(None, "--count", min=1,
+                              help="instances to solve (an experiment's case has its default; "
+                                   "--model: 64)"),
+    seed: int = typer.Option(12345, "--seed", help="with --model: the seed of its tasks"),
+    rtol: float = typer.Option(None, "--rtol",
+                               help="with --model: the tolerance (default 1e-6; a neural SCS "
+                                    "model uses its own)"),
+    maxiter: int = typer.Option(None, "--maxiter", min=1,
+                                help="with --model: the iteration cap of metasolve's solves"),
+    repeats: int = typer.Option(5, "--repeats", min=1,
+                                help="timed rounds (after one warm-up), each contender once per "
+                                     "round in rotated order; medians are reported"),
+    threads: str = typer.Option("1", "--threads",
+                                help="threads of torch and of NumPy/SciPy's BLAS: a count, "
+                                     "'default', or both as '1,default'"),
+    json_path: Path = typer.Option(None, "--json", help="write the records to this file",
+                                   show_default="OUT/NAME/SCALE/NAME-bench.json, or "
+                                                "FILE-bench.json beside --model"),
+    plot: Path = typer.Option(None, "--plot", help="draw bars per case into this PNG file"),
+    table_format: Format = typer.Option(Format.auto, "--format", help=FORMAT_HELP),
+    progress: bool = typer.Option(True, "--progress/--no-progress",
+                                  help="show progress on stderr"),
+) -> None:
+    if (name is None) == (model is None):
+        _fail("give an experiment NAME or --model FILE (one of them)", USAGE)
+    if quick and scale_name is not None:
+        _fail("choose one of --quick and --scale", USAGE)
+    scale = scale_name or "quick"
+    if name is not None:
+        _check_experiment(name, scale)
+    runner = _runner()
+    try:
+        if model is not None:
+            result = runner.bench_saved_model(model, count=count or 64, seed=seed,
+                                              repeats=repeats, threads=threads,
+                                              json_path=json_path, plot=plot,
+                                              progress=progress, rtol=rtol or 1e-6,
+                                              maxiter=maxiter)
+        else:
+            result = runner.bench(name, scale, out, repeats=repeats, threads=threads,
+                                  count=count, json_path=json_path, plot=plot,
+                                  progress=progress)
+    except (runner.BenchUnsupported, runner.MissingModel, OutputPathError) as exc:
+        _fail(str(exc), USAGE)
+    except runner.ArtifactError as exc:
+        _fail(str(exc), USAGE)
+    except FileNotFoundError as exc:
+        _fail(f"cannot read the model: {exc}", USAGE)
+    except ValueError as exc:
+        if "threads" not in str(exc):
+            raise
+        _fail(str(exc), USAGE)
+    runner.print_tables(result["tables"], table_format.value)
+    typer.echo(f"\nrecords: {result['json']}")
+    if result["plot"] is not None:
+        typer.echo(f"plot:    {result['plot']}")
+    typer.echo(f"model:   {result['model']}")
+
+
 DEMO = "poisson-jacobi"
 
 
@@ -239,6 +385,7 @@ def demo(
     workers: int = typer.Option(DEFAULT_WORKERS, "--workers", min=1,
                                 help="worker processes for the experiment's independent cells"),
     table_format: Format = typer.Option(Format.auto, "--format", help=FORMAT_HELP),
+    device: str = typer.Option("cpu", "--device", help=DEVICE_HELP),
 ) -> None:
     entry = CATALOG[DEMO]
     quick, full = entry.scales["quick"], entry.scales["full"]
@@ -252,7 +399,9 @@ def demo(
                f"run, `metasolve reproduce {DEMO}` ({format_seconds(full.seconds)} on 2 cores), "
                f"gives the ones to compare with the paper (docs/RESULTS.md)\n")
     runner = _runner()
-    result = _run(runner, DEMO, "quick", out, None, workers, True, False, None)
+    _check_device(runner, device)
+    result = _run(runner, DEMO, "quick", out, None, workers, True, False, None,
+                  device=device)
     runner.print_tables(result["tables"], table_format.value)
     typer.echo(f"\nrecords (JSON):             {result['json']}")
     typer.echo(f"iteration histograms (PNG): {result['plot']}")

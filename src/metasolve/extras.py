@@ -1,13 +1,19 @@
 """Optional dependencies, imported where they are used, with an error that names the extra.
 
 metasolve's core (the solvers, training, the Poisson, Robertson, AutoSpec and R2N2 experiments)
-needs torch, NumPy, SciPy and the like only. Two groups of heavy packages are optional extras:
+needs torch, NumPy, SciPy and the like only. Three groups of heavy packages are optional extras:
 
 * ``conic``: ``cvxpy`` (builds the cone programs of the Lasso and Kalman families) and ``scs``
   (the reference solver the PyTorch SCS is checked against and warm-started into);
-* ``fem``: ``scikit-fem`` (assembles the elastic beam of the ICCG experiment).
+* ``fem``: ``scikit-fem`` (assembles the elastic beam of the ICCG experiment);
+* ``ray``: ``ray`` (the engine that runs independent jobs on a Ray runtime or cluster,
+  ``reproduce --engine ray``; :mod:`metasolve.parallel`);
+* ``bench``: ``pyamg`` (smoothed-aggregation multigrid, a strong classical solver of ``metasolve
+  bench``) and ``threadpoolctl`` (single-thread BLAS in its timings; without it only torch is
+  limited).
 
-``pip install "metasolve[conic,fem]"`` installs both; the development extra ``dev`` includes them.
+``pip install "metasolve[conic,fem,ray,bench]"`` installs them all; the development extra ``dev``
+includes them.
 """
 
 from __future__ import annotations
@@ -16,7 +22,8 @@ import importlib
 
 #: module name -> (the package to install, the extra that installs it)
 OPTIONAL = {"cvxpy": ("cvxpy", "conic"), "scs": ("scs", "conic"),
-            "skfem": ("scikit-fem", "fem")}
+            "skfem": ("scikit-fem", "fem"), "ray": ("ray", "ray"),
+            "pyamg": ("pyamg", "bench")}
 
 
 def require(module: str, purpose: str):

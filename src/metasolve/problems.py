@@ -1,7 +1,8 @@
 """Batched problem containers that solvers consume.
 
 A :class:`LinearSystem` is a batch of ``A_b x_b = rhs_b``. The matrix is shared by the batch
-(shape ``(N, N)``, dense or sparse) or given per instance (``(B, N, N)``). A
+(shape ``(N, N)``, dense or sparse), given per instance (``(B, N, N)`` dense), or a
+:class:`~metasolve.sparse.SparseBatch` of per-instance sparse matrices. A
 :class:`NonlinearSystem` is a batch of ``g_b(y_b) = 0`` with Jacobians. Input is validated here,
 once, where it enters (docs/architecture.md, convention 5).
 """
@@ -14,6 +15,7 @@ from dataclasses import dataclass
 
 import torch
 
+from .sparse import SparseBatch
 from .validation import check_batch, check_tensor
 
 
@@ -53,24 +55,58 @@ class Problem(abc.ABC):
         """Validate a per-instance vector such as an initial guess."""
         return check_vectors(name, value, like=self._leading)
 
+    @property
+    def device(self) -> torch.device:
+        """The device the batch's data lie on."""
+        return self._leading.device
+
+    def to(self, device) -> Problem:
+        """The same batch with its data on ``device`` (``self`` if they are there already).
+
+        Moves every tensor attribute, and every attribute that is itself a problem (an
+        eigenproblem's operator); the data were validated when the batch was built and are not
+        checked again. A subclass that keeps tensors elsewhere (in a list, say) overrides it.
+        """
+        device = torch.device(device)
+        moved = {}
+        for key, value in vars(self).items():
+            if isinstance(value, (torch.Tensor, SparseBatch)) and value.device != device:
+                moved[key] = value.to(device)
+            elif isinstance(value, Problem):
+                there = value.to(device)
+                if there is not value:
+                    moved[key] = there
+        if not moved:
+            return self
+        copy = object.__new__(type(self))
+        for key, value in {**vars(self), **moved}.items():
+            object.__setattr__(copy, key, value)  # frozen dataclasses too
+        return copy
+
 
 @dataclass(frozen=True)
 class LinearSystem(Problem):
     """A batch of linear systems ``A x = b``.
 
     Args:
-        matrix: ``(N, N)`` dense or sparse (shared by every instance) or ``(B, N, N)`` dense.
+        matrix: ``(N, N)`` dense or sparse (shared by every instance), ``(B, N, N)`` dense, or
+            a :class:`~metasolve.sparse.SparseBatch` of ``B`` sparse matrices (one pattern with
+            per-instance values, or different patterns): products, the diagonal and the
+            triangular solves then work on its entries, never on a dense matrix.
         rhs: ``(B, N)`` right-hand sides.
         solution: optional ``(B, N)`` exact solutions, used by the error monitor and losses.
     """
 
-    matrix: torch.Tensor
+    matrix: torch.Tensor | SparseBatch
     rhs: torch.Tensor
     solution: torch.Tensor | None = None
 
     def __post_init__(self):
         check_tensor("rhs", self.rhs, ndim=2)
         n = self.rhs.shape[1]
+        if isinstance(self.matrix, SparseBatch):
+            self._check_sparse_batch()
+            return
         check_tensor("matrix", self.matrix, ndim=(2, 3))
         if self.matrix.ndim == 2:
             if tuple(self.matrix.shape) != (n, n):
@@ -92,16 +128,31 @@ class LinearSystem(Problem):
 
     _vector = "rhs"
 
+    def _check_sparse_batch(self) -> None:
+        batch, n = self.rhs.shape
+        if self.matrix.shape != (batch, n, n):
+            raise ValueError(f"matrix must hold {batch} matrices of size {n} x {n} to match rhs "
+                             f"of shape {tuple(self.rhs.shape)}, got {self.matrix.shape}")
+        if self.matrix.dtype != self.rhs.dtype or self.matrix.device != self.rhs.device:
+            raise TypeError(f"matrix and rhs must share a dtype and device, got "
+                            f"{self.matrix.dtype} on {self.matrix.device} and {self.rhs.dtype} "
+                            f"on {self.rhs.device}")
+        if self.solution is not None:
+            check_tensor("solution", self.solution, shape=tuple(self.rhs.shape))
+
     @property
     def sparse(self) -> bool:
-        return self.matrix.layout != torch.strided
+        """Whether the matrix is sparse: a torch sparse tensor or a ``SparseBatch``."""
+        return isinstance(self.matrix, SparseBatch) or self.matrix.layout != torch.strided
 
     @property
     def shared_matrix(self) -> bool:
-        return self.matrix.ndim == 2
+        return not isinstance(self.matrix, SparseBatch) and self.matrix.ndim == 2
 
     def matvec(self, x: torch.Tensor) -> torch.Tensor:
         """``A x`` for a batch ``x`` of shape ``(B, N)``."""
+        if isinstance(self.matrix, SparseBatch):
+            return self.matrix.matvec(x)
         if self.sparse:
             return (self.matrix @ x.T).T
         if self.shared_matrix:
@@ -114,6 +165,8 @@ class LinearSystem(Problem):
 
     def diagonal(self) -> torch.Tensor:
         """The diagonal of ``A``: ``(N,)`` if shared, else ``(B, N)``."""
+        if isinstance(self.matrix, SparseBatch):
+            return self.matrix.diagonal()
         if self.sparse:
             coo = self.matrix.to_sparse_coo().coalesce()
             idx, val = coo.indices(), coo.values()
@@ -225,6 +278,10 @@ class EigenProblem(Problem):
         return self.operator.size
 
     @property
+    def device(self) -> torch.device:
+        return self.operator.device
+
+    @property
     def block(self) -> int:
         return int(self.start.shape[2])
 
@@ -238,6 +295,8 @@ class EigenProblem(Problem):
         rows = block.transpose(1, 2).reshape(batch * width, size)
         if self.operator.shared_matrix:
             out = self.operator.matvec(rows)
+        elif isinstance(self.operator.matrix, SparseBatch):
+            return self.operator.matrix.matvec(block.transpose(1, 2)).transpose(1, 2)
         elif isinstance(self.operator, DiagonalSystem):
             out = self.operator.matrix.repeat_interleave(width, dim=0) * rows
         else:

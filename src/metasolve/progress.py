@@ -9,9 +9,9 @@ while work goes on, so that a piped run is never silent for long.
   outside ``metasolve reproduce``.
 * :class:`RunMonitor`: the display of a ``reproduce`` run in the parent process: cells done out
   of the total, elapsed time and an estimate of the time left, and the trainings running in each
-  cell, whether the cell runs in-process or in a worker process (the events arrive through
-  :func:`metasolve.parallel.map_jobs`'s ``on_event``; see ``training/progress.py`` for the
-  sending side).
+  cell, whether the cell runs in-process, in a worker process or as a Ray task (the events arrive
+  through :func:`metasolve.parallel.map_jobs`'s ``on_event``; see ``training/progress.py`` for
+  the sending side).
 
 Events (plain dicts, so they cross process boundaries): ``{"kind": "bar", "bar": id,
 "description", "completed", "total", "start", "status", "closed"}`` for a bar's state (``start``:
@@ -136,15 +136,17 @@ class RunMonitor:
 
     ``names`` names the jobs (cells) by index, ``title`` the run; ``records`` is where the
     records go and ``folder`` the run folder; ``reused`` the number of checkpoints an earlier
-    run left there. Feed it :meth:`event` (``map_jobs``'s ``on_event``). Use as a context
-    manager; disabled (``enabled=False``) it prints nothing.
+    run left there; ``engine`` says where the cells run, in words (default: ``workers`` worker
+    processes; :func:`metasolve.parallel.describe_engine`). Feed it :meth:`event` (``map_jobs``'s
+    ``on_event``). Use as a context manager; disabled (``enabled=False``) it prints nothing.
     """
 
     def __init__(self, title: str, names: Sequence[str], records, folder, workers: int,
                  enabled: bool = True, reused: int = 0, stream=None,
-                 heartbeat: float | None = None):
+                 heartbeat: float | None = None, engine: str | None = None):
         self.title, self.names = title, list(names)
         self.records, self.folder, self.workers = records, folder, workers
+        self.engine = engine
         self.enabled, self.reused = enabled, reused
         self.heartbeat = HEARTBEAT if heartbeat is None else heartbeat
         self.stream = sys.stderr if stream is None else stream
@@ -176,8 +178,9 @@ class RunMonitor:
         if not self.enabled:
             return self
         cells = f"{self.total} cell{'s' * (self.total != 1)}"
-        self._say(f"{self.title}: {cells} on {self.workers} worker process"
-                  f"{'es' * (self.workers != 1)}; records go to {self.records}, models and "
+        where = self.engine or (f"{self.workers} worker process"
+                                f"{'es' * (self.workers != 1)}")
+        self._say(f"{self.title}: {cells} on {where}; records go to {self.records}, models and "
                   f"checkpoints under {self.folder}")
         if self.reused:
             self._say(f"reusing {self.reused} checkpoint{'s' * (self.reused != 1)} of an "

@@ -109,6 +109,18 @@ def check_instance_scalars(name: str, value: torch.Tensor, batch: int) -> torch.
     return value.reshape(batch)
 
 
+def check_instance_counts(name: str, value, batch: int) -> torch.Tensor:
+    """One iteration count per instance: an integer tensor of shape ``(B,)``, each >= 0."""
+    if not isinstance(value, torch.Tensor):
+        raise TypeError(f"{name} must be an int or a tensor, got {type(value).__name__}")
+    if value.is_floating_point() or value.is_complex() or value.dtype == torch.bool:
+        raise TypeError(f"{name} must hold integers, got dtype {value.dtype}")
+    value = check_instance_scalars(name, value, batch)
+    if batch and int(value.min()) < 0:
+        raise ValueError(f"{name} must be >= 0 for every instance, got {int(value.min())}")
+    return value
+
+
 def check_batch(name: str, value: torch.Tensor, batch: int) -> torch.Tensor:
     if value.ndim == 0 or value.shape[0] != batch:
         raise ValueError(f"{name} must have batch size {batch} (leading dimension), "
@@ -194,3 +206,43 @@ def check_instance(name: str, value, cls: type):
     if not isinstance(value, cls):
         raise TypeError(f"{name} must be a {cls.__name__}, got {type(value).__name__}")
     return value
+
+
+def check_device(name: str, value) -> torch.device:
+    """A device this process can put tensors on: ``"cpu"``, ``"cuda"``, ``"cuda:1"``, ``"mps"``
+    or a :class:`torch.device`. A malformed name, or a device this machine lacks (``"cuda"``
+    without a GPU, ``"cuda:3"`` on a machine with two), is a ``ValueError`` naming the
+    argument; nothing requires a GPU unless one is asked for."""
+    if isinstance(value, str):
+        try:
+            device = torch.device(value)
+        except RuntimeError as exc:
+            raise ValueError(f"{name} must name a torch device such as 'cpu', 'cuda' or "
+                             f"'cuda:1', got {value!r}") from exc
+    elif isinstance(value, torch.device):
+        device = value
+    else:
+        raise TypeError(f"{name} must be a device name (str) or a torch.device, got "
+                        f"{type(value).__name__}")
+    if device.type == "cpu":
+        return torch.device("cpu")
+    if device.type == "meta":
+        raise ValueError(f"{name}={value!r}: the meta device holds no data, nothing can be "
+                         "solved on it")
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"{name}={value!r}: CUDA is not available in this process (torch "
+                             f"{torch.__version__} sees no GPU); use 'cpu' or run on a "
+                             "machine with a GPU and a CUDA build of torch")
+        count = torch.cuda.device_count()
+        if device.index is not None and device.index >= count:
+            raise ValueError(f"{name}={value!r}: this machine has {count} CUDA device(s), "
+                             f"numbered 0 to {count - 1}")
+        return device
+    try:
+        torch.empty(0, device=device)
+    except (RuntimeError, AssertionError, NotImplementedError) as exc:
+        reason = " ".join(str(exc).split(". ")[0].split())[:160]
+        raise ValueError(f"{name}={value!r}: this torch cannot put tensors on a {device.type} "
+                         f"device here ({reason}); use 'cpu' or 'cuda'") from exc
+    return device

@@ -251,12 +251,15 @@ def format_comparison(records: list[dict], experiment: str, method: str, against
     return " / ".join(percent(r["value"]) for r in found)
 
 
-def setting_values(records: list[dict], experiment: str, key: str) -> list:
-    """The distinct values of setting ``key`` in ``experiment``'s records, in order of
-    appearance (records without the key are skipped): what a table's title says of the run."""
+def setting_values(records: list[dict], experiment: str, key: str,
+                   metric: str | None = None) -> list:
+    """The distinct values of setting ``key`` in ``experiment``'s records (those of ``metric``
+    only, if given), in order of appearance (records without the key are skipped): what a
+    table's title says of the run, or the rows (operators, sets) a table has."""
     values = []
     for r in records:
-        if r["experiment"] == experiment and key in r and r[key] not in values:
+        if (r["experiment"] == experiment and key in r and r[key] not in values
+                and (metric is None or r["metric"] == metric)):
             values.append(r[key])
     return values
 

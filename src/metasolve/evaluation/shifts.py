@@ -46,7 +46,7 @@ def reference_answer(problem) -> torch.Tensor | None:
         return None
     if problem.solution is not None:
         return problem.solution
-    if problem.matrix.layout == torch.strided:
+    if not problem.sparse:
         matrix = problem.matrix
         if matrix.ndim == 2:
             matrix = matrix.expand(problem.batch_size, *matrix.shape)
@@ -64,11 +64,12 @@ def wrong_answers(x: torch.Tensor, reference: torch.Tensor,
     return converged & ~(error <= WRONG_ANSWER_RTOL * scale)
 
 
-def measure(model, shifted: ShiftedSet, chunk: int = 250) -> dict[str, torch.Tensor]:
+def measure(model, shifted: ShiftedSet, chunk: int = 250,
+            check_guess: str = "outside") -> dict[str, torch.Tensor]:
     """Per-instance results of the three solves of ``shifted.tasks``, in chunks of ``chunk``:
     iterations (or, for a fixed budget, the final monitored norm relative to the reference
     norm), converged flags, the safeguard's
-    flags, and wrong converged answers."""
+    flags, and wrong converged answers. ``check_guess`` goes to the safeguarded solve."""
     fixed = shifted.options.get("fixed_iterations") is not None
     out: dict[str, list] = {}
     with torch.no_grad(), warnings.catch_warnings():
@@ -76,7 +77,8 @@ def measure(model, shifted: ShiftedSet, chunk: int = 250) -> dict[str, torch.Ten
         for start in range(0, len(shifted.tasks), chunk):
             part = shifted.tasks.index(slice(start, start + chunk))
             solutions = {"unguarded": model.solve(part, safeguard=False, **shifted.options),
-                         "safeguarded": model.solve(part, **shifted.options),
+                         "safeguarded": model.solve(part, check_guess=check_guess,
+                                                    **shifted.options),
                          "classical": model.solve_baseline(part, **shifted.options)}
             reference = reference_answer(part.problem)
             for name, solution in solutions.items():
@@ -177,7 +179,7 @@ def split_shift_records(records: list[dict]) -> tuple[list[dict], list[dict]]:
 
 
 def evaluate_saved_models(module, settings, models_dir: Path, count: int | None = None,
-                          chunk: int = 250) -> list[dict]:
+                          chunk: int = 250, check_guess: str = "outside") -> list[dict]:
     """Every model saved under ``models_dir`` on the experiment ``module``'s shifted sets
     (``module.shifted_sets(settings, model[, count])``), as records of :func:`shift_records`
     with the model's file name as ``model``."""
@@ -188,5 +190,6 @@ def evaluate_saved_models(module, settings, models_dir: Path, count: int | None 
                 else module.shifted_sets(settings, model, count))
         for shifted in sets:
             records += shift_records(module.NAME, path.stem, shifted,
-                                     measure(model, shifted, chunk=chunk))
+                                     measure(model, shifted, chunk=chunk,
+                                             check_guess=check_guess))
     return records

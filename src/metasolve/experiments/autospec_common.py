@@ -47,19 +47,21 @@ def train_engine(family: SpectrumFamily, degree: int, paradigm: str, hidden, n_t
                     "loss": loss.kind, **({} if sharpness is None else {"sharpness": sharpness})}
 
 
-def spectral_shifted_sets(model: LearnedSolver, transfer, count: int, rhs_per_operator: int,
-                          seed: int) -> list[ShiftedSet]:
-    """The shifted sets of an AutoSpec engine: held-out spectra of its training family, spectra
-    with condition numbers above (1e6 to 1e8) and below (2 to 10) the training range, and the
-    ``transfer`` operators, all at the engine's degree (fixed budget)."""
+def spectral_shifted_sets(settings, model: LearnedSolver, count: int = 128) -> list[ShiftedSet]:
+    """The shifted sets of an AutoSpec engine (``metasolve reproduce autospec-linear --shift
+    ood``, the same for autospec-invsqrt): held-out spectra of its training family, spectra with
+    condition numbers above (1e6 to 1e8) and below (2 to 10) the training range, and the
+    experiment's transfer operators (``settings.transfer``, ``settings.rhs_per_operator``
+    right-hand sides each), all at the engine's degree (fixed budget)."""
     config = model.family.config()
     options = {"fixed_iterations": model.metasolver.degree, "rtol": 0.0,
                "divergence_factor": 1e300}
+    seed = settings.seed
     sets = [ShiftedSet("none", model.family.sample(count, seed=seed + 101), options)]
     for label, low, high in (("kappa 1e6 to 1e8", 1e6, 1e8), ("kappa 2 to 10", 2.0, 10.0)):
         family = SpectrumFamily(**{**config, "kappa_min": low, "kappa_max": high})
         sets.append(ShiftedSet(label, family.sample(count, seed=seed + 102), options))
-    for name, tasks, _ in evaluation_sets(model.family, transfer, 1, rhs_per_operator,
-                                          seed)[1:]:
+    for name, tasks, _ in evaluation_sets(model.family, settings.transfer, 1,
+                                          settings.rhs_per_operator, seed)[1:]:
         sets.append(ShiftedSet(name, tasks, options))
     return sets

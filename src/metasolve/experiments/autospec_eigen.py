@@ -209,10 +209,7 @@ def _value(records, method, metric, operator):
 
 def _lines(records):
     records = [r for r in records if r["experiment"] == NAME]
-    operators = []
-    for r in records:
-        if r["metric"] == "median_products" and r["operator"] not in operators:
-            operators.append(r["operator"])
+    operators = setting_values(records, NAME, "operator", "median_products")
     head = ["operator", *(f"{LABELS[m]}: products (converged)" for m in METHODS),
             "learned / Chebyshev-filtered", "eigenvalue error (learned)"]
     body = []
@@ -252,10 +249,7 @@ def figure(results: list[dict]):
     histories are at hand (not in the records), the largest wanted residual against products
     for each operator."""
     records = [r for result in results for r in result["records"] if r["experiment"] == NAME]
-    operators = []
-    for r in records:
-        if r["metric"] == "median_products" and r["operator"] not in operators:
-            operators.append(r["operator"])
+    operators = setting_values(records, NAME, "operator", "median_products")
     if not operators:
         return None
     histories = next((r["histories"] for r in results if r.get("histories")), {})

@@ -38,7 +38,15 @@ import torch
 from ..catalog import CATALOG
 from ..evaluation.metrics import TIE_RTOL, compare_instances, comparison_records
 from ..evaluation.records import record
-from ..evaluation.render import LOWER, Table, beside, format_comparison, panels, set_title
+from ..evaluation.render import (
+    LOWER,
+    Table,
+    beside,
+    format_comparison,
+    panels,
+    set_title,
+    setting_values,
+)
 from ..evaluation.spectral import (
     SYNTHETIC,
     TRANSFER,
@@ -156,10 +164,7 @@ def _value(records, method, metric, operator):
 
 def _lines(records):
     records = [r for r in records if r["experiment"] == NAME]
-    operators = []
-    for r in records:
-        if r["operator"] not in operators:
-            operators.append(r["operator"])
+    operators = setting_values(records, NAME, "operator")
     against = f"better / tied / worse than Chebyshev ({{}}), ties within {TIE_RTOL:.0%}"
     head = ["operator", *(LABELS[m] for m in METHODS), "learned / Chebyshev (probe)",
             against.format("probe"), against.format("Lanczos probe")]
@@ -188,10 +193,7 @@ def figure(results: list[dict]):
     per-instance errors are at hand (not in the records), the error against the condition
     number on the held-out synthetic spectra."""
     records = [r for result in results for r in result["records"] if r["experiment"] == NAME]
-    operators = []
-    for r in records:
-        if r["metric"] == "median_relative_error" and r["operator"] not in operators:
-            operators.append(r["operator"])
+    operators = setting_values(records, NAME, "operator", "median_relative_error")
     if not operators:
         return None
     scatter = next((r["scatter"] for r in results if r.get("scatter")), None)
@@ -225,9 +227,5 @@ def figure(results: list[dict]):
     return fig
 
 
-def shifted_sets(settings: Settings, model, count: int = 128):
-    """Held-out spectra of the model's training family, spectra with condition numbers above
-    (1e6 to 1e8) and below (2 to 10) its range, and the transfer operators, each at the model's
-    degree (``metasolve reproduce autospec-invsqrt --shift ood``)."""
-    return spectral_shifted_sets(model, settings.transfer, count, settings.rhs_per_operator,
-                                 settings.seed)
+#: Sets outside the training distribution (``--shift ood``; see ``autospec_common``).
+shifted_sets = spectral_shifted_sets

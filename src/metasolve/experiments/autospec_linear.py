@@ -64,7 +64,6 @@ from ..evaluation.render import (
     set_title,
     setting_values,
 )
-from ..evaluation.shifts import ShiftedSet
 from ..evaluation.spectral import (
     TRANSFER,
     TRANSFER_SMOKE,
@@ -332,12 +331,7 @@ def _value(records, method, metric, operator=None):
 
 
 def _operators(records) -> list[str]:
-    seen = []
-    for r in records:
-        if (r["experiment"] == NAME and r["metric"] == "median_relative_residual"
-                and r["operator"] not in seen):
-            seen.append(r["operator"])
-    return seen
+    return setting_values(records, NAME, "operator", "median_relative_residual")
 
 
 def _fmt(value, spec=".2e") -> str:
@@ -437,9 +431,5 @@ def figure(results: list[dict]):
     return fig
 
 
-def shifted_sets(settings: Settings, model, count: int = 128) -> list[ShiftedSet]:
-    """Held-out spectra of the model's training family, spectra with condition numbers above
-    (1e6 to 1e8) and below (2 to 10) its range, and the transfer operators, each at the model's
-    degree (``metasolve reproduce autospec-linear --shift ood``)."""
-    return spectral_shifted_sets(model, settings.transfer, count, settings.rhs_per_operator,
-                                 settings.seed)
+#: Sets outside the training distribution (``--shift ood``; see ``autospec_common``).
+shifted_sets = spectral_shifted_sets

@@ -57,5 +57,16 @@ def cells(settings: common.Settings) -> list[dict]:
     return [{"variant": v} for v in settings.extra["variants"]]
 
 
+def shifted_sets(settings: common.Settings, model, count: int = 64):
+    """The variant's test set, then its programs with ten times the measurement noise and with
+    five times the nonzeros in ``z*`` (``metasolve reproduce neural-scs-lasso-variants --shift
+    ood``), as for the larger Lasso."""
+    config = model.family.config()
+    return common.shifted_sets_of(settings, model,
+                                  {"noise x10": {"noise": 10 * config["noise"]},
+                                   "density x5": {"density": min(1.0, 5 * config["density"])}},
+                                  count)
+
+
 tables = common.renderer(NAME, TITLE, order=tuple(VARIANTS))
 figure = common.figure_of(NAME, TITLE, order=tuple(VARIANTS))

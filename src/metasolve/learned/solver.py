@@ -10,6 +10,8 @@ configuration, and the classical method's iteration counts on the training tasks
 
 from __future__ import annotations
 
+import contextlib
+import itertools
 import time
 import warnings
 from pathlib import Path
@@ -24,9 +26,9 @@ from ..solution import Solution
 from ..solvers.base import MONITORS, IterativeMethod, run
 from ..solvers.registry import METHODS, method_from_config
 from ..tasks.base import FAMILIES, TaskBatch, TaskFamily, family_from_config
-from ..validation import check_choice
+from ..validation import check_choice, check_device
 from .metasolver import METASOLVERS, MetaSolver, heads_sizes, metasolver_from_config
-from .safeguard import GUESS_CHECKS, calibrate, feature_envelope, safeguarded_solve
+from .safeguard import BUDGET_CHECKS, GUESS_CHECKS, calibrate, feature_envelope, safeguarded_solve
 
 ARTIFACT_KIND = "learned_solver"
 
@@ -294,6 +296,42 @@ class LearnedSolver:
         self.calibration = calibration
         self._classical = classical_method
 
+    @property
+    def device(self) -> torch.device:
+        """The device the solver's weights lie on (the CPU for a solver without weights)."""
+        for tensor in itertools.chain(self.model.parameters(), self.model.buffers()):
+            return tensor.device
+        return torch.device("cpu")
+
+    def to(self, device) -> LearnedSolver:
+        """Move the solver's weights (the meta-solver's, and the method's own) to ``device``
+        for good, as ``nn.Module.to`` does; returns the solver. ``device=`` of :meth:`solve`
+        moves them for one solve only."""
+        self.model.to(check_device("device", device))
+        return self
+
+    @contextlib.contextmanager
+    def _placed(self, device, tasks, run_options: dict):
+        """The solver's weights on ``device`` for the ``with`` body (back where they were after
+        it), and ``tasks`` and a given ``x0`` moved there; nothing moves for ``device=None``."""
+        if device is None:
+            yield tasks
+            return
+        device = check_device("device", device)
+        if not isinstance(tasks, TaskBatch):
+            raise TypeError(f"tasks must be a TaskBatch, got {type(tasks).__name__}")
+        if isinstance(run_options.get("x0"), torch.Tensor):
+            run_options["x0"] = run_options["x0"].to(device)
+        home = self.device
+        if home == device:
+            yield tasks.to(device)
+            return
+        self.model.to(device)
+        try:
+            yield tasks.to(device)
+        finally:
+            self.model.to(home)
+
     def classical_method_for(self, problem) -> IterativeMethod:
         """The classical method for ``problem``, the one place every comparison and fallback
         asks (``solve_baseline``, the safeguard, the calibration): the stored
@@ -343,7 +381,20 @@ class LearnedSolver:
         return self.metasolver.baseline_params(features)
 
     def params(self, features: torch.Tensor) -> dict[str, torch.Tensor]:
-        """``theta = Psi(tau; omega)`` for a batch of task features."""
+        """``theta = Psi(tau; omega)`` for a batch of task features. Features of another
+        width than the meta-solver reads are refused with an error that names the family (and
+        sizes) it was trained on."""
+        expected = getattr(self.metasolver, "in_features", None)
+        if expected is not None and isinstance(features, torch.Tensor) and features.ndim == 2 \
+                and features.shape[1] != expected:
+            trained = "an unrecorded family" if self.family is None else \
+                f"family {self.family.name} " + ", ".join(
+                    f"{k}={v}" for k, v in self.family.config().items())
+            sizes = {k: v for k, v in self.settings.items() if "size" in k}
+            raise ValueError(f"this solver cannot apply to these tasks: they have "
+                             f"{features.shape[1]} features, its meta-solver reads {expected}; "
+                             f"it was trained on {trained}"
+                             + "".join(f", {k}={v}" for k, v in sizes.items()))
         return self.metasolver(features)
 
     @property
@@ -381,7 +432,9 @@ class LearnedSolver:
         # (No calibration: it counted the iterations of this solver's method, not the other.)
 
     def solve(self, tasks: TaskBatch, params: dict[str, torch.Tensor] | None = None,
-              safeguard: bool = True, check_guess: str = "outside", **run_options) -> Solution:
+              safeguard: bool = True, check_guess: str = "outside", check_budget: str = "always",
+              device=None,
+              **run_options) -> Solution:
         """Predict ``theta`` for ``tasks`` and run the method; options go to :func:`metasolve.run`.
 
         ``solution.info["inference_time"]`` is the meta-solver's time and ``wall_time`` includes
@@ -393,30 +446,51 @@ class LearnedSolver:
         ``solution.out_of_distribution``). ``safeguard=False`` runs the prediction as it is
         (training, and the papers' tables). ``check_guess`` says whose learned initial guesses
         are tested against the classical one: ``"outside"`` the training features (default),
-        ``"always"`` or ``"never"``. A method with weights of its own runs in its safeguarded
-        mode where it has one (neural SCS: a learned step or start is kept only where it does
-        not raise the fixed-point residual; ``solution.info["rejected_steps"]``), and unguarded
-        where it has none.
+        ``"always"`` or ``"never"``. At a fixed budget (``fixed_iterations``) the classical
+        method also runs on the same budget and each instance keeps the converged result where
+        only one converged, else the one with the smaller final monitored norm;
+        ``check_budget`` (the same three choices, default ``"always"``) says which instances
+        are compared. A method with weights of its own runs in its
+        safeguarded mode where it has one (neural SCS: a learned step or start is kept only
+        where it does not raise the fixed-point residual; ``solution.info["rejected_steps"]``),
+        and unguarded where it has none.
 
         ``params``, if given, is run instead of the prediction, unguarded: a dict like
         :meth:`params` returns, one row per task. Training uses it to differentiate with
         respect to ``theta`` itself (the Gauss-Newton refinement); no meta-solver runs, so
         ``inference_time`` is 0.
+
+        ``device`` (``"cpu"``, ``"cuda"``, ``"cuda:1"``, a :class:`torch.device`) runs this
+        solve there: the tasks and the solver's weights are moved there for it (the weights go
+        back afterwards; :meth:`to` moves them for good) and the solution's tensors lie there.
+        ``None`` (default) solves where the tasks and weights lie. A malformed or unavailable
+        device is a ``ValueError`` naming ``device``.
         """
+        if device is not None:
+            with self._placed(device, tasks, run_options) as placed:
+                if params is not None:
+                    params = {k: v.to(placed.device) for k, v in params.items()}
+                return self.solve(placed, params=params, safeguard=safeguard,
+                                  check_guess=check_guess, check_budget=check_budget,
+                                  **run_options)
         if params is not None:
             return self._run(tasks, None, run_options, params=params)
         if safeguard and (not self.method_is_trainable or hasattr(self.method, "safeguarded")):
             if not isinstance(tasks, TaskBatch):
                 raise TypeError(f"tasks must be a TaskBatch, got {type(tasks).__name__}")
             check_choice("check_guess", check_guess, GUESS_CHECKS)
-            return safeguarded_solve(self, tasks, run_options, check_guess)
+            check_choice("check_budget", check_budget, BUDGET_CHECKS)
+            return safeguarded_solve(self, tasks, run_options, check_guess, check_budget)
         return self._run(tasks, self.params, run_options)
 
-    def solve_baseline(self, tasks: TaskBatch, **run_options) -> Solution:
+    def solve_baseline(self, tasks: TaskBatch, device=None, **run_options) -> Solution:
         """Run the classical method (:meth:`classical_method_for` the tasks' problems, with
         :meth:`classical_params`) on ``tasks``; no gradient. For neural SCS: plain SCS with the
         model's settings from the cold start; for an R2N2: GMRES, Newton-Krylov or Runge-Kutta
-        (:meth:`~metasolve.learned.R2N2.classical`)."""
+        (:meth:`~metasolve.learned.R2N2.classical`). ``device``: as in :meth:`solve`."""
+        if device is not None:
+            with self._placed(device, tasks, run_options) as placed:
+                return self.solve_baseline(placed, **run_options)
         if not isinstance(tasks, TaskBatch):
             raise TypeError(f"tasks must be a TaskBatch, got {type(tasks).__name__}")
         with torch.no_grad():

@@ -40,7 +40,9 @@ from ..solution import ConvergenceError, Solution, Status
 from ..validation import (
     check_choice,
     check_count,
+    check_device,
     check_instance,
+    check_instance_counts,
     check_nonnegative,
     check_params,
 )
@@ -183,12 +185,18 @@ def _true_residual(problem, wide, x: torch.Tensor) -> tuple[torch.Tensor, torch.
     return residual, torch.linalg.vector_norm(exact, dim=1)
 
 
+def default_maxiter(problem) -> int:
+    """The iteration cap of :func:`run` when none is given: ten times the unknowns."""
+    return 10 * problem.size
+
+
 def run(method: IterativeMethod, problem, *, params: Mapping[str, torch.Tensor] | None = None,
         x0: torch.Tensor | None = None, rtol: float = 1e-5, atol: float = 0.0,
-        maxiter: int | None = None, fixed_iterations: int | None = None,
+        maxiter: int | torch.Tensor | None = None, fixed_iterations: int | None = None,
         monitor: str = "residual", callback: Callable | None = None,
         truncate: int | None = None, divergence_factor: float = 1e8,
-        stagnation_window: int | None = None, throw: bool = False) -> Solution:
+        stagnation_window: int | None = None, throw: bool = False,
+        device=None) -> Solution:
     """Run ``method`` on a batch of problems; the one driver loop of metasolve.
 
     Stopping (SciPy's vocabulary, docs/architecture.md, convention 4): instance ``i`` converges
@@ -231,8 +239,17 @@ def run(method: IterativeMethod, problem, *, params: Mapping[str, torch.Tensor] 
         stagnation_window: if set, an instance whose monitored norm has not reached a new
             minimum for that many iterations stops with ``Status.STAGNATED``. Off by default,
             so existing results do not change; a value of a few hundred is permissive.
+        maxiter: the iteration cap, default ``10 * problem.size``; or one cap per instance, an
+            integer tensor of shape ``(B,)`` (the safeguard's fallback continues each instance
+            with what is left of the caller's cap).
         callback: ``callback(k, state, norms)`` after each iteration.
         throw: raise :class:`ConvergenceError` if any instance did not converge.
+        device: where the solve runs (``"cpu"``, ``"cuda"``, ``"cuda:1"``, a
+            :class:`torch.device`): the problem, ``params`` and ``x0`` are moved there for it
+            and the solution's tensors lie there. ``None`` (default): where the problem's data
+            lie. A method with weights of its own must be there already
+            (``method.to(device)``; :meth:`~metasolve.LearnedSolver.solve` moves it). A
+            malformed or unavailable device is a ``ValueError`` naming ``device``.
 
     Returns:
         A :class:`~metasolve.solution.Solution`; ``info["params"]`` holds the ``params`` it ran
@@ -241,6 +258,9 @@ def run(method: IterativeMethod, problem, *, params: Mapping[str, torch.Tensor] 
         tensor of its own, never the caller's ``x0``.
     """
     check_instance("method", method, IterativeMethod)
+    if device is not None:
+        problem, params, x0 = _on_device(check_device("device", device), method, problem,
+                                         params, x0)
     method.validate(problem)
     rtol = check_nonnegative("rtol", rtol)
     atol = check_nonnegative("atol", atol)
@@ -252,13 +272,19 @@ def run(method: IterativeMethod, problem, *, params: Mapping[str, torch.Tensor] 
     check_count("stagnation_window", stagnation_window, minimum=1, allow_none=True)
     if check_nonnegative("divergence_factor", divergence_factor) < 1:
         raise ValueError(f"divergence_factor must be >= 1, got {divergence_factor}")
+    caps = None  # per-instance caps, where maxiter is a tensor
+    if isinstance(maxiter, torch.Tensor):
+        if fixed_iterations is not None:
+            raise ValueError("give either a per-instance maxiter or fixed_iterations, not both")
+        caps = check_instance_counts("maxiter", maxiter, problem.batch_size)
+        maxiter = int(caps.max()) if len(caps) else 0
     if fixed_iterations is not None:
         if maxiter is not None and maxiter != fixed_iterations:
             raise ValueError(f"give either maxiter ({maxiter}) or fixed_iterations "
                              f"({fixed_iterations}), not both")
         maxiter = fixed_iterations
     elif maxiter is None:
-        maxiter = 10 * problem.size
+        maxiter = default_maxiter(problem)
     check_count("maxiter", maxiter)
     if monitor == "error" and getattr(problem, "solution", None) is None:
         raise ValueError("monitor='error' needs problem.solution (the exact solutions)")
@@ -277,6 +303,11 @@ def run(method: IterativeMethod, problem, *, params: Mapping[str, torch.Tensor] 
 
     start = time.perf_counter()
     state = method.init(problem, x0, params)
+    # Remember where x0 lives, not x0 itself: a zero guess made here is then freed once the
+    # iterate moves on (one vector of the batch less while iterating).
+    x0_storage = _storage(x0)
+    if x0_storage is not None:
+        x0 = None
     if method.per_instance_state:
         shared = sorted(key for key, value in state.items()
                         if not isinstance(value, torch.Tensor)
@@ -324,6 +355,9 @@ def run(method: IterativeMethod, problem, *, params: Mapping[str, torch.Tensor] 
 
     active = torch.ones(batch, dtype=torch.bool, device=device)
     state, norms, active = still_running(0, state, norms, active)
+    if caps is not None:
+        caps = caps.to(device)
+        active = active & (caps > 0)
     history[0] = norms
     for k in range(maxiter):
         n_active = int(active.sum())
@@ -335,11 +369,13 @@ def run(method: IterativeMethod, problem, *, params: Mapping[str, torch.Tensor] 
             state, norms = _subset_step(method, problem, state, params, active, norms, monitor)
         else:
             stepped = method.step(problem, state, params)
-            state = _masked_update(active, stepped, state, batch)
+            state = _masked_update(active, stepped, state, batch, every=n_active == batch)
             norms = torch.where(active, _monitor(method, problem, state, monitor), norms)
         iterations += active
         state, norms, running = still_running(k + 1, state, norms, active)
         active = active & running
+        if caps is not None:
+            active = active & (iterations < caps)
         history.append(norms)
         if callback is not None:
             callback(k, state, norms)
@@ -356,7 +392,7 @@ def run(method: IterativeMethod, problem, *, params: Mapping[str, torch.Tensor] 
     status[state.get("breakdown", no_breakdown)] = int(Status.BREAKDOWN)
 
     x = state["x"]
-    if _shares_memory(x, x0):
+    if _storage(x) == x0_storage if x0 is None else _shares_memory(x, x0):
         x = x.clone()  # no step was taken: never hand the caller's own x0 back
     steps = len(history) - 1
     if (torch.is_grad_enabled() and x.requires_grad and fixed_iterations is None
@@ -375,7 +411,8 @@ def run(method: IterativeMethod, problem, *, params: Mapping[str, torch.Tensor] 
                         residual_history=torch.stack(history), reference_norm=reference,
                         threshold=threshold, wall_time=time.perf_counter() - start,
                         info={"method": method.name, "monitor": monitor, "rtol": rtol,
-                              "atol": atol, "maxiter": maxiter, "params": theta,
+                              "atol": atol, "maxiter": maxiter if caps is None else caps,
+                              "params": theta,
                               "history_norm": history_norm,
                               "confirmations": checks.confirmations,
                               **method.report(problem, state)})
@@ -384,13 +421,43 @@ def run(method: IterativeMethod, problem, *, params: Mapping[str, torch.Tensor] 
     return solution
 
 
+def _on_device(device: torch.device, method: IterativeMethod, problem, params, x0):
+    """``(problem, params, x0)`` moved to ``device`` for :func:`run`; a method whose own
+    weights lie elsewhere is refused (moving them is its owner's decision)."""
+    if isinstance(method, torch.nn.Module):
+        for name, tensor in [*method.named_parameters(), *method.named_buffers()]:
+            if tensor.device != device:
+                raise ValueError(f"device={str(device)!r}: the weights of method {method.name} "
+                                 f"lie on {tensor.device} ({name}); move them first "
+                                 "(method.to(device)) or solve through "
+                                 "LearnedSolver.solve(tasks, device=...)")
+    mover = getattr(problem, "to", None)
+    if not callable(mover):
+        raise TypeError(f"device: a {type(problem).__name__} has no to(device); subclass "
+                        "metasolve.Problem or solve it where its data lie (device=None)")
+    problem = mover(device)
+    if params is not None:
+        params = {k: v.to(device) if isinstance(v, torch.Tensor) else v
+                  for k, v in params.items()}
+    if isinstance(x0, torch.Tensor):
+        x0 = x0.to(device)
+    return problem, params, x0
+
+
+def _storage(a: torch.Tensor) -> int | None:
+    """The address of ``a``'s storage (``None`` for tensors without one, such as torch.func
+    wrappers)."""
+    try:
+        return a.untyped_storage().data_ptr()
+    except (NotImplementedError, RuntimeError):
+        return None
+
+
 def _shares_memory(a: torch.Tensor, b: torch.Tensor) -> bool:
     if a is b:
         return True
-    try:
-        return a.untyped_storage().data_ptr() == b.untyped_storage().data_ptr()
-    except (NotImplementedError, RuntimeError):  # torch.func wrappers have no storage
-        return False
+    mine = _storage(a)
+    return mine is not None and mine == _storage(b)
 
 
 class _StopChecks:
@@ -489,9 +556,11 @@ def _subset_step(method: IterativeMethod, problem, state: State, params, active:
     return new_state, norms.index_put((idx,), sub_norms)
 
 
-def _masked_update(active: torch.Tensor, new: State, old: State, batch: int) -> State:
+def _masked_update(active: torch.Tensor, new: State, old: State, batch: int,
+                   every: bool = False) -> State:
     """Take the new state only where the instance is still active (docs/architecture.md,
-    convention 1)."""
+    convention 1). ``every``: all instances are active, so the new state is taken as it is
+    (the same values and gradients, without a masked copy of every entry)."""
     out = {}
     for key, value in new.items():
         prev = old.get(key)
@@ -503,6 +572,9 @@ def _masked_update(active: torch.Tensor, new: State, old: State, batch: int) -> 
                              f"{None if prev is None else tuple(prev.shape)} to "
                              f"{tuple(value.shape)}: entries must keep one shape with the batch "
                              f"({batch}) as leading dimension, or be passed on unchanged")
+        if every:
+            out[key] = value
+            continue
         mask = active.reshape((-1,) + (1,) * (value.ndim - 1))
         out[key] = torch.where(mask, value, prev)
     return out

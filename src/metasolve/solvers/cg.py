@@ -9,7 +9,10 @@ must be positive on the spectrum of ``A`` for ``q(A) A`` to be positive definite
 non-positive curvature ``p^T A p`` or ``r^T z`` stops that instance with ``Status.BREAKDOWN``.
 
 Parameters ``theta`` (``params``, all optional): ``coefficients`` (``(B, d)``), ``lower`` and
-``upper`` (``(B,)``) of the preconditioner; without them this is plain CG. Each iteration costs
+``upper`` (``(B,)``) of the preconditioner; without them this is plain CG. Alternatively
+``ConjugateGradient(preconditioner="jacobi")`` preconditions with the diagonal,
+``M^{-1} = D^{-1}`` (PCG with Jacobi scaling; no extra products), which needs a positive
+diagonal. Each iteration costs
 one product plus ``d - 1`` for the preconditioner, and ``init`` spends ``d - 1`` on
 ``z_0 = q(A) r_0``: ``Solution.info`` does not count them, so callers report
 ``(d - 1) + iterations * d`` products (plus what the preconditioner's construction took).
@@ -30,15 +33,24 @@ import torch
 
 from ..polynomials import chebyshev_basis_apply
 from ..problems import LinearSystem
+from ..validation import check_choice
 from .base import IterativeMethod, State, batched_dot, safe_ratio
 from .registry import register_method
 
 PRECONDITIONER = ("coefficients", "lower", "upper")
+#: The fixed preconditioners a ``ConjugateGradient`` may be built with.
+PRECONDITIONERS = (None, "jacobi")
 
 
 @register_method
 class ConjugateGradient(IterativeMethod):
-    """CG for symmetric positive definite ``A``, with an optional polynomial preconditioner."""
+    """CG for symmetric positive definite ``A``, with an optional polynomial preconditioner
+    (``params``) or Jacobi preconditioner (``preconditioner="jacobi"``).
+
+    Args:
+        preconditioner: ``None`` (plain CG, or the polynomial one given in ``params``) or
+            ``"jacobi"`` (``M^{-1} = D^{-1}``).
+    """
 
     name = "cg"
     parameter_names = PRECONDITIONER
@@ -46,9 +58,26 @@ class ConjugateGradient(IterativeMethod):
     problem_type = LinearSystem
     recurrence_residual = True
 
-    @staticmethod
-    def _preconditioner(problem: LinearSystem, params: Mapping):
+    def __init__(self, preconditioner: str | None = None):
+        self.preconditioner = check_choice("preconditioner", preconditioner, PRECONDITIONERS)
+
+    def config(self):
+        return {} if self.preconditioner is None else {"preconditioner": self.preconditioner}
+
+    def validate(self, problem) -> None:
+        super().validate(problem)
+        if self.preconditioner == "jacobi" and not bool((problem.diagonal().detach() > 0).all()):
+            raise ValueError("the Jacobi preconditioner needs a positive diagonal (A symmetric "
+                             "positive definite)")
+
+    def _preconditioner(self, problem: LinearSystem, params: Mapping, state: Mapping):
         given = [name for name in PRECONDITIONER if name in params]
+        if self.preconditioner == "jacobi":
+            if given:
+                raise ValueError(f"ConjugateGradient(preconditioner='jacobi') takes no "
+                                 f"polynomial preconditioner, got params {given}")
+            scale = state["dinv"]
+            return lambda r: r * scale
         if not given:
             return lambda r: r
         if len(given) != len(PRECONDITIONER):
@@ -58,24 +87,26 @@ class ConjugateGradient(IterativeMethod):
         return lambda r: chebyshev_basis_apply(problem.matvec, r, coefficients, lower, upper)
 
     def init(self, problem: LinearSystem, x0, params) -> State:
-        precondition = self._preconditioner(problem, params)
+        extra = {} if self.preconditioner is None else {"dinv": 1.0 / problem.diagonal()}
+        precondition = self._preconditioner(problem, params, extra)
         r = problem.residual(x0)
         z = precondition(r)
         rz = batched_dot(r, z)
-        return {"x": x0, "r": r, "p": z, "rz": rz, "breakdown": ~(rz >= 0)}
+        return {"x": x0, "r": r, "p": z, "rz": rz, "breakdown": ~(rz >= 0), **extra}
 
     def step(self, problem: LinearSystem, state: State, params: Mapping) -> State:
         p = state["p"]
         ap = problem.matvec(p)
         pap = batched_dot(p, ap)
-        step = safe_ratio(state["rz"], pap)
-        x = state["x"] + step.unsqueeze(1) * p
-        r = state["r"] - step.unsqueeze(1) * ap
-        z = self._preconditioner(problem, params)(r)
+        step = safe_ratio(state["rz"], pap).unsqueeze(1)
+        x = torch.addcmul(state["x"], step, p)  # fused: no temporary vector
+        r = torch.addcmul(state["r"], step, ap, value=-1)
+        del ap
+        z = self._preconditioner(problem, params, state)(r)
         rz = batched_dot(r, z)
-        p = z + safe_ratio(rz, state["rz"]).unsqueeze(1) * p
+        p = torch.addcmul(z, safe_ratio(rz, state["rz"]).unsqueeze(1), p)
         breakdown = state["breakdown"] | ~(pap >= 0) | ~(rz >= 0)
-        return {"x": x, "r": r, "p": p, "rz": rz, "breakdown": breakdown}
+        return {**state, "x": x, "r": r, "p": p, "rz": rz, "breakdown": breakdown}
 
     def residual(self, problem: LinearSystem, state: State) -> torch.Tensor:
         return torch.linalg.vector_norm(state["r"], dim=1)
@@ -87,7 +118,7 @@ class ConjugateGradient(IterativeMethod):
         conjugate to; on SPD matrices of condition 1e4 to 1e10 the restart reached true
         residuals as small as a corrected direction (``z + beta p_{k-1}``) did, and smaller
         ones than keeping ``p``, so the simplest rule is used."""
-        z = self._preconditioner(problem, params)(residual)
+        z = self._preconditioner(problem, params, state)(residual)
         rz = batched_dot(residual, z)
         return {**state, "r": residual, "p": z, "rz": rz,
                 "breakdown": state["breakdown"] | ~(rz >= 0)}

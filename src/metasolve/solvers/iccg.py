@@ -32,6 +32,7 @@ from collections.abc import Mapping
 import torch
 
 from ..problems import LinearSystem
+from ..sparse import SparseBatch
 from ..validation import check_finite_number, check_instance_scalars
 from .base import IterativeMethod, State, batched_dot, safe_ratio
 from .registry import register_method
@@ -374,6 +375,11 @@ class ICCG(IterativeMethod):
 
     def validate(self, problem) -> None:
         super().validate(problem)
+        if isinstance(problem.matrix, SparseBatch):
+            raise TypeError("ICCG factorises a dense band of each matrix; it takes a dense "
+                            "(B, N, N) or a shared (N, N) matrix, not a SparseBatch (for "
+                            "per-instance sparse matrices use ConjugateGradient("
+                            "preconditioner='jacobi') or SSOR)")
         matrix = _dense_batch(problem).detach()
         asym = (matrix - matrix.mT).abs().amax(dim=(1, 2))
         scale = matrix.abs().amax(dim=(1, 2))

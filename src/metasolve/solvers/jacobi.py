@@ -24,6 +24,12 @@ from .base import IterativeMethod, State
 from .registry import register_method
 
 
+def check_nonzero_diagonal(problem: LinearSystem, method: str) -> None:
+    """A method that divides by ``diag(A)`` (Jacobi, SOR, SSOR) refuses a zero on it."""
+    if bool((problem.diagonal().detach() == 0).any()):
+        raise ValueError(f"matrix has a zero on its diagonal; {method} needs diag(A) != 0")
+
+
 @register_method
 class Jacobi(IterativeMethod):
     """Jacobi iteration; ``omega`` (default 1) is the damping, overridable per instance.
@@ -45,9 +51,7 @@ class Jacobi(IterativeMethod):
 
     def validate(self, problem) -> None:
         super().validate(problem)
-        diag = problem.diagonal().detach()
-        if bool((diag == 0).any()):
-            raise ValueError("matrix has a zero on its diagonal; Jacobi needs diag(A) != 0")
+        check_nonzero_diagonal(problem, "Jacobi")
 
     def init(self, problem: LinearSystem, x0, params) -> State:
         return {"x": x0, "r": problem.residual(x0), "dinv": 1.0 / problem.diagonal()}
@@ -55,8 +59,9 @@ class Jacobi(IterativeMethod):
     def step(self, problem: LinearSystem, state: State, params: Mapping) -> State:
         omega = params.get("omega", self.omega)
         if isinstance(omega, torch.Tensor):
-            omega = omega.reshape(-1, 1)
-        x = state["x"] + omega * state["dinv"] * state["r"]
+            x = torch.addcmul(state["x"], omega.reshape(-1, 1) * state["dinv"], state["r"])
+        else:
+            x = torch.addcmul(state["x"], state["dinv"], state["r"], value=omega)
         return {"x": x, "r": problem.residual(x), "dinv": state["dinv"]}
 
     def residual(self, problem: LinearSystem, state: State) -> torch.Tensor:

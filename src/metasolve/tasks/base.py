@@ -41,6 +41,23 @@ class TaskBatch:
     def index(self, idx) -> TaskBatch:
         return TaskBatch(self.problem.index(idx), self.features[idx])
 
+    @property
+    def device(self) -> torch.device:
+        """The device the features (and the problem's data) lie on."""
+        return self.features.device
+
+    def to(self, device) -> TaskBatch:
+        """The same tasks with the problem's data and the features on ``device`` (``self``
+        if they are there already); see :meth:`metasolve.problems.Problem.to`."""
+        device = torch.device(device)
+        problem = self.problem.to(device)
+        if problem is self.problem and self.features.device == device:
+            return self
+        moved = object.__new__(TaskBatch)  # validated when built: not checked again
+        object.__setattr__(moved, "problem", problem)
+        object.__setattr__(moved, "features", self.features.to(device))
+        return moved
+
 
 class TaskFamily:
     """A distribution of tasks. Subclasses set ``name`` and implement :meth:`sample_with`.

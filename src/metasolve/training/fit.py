@@ -27,6 +27,7 @@ from typing import Any
 import torch
 
 from ..artifact import ArtifactError, read_tensors, tensor_digest, write_tensors
+from .distributed import DataParallel
 
 
 class TrainingWarning(UserWarning):
@@ -76,6 +77,9 @@ class CheckpointedFit(abc.ABC):
             differ between a checkpoint and the fit resuming it (see the module docstring).
         checkpoint: the checkpoint file, or ``None`` for a fit that neither saves nor resumes.
         same_start: refuse a checkpoint whose fit started from other weights (see above).
+        parallel: the ranks of a data-parallel fit (:class:`.distributed.DataParallel`): rank
+            0 reads the checkpoint and sends it to the others, and writes it alone, the others
+            waiting until it is written.
         history: the fit's history so far.
     """
 
@@ -85,9 +89,12 @@ class CheckpointedFit(abc.ABC):
     count_unit: str = "steps"
     count_keys: tuple[tuple[str, str], ...] = ()
 
-    def __init__(self, checkpoint: str | Path | None = None, same_start: bool = False):
+    def __init__(self, checkpoint: str | Path | None = None, same_start: bool = False,
+                 parallel: DataParallel | None = None):
         self.checkpoint = None if checkpoint is None else Path(checkpoint)
         self.same_start = bool(same_start)
+        #: The ranks the fit trains on (:mod:`.distributed`); one by default.
+        self.parallel = parallel or DataParallel(distributed=False)
         self.history = self.history_type()
         self._start: str | None = None  # digest of the weights the fit started from
 
@@ -108,7 +115,27 @@ class CheckpointedFit(abc.ABC):
         subclass's loop state, saved with the identity and the history."""
         document = {"kind": self.checkpoint_kind, "identity": self.identity(), "done": done,
                     "start": self._start, "history": asdict(self.history), "state": state}
-        write_tensors(self.checkpoint, tensors, _plain(document))
+        if self.parallel.writer and self.checkpoint is not None:
+            write_tensors(self.checkpoint, tensors, _plain(document))
+        self.parallel.barrier()
+
+    def _read_checkpoint(self) -> tuple[dict[str, torch.Tensor], dict] | None:
+        """``(tensors, document)`` of the checkpoint file, or ``None`` if there is none; in a
+        data-parallel fit, rank 0's file, sent to every rank (an unreadable file fails on all
+        of them with rank 0's error)."""
+        found, error = None, None
+        if self.parallel.writer and self.checkpoint is not None and self.checkpoint.exists():
+            try:
+                found = read_tensors(self.checkpoint)
+            except ArtifactError as exc:
+                if not self.parallel.distributed:
+                    raise
+                error = str(exc)
+        if self.parallel.distributed:
+            found, error = self.parallel.broadcast_object((found, error))
+            if error is not None:
+                raise ArtifactError(error)
+        return found
 
     def resume_checkpoint(self, asked: int, start: dict[str, torch.Tensor]
                           ) -> tuple[int, dict[str, torch.Tensor], dict[str, Any]] | None:
@@ -123,9 +150,10 @@ class CheckpointedFit(abc.ABC):
         nothing is changed then.
         """
         self._start = tensor_digest(start)
-        if self.checkpoint is None or not self.checkpoint.exists():
+        found = self._read_checkpoint()
+        if found is None:
             return None
-        tensors, document = read_tensors(self.checkpoint)
+        tensors, document = found
         if document.get("kind") != self.checkpoint_kind:
             raise ArtifactError(f"{self.checkpoint} is not a {self.checkpoint_label} (it holds "
                                 f"a {document.get('kind')!r})")

@@ -50,6 +50,7 @@ from torch.func import functional_call, jacfwd
 from ..artifact import ArtifactError
 from ..tasks.base import TaskBatch
 from ..validation import check_count, check_positive
+from .distributed import DataParallel
 from .fit import CheckpointedFit, TrainingWarning, untrained_reason
 from .progress import progress_bar
 
@@ -119,14 +120,14 @@ class GaussNewtonRefiner(CheckpointedFit):
 
     def __init__(self, solver, loss, config: GaussNewtonConfig, identity: dict,
                  checkpoint: Path | None = None, progress: bool = False,
-                 same_start: bool = False):
+                 same_start: bool = False, parallel: DataParallel | None = None):
         if solver.method_is_trainable:
             raise ValueError(f"Gauss-Newton refinement trains the meta-solver alone, but method "
                              f"{solver.method.name} has trainable weights of its own")
         if loss.needs_baseline:
             raise ValueError(f"Gauss-Newton refinement does not support loss {loss.kind!r}, "
                              f"which compares with a baseline solve")
-        super().__init__(checkpoint, same_start)
+        super().__init__(checkpoint, same_start, parallel)
         self.solver, self.loss, self.config = solver, loss, config
         self.metasolver = solver.metasolver
         self._identity = {**identity, "gauss_newton": asdict(config)}
@@ -159,11 +160,14 @@ class GaussNewtonRefiner(CheckpointedFit):
 
     # -- the loss and its Gauss-Newton model ------------------------------------------------
     def _chunks(self, tasks: TaskBatch) -> list[torch.Tensor]:
-        """Index chunks of ``tasks``. The training set is chunked in the order of its
-        instances' last iteration counts: a batched solve runs until its slowest instance
-        stops, so a few slow instances spread over every chunk would make every chunk slow."""
+        """This rank's index chunks of ``tasks``. The training set is chunked in the order of
+        its instances' last iteration counts: a batched solve runs until its slowest instance
+        stops, so a few slow instances spread over every chunk would make every chunk slow. In
+        a data-parallel fit the ranks take the chunks in turn (rank ``r`` every ``R``-th from
+        the ``r``-th), and the sums over them are summed over the ranks."""
         order = self._order if tasks is self._ordered else torch.arange(len(tasks))
-        return list(order.split(self.config.chunk_size))
+        chunks = list(order.split(self.config.chunk_size))
+        return chunks[self.parallel.rank::self.parallel.world]
 
     def mean_loss(self, tasks: TaskBatch) -> float:
         """The loss at the current weights, averaged over ``tasks`` (no autograd)."""
@@ -173,6 +177,9 @@ class GaussNewtonRefiner(CheckpointedFit):
                 chunk = tasks.index(idx)
                 total += float(self.loss(self.solver.solve(
                     chunk, safeguard=False, **self.loss.run_options())).sum())
+        if self.parallel.distributed:
+            total = float(self.parallel.sum(torch.tensor(total, dtype=torch.float64,
+                                                         device=tasks.device)))
         return total / len(tasks)
 
     def _chunk_model(self, chunk: TaskBatch, theta: torch.Tensor):
@@ -212,7 +219,8 @@ class GaussNewtonRefiner(CheckpointedFit):
             # Row j of every instance's Hessian is the gradient of sum_i grad_model[i, j]: all
             # rows in one batched backward pass (vmap over the unit cotangents).
             width = z.shape[1]
-            units = torch.eye(width, dtype=z.dtype).unsqueeze(1).expand(width, batch, width)
+            units = torch.eye(width, dtype=z.dtype, device=z.device).unsqueeze(1).expand(
+                width, batch, width)
             (rows,) = torch.autograd.grad(grad_model, z, grad_outputs=units,
                                           is_grads_batched=True)
         hessian = rows.transpose(0, 1).detach()
@@ -242,7 +250,18 @@ class GaussNewtonRefiner(CheckpointedFit):
             total += value
             curvature = c if curvature is None else curvature + c
             gradient = g if gradient is None else gradient + g
-            counts[idx] = iterations
+            counts[idx] = iterations.cpu()
+        if self.parallel.distributed:
+            # The normal equations are sums over the tasks: sum the ranks' parts (a rank
+            # without a chunk adds zeros), and the iteration counts that order the chunks.
+            parallel, size = self.parallel, theta.numel()
+            if curvature is None:
+                curvature = theta.new_zeros(size, size)
+                gradient = theta.new_zeros(size)
+            total = float(parallel.sum(torch.tensor(total, dtype=torch.float64,
+                                                    device=theta.device)))
+            curvature, gradient = parallel.sum(curvature), parallel.sum(gradient)
+            counts = parallel.sum(counts.to(theta.device)).cpu()
         self._ordered, self._order = tasks, torch.argsort(counts, stable=True)
         return total / n, curvature / n, gradient / n
 
@@ -294,7 +313,7 @@ class GaussNewtonRefiner(CheckpointedFit):
                 if val < h.best_validation_loss:
                     h.best_validation_loss, h.best_iteration = val, it
                     best = theta.clone()
-                if self.checkpoint is not None:
+                if self.checkpoint is not None or self.parallel.distributed:
                     self._save(it + 1, theta, best, damping)
                 bar.advance(f"train {value:.4g} val {val:.4g} best {h.best_validation_loss:.4g}")
         self._assign(best)
@@ -340,4 +359,5 @@ class GaussNewtonRefiner(CheckpointedFit):
             raise ArtifactError(f"{self.checkpoint} was written for another training set (not "
                                 f"of {len(train)} tasks)")
         self._ordered, self._order = train, order
-        return tensors["theta"], tensors["best"], float(state["damping"])
+        device = self._flat().device
+        return tensors["theta"].to(device), tensors["best"].to(device), float(state["damping"])

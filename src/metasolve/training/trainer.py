@@ -14,6 +14,7 @@ refused.
 from __future__ import annotations
 
 import collections
+import contextlib
 import copy
 import math
 import warnings
@@ -25,7 +26,8 @@ import torch
 from ..learned.metasolver import MetaSolver
 from ..learned.solver import LearnedSolver
 from ..tasks.base import TaskBatch
-from ..validation import check_count, check_positive
+from ..validation import check_count, check_device, check_positive
+from .distributed import DataParallel, current_fit_device, rank_device
 from .fit import CheckpointedFit, TrainingWarning, fit_identity, untrained_reason
 from .gauss_newton import GaussNewtonConfig, GaussNewtonHistory, GaussNewtonRefiner
 from .losses import Loss
@@ -111,6 +113,18 @@ class Trainer(CheckpointedFit):
         same_start: this fit continues an earlier stage (a warm start): refuse a checkpoint
             whose fit started from other weights (:mod:`metasolve.training.fit`). Applies to
             :meth:`refine_gauss_newton` too.
+        device: where the fits run (``"cpu"``, ``"cuda"``, ``"cuda:1"``, a
+            :class:`torch.device`): the solver's weights and the tasks are moved there for
+            each fit, and the weights go back to the device they were on when it ends (move the
+            solver for good with :meth:`LearnedSolver.to`). ``None`` (default): the device of
+            the current run (``metasolve reproduce --device``), else where the weights lie.
+            Under ``torchrun``, ``"cuda"`` is each rank's own GPU. A malformed or unavailable
+            device is a ``ValueError`` naming ``device``.
+        distributed: train data-parallel over the ranks ``torchrun`` started
+            (:mod:`metasolve.training.distributed`): ``None`` (default) does when the process
+            was started by ``torchrun``, ``True`` requires it, ``False`` trains alone. Every
+            rank must build the same trainer on the same tasks; rank 0 reads and writes the
+            checkpoint. Applies to :meth:`refine_lbfgs` and :meth:`refine_gauss_newton` too.
     """
 
     checkpoint_kind = "checkpoint"
@@ -121,7 +135,8 @@ class Trainer(CheckpointedFit):
 
     def __init__(self, solver: LearnedSolver, loss: Loss, config: TrainingConfig | None = None,
                  checkpoint: str | Path | None = None, progress: bool = True,
-                 on_epoch=None, same_start: bool = False):
+                 on_epoch=None, same_start: bool = False, device=None,
+                 distributed: bool | None = None):
         if not isinstance(solver, LearnedSolver):
             raise TypeError(f"solver must be a LearnedSolver, got {type(solver).__name__}")
         if not isinstance(loss, Loss):
@@ -134,12 +149,56 @@ class Trainer(CheckpointedFit):
             raise ValueError(f"loss {loss.kind!r} compares with the classical method, but method "
                              f"{solver.method.name} has trainable weights: the baseline would "
                              f"move")
-        super().__init__(checkpoint, same_start)
+        device = current_fit_device() if device is None else check_device("device", device)
+        parallel = DataParallel(distributed, device)
+        super().__init__(checkpoint, same_start, parallel)
         self.solver = solver
         self.loss = loss
         self.config = config or TrainingConfig()
-        self.progress = progress
+        self.progress = progress and parallel.writer  # one bar for a data-parallel fit
         self.on_epoch = on_epoch
+        #: Where the fits run; ``None``: where the solver's weights lie.
+        self.device = None if device is None else rank_device(device)
+
+    @contextlib.contextmanager
+    def _placed(self, *splits: TaskBatch):
+        """The solver's weights on :attr:`device` for the ``with`` body (back where they were
+        after it) and every rank on rank 0's weights; yields ``splits`` moved there."""
+        model = self.solver.model
+        home = self.solver.device
+        device = self.device or home
+        self.parallel.broadcast_module(model)
+        if device == home:
+            yield tuple(split.to(device) for split in splits)
+            return
+        model.to(device)
+        try:
+            yield tuple(split.to(device) for split in splits)
+        finally:
+            model.to(home)
+
+    def _loss(self, tasks: TaskBatch, idx: torch.Tensor | None = None):
+        """``(local, value)`` for the mean loss over ``tasks`` (or ``tasks.index(idx)``):
+        ``value`` is that mean, the same on every rank; ``local`` (differentiable, ``None``
+        for an empty shard) is this rank's part of it, its shard's mean loss weighted by the
+        shard's share of the batch, so the ranks' gradients sum to the batch's
+        (:mod:`.distributed`). On one rank both are :meth:`batch_loss` itself."""
+        parallel = self.parallel
+        if not parallel.distributed:
+            value = self.batch_loss(tasks if idx is None else tasks.index(idx))
+            return value, value
+        count = len(tasks) if idx is None else len(idx)
+        lo, hi = parallel.bounds(count)
+        local = None
+        if hi > lo:
+            mine = torch.arange(lo, hi) if idx is None else idx[lo:hi]
+            local = self.batch_loss(tasks.index(mine))
+            if hi - lo < count:
+                local = local * ((hi - lo) / count)
+            part = local.detach()
+        else:
+            part = torch.zeros((), dtype=torch.float64, device=tasks.features.device)
+        return local, parallel.sum(part.to(torch.float64))
 
     def identity(self) -> dict:
         """What a checkpoint must agree on to be resumed by this trainer: the training config
@@ -166,6 +225,12 @@ class Trainer(CheckpointedFit):
     def fit(self, train: TaskBatch, validation: TaskBatch) -> TrainingHistory:
         """Run (or resume) training; leaves the best-validation weights in ``solver.model``."""
         _check_splits(train, validation)
+        with self._placed(train, validation) as (placed_train, placed_validation):
+            history = self._fit(placed_train, placed_validation)
+        self._finish(train, validation)
+        return history
+
+    def _fit(self, train: TaskBatch, validation: TaskBatch) -> TrainingHistory:
         cfg = self.config
         model = self.solver.model
         generator = torch.Generator().manual_seed(cfg.seed)
@@ -191,7 +256,7 @@ class Trainer(CheckpointedFit):
             # leaves the model as it found it (best_epoch -1), never worse than where it began.
             model.eval()
             with torch.no_grad():
-                start_value = float(self.batch_loss(validation))
+                start_value = float(self._loss(validation)[1])
             if math.isfinite(start_value):
                 self.history.best_validation_loss = start_value
         n = len(train)
@@ -201,16 +266,18 @@ class Trainer(CheckpointedFit):
                 model.train()
                 total, count = 0.0, 0
                 for idx in torch.randperm(n, generator=generator).split(cfg.batch_size):
-                    value = self.batch_loss(train.index(idx))
+                    local, value = self._loss(train, idx)
                     if not torch.isfinite(value):
                         self.history.skipped_steps += 1
                         continue
-                    if not value.requires_grad:
+                    if local is not None and not local.requires_grad:
                         raise ValueError(f"loss {self.loss.label} does not depend on the "
                                          "trained weights (is autograd off, or does the loss "
                                          "read nothing the meta-solver predicts?)")
                     optimizer.zero_grad()
-                    value.backward()
+                    if local is not None:
+                        local.backward()
+                    self.parallel.reduce_gradients(model.parameters())
                     # A NaN or Inf gradient (e.g. from an instance that overflowed before it
                     # was frozen) would poison Adam's moments for good: skip the step.
                     if not all(torch.isfinite(p.grad).all() for p in model.parameters()
@@ -224,7 +291,7 @@ class Trainer(CheckpointedFit):
                     count += len(idx)
                 model.eval()
                 with torch.no_grad():
-                    val = float(self.batch_loss(validation))
+                    val = float(self._loss(validation)[1])
                 if cfg.milestones:
                     scheduler.step()
                 else:
@@ -237,7 +304,7 @@ class Trainer(CheckpointedFit):
                 if val < h.best_validation_loss:
                     h.best_validation_loss, h.best_epoch = val, epoch
                     best_state = copy.deepcopy(model.state_dict())
-                if self.checkpoint is not None:
+                if self.checkpoint is not None or self.parallel.distributed:
                     self._save(epoch + 1, optimizer, scheduler, generator, best_state)
                 if self.on_epoch is not None:
                     self.on_epoch(epoch, h)
@@ -245,20 +312,25 @@ class Trainer(CheckpointedFit):
                             f"lr {h.lr[-1]:.1e}")
         model.load_state_dict(best_state)
         model.eval()
-        self.solver.record_training(train)
         h = self.history
         steps = cfg.epochs * math.ceil(n / cfg.batch_size)
         h.untrained = untrained_reason(steps, h.skipped_steps, h.best_epoch >= 0, "epoch")
+        return h
+
+    def _finish(self, train: TaskBatch, validation: TaskBatch) -> None:
+        """After a fit, with the weights back on the solver's device: the safeguard's record
+        of the training tasks, the warning of a fit that did not train, the settings."""
+        self.solver.record_training(train)
+        h = self.history
         if h.untrained:
             warnings.warn(f"training {self.loss.label}: {h.untrained}", TrainingWarning,
-                          stacklevel=2)
+                          stacklevel=3)
         # The family is stored beside the settings in a saved solver; not repeated here.
         record = {k: v for k, v in self.identity().items() if k != "family"}
         self.solver.settings["training"] = {
             **record, "best_epoch": self.history.best_epoch,
             "best_validation_loss": self.history.best_validation_loss,
             "train_size": len(train), "validation_size": len(validation)}
-        return self.history
 
     def refine_lbfgs(self, train: TaskBatch, validation: TaskBatch, iterations: int = 200,
                      lr: float = 1.0) -> bool:
@@ -271,10 +343,25 @@ class Trainer(CheckpointedFit):
         _check_splits(train, validation)
         check_count("iterations", iterations, minimum=1)
         check_positive("lr", lr)
+        with self._placed(train, validation) as (placed_train, placed_validation):
+            before, after = self._lbfgs(placed_train, placed_validation, iterations, lr)
+        kept = math.isfinite(after) and after < before
+        if kept:
+            self.history.best_validation_loss = after
+        self.solver.settings.setdefault("training", {})["lbfgs"] = {
+            "iterations": iterations, "lr": lr, "validation_before": before,
+            "validation_after": after, "kept": kept}
+        return kept
+
+    def _lbfgs(self, train: TaskBatch, validation: TaskBatch, iterations: int, lr: float):
+        """The L-BFGS refinement on the fit's device; ``(before, after)`` validation losses,
+        the weights left as they were unless ``after < before``. Every evaluation of the
+        closure is the global loss and gradient (summed over the ranks), so every rank takes
+        the same line search and the same steps."""
         model = self.solver.model
         model.eval()
         with torch.no_grad():
-            before = float(self.batch_loss(validation))
+            before = float(self._loss(validation)[1])
         saved = copy.deepcopy(model.state_dict())
         optimizer = torch.optim.LBFGS(model.parameters(), lr=lr, max_iter=iterations,
                                       history_size=20, line_search_fn="strong_wolfe",
@@ -282,24 +369,22 @@ class Trainer(CheckpointedFit):
 
         def closure():
             optimizer.zero_grad()
-            value = self.batch_loss(train)
+            local, value = self._loss(train)
             if torch.isfinite(value):
-                value.backward()
+                if local is not None:
+                    local.backward()
+                self.parallel.reduce_gradients(model.parameters())
             return value
 
         optimizer.step(closure)
         with torch.no_grad():
-            after = float(self.batch_loss(validation))
-        kept = math.isfinite(after) and after < before
+            after = float(self._loss(validation)[1])
+        # (The calibration is taken before a refinement that is not kept is undone, as it
+        # always was.)
         self.solver.record_training(train)
-        if not kept:
+        if not (math.isfinite(after) and after < before):
             model.load_state_dict(saved)
-        else:
-            self.history.best_validation_loss = after
-        self.solver.settings.setdefault("training", {})["lbfgs"] = {
-            "iterations": iterations, "lr": lr, "validation_before": before,
-            "validation_after": after, "kept": kept}
-        return kept
+        return before, after
 
     def refine_gauss_newton(self, train: TaskBatch, validation: TaskBatch,
                             config: GaussNewtonConfig | None = None,
@@ -319,8 +404,10 @@ class Trainer(CheckpointedFit):
                                      progress=self.progress,
                                      # After fit() the refinement is a later stage: its
                                      # checkpoint must have started from these weights.
-                                     same_start=self.same_start or bool(self.history.epoch))
-        history = refiner.fit(train, validation)
+                                     same_start=self.same_start or bool(self.history.epoch),
+                                     parallel=self.parallel)
+        with self._placed(train, validation) as (placed_train, placed_validation):
+            history = refiner.fit(placed_train, placed_validation)
         self.solver.model.eval()
         self.solver.record_training(train)
         if history.best_validation_loss < self.history.best_validation_loss:
