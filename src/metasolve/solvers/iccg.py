@@ -229,20 +229,41 @@ def _bandwidth(matrix: torch.Tensor) -> int:
 
 
 def _band(matrix: torch.Tensor, bw: int) -> torch.Tensor:
-    """``(B, N, 2 bw + 1)`` band storage: ``band[:, i, o] = A[i, i + o - bw]`` (0 outside)."""
+    """The lower band of a symmetric ``A`` by diagonals, ``(B, bw + 1, N)``:
+    ``band[:, o, i] = A[i + o, i]`` (0 where ``i + o >= N``); the upper band is its mirror.
+
+    One contiguous row per diagonal and half the full band: the products of the iterations are
+    bound by reading the band, so storing each entry once is what makes them fast."""
     batch, n, _ = matrix.shape
-    i, o = torch.meshgrid(torch.arange(n), torch.arange(2 * bw + 1), indexing="ij")
-    j = i + o - bw
-    inside = ((j >= 0) & (j < n)).to(matrix.device)
-    flat = torch.where(inside, i * n + j, 0).reshape(-1).to(matrix.device)
-    return matrix.reshape(batch, n * n)[:, flat].reshape(batch, n, -1) * inside
+    o, i = torch.meshgrid(torch.arange(bw + 1), torch.arange(n), indexing="ij")
+    inside = ((i + o) < n).to(matrix.device)
+    flat = torch.where(inside, (i + o) * n + i, 0).reshape(-1).to(matrix.device)
+    return matrix.reshape(batch, n * n)[:, flat].reshape(batch, bw + 1, n) * inside
 
 
 def _band_matvec(band: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    """``A x`` from band storage: ``O(N * bandwidth)`` per instance instead of ``O(N^2)``."""
-    bw = (band.shape[2] - 1) // 2
-    windows = torch.nn.functional.pad(x, (bw, bw)).unfold(1, 2 * bw + 1, 1)
-    return (band * windows).sum(dim=2)
+    """``A x`` for the symmetric ``A`` of :func:`_band`, ``x`` ``(B, N)`` or ``(B, k, N)`` (``k``
+    vectors at once, for one read of the band): ``O(N * bandwidth)`` per instance and vector.
+
+    Each stored diagonal is used twice while it is in cache, for ``A[i + o, i]`` and its mirror
+    ``A[i, i + o]``, by fused multiply-adds into the result (a product with all diagonals at
+    once would write and read back a temporary larger than the band)."""
+    lift = x.ndim == 3
+    if lift:
+        band = band.unsqueeze(1)
+    n = x.shape[-1]
+    out = band[..., 0, :] * x
+    # In place when nothing is recorded (the fast path); out of place under autograd.
+    inplace = not (torch.is_grad_enabled() and (band.requires_grad or x.requires_grad))
+    for offset in range(1, band.shape[-2]):
+        diagonal = band[..., offset, :n - offset]
+        if inplace:
+            out[..., offset:].addcmul_(diagonal, x[..., :n - offset])
+            out[..., :n - offset].addcmul_(diagonal, x[..., offset:])
+        else:
+            out = out + torch.nn.functional.pad(diagonal * x[..., :n - offset], (offset, 0)) \
+                + torch.nn.functional.pad(diagonal * x[..., offset:], (0, offset))
+    return out
 
 
 def _blocks(factor: torch.Tensor, bw: int, unit_padding: bool = True
@@ -330,18 +351,18 @@ class _Precondition(torch.autograd.Function):
 
 
 class _BandMatvec(torch.autograd.Function):
-    """``A x`` from band storage (:func:`_band_matvec`), backward ``A^T g`` from the band of
-    ``A^T``; ``A`` itself is constant here."""
+    """``A x`` from the band of a constant symmetric ``A`` (:func:`_band_matvec`); the backward
+    is the same product, ``A^T g = A g``."""
 
     @staticmethod
-    def forward(ctx, x, band, band_t):
-        ctx.save_for_backward(band_t)
+    def forward(ctx, x, band):
+        ctx.save_for_backward(band)
         return _band_matvec(band, x)
 
     @staticmethod
     def backward(ctx, grad):
-        (band_t,) = ctx.saved_tensors
-        return _band_matvec(band_t, grad), None, None
+        (band,) = ctx.saved_tensors
+        return _band_matvec(band, grad), None
 
 
 @register_method
@@ -352,7 +373,9 @@ class ICCG(IterativeMethod):
     the paper's ``alpha_tau``); the constructor's ``alpha`` is the default for all instances.
 
     State: ``x``, the recurrence residual ``r``, ``z = M^{-1} r``, the direction ``p``,
-    ``rz = r^T z``, ``A`` in band storage (``band``), the factor ``L`` as diagonal and
+    ``rz = r^T z``, the products ``ax = A x`` and ``ap = A p`` (computed together at the end of
+    a step), the lower band of ``A`` by diagonals (``band``; ``A`` is symmetric and only its
+    lower triangle is read, as by IC(0)), the factor ``L`` as diagonal and
     sub-diagonal blocks (``D``, ``E``) and ``breakdown`` (IC(0) failed, or ``p^T A p < 0``: ``A``
     is not positive definite). The monitored norm is the true residual ``||b - A x||``, not the
     recurrence's ``r``, which drifts from it on ill-conditioned systems (thin beams).
@@ -420,16 +443,14 @@ class ICCG(IterativeMethod):
             constant["D"], constant["E"] = blocks[:2]
             constant["dD"], constant["dE"] = blocks[2:] if tangent is not None else blocks[:2]
             constant["alpha"] = shift
-            symmetric = not grad or torch.equal(matrix, matrix.mT)
-            constant["band_t"] = band if symmetric else _band(matrix.mT, bw)
-        r = problem.rhs - _matvec(constant, x0)
+        ax = _matvec(constant, x0)
+        r = problem.rhs - ax
         z = _apply_preconditioner(constant, r)
-        return {"x": x0, "r": r, "z": z, "p": z, "rz": batched_dot(r, z), **constant,
-                "breakdown": failed}
+        return {"x": x0, "r": r, "z": z, "p": z, "rz": batched_dot(r, z), "ax": ax,
+                "ap": _matvec(constant, z), **constant, "breakdown": failed}
 
     def step(self, problem: LinearSystem, state: State, params: Mapping) -> State:
-        p = state["p"]
-        ap = _matvec(state, p)
+        p, ap = state["p"], state["ap"]
         pap = batched_dot(p, ap)
         step = safe_ratio(state["rz"], pap)
         x = state["x"] + step.unsqueeze(1) * p
@@ -438,15 +459,19 @@ class ICCG(IterativeMethod):
         rz = batched_dot(r, z)
         p = z + safe_ratio(rz, state["rz"]).unsqueeze(1) * p
         breakdown = state["breakdown"] | ~(pap >= 0)
-        return {**state, "x": x, "r": r, "z": z, "p": p, "rz": rz, "breakdown": breakdown}
+        # A x for the monitored true residual and A p for the next step, in one read of the
+        # band: the products are bound by that read.
+        ax, ap = _matvec(state, torch.stack([x, p], dim=1)).unbind(1)
+        return {**state, "x": x, "r": r, "z": z, "p": p, "rz": rz, "ax": ax, "ap": ap,
+                "breakdown": breakdown}
 
     def residual(self, problem: LinearSystem, state: State) -> torch.Tensor:
-        return torch.linalg.vector_norm(problem.rhs - _matvec(state, state["x"]), dim=1)
+        return torch.linalg.vector_norm(problem.rhs - state["ax"], dim=1)
 
 
 def _matvec(state: State, x: torch.Tensor) -> torch.Tensor:
-    if "band_t" in state:
-        return _BandMatvec.apply(x, state["band"], state["band_t"])
+    if "alpha" in state:  # the fast path: A is constant, the backward is analytic
+        return _BandMatvec.apply(x, state["band"])
     return _band_matvec(state["band"], x)
 
 
