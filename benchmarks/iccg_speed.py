@@ -7,6 +7,7 @@ iterations at most, on one thread, denormals flushed as the experiment's cells d
 
     python benchmarks/iccg_speed.py                   # the installed metasolve
     python benchmarks/iccg_speed.py --repeats 5 --batch 128
+    python benchmarks/iccg_speed.py --section 0.1     # the experiment's reading of the beam
 
 The script uses only what older versions have too, so an older checkout is timed with the same
 command (``PYTHONPATH=OLD_CHECKOUT/src python benchmarks/iccg_speed.py``). It prints the medians
@@ -48,10 +49,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--batch", type=int, default=128)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--section", type=float, default=None,
+                        help="a fixed cross-section (ElasticBeamFamily's section; default: the "
+                             "cross-section follows W, the harder reading)")
     args = parser.parse_args()
     torch.set_num_threads(1)
     torch.set_flush_denormal(True)
-    family = ElasticBeamFamily()
+    family = ElasticBeamFamily(**({} if args.section is None else {"section": args.section}))
     tasks = family.sample(args.batch, seed=0)
     alpha_base = smallest_safe_shift(tasks.problem.matrix)
     torch.manual_seed(0)

@@ -74,7 +74,7 @@ _ENTRIES = (
           {"full": None,
            "quick": Timing(136, _reproduce("elasticity-iccg", "--quick", "--workers 2",
                                            "--json docs/results/elasticity-iccg-quick.json")),
-           "smoke": None}),
+           "smoke": None, "full-section-follows-w": None, "quick-section-follows-w": None}),
     Entry("autospec-linear", "autospec_linear",
           "AutoSpec (a): learned polynomial solvers, trained on synthetic spectra, transferred",
           {"full": Timing(1086, _reproduce("autospec-linear", "--workers 2",

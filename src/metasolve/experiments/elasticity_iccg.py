@@ -46,12 +46,14 @@ Where we depart from Appendix C.3, and why:
 
 from __future__ import annotations
 
+import importlib.util
 import math
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
 
+from ..baselines.strong import pyamg_cg, scipy_matrices
 from ..catalog import CATALOG
 from ..evaluation.metrics import compare_wall_clock
 from ..evaluation.protocols import (
@@ -83,6 +85,9 @@ TITLE = CATALOG[NAME].title
 TEST_EPS = 1e-6
 GAMMA = 500.0
 PAPER_BASE_ALPHA = 0.036
+#: The reading of the paper's beam this experiment runs (ElasticBeamFamily's ``section``):
+#: see the module docstring and docs/RESULTS.md, "Which beam?".
+SECTION: float | None = 0.1
 
 # Table 2 of the GBMS paper: (mean iterations to 1e-6 with failures counted as N = 243,
 # convergence ratio). Rows: "base", "best", ("L_m", m) with m = "N" for m = N, ("L_eps", eps).
@@ -113,6 +118,7 @@ class Settings:
     seed: int = 0
     wall_clock_repeats: int = 3
     chunk: int = 250  # test tasks solved at once (memory)
+    section: float | None = SECTION  # the reading of the beam (ElasticBeamFamily's section)
 
 
 FULL = Settings(rows=ALL_ROWS, n_train=1000, n_validation=1000, n_test=1000,
@@ -126,7 +132,10 @@ SMOKE = replace(FULL, rows=(("L_m", 5), ("L_eps", 1e-6)), n_train=16, n_validati
                 cells=(4, 1, 1), training=replace(FULL.training, epochs=2, batch_size=8,
                                                   milestones=(1,)),
                 grid=(1e-3, 1e-2, 1e-1, 1.0), wall_clock_repeats=1)
-SCALES = {"full": FULL, "quick": QUICK, "smoke": SMOKE}
+SCALES = {"full": FULL, "quick": QUICK, "smoke": SMOKE,
+          # The other reading of the paper's beam: the cross-section follows W.
+          "full-section-follows-w": replace(FULL, section=None),
+          "quick-section-follows-w": replace(QUICK, section=None)}
 
 
 def row_label(row) -> str:
@@ -180,6 +189,17 @@ def _solve(problem, params, n: int, chunk: int) -> torch.Tensor:
     return iterations_in_chunks(ICCG(), problem, params, TEST_EPS, n, chunk)
 
 
+def _practitioner_solvers(test, n: int) -> dict:
+    """What a practitioner would use instead on the same test matrices, same tolerance: SciPy's
+    CG preconditioned by pyamg's smoothed-aggregation multigrid (hierarchy setup included, as
+    each new beam needs its own), when pyamg is installed (the extra ``metasolve[bench]``)."""
+    if importlib.util.find_spec("pyamg") is None:
+        return {}
+    matrices = scipy_matrices(test.problem)
+    rhs = test.problem.rhs.detach().numpy()
+    return {"pyamg_cg": lambda: pyamg_cg(matrices, rhs, TEST_EPS, maxiter=n)}
+
+
 def run_cell(job: dict) -> dict:
     """Evaluate ``Psi_base`` or ``Psi_best``, or train and evaluate one ``Psi_nn``; a worker job."""
     # Late CG iterates and their gradients carry subnormal numbers that slow the CPU's
@@ -188,7 +208,7 @@ def run_cell(job: dict) -> dict:
     settings: Settings = job_settings(job)
     row = job["row"]
     out = Path(job["out_dir"])
-    family = ElasticBeamFamily(cells=settings.cells)
+    family = ElasticBeamFamily(cells=settings.cells, section=settings.section)
     n = family.size
     splits = make_splits(family, settings.n_train, settings.n_validation, settings.n_test,
                          seed=settings.seed)
@@ -238,12 +258,17 @@ def run_cell(job: dict) -> dict:
         clock = compare_wall_clock(
             lambda: run(ICCG(alpha_base), test.problem, rtol=TEST_EPS, maxiter=n),
             lambda: solver.solve(test, rtol=TEST_EPS, maxiter=n, safeguard=False),
-            repeats=settings.wall_clock_repeats)
+            repeats=settings.wall_clock_repeats, others=_practitioner_solvers(test, n))
     cell = {**_cell_settings(row), "test_eps": TEST_EPS, "N": n, **train_extra}
     records += [record(NAME, "learned", "median_alpha", float(alphas.median()), **cell),
                 record(NAME, "learned", "wall_time_ratio", clock.ratio, **cell),
                 record(NAME, "learned", "wall_time_seconds", clock.learned_seconds, **cell),
                 record(NAME, "baseline", "wall_time_seconds", clock.baseline_seconds, **cell)]
+    if "pyamg_cg" in clock.others:
+        records += [record(NAME, "learned", "wall_time_ratio_pyamg", clock.ratio_to("pyamg_cg"),
+                           **cell),
+                    record(NAME, "pyamg_cg", "wall_time_seconds", clock.others["pyamg_cg"],
+                           **cell)]
     return {"row": row, "records": records, "counts": iters.tolist(), "label": label,
             "alphas": alphas.tolist(), "N": n}
 
@@ -295,14 +320,15 @@ def _text(cell, digits=2) -> str:
 def _lines(records: list[dict]) -> tuple[list[str], list[list[str]]]:
     rows, _ = _cells(records)
     head = ["meta-solver / training", "mean iterations", "convergence ratio",
-            "median alpha", "wall-clock learned / base"]
+            "median alpha", "wall-clock learned / base", "wall-clock learned / pyamg CG"]
     body = []
     for row, cell in rows:
         alpha = cell.get("alpha") or cell.get("median_alpha")
         body.append([row_label(row), _text(cell.get("mean_iterations")),
                      _text(cell.get("converged_fraction"), 3),
                      _text(alpha, 4) if alpha else "-",
-                     _text(cell.get("wall_time_ratio"), 3)])
+                     _text(cell.get("wall_time_ratio"), 3),
+                     _text(cell.get("wall_time_ratio_pyamg"), 3)])
     return head, body
 
 
@@ -341,15 +367,28 @@ def figure(results: list[dict]):
 
 
 def shifted_sets(settings: Settings, model: LearnedSolver, count: int = 200) -> list[ShiftedSet]:
-    """The model's test set, then beams wider ([0.3, 1]) and thinner ([0.001, 0.003]) than the
-    training widths, solved to ``TEST_EPS`` within ``N`` iterations (``metasolve reproduce
-    elasticity-iccg --shift ood``)."""
-    family = ElasticBeamFamily(cells=settings.cells)
+    """The model's test set, then beams wider and thinner than the training ones, and stiffer
+    materials (``lambda, mu`` in ``[10, 100]``), solved to ``TEST_EPS`` within ``N`` iterations
+    (``metasolve reproduce elasticity-iccg --shift ood``). With a fixed cross-section ``S``
+    the other beams have cross-section ``3 S`` and ``S / 3``; with the cross-section following
+    ``W``, ``W`` in ``[0.3, 1]`` and ``[0.001, 0.003]``."""
+    cells, section = settings.cells, settings.section
+    family = ElasticBeamFamily(cells=cells, section=section)
     test = make_splits(family, settings.n_train, settings.n_validation, settings.n_test,
                        seed=settings.seed).test
-    wide = ElasticBeamFamily(cells=settings.cells, width_range=(0.3, 1.0))
-    thin = ElasticBeamFamily(cells=settings.cells, width_range=(0.001, 0.003))
+    if section is None:
+        others = [("W in [0.3, 1]", ElasticBeamFamily(cells=cells, width_range=(0.3, 1.0))),
+                  ("W in [0.001, 0.003]",
+                   ElasticBeamFamily(cells=cells, width_range=(0.001, 0.003)))]
+    else:
+        others = [(f"section {3 * section:g}", ElasticBeamFamily(cells=cells,
+                                                                 section=3 * section)),
+                  (f"section {section / 3:g}", ElasticBeamFamily(cells=cells,
+                                                                 section=section / 3))]
+    others.append(("lambda, mu in [10, 100]",
+                   ElasticBeamFamily(cells=cells, section=section, lam_range=(10.0, 100.0),
+                                     mu_range=(10.0, 100.0))))
     options = {"rtol": TEST_EPS, "maxiter": test.problem.size}
-    return [ShiftedSet("none", test, options),
-            ShiftedSet("W in [0.3, 1]", wide.sample(count, seed=81), options),
-            ShiftedSet("W in [0.001, 0.003]", thin.sample(count, seed=82), options)]
+    return [ShiftedSet("none", test, options)] + [
+        ShiftedSet(label, shifted.sample(count, seed=81 + i), options)
+        for i, (label, shifted) in enumerate(others)]
