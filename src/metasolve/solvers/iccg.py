@@ -9,10 +9,17 @@ fail; large ``alpha`` makes it succeed but ``M`` a poorer model of ``A``. The pa
 ``alpha`` per task (``theta = alpha``); a failed factorization is reported per instance as
 ``Status.BREAKDOWN`` and never spoils the other instances of the batch.
 
-Everything is batched over instances with per-instance ``alpha`` and differentiable in ``alpha``
-by autograd: :func:`incomplete_cholesky` works column by column (left-looking), vectorized over
-the batch and the rows of each column, and touches only the band of ``A`` where its pattern
-lives, so a banded matrix (the elastic beam) costs ``O(N * bandwidth^2)`` per instance.
+Everything is batched over instances with per-instance ``alpha`` and exactly differentiable in
+``alpha``. :func:`incomplete_cholesky` works column by column (left-looking), vectorized over the
+batch and the rows of each column, and touches only the band of ``A`` where its pattern lives,
+so a banded matrix (the elastic beam) costs ``O(N * bandwidth^2)`` per instance. Training
+unrolls up to ``N`` iterations, so the gradient is built for speed (docs/architecture.md, sec. 4,
+"ICCG"): the factor's derivative in ``alpha`` is carried beside it in the same sweep, once per
+solve, and the iterations' preconditioner and matrix products have analytic backward passes
+(:class:`_Precondition`, :class:`_BandMatvec`), so autograd records two nodes per iteration
+instead of hundreds. The products read ``A``'s lower band by diagonals, the stored factor by
+blocks; both reads bound their cost, so ``A x`` and the next ``A p`` share one. A matrix that
+itself requires a gradient takes the plain autograd path (:func:`incomplete_cholesky_reference`).
 
 Example:
     >>> import torch, metasolve as ms
