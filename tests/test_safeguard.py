@@ -318,6 +318,9 @@ def test_the_rate_test_hands_over_a_steady_rate_that_falls_behind_a_newton_tail(
     assert rate_test(calibration, {"monitor": "residual", "fixed_iterations": 5}) is None
     old = {k: v for k, v in calibration.items() if k != "learned_mean_iterations"}
     assert rate_test(old, {"monitor": "residual"}) is None
+    single = {**calibration, "rtols": RTOLS[:1], "mean_iterations": NEWTON_MEANS[:1],
+              "learned_mean_iterations": STEADY_MEANS[:1]}
+    assert rate_test(single, {"monitor": "residual"}) is None
 
 
 @pytest.mark.parametrize("omega", [1.0, 0.9])

@@ -346,13 +346,14 @@ class RateTest:
 def rate_test(calibration: dict | None, options: dict) -> RateTest | None:
     """The :class:`RateTest` of a learned attempt under ``options``, or ``None`` where it does
     not apply: a fixed budget, no calibration, another monitor than the calibrated one, or a
-    calibration without the mean counts of both methods (saved before they were recorded)."""
+    calibration without the mean counts of both methods (saved before they were recorded) or
+    with fewer than two tolerances to interpolate between."""
     if calibration is None or options.get("fixed_iterations") is not None:
         return None
     if options.get("monitor") != calibration.get("monitor"):
         return None
     means, learned = calibration.get("mean_iterations"), calibration.get("learned_mean_iterations")
-    if means is None or learned is None:
+    if means is None or learned is None or len(calibration["rtols"]) < 2:
         return None
     return RateTest(calibration["rtols"], means, learned)
 
