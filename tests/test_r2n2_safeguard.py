@@ -368,6 +368,33 @@ def test_a_diverging_r2n2_on_the_h_equation_falls_back_to_newton_krylov():
     torch.testing.assert_close(guarded.x, newton.x, rtol=0, atol=1e-9)
 
 
+def test_a_steady_r2n2_that_falls_behind_newton_krylov_hands_over_to_it():
+    """The fixed-point iteration (the experiment's starting weights) converges on the H-equation
+    at a linear rate, about five times slower than Newton-Krylov: calibrated on training tasks,
+    the rate test stops each run once Newton-Krylov is projected to finish sooner from its
+    iterate, and Newton-Krylov finishes it (an absolute tolerance: no calibrated skip)."""
+    family = ms.ChandrasekharFamily()
+    solver = r2n2_solver(family, 3, stage_init=[-0.5] * 3, output_init=[-1.0, 0.0, 0.0])
+    solver.record_training(family.sample(32, seed=5))
+    tasks = family.sample(8, seed=19)
+    options = {"atol": 1e-8, "rtol": 0.0, "maxiter": 200}
+    raw = _solve(solver, tasks, safeguard=False, **options)
+    newton = solver.solve_baseline(tasks, **options)
+    guarded = _solve(solver, tasks, **options)
+    assert bool(raw.converged.all()) and bool(guarded.converged.all())
+    assert bool(guarded.info["rate_handover"].all())
+    assert torch.equal(guarded.fallback, guarded.info["rate_handover"])
+    assert bool((guarded.iterations < raw.iterations).all())
+    assert float(guarded.iterations.double().mean()) < 2 * float(newton.iterations.double().mean())
+    assert bool((guarded.residual <= 1e-8).all())
+    torch.testing.assert_close(guarded.x, newton.x, rtol=0, atol=1e-7)
+    # A calibration saved before the learned method's counts were recorded has no rate test.
+    solver.calibration = {k: v for k, v in solver.calibration.items()
+                          if not k.startswith("learned")}
+    old = _solve(solver, tasks, **options)
+    assert not old.fallback.any() and torch.equal(old.iterations, raw.iterations)
+
+
 # --- calibration and the artifact -----------------------------------------------------------
 
 

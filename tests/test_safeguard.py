@@ -10,7 +10,7 @@ import torch
 
 import metasolve as ms
 from metasolve.artifact import ArtifactError, read_tensors, write_tensors
-from metasolve.learned.safeguard import feature_envelope, outside_envelope
+from metasolve.learned.safeguard import RateTest, feature_envelope, outside_envelope, rate_test
 
 OPTIONS = {"rtol": 1e-6, "maxiter": 5000}
 
@@ -267,6 +267,78 @@ def test_the_budget_is_the_classical_count_outside_and_the_larger_count_inside(f
     assert bool(outside.fallback.all()) and bool(outside.converged.all())
     assert bool((outside.iterations < unbudgeted.iterations).all())
     assert bool((outside.iterations <= outside.info["learned_budget"] + zero.iterations).all())
+
+
+# A calibration shaped like the H-equation's: Newton-Krylov's mean iterations to 1e-1 ... 1e-10
+# (absolute: reference 1) accelerate, the learned method's have a steady rate, faster at first.
+NEWTON_MEANS = [1.7, 2.1, 2.8, 3.0, 3.3, 3.8, 4.6, 5.0, 5.5, 6.2]
+STEADY_MEANS = [1.0, 1.6, 2.0, 2.7, 3.4, 3.6, 4.4, 5.0, 5.4, 5.9]
+RTOLS = [10.0 ** -k for k in range(1, 11)]
+
+
+def _progress(test, decades_per_iteration, start=1.0, target=1e-8, steps=12):
+    """The first iteration at which ``test`` stops an instance whose norm falls from ``start``
+    by ``decades_per_iteration`` each iteration (``None``: never, before the target)."""
+    one = torch.ones(1, dtype=torch.float64)
+    for k in range(1, steps + 1):
+        norm = start * 10.0 ** (-decades_per_iteration * k)
+        if norm <= target:
+            return None
+        if bool(test(k, one * norm, one * start, one * target, one)[0]):
+            return k
+    return None
+
+
+def test_the_rate_test_hands_over_a_steady_rate_that_falls_behind_a_newton_tail():
+    test = RateTest(RTOLS, NEWTON_MEANS, STEADY_MEANS)
+    # One decade per iteration needs 8 iterations to 1e-8; Newton-Krylov's tail is shorter.
+    assert _progress(test, 1.0) is not None
+    # Two decades per iteration (the learned method's own pace) keep it.
+    assert _progress(test, 2.0) is None
+    # Nothing is decided above the loosest calibrated tolerance, nor for a target stricter
+    # than the strictest one.
+    assert _progress(test, 0.05, start=1.0, steps=19) is None
+    assert _progress(test, 1.0, target=1e-12) is None
+    # Two steady rates, the classical one a third of a decade per iteration and the learned one
+    # calibrated a little slower: an instance 10% slower than the classical rate stays (the
+    # margin), one twice as slow is handed over.
+    steady = RateTest(RTOLS, [3.0 * k for k in range(1, 11)], [3.3 * k for k in range(1, 11)])
+    assert _progress(steady, 0.3, steps=30) is None
+    assert _progress(steady, 1 / 6, steps=30) is not None
+    # A calibration whose learned tail is the faster one: a slow instance is a hard one, and
+    # the classical method's calibrated rate says nothing about it.
+    fast_tail = RateTest(RTOLS, NEWTON_MEANS, [0.5 * m for m in NEWTON_MEANS])
+    assert _progress(fast_tail, 0.3, steps=25) is None
+    # No test without both methods' mean counts (a calibration saved before they were
+    # recorded), for another monitor, or at a fixed budget.
+    calibration = {"monitor": "residual", "rtols": RTOLS, "iterations": [None] * 10,
+                   "mean_iterations": NEWTON_MEANS, "learned_mean_iterations": STEADY_MEANS}
+    assert isinstance(rate_test(calibration, {"monitor": "residual"}), RateTest)
+    assert rate_test(calibration, {"monitor": "error"}) is None
+    assert rate_test(calibration, {"monitor": "residual", "fixed_iterations": 5}) is None
+    old = {k: v for k, v in calibration.items() if k != "learned_mean_iterations"}
+    assert rate_test(old, {"monitor": "residual"}) is None
+    single = {**calibration, "rtols": RTOLS[:1], "mean_iterations": NEWTON_MEANS[:1],
+              "learned_mean_iterations": STEADY_MEANS[:1]}
+    assert rate_test(single, {"monitor": "residual"}) is None
+
+
+@pytest.mark.parametrize("omega", [1.0, 0.9])
+def test_a_learned_factor_as_fast_as_the_classical_one_is_not_handed_over(family, tasks, omega):
+    """Jacobi with the classical factor, or damped by 0.9 (faster here: undamped Jacobi barely
+    damps the highest mode), calibrated on training tasks: every instance runs to the end as it
+    would unguarded, at a relative and at an absolute tolerance."""
+    solver = _damping_solver(family, omega)
+    solver.record_training(family.sample(32, seed=5))
+    solver.record_training_features(tasks.features)
+    assert rate_test(solver.calibration, {"monitor": "residual"}) is not None
+    for options in ({"rtol": 1e-6}, {"rtol": 0.0, "atol": 1e-8}):
+        raw = _solve(solver, tasks, safeguard=False, **options)
+        guarded = _solve(solver, tasks, **options)
+        assert bool(raw.converged.all())
+        assert not guarded.info["rate_handover"].any() and not guarded.fallback.any()
+        assert torch.equal(guarded.iterations, raw.iterations)
+        assert torch.equal(guarded.x, raw.x)
 
 
 def test_throw_asks_about_the_final_result_not_the_learned_attempt(family, tasks):

@@ -264,6 +264,36 @@ def test_callback_sees_every_iteration():
     assert torch.equal(seen[-1][1], sol.residual)
 
 
+def test_give_up_stops_the_instances_it_names_as_a_cap_would():
+    """``give_up`` sees every iteration's norms with the start, threshold and reference; the
+    instances it names stop there with ``max_iterations``, are marked in ``info["given_up"]``,
+    and the others run on as without it."""
+    problem = _mixed_batch()
+    plain = ms.run(ms.Jacobi(), problem, rtol=1e-6, maxiter=5000)
+    seen = []
+
+    def give_up(k, norms, start, threshold, reference):
+        seen.append(k)
+        assert torch.equal(start, plain.residual_history[0])
+        assert torch.equal(threshold, plain.threshold)
+        assert torch.equal(reference, plain.reference_norm)
+        stop = torch.zeros_like(norms, dtype=torch.bool)
+        stop[0] = k >= 3
+        return stop
+
+    sol = ms.run(ms.Jacobi(), problem, rtol=1e-6, maxiter=5000, give_up=give_up)
+    assert seen[:3] == [1, 2, 3]
+    assert sol.status_names()[0] == "max_iterations" and int(sol.iterations[0]) == 3
+    assert sol.info["given_up"].tolist() == [True] + [False] * (problem.batch_size - 1)
+    torch.testing.assert_close(sol.x[0], ms.run(ms.Jacobi(), problem.index(torch.tensor([0])),
+                                                rtol=1e-6, maxiter=3).x[0])
+    assert torch.equal(sol.iterations[1:], plain.iterations[1:])
+    assert torch.equal(sol.status[1:], plain.status[1:])
+    assert "given_up" not in plain.info
+    with pytest.raises(TypeError, match="give_up"):
+        ms.run(ms.Jacobi(), problem, give_up=3)
+
+
 class _GuardedJacobi(ms.Jacobi):
     """Jacobi that reports a breakdown for instances whose first rhs entry is negative, after
     two iterations: the way a method flags a per-instance failure (a bad pivot)."""

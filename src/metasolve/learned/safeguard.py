@@ -27,6 +27,19 @@ residual falls); everything it decides is reported in the :class:`~metasolve.Sol
   training, stored in the artifact): ``BUDGET_FACTOR`` times the classical method's in a batch
   with instances outside the training features, ``BUDGET_FACTOR_INSIDE`` times the larger of the
   classical and the learned method's inside.
+  A run that converges, only more slowly than the classical method would, fits any budget: the
+  budget's other half, the **rate test** (:class:`RateTest`, ``run``'s ``give_up``), reads the
+  run's progress after each iteration and stops an instance where the classical method,
+  started from its iterate, is projected to reach the tolerance clearly sooner than the learned
+  run at its mean rate so far; the projection of the classical method comes from the same
+  calibration (its mean iterations to each tolerance), and it is only trusted where the
+  calibration says that the classical method covers the rest of the way faster than the
+  learned one on the training tasks too (a Newton method's quadratic tail against a learned
+  linear rate), since elsewhere a slow instance is a hard one for both. The stopped instances
+  fall back as above (``Solution.fallback``; ``info["rate_handover"]``). On the H-equation with
+  ``c`` in {0.85, 0.95} it brings the R2N2 from 1.174 times Newton-Krylov's mean iterations
+  to 0.917 (``reproduce r2n2-chandrasekhar --quick --shift ood``); on the model's own test
+  set, and on every set of the Robertson models, it hands nothing over.
   Where the learned method's mean count on its training tasks is more than ``SLOWER_MARGIN``
   above the classical method's at that tolerance, the learned parameters do not pay even where
   they were trained: the batch is solved by the classical method, with a warning
@@ -146,6 +159,11 @@ BUDGET_FACTOR_INSIDE = 20.0
 #: The learned method is skipped for a tolerance at which its mean iteration count on the
 #: training tasks is more than this fraction above the classical method's.
 SLOWER_MARGIN = 0.05
+#: The rate test (:class:`RateTest`) hands an instance over to the classical method only where
+#: the learned run's projected remaining iterations exceed the classical method's by more than
+#: this fraction of them and by more than ``RATE_SLACK`` iterations.
+RATE_MARGIN = 0.25
+RATE_SLACK = 1.0
 #: Relative tolerances at which :func:`calibrate` records the classical iteration counts.
 CALIBRATION_RTOLS = tuple(10.0 ** -k for k in range(1, 11))
 #: At most this many training tasks and this many iterations go into the calibration.
@@ -254,6 +272,92 @@ def learned_slower(calibration: dict | None, options: dict) -> bool:
         (1 + SLOWER_MARGIN) * calibration["mean_iterations"][i]
 
 
+class RateTest:
+    """The rate test of a learned attempt, the part of its budget that reads its progress
+    (``run(..., give_up=test)``): after each iteration, an instance is stopped, and the
+    classical method finishes it from its iterate, where the classical method is projected to
+    reach the tolerance from there clearly sooner than the learned run at its observed rate.
+
+    Both projections start from the instance's level ``r_k / reference`` (decades below the
+    reference) and end at the level of its stopping threshold:
+
+    * the learned run continues at its mean rate so far, ``log10(r_0 / r_k) / k`` decades per
+      iteration;
+    * the classical method takes what its calibrated mean iterations to each relative tolerance
+      on the training tasks (``calibration["mean_iterations"]``, linear in the decades between
+      the calibrated tolerances) say it takes between the two levels. A method that converges
+      faster as it gets closer (Newton-Krylov, quadratically) covers the last decades in few
+      iterations, where a learned method with a linear rate needs as many per decade as before.
+
+    An instance is handed over only where all of these hold:
+
+    * its level and its target lie within the calibrated tolerances (how the classical method
+      fares from further out, a Newton method far from the solution, the calibration does not
+      say);
+    * on the training tasks, the classical method covers the rest of the way faster than the
+      learned method does (``calibration["learned_mean_iterations"]``): where the learned
+      method's calibrated tail is the faster one, a slow instance is a hard instance, on which
+      the classical method's calibrated rate would be as wrong as the learned one's (the
+      Robertson models, whose slow instances the classical method solves slower still);
+    * the learned projection exceeds the classical one by more than ``RATE_MARGIN`` of it and
+      by more than ``RATE_SLACK`` iterations.
+    """
+
+    def __init__(self, rtols, means, learned_means, margin: float | None = None,
+                 slack: float | None = None):
+        # Levels as decades below the reference (1, 2, ... for rtol 1e-1, 1e-2, ...), ascending.
+        self.decades = torch.tensor([-math.log10(r) for r in rtols], dtype=torch.float64)
+        self.means = torch.tensor(means, dtype=torch.float64)
+        self.learned_means = torch.tensor(learned_means, dtype=torch.float64)
+        self.margin = RATE_MARGIN if margin is None else margin
+        self.slack = RATE_SLACK if slack is None else slack
+
+    def count(self, decades: torch.Tensor, means: torch.Tensor) -> torch.Tensor:
+        """Calibrated mean iterations ``means`` to ``decades`` below the reference, linear
+        between the calibrated tolerances (clamped to their range)."""
+        xs, ys = self.decades.to(decades.device), means.to(decades.device)
+        z = decades.clamp(float(xs[0]), float(xs[-1]))
+        j = torch.searchsorted(xs, z).clamp(1, len(xs) - 1)
+        x0, x1, y0, y1 = xs[j - 1], xs[j], ys[j - 1], ys[j]
+        return y0 + (y1 - y0) * (z - x0) / (x1 - x0)
+
+    def __call__(self, k: int, norms: torch.Tensor, start: torch.Tensor,
+                 threshold: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
+        """``(B,)`` bool: the instances to hand over after iteration ``k`` (the signature of
+        ``run``'s ``give_up``)."""
+        tiny = torch.finfo(torch.float64).tiny
+        norms, start = norms.double().clamp_min(tiny), start.double().clamp_min(tiny)
+        threshold = threshold.double().clamp_min(tiny)
+        reference = reference.double().clamp_min(tiny)
+        level = -torch.log10(norms / reference)
+        target = -torch.log10(threshold / reference)
+        xs = self.decades.to(level.device)
+        within = (level >= xs[0]) & (target <= xs[-1] + 1e-9) & (target > level)
+        classical = self.count(target, self.means) - self.count(level, self.means)
+        learned_usual = self.count(target, self.learned_means) - \
+            self.count(level, self.learned_means)
+        rate = torch.log10(start / norms) / k
+        learned = torch.where(rate > 0, (target - level) / rate.clamp_min(tiny),
+                              torch.full_like(rate, math.inf))
+        return within & (learned_usual > classical) & \
+            (learned > (1 + self.margin) * classical) & (learned - classical > self.slack)
+
+
+def rate_test(calibration: dict | None, options: dict) -> RateTest | None:
+    """The :class:`RateTest` of a learned attempt under ``options``, or ``None`` where it does
+    not apply: a fixed budget, no calibration, another monitor than the calibrated one, or a
+    calibration without the mean counts of both methods (saved before they were recorded) or
+    with fewer than two tolerances to interpolate between."""
+    if calibration is None or options.get("fixed_iterations") is not None:
+        return None
+    if options.get("monitor") != calibration.get("monitor"):
+        return None
+    means, learned = calibration.get("mean_iterations"), calibration.get("learned_mean_iterations")
+    if means is None or learned is None or len(calibration["rtols"]) < 2:
+        return None
+    return RateTest(calibration["rtols"], means, learned)
+
+
 def safeguarded_solve(solver, tasks, options: dict, check_guess: str = "outside",
                       check_budget: str = "always") -> Solution:
     """:meth:`LearnedSolver.solve` with the safeguard on; see the module docstring.
@@ -323,6 +427,14 @@ def safeguarded_solve(solver, tasks, options: dict, check_guess: str = "outside"
         cap = _cap(problem, options)
         attempt["maxiter"] = (cap.clamp(max=budget) if isinstance(cap, torch.Tensor)
                               else min(cap, budget))
+    # The rate test, the budget's other half: an instance whose run falls behind what the
+    # classical method is projected to do from its iterate stops there and falls back below.
+    # A caller's own give_up applies too.
+    pace = rate_test(solver.calibration, options) if learned_other else None
+    if pace is not None:
+        given = attempt.get("give_up")
+        attempt["give_up"] = pace if given is None else (
+            lambda *args: pace(*args) | given(*args))
     solution = solver._run(tasks, None, attempt, params=learned, method=guarded)
     solution.wall_time += inference - solution.info["inference_time"]
     solution.info["inference_time"] = inference
@@ -367,6 +479,11 @@ def safeguarded_solve(solver, tasks, options: dict, check_guess: str = "outside"
     solution.info["guess_rejected"] = rejected
     solution.info["learned_budget"] = budget
     solution.info["budget_compared"] = compared
+    # The instances the rate test (or the caller's give_up) stopped and the classical method
+    # finished.
+    handed = solution.info.get("given_up") if pace is not None else None
+    solution.info["rate_handover"] = failed & (torch.zeros_like(failed) if handed is None
+                                               else handed.to(device))
     if throw and not bool(solution.converged.all()):
         raise ConvergenceError(f"{int((~solution.converged).sum())} of {batch} instances did "
                                f"not converge: {solution.summary()}", solution)
@@ -397,6 +514,7 @@ def _classical_instead(solver, tasks, options: dict, out: torch.Tensor, throw: b
     solution.info["guess_rejected"] = torch.zeros_like(solution.converged)
     solution.info["learned_budget"] = None
     solution.info["budget_compared"] = torch.zeros_like(solution.converged)
+    solution.info["rate_handover"] = torch.zeros_like(solution.converged)
     solution.info["learned_skipped"] = True
     return solution
 

@@ -194,8 +194,8 @@ def run(method: IterativeMethod, problem, *, params: Mapping[str, torch.Tensor] 
         x0: torch.Tensor | None = None, rtol: float = 1e-5, atol: float = 0.0,
         maxiter: int | torch.Tensor | None = None, fixed_iterations: int | None = None,
         monitor: str = "residual", callback: Callable | None = None,
-        truncate: int | None = None, divergence_factor: float = 1e8,
-        stagnation_window: int | None = None, throw: bool = False,
+        give_up: Callable | None = None, truncate: int | None = None,
+        divergence_factor: float = 1e8, stagnation_window: int | None = None, throw: bool = False,
         device=None) -> Solution:
     """Run ``method`` on a batch of problems; the one driver loop of metasolve.
 
@@ -243,6 +243,13 @@ def run(method: IterativeMethod, problem, *, params: Mapping[str, torch.Tensor] 
             integer tensor of shape ``(B,)`` (the safeguard's fallback continues each instance
             with what is left of the caller's cap).
         callback: ``callback(k, state, norms)`` after each iteration.
+        give_up: a budget that depends on the progress so far:
+            ``give_up(k, norms, start, threshold, reference)`` after iteration ``k`` (1, 2, ...),
+            with the monitored norms now and at the start, the stopping threshold and the
+            reference norm (each ``(B,)``, detached), returns a ``(B,)`` bool mask of the
+            instances to stop now. They end with ``Status.MAX_ITERATIONS``, as a cap would stop
+            them, and ``info["given_up"]`` marks them (the safeguard's rate test hands them to
+            the classical method, :mod:`metasolve.learned.safeguard`).
         throw: raise :class:`ConvergenceError` if any instance did not converge.
         device: where the solve runs (``"cpu"``, ``"cuda"``, ``"cuda:1"``, a
             :class:`torch.device`): the problem, ``params`` and ``x0`` are moved there for it
@@ -267,6 +274,8 @@ def run(method: IterativeMethod, problem, *, params: Mapping[str, torch.Tensor] 
     check_choice("monitor", monitor, MONITORS)
     if callback is not None and not callable(callback):
         raise TypeError(f"callback must be callable, got {type(callback).__name__}")
+    if give_up is not None and not callable(give_up):
+        raise TypeError(f"give_up must be callable, got {type(give_up).__name__}")
     check_count("fixed_iterations", fixed_iterations, allow_none=True)
     check_count("truncate", truncate, minimum=1, allow_none=True)
     check_count("stagnation_window", stagnation_window, minimum=1, allow_none=True)
@@ -359,6 +368,8 @@ def run(method: IterativeMethod, problem, *, params: Mapping[str, torch.Tensor] 
         caps = caps.to(device)
         active = active & (caps > 0)
     history[0] = norms
+    start_norms = norms.detach()
+    given_up = torch.zeros(batch, dtype=torch.bool, device=device)
     for k in range(maxiter):
         n_active = int(active.sum())
         if n_active == 0:
@@ -376,6 +387,11 @@ def run(method: IterativeMethod, problem, *, params: Mapping[str, torch.Tensor] 
         active = active & running
         if caps is not None:
             active = active & (iterations < caps)
+        if give_up is not None:
+            stop = give_up(k + 1, norms.detach(), start_norms, threshold, reference).to(
+                device) & active
+            given_up |= stop
+            active = active & ~stop
         history.append(norms)
         if callback is not None:
             callback(k, state, norms)
@@ -415,6 +431,7 @@ def run(method: IterativeMethod, problem, *, params: Mapping[str, torch.Tensor] 
                               "params": theta,
                               "history_norm": history_norm,
                               "confirmations": checks.confirmations,
+                              **({} if give_up is None else {"given_up": given_up}),
                               **method.report(problem, state)})
     if throw and not bool(solution.converged.all()):
         raise ConvergenceError(f"{method.name}: {solution.summary()}", solution)
