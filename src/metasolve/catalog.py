@@ -74,7 +74,7 @@ _ENTRIES = (
           {"full": None,
            "quick": Timing(136, _reproduce("elasticity-iccg", "--quick", "--workers 2",
                                            "--json docs/results/elasticity-iccg-quick.json")),
-           "smoke": None, "paper-tasks": None, "full-section-follows-w": None,
+           "smoke": None, "rows": None, "full-section-follows-w": None,
            "quick-section-follows-w": None}),
     Entry("autospec-linear", "autospec_linear",
           "AutoSpec (a): learned polynomial solvers, trained on synthetic spectra, transferred",
