@@ -19,7 +19,9 @@ quarter-decade grid from 1e-5 to 1 plus ``alpha_base``), for each candidate read
     python benchmarks/iccg_readings.py --json docs/results/elasticity-iccg-readings.json
     python benchmarks/iccg_readings.py --train 1000 --test 250     # the defaults
 
-Prints a Markdown table (ours beside the paper's) and writes the numbers as JSON.
+Prints a Markdown table (ours beside the paper's, and the mean relative gap to the paper over the
+four numbers of the two rows) and writes the numbers as JSON; ``--table FILE`` prints the table
+of a file written before.
 """
 
 from __future__ import annotations
@@ -74,13 +76,43 @@ def reading_rows(section, absolute: bool, n_train: int, n_test: int, seed: int) 
     return {"alpha_base": alpha_base, "base": row(base), "best": row(best), "N": n}
 
 
+def gap(result: dict) -> float:
+    """Mean relative distance to the paper over the four numbers of the two rows."""
+    pairs = [(result["base"]["mean_iterations"], PAPER["base"][0]),
+             (result["base"]["converged_fraction"], PAPER["base"][1]),
+             (result["best"]["mean_iterations"], PAPER["best"][0]),
+             (result["best"]["converged_fraction"], PAPER["best"][1])]
+    return sum(abs(ours - paper) / paper for ours, paper in pairs) / len(pairs)
+
+
+def table(results: list[dict]) -> str:
+    lines = ["| reading | alpha_base | Psi_base mean iterations | Psi_base convergence | "
+             "Psi_best mean iterations | Psi_best convergence | mean relative gap to the paper |",
+             "|---|---|---|---|---|---|---|",
+             f"| paper | {PAPER['alpha_base']} | {PAPER['base'][0]} | {PAPER['base'][1]} | "
+             f"{PAPER['best'][0]} | {PAPER['best'][1]:.2f} | - |"]
+    for r in results:
+        lines.append(f"| {r['reading']} | {r['alpha_base']:.4f} | "
+                     f"{r['base']['mean_iterations']:.2f} | "
+                     f"{r['base']['converged_fraction']:.3f} | "
+                     f"{r['best']['mean_iterations']:.2f} | "
+                     f"{r['best']['converged_fraction']:.3f} | {gap(r):.3f} |")
+    return "\n".join(lines)
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--train", type=int, default=1000, help="training tasks (alpha_base)")
     parser.add_argument("--test", type=int, default=250, help="test tasks")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", default=None, help="write the numbers here")
+    parser.add_argument("--table", default=None,
+                        help="only print the table of a JSON file this script wrote")
     args = parser.parse_args(argv)
+    if args.table:
+        with open(args.table) as handle:
+            print(table(json.load(handle)["readings"]))
+        return
     torch.set_num_threads(1)
     torch.set_flush_denormal(True)
     results = []
@@ -90,18 +122,7 @@ def main(argv=None) -> None:
         results.append({"reading": label, "section": section, "absolute": absolute, **rows,
                         "seconds": round(time.perf_counter() - start, 1)})
         print(f"{label}: {results[-1]}", flush=True)
-    head = ("| reading | alpha_base | Psi_base mean iterations | Psi_base convergence | "
-            "Psi_best mean iterations | Psi_best convergence |")
-    lines = [head, "|---|---|---|---|---|---|",
-             f"| paper | {PAPER['alpha_base']} | {PAPER['base'][0]} | {PAPER['base'][1]} | "
-             f"{PAPER['best'][0]} | {PAPER['best'][1]:.2f} |"]
-    for r in results:
-        lines.append(f"| {r['reading']} | {r['alpha_base']:.4f} | "
-                     f"{r['base']['mean_iterations']:.2f} | "
-                     f"{r['base']['converged_fraction']:.3f} | "
-                     f"{r['best']['mean_iterations']:.2f} | "
-                     f"{r['best']['converged_fraction']:.3f} |")
-    print("\n".join(lines))
+    print(table(results))
     if args.json:
         with open(args.json, "w") as handle:
             json.dump({"command": "python benchmarks/iccg_readings.py --train "

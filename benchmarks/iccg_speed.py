@@ -8,6 +8,7 @@ iterations at most, on one thread, denormals flushed as the experiment's cells d
     python benchmarks/iccg_speed.py                   # the installed metasolve
     python benchmarks/iccg_speed.py --repeats 5 --batch 128
     python benchmarks/iccg_speed.py --section 0.1     # the experiment's reading of the beam
+    python benchmarks/iccg_speed.py --profile         # and where one step's time goes
 
 The script uses only what older versions have too, so an older checkout is timed with the same
 command (``PYTHONPATH=OLD_CHECKOUT/src python benchmarks/iccg_speed.py``). It prints the medians
@@ -49,6 +50,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--batch", type=int, default=128)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--profile", action="store_true",
+                        help="also print torch.profiler's operators of one step, by time")
     parser.add_argument("--section", type=float, default=None,
                         help="a fixed cross-section (ElasticBeamFamily's section; default: the "
                              "cross-section follows W, the harder reading)")
@@ -75,6 +78,12 @@ def main() -> None:
           f"{[round(t, 3) for t in forward]}, backward {[round(t, 3) for t in backward]}), "
           f"loss {value:.12g}")
     print(f"load average after = {os.getloadavg()}")
+    if args.profile:
+        from torch.profiler import profile
+
+        with profile() as prof:
+            step_times(trainer, tasks)
+        print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=12))
 
 
 if __name__ == "__main__":

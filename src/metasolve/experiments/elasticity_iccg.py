@@ -403,9 +403,9 @@ def shifted_sets(settings: Settings, model: LearnedSolver, count: int = 200) -> 
                   ("W in [0.001, 0.003]",
                    ElasticBeamFamily(cells=cells, width_range=(0.001, 0.003)))]
     else:
-        others = [(f"section {3 * section:g}", ElasticBeamFamily(cells=cells,
+        others = [(f"section {3 * section:.3g}", ElasticBeamFamily(cells=cells,
                                                                  section=3 * section)),
-                  (f"section {section / 3:g}", ElasticBeamFamily(cells=cells,
+                  (f"section {section / 3:.3g}", ElasticBeamFamily(cells=cells,
                                                                  section=section / 3))]
     others.append(("lambda, mu in [10, 100]",
                    ElasticBeamFamily(cells=cells, section=section, lam_range=(10.0, 100.0),
