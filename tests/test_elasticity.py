@@ -138,6 +138,29 @@ def test_bad_parameters_raise(family, row, name):
         family.tasks(_params(row))
 
 
+def test_fixed_section_reading_keeps_the_mesh_and_puts_w_in_the_load():
+    """``section=S``: every beam is the ``S x S`` beam (the matrix of the first reading at
+    ``W = S``), and ``W`` only scales gravity by ``W^2``."""
+    fixed = ms.ElasticBeamFamily(section=0.2)
+    follows = ms.ElasticBeamFamily()
+    params = _params((0.05, 2.0, 0.7, 3.0), (0.004, 0.15, 8.0, 0.2))
+    at_section = params.clone()
+    at_section[:, 0] = 0.2
+    ours, theirs = fixed.tasks(params).problem, follows.tasks(at_section).problem
+    assert torch.equal(ours.matrix, theirs.matrix)
+    scale = (params[:, 0] ** 2).unsqueeze(1)  # the tutorial's gravity (W / L)^2 g, L = 1
+    assert torch.allclose(ours.rhs, theirs.rhs * scale, rtol=1e-14, atol=0)
+    # The matrix does not depend on W, so neither do the matrix-norm features.
+    assert torch.allclose(fixed.tasks(params).features[0, 4:],
+                          fixed.tasks(at_section).features[0, 4:], rtol=1e-12, atol=1e-12)
+    assert fixed.config()["section"] == 0.2 and follows.config()["section"] is None
+    again = family_from_config("elastic_beam", fixed.config())
+    assert torch.equal(again.sample(2, seed=3).problem.matrix,
+                       fixed.sample(2, seed=3).problem.matrix)
+    with pytest.raises(ValueError, match="section"):
+        ms.ElasticBeamFamily(section=0.0)
+
+
 def test_bad_family_arguments_raise():
     with pytest.raises(ValueError, match="width_range"):
         ms.ElasticBeamFamily(width_range=(0.0, 0.3))

@@ -52,6 +52,10 @@ def test_records_carry_table2_rows_and_paper_numbers(smoke):
     fractions = [r for r in records if r["metric"] == "converged_fraction"]
     assert len(fractions) == 4 and all(0 <= r["value"] <= 1 for r in fractions)
     assert len([r for r in records if r["metric"] == "wall_time_ratio"]) == 2
+    # The practitioner's solver on the same test matrices, timed in the same run.
+    pyamg = [r for r in records if r["method"] == "pyamg_cg"]
+    assert len(pyamg) == 2 and all(r["value"] > 0 for r in pyamg)
+    assert len([r for r in records if r["metric"] == "wall_time_ratio_pyamg"]) == 2
 
 
 def test_smallest_safe_shift_is_the_edge_of_failure():

@@ -99,3 +99,22 @@ def test_fixed_budget_shifted_sets_end_no_worse_than_the_classical_method(tmp_pa
     ratios = [r["value"] for r in records
               if r["metric"] == "mean_final_relative_residual_ratio_to_classical"]
     assert len(ratios) == 6 and max(ratios) <= 1.0 + 1e-12
+
+
+def test_reference_answer_after_torch_sets_its_threads():
+    """The dense reference of the shifted sets is right after ``torch.set_num_threads`` (which
+    every in-process run calls): on some CPU builds torch's batched LU then returns invalid
+    pivots for matrices that need pivoting, such as the elastic beams."""
+    from metasolve.evaluation.shifts import reference_answer
+
+    problem = ms.ElasticBeamFamily(section=0.1).sample(8, seed=0).problem
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        answer = reference_answer(problem)
+    finally:
+        torch.set_num_threads(before)
+    residual = problem.rhs - (problem.matrix @ answer.unsqueeze(2)).squeeze(2)
+    relative = torch.linalg.vector_norm(residual, dim=1) / torch.linalg.vector_norm(
+        problem.rhs, dim=1)
+    assert relative.max() <= 1e-8

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import statistics
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -130,28 +130,35 @@ class WallClock:
     baseline_seconds: float
     learned_seconds: float
     repeats: int
+    others: dict[str, float] = field(default_factory=dict)  # name -> median seconds
 
     @property
     def ratio(self) -> float:
         """Learned over baseline; below 1 means the learned solver is faster."""
         return self.learned_seconds / self.baseline_seconds
 
+    def ratio_to(self, name: str) -> float:
+        """Learned over the other solver ``name``."""
+        return self.learned_seconds / self.others[name]
+
 
 def compare_wall_clock(baseline: Callable[[], object], learned: Callable[[], object],
-                       repeats: int = 5) -> WallClock:
-    """Median wall-clock of two solves, timed alternately in one run (one warm-up each).
+                       repeats: int = 5,
+                       others: Mapping[str, Callable[[], object]] | None = None) -> WallClock:
+    """Median wall-clock of two solves (and of ``others``, e.g. a practitioner's solver on the
+    same instances), timed alternately in one run after one warm-up each.
 
     ``learned`` must include the meta-solver's inference, so the ratio is what a user sees.
     """
-    baseline()
-    learned()
-    base_t, learned_t = [], []
+    solves = {"baseline": baseline, "learned": learned, **(others or {})}
+    for solve in solves.values():
+        solve()
+    times: dict[str, list[float]] = {name: [] for name in solves}
     with torch.no_grad():
         for _ in range(repeats):
-            t = time.perf_counter()
-            baseline()
-            base_t.append(time.perf_counter() - t)
-            t = time.perf_counter()
-            learned()
-            learned_t.append(time.perf_counter() - t)
-    return WallClock(statistics.median(base_t), statistics.median(learned_t), repeats)
+            for name, solve in solves.items():
+                t = time.perf_counter()
+                solve()
+                times[name].append(time.perf_counter() - t)
+    median = {name: statistics.median(values) for name, values in times.items()}
+    return WallClock(median.pop("baseline"), median.pop("learned"), repeats, median)

@@ -16,6 +16,7 @@ import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from ..learned.solver import load
@@ -50,7 +51,13 @@ def reference_answer(problem) -> torch.Tensor | None:
         matrix = problem.matrix
         if matrix.ndim == 2:
             matrix = matrix.expand(problem.batch_size, *matrix.shape)
-        return torch.linalg.solve(matrix, problem.rhs)
+        # NumPy's LAPACK, not torch's: with more than one thread set by torch.set_num_threads
+        # (as every in-process run restores), the batched LU of the CPU build's MKL returns
+        # invalid pivots for matrices that need pivoting (the elastic beams), and the solve
+        # fails.
+        answer = np.linalg.solve(matrix.detach().cpu().numpy(),
+                                 problem.rhs.detach().cpu().numpy()[..., None])[..., 0]
+        return torch.from_numpy(answer).to(problem.rhs)
     return None
 
 

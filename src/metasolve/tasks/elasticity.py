@@ -31,6 +31,18 @@ cells, so six matrices assembled once with scikit-fem give every task by a linea
 (scikit-fem assembles one task in about 0.1 s; the splits need thousands). The tests compare it
 with scikit-fem's ``linear_elasticity`` form assembled on the scaled mesh.
 
+Two readings of the family (the paper's text, "a beam of length 1 and a square cross-section of
+width W", does not settle which; docs/RESULTS.md compares them on the rows of Table 2 that do not
+depend on learning):
+
+* ``section=None``: the cross-section follows ``W``, as above. Thin beams are stiff across and
+  soft along, with condition numbers near ``1e9`` at ``W = 0.003``.
+* ``section=S``: the mesh keeps one cross-section ``S`` for every task, as in the FEniCS
+  linear-elasticity tutorial (length 1, width 0.2) the paper's setting follows, and ``W`` enters
+  through the load only, as the tutorial's gravity scaled by ``(W / L)^2``:
+  ``f = (0, 0, -rho g W^2)``. The matrix then depends on ``lambda, mu`` only; with a relative
+  stopping test ``W`` and ``rho`` do not change the iterations at all.
+
 Features for a meta-solver (Appendix C.3): ``W, lambda, mu, rho, ||A||_1, ||A||_inf, ||A||_F``,
 each as ``log10`` (they span decades) and mapped affinely so that the parameter box, and the
 matrix norms over its corners, land on ``[-1, 1]``.
@@ -118,6 +130,9 @@ class ElasticBeamFamily(TaskFamily):
             ``assemble_system``, ``N = 3 * nodes``); ``"eliminate"`` removes them.
         width_range, lam_range, mu_range, rho_range: ``(low, high)`` of the log-uniform
             distributions of ``W``, ``lambda``, ``mu``, ``rho``.
+        section: ``None`` (default): the cross-section is ``W x W``; a width ``S``: every beam
+            has cross-section ``S x S`` and ``W`` scales the load (the module docstring's
+            second reading).
 
     Example:
         >>> fam = ElasticBeamFamily()
@@ -132,7 +147,7 @@ class ElasticBeamFamily(TaskFamily):
                  width_range: Sequence[float] = (0.003, 0.3),
                  lam_range: Sequence[float] = (0.1, 10.0),
                  mu_range: Sequence[float] = (0.1, 10.0),
-                 rho_range: Sequence[float] = (0.1, 10.0)):
+                 rho_range: Sequence[float] = (0.1, 10.0), section: float | None = None):
         if isinstance(cells, (str, bytes)) or len(cells) != 3:
             raise ValueError(f"cells must be three counts (length, width, height), got {cells!r}")
         self.cells = tuple(check_count("cells", c, minimum=1) for c in cells)
@@ -147,6 +162,7 @@ class ElasticBeamFamily(TaskFamily):
             if low > high:
                 raise ValueError(f"{arg} must have low <= high, got {tuple(value)}")
             self.ranges[name] = (low, high)
+        self.section = None if section is None else check_positive("section", section)
         self._assemble_pieces()
         self._feature_bounds = self._norm_bounds()
 
@@ -162,7 +178,7 @@ class ElasticBeamFamily(TaskFamily):
         r = self.ranges
         return {"cells": list(self.cells), "clamped": self.clamped,
                 "width_range": list(r["W"]), "lam_range": list(r["lam"]),
-                "mu_range": list(r["mu"]), "rho_range": list(r["rho"])}
+                "mu_range": list(r["mu"]), "rho_range": list(r["rho"]), "section": self.section}
 
     @property
     def feature_dim(self) -> int:
@@ -231,6 +247,8 @@ class ElasticBeamFamily(TaskFamily):
         """``(B, N, N)`` stiffness matrices for ``(W, lambda, mu, rho)`` rows."""
         params = self.check_parameters(params)
         width, lam, mu = params[:, 0], params[:, 1], params[:, 2]
+        if self.section is not None:
+            width = torch.full_like(width, self.section)
         coeff = torch.stack([width ** (2 - t) * material for t in range(3)
                              for material in (lam, mu)], dim=1)
         matrix = torch.einsum("bp,pij->bij", coeff, self._pieces)
@@ -241,9 +259,14 @@ class ElasticBeamFamily(TaskFamily):
         return matrix * mask + torch.diag(self._clamped.to(matrix.dtype))
 
     def rhs(self, params: torch.Tensor) -> torch.Tensor:
-        """``(B, N)`` load vectors ``f`` (gravity ``-rho g`` in ``z``), zero on clamped rows."""
+        """``(B, N)`` load vectors ``f`` (gravity ``-rho g`` in ``z``, times ``W^2`` with a fixed
+        ``section``), zero on clamped rows."""
         params = self.check_parameters(params)
-        scale = params[:, 3] * GRAVITY * params[:, 0] ** 2
+        # The load of the unit-width assembly times the cross-section's area, W^2 or S^2; a
+        # fixed section scales gravity by W^2 as well.
+        area = params[:, 0] ** 2 if self.section is None else self.section ** 2
+        gravity = GRAVITY if self.section is None else GRAVITY * params[:, 0] ** 2
+        scale = params[:, 3] * gravity * area
         load = scale[:, None] * torch.where(self._clamped, 0.0, self._load)
         return load[:, self._free] if self.clamped == "eliminate" else load
 
