@@ -104,6 +104,8 @@ def test_tiny_training_lowers_validation_loss(splits):
     assert any(not torch.equal(before[k], v) for k, v in _params(solver).items())
     assert solver.settings["training"]["best_epoch"] == history.best_epoch
     assert solver.settings["training"]["train_size"] == 64
+    # The model file carries its training time (metasolve bench's break-even solves).
+    assert solver.settings["training"]["train_seconds"] == history.seconds > 0
 
 
 class _Interrupt(Exception):

@@ -17,6 +17,7 @@ import collections
 import contextlib
 import copy
 import math
+import time
 import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -89,6 +90,8 @@ class TrainingHistory:
     best_epoch: int = -1
     best_validation_loss: float = float("inf")
     skipped_steps: int = 0
+    #: Wall-clock seconds of the epochs, summed over the runs of a resumed fit.
+    seconds: float = 0.0
     #: Why the fit did not train, if it did not (:class:`~metasolve.training.TrainingWarning`).
     untrained: str = ""
 
@@ -260,6 +263,7 @@ class Trainer(CheckpointedFit):
             if math.isfinite(start_value):
                 self.history.best_validation_loss = start_value
         n = len(train)
+        started, seconds_before = time.perf_counter(), self.history.seconds
         with progress_bar(self.progress, total=cfg.epochs, completed=start_epoch,
                           description=f"training {self.loss.label}") as bar:
             for epoch in range(start_epoch, cfg.epochs):
@@ -304,6 +308,7 @@ class Trainer(CheckpointedFit):
                 if val < h.best_validation_loss:
                     h.best_validation_loss, h.best_epoch = val, epoch
                     best_state = copy.deepcopy(model.state_dict())
+                h.seconds = seconds_before + time.perf_counter() - started
                 if self.checkpoint is not None or self.parallel.distributed:
                     self._save(epoch + 1, optimizer, scheduler, generator, best_state)
                 if self.on_epoch is not None:
@@ -330,7 +335,9 @@ class Trainer(CheckpointedFit):
         self.solver.settings["training"] = {
             **record, "best_epoch": self.history.best_epoch,
             "best_validation_loss": self.history.best_validation_loss,
-            "train_size": len(train), "validation_size": len(validation)}
+            "train_size": len(train), "validation_size": len(validation),
+            # What `metasolve bench` divides by the time a solve saves (break-even solves).
+            "train_seconds": self.history.seconds}
 
     def refine_lbfgs(self, train: TaskBatch, validation: TaskBatch, iterations: int = 200,
                      lr: float = 1.0) -> bool:
