@@ -16,7 +16,7 @@ quarter-decade grid from 1e-5 to 1 plus ``alpha_base``), for each candidate read
 * each of those with an absolute tolerance (``||b - A x|| <= 1e-6``), where ``W`` and ``rho``
   matter through the load's size.
 
-    python benchmarks/iccg_readings.py --json docs/results/elasticity-iccg-readings.json
+    python benchmarks/iccg_readings.py --json docs/results/benchmarks/iccg-readings.json
     python benchmarks/iccg_readings.py --train 1000 --test 250     # the defaults
 
 Prints a Markdown table (ours beside the paper's, and the mean relative gap to the paper over the
