@@ -165,6 +165,7 @@ def run_cell(job: dict) -> dict:
     # Chebyshev-filtered subspace iteration of the same degree.
     eigen = filter_eigen_solver(engine, family, settings.wanted,
                                 training_features=splits.train.features,
+                                calibration_maxiter=settings.filtered_cap,
                                 experiment=NAME, scale=job.get("scale"))
     eigen.save(out / "models" / "eigen.safetensors")
     with torch.no_grad():

@@ -34,7 +34,7 @@ from ..tasks.spectra import FilterStateFamily
 from .autospec import AutoSpecEngine
 from .heads import IdentityHead
 from .metasolver import ConstantMetaSolver
-from .safeguard import calibrate
+from .safeguard import CALIBRATION_MAXITER, calibrate
 
 
 @register_method
@@ -125,11 +125,13 @@ def spectrum_eigen_tasks(family: FilterStateFamily, count: int, wanted: int, see
 
 def filter_eigen_solver(engine: AutoSpecEngine, family: FilterStateFamily, wanted: int,
                         training_features: torch.Tensor | None = None,
-                        calibration_tasks: TaskBatch | None = None, **settings):
+                        calibration_tasks: TaskBatch | None = None,
+                        calibration_maxiter: int = CALIBRATION_MAXITER, **settings):
     """The :class:`LearnedSolver` of eigenproblems that runs ``engine``'s filter (module
     docstring), with the envelope of ``training_features`` (the engine's training states) and
-    the calibration on ``calibration_tasks`` (by default 64 eigenproblems of ``family``'s
-    spectra with ``wanted`` eigenpairs)."""
+    the calibration on ``calibration_tasks`` (by default 32 eigenproblems of ``family``'s
+    spectra with ``wanted`` eigenpairs) up to ``calibration_maxiter`` iterations (an iteration
+    costs ``d p + p`` products: calibrate up to the cap the solver is used with)."""
     from .solver import LearnedSolver
 
     method = LearnedFilterSubspaceIteration(engine)
@@ -141,6 +143,6 @@ def filter_eigen_solver(engine: AutoSpecEngine, family: FilterStateFamily, wante
     if training_features is not None:
         solver.record_training_features(training_features)
     if calibration_tasks is None:
-        calibration_tasks = spectrum_eigen_tasks(family, 64, wanted, seed=12345)
-    solver.calibration = calibrate(solver, calibration_tasks)
+        calibration_tasks = spectrum_eigen_tasks(family, 32, wanted, seed=12345)
+    solver.calibration = calibrate(solver, calibration_tasks, maxiter=calibration_maxiter)
     return solver
