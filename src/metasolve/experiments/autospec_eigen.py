@@ -18,7 +18,11 @@ SPD matrices (AutoSpec summary; the issue's task (b)).
   iteration. Methods: plain subspace iteration (``d = 1``, capped at 20,000 products),
   Chebyshev-filtered subspace iteration and the learned filter, both of degree ``d`` (capped at
   300 iterations: the random sparse SPD matrix's smallest eigenvalues form a dense cluster that
-  no degree-20 filter separates in that many).
+  no degree-20 filter separates in that many). The learned filter runs as a learned solver of
+  eigenproblems (:func:`~metasolve.learned.filter_eigen_solver`, saved as ``eigen.safetensors``
+  beside the engine's ``filter.safetensors``), unguarded for this table; ``--shift ood`` solves
+  its shifted sets (:func:`shifted_sets`) with and without the safeguard, whose classical method
+  is Chebyshev-filtered subspace iteration.
 """
 
 from __future__ import annotations
