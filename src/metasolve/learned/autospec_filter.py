@@ -35,6 +35,7 @@ from .autospec import AutoSpecEngine
 from .heads import IdentityHead
 from .metasolver import ConstantMetaSolver
 from .safeguard import CALIBRATION_MAXITER, calibrate
+from .solver import LearnedSolver
 
 
 @register_method
@@ -132,8 +133,6 @@ def filter_eigen_solver(engine: AutoSpecEngine, family: FilterStateFamily, wante
     the calibration on ``calibration_tasks`` (by default 32 eigenproblems of ``family``'s
     spectra with ``wanted`` eigenpairs) up to ``calibration_maxiter`` iterations (an iteration
     costs ``d p + p`` products: calibrate up to the cap the solver is used with)."""
-    from .solver import LearnedSolver
-
     method = LearnedFilterSubspaceIteration(engine)
     selector = ConstantMetaSolver({"learned_filter": IdentityHead(1)},
                                   init={"learned_filter": 1.0}, in_features=family.feature_dim)
