@@ -72,7 +72,9 @@ residual falls); everything it decides is reported in the :class:`~metasolve.Sol
   budget too, and each instance keeps the converged result where only one converged, else the one
   with the smaller final monitored norm (``check_budget="always"``, the default; ``"outside"``
   compares only the instances outside the training envelope, ``"never"`` none). Its non-finite or
-  diverged instances, and those whose certificate failed, take the classical result in any case.
+  diverged instances, and those whose certificate failed, take the classical result in any case,
+  unless that one is non-finite where theirs is not (van der Pol at steps where RK-3 blows up: a
+  diverged but finite trajectory is kept rather than traded for NaN).
   The guarantee costs the classical run's time (``info["fallback_time"]``);
   ``info["budget_compared"]`` marks the instances that were compared, and ``Solution.fallback``
   those that kept the classical result. Measured on the experiments' shifted sets, the learned
