@@ -26,6 +26,7 @@ import torch
 
 import metasolve as ms
 from metasolve import Status
+from metasolve.learned import AutoSpecEngine, LearnedFilterSubspaceIteration
 from metasolve.learned.neural_scs import IntermittentSCS, RecurrentSCS
 from metasolve.polynomials import (
     chebyshev_coefficients_from_nodes,
@@ -332,6 +333,17 @@ def subspace_case(dtype):
                  randn(B, 8, 3, seed=31, dtype=dtype), nan_input, "start")
 
 
+def learned_subspace_case(dtype):
+    """The same eigenpairs with the learned filter (an untrained engine: Chebyshev's filter) on
+    every instance."""
+    torch.manual_seed(0)
+    setup = subspace_case(dtype)
+    method = LearnedFilterSubspaceIteration(AutoSpecEngine(3, 4, "filter", hidden=(4,), modes=0))
+    return Setup(method, setup.problem, {"learned_filter": torch.ones(B, dtype=dtype)},
+                 *(getattr(setup, f) for f in ("kwargs", "answer", "reference", "tol", "x0",
+                                               "nan_input", "nan_name")))
+
+
 def _nonlinear(method, dtype, params=None, rtol=1e-11, maxiter=2000):
     problem = chandrasekhar(dtype)
 
@@ -611,6 +623,8 @@ CASES = [
     Case("chebyshev-series-inverse-sqrt", "chebyshev-series", series_case,
          at_degree=series_at_degree),
     Case("filtered-subspace-smallest-2", "filtered-subspace-iteration", subspace_case),
+    Case("learned-filtered-subspace-untrained", "learned-filtered-subspace-iteration",
+         learned_subspace_case, float32=LEARNED_F64),
     Case("newton-sor-chandrasekhar", "newton-sor", newton_sor_case),
     Case("r2n2-chandrasekhar-fixed-point", "r2n2", r2n2_fixed_point_case),
     Case("r2n2-linear-richardson", "r2n2", r2n2_linear_case),

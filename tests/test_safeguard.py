@@ -385,3 +385,26 @@ def test_calibrated_counts_grow_as_the_tolerance_tightens(family):
     counts = solver.calibration["iterations"]
     known = [c for c in counts if c is not None]
     assert known == sorted(known) and counts[: len(known)] == known  # None only at the end
+
+
+def test_a_failed_instance_keeps_a_finite_result_over_a_classical_one_that_blows_up(family,
+                                                                                    tasks):
+    """At a fixed budget a diverged learned run falls back, unless the classical method ends
+    non-finite there (van der Pol at steps where RK-3 blows up): nothing is gained by trading
+    a finite result for NaN, and the instance is not marked as a fallback."""
+    psi = ms.ConstantMetaSolver({"omega": ms.IdentityHead(1)}, init={"omega": 3.0},
+                                in_features=family.feature_dim)
+    budget = {"fixed_iterations": 20, "rtol": 0.0, "maxiter": None, "divergence_factor": 1e6}
+    blowing = ms.LearnedSolver(ms.Jacobi(), psi, family=family,
+                               classical_method=ms.Jacobi(omega=1e300))
+    raw = _solve(blowing, tasks, safeguard=False, **budget)
+    classical = blowing.solve_baseline(tasks, **budget)
+    assert bool(torch.isfinite(raw.residual).all())
+    assert bool((raw.status == ms.Status.DIVERGED).all())
+    assert not bool(torch.isfinite(classical.residual).any())
+    guarded = _solve(blowing, tasks, **budget)
+    assert not guarded.fallback.any()
+    torch.testing.assert_close(guarded.residual, raw.residual.detach())
+    # A classical method that stays finite still replaces the diverged run.
+    fine = ms.LearnedSolver(ms.Jacobi(), psi, family=family)
+    assert bool(_solve(fine, tasks, **budget).fallback.all())

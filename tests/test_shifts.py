@@ -80,7 +80,12 @@ def test_reproduce_with_shift_adds_the_shifted_records_and_their_table(tmp_path)
             assert r["value"] == 0.0
 
 
-def test_an_experiment_without_shifted_sets_refuses_the_shift(tmp_path):
+def test_an_experiment_without_shifted_sets_refuses_the_shift(tmp_path, monkeypatch):
+    from metasolve.experiments import EXPERIMENTS, get
+
+    # Every shipped experiment has shifted sets (the requirement).
+    assert all(hasattr(get(name), "shifted_sets") for name in EXPERIMENTS)
+    monkeypatch.delattr(get("autospec-eigen"), "shifted_sets")
     with pytest.raises(ValueError, match="no shifted sets"):
         reproduce("autospec-eigen", scale="smoke", out_dir=tmp_path, shift="ood")
     with pytest.raises(ValueError, match="shift"):

@@ -1,6 +1,7 @@
 """Meta-solvers (what is learned) and their constrained heads."""
 
 from .autospec import AutoSpecEngine, probe_inputs, split_probe
+from .autospec_filter import LearnedFilterSubspaceIteration, filter_eigen_solver
 from .heads import BasisHead, BoundedHead, Head, IdentityHead, IntervalHead, PositiveHead
 from .metasolver import (
     METASOLVERS,
@@ -30,7 +31,8 @@ __all__ = [
     "CLASSICAL_TABLEAUS", "EULER", "HEUN", "METASOLVERS", "AutoSpecEngine", "BasisHead",
     "BoundedHead", "ButcherTableau", "Certificate",
     "ConstantMetaSolver", "Head", "IdentityHead", "IntermittentSCS", "IntervalHead",
-    "LearnedSolver", "MetaSolver", "NetworkMetaSolver", "PositiveHead", "R2N2", "RK3", "RK4",
-    "RecurrentSCS", "constant_weights", "frozen_r2n2", "metasolver_from_config", "probe_inputs",
+    "LearnedFilterSubspaceIteration", "LearnedSolver", "MetaSolver", "NetworkMetaSolver",
+    "PositiveHead", "R2N2", "RK3", "RK4", "RecurrentSCS", "constant_weights",
+    "filter_eigen_solver", "frozen_r2n2", "metasolver_from_config", "probe_inputs",
     "r2n2_solver", "register_metasolver", "split_probe"
 ]

@@ -72,7 +72,9 @@ residual falls); everything it decides is reported in the :class:`~metasolve.Sol
   budget too, and each instance keeps the converged result where only one converged, else the one
   with the smaller final monitored norm (``check_budget="always"``, the default; ``"outside"``
   compares only the instances outside the training envelope, ``"never"`` none). Its non-finite or
-  diverged instances, and those whose certificate failed, take the classical result in any case.
+  diverged instances, and those whose certificate failed, take the classical result in any case,
+  unless that one is non-finite where theirs is not (van der Pol at steps where RK-3 blows up: a
+  diverged but finite trajectory is kept rather than traded for NaN).
   The guarantee costs the classical run's time (``info["fallback_time"]``);
   ``info["budget_compared"]`` marks the instances that were compared, and ``Solution.fallback``
   those that kept the classical result. Measured on the experiments' shifted sets, the learned
@@ -187,14 +189,15 @@ def _counts(solution: Solution, cap: int) -> tuple[list, list]:
     return p95, means
 
 
-def calibrate(solver, tasks) -> dict | None:
+def calibrate(solver, tasks, maxiter: int = CALIBRATION_MAXITER) -> dict | None:
     """Iteration counts of the classical method and of the learned one (unguarded) on (up to
     ``CALIBRATION_TASKS`` of) the training ``tasks``, for each of ``CALIBRATION_RTOLS``: the 95th
     percentile (``iterations``, ``learned_iterations``; ``None`` where fewer than 95% of the tasks
     got there within the cap) and the mean (``mean_iterations``, ``learned_mean_iterations``).
     ``None`` for a solver whose learned part is a starting point only, which needs no budget,
     and for initial-value problems, where an integrator takes the steps the problem asks for,
-    not steps to a tolerance."""
+    not steps to a tolerance. ``maxiter``: the cap of both runs (a method with costly
+    iterations is calibrated up to the cap it is used with)."""
     learned = set(solver.metasolver.outputs) - set(solver.guess_parameters)
     if not learned or solver.monitor == "error" and getattr(tasks.problem, "solution",
                                                            None) is None:
@@ -205,7 +208,7 @@ def calibrate(solver, tasks) -> dict | None:
     # time step, the early steps being the easy ones), so the first few are not a sample.
     count = min(CALIBRATION_TASKS, len(tasks))
     sample = tasks.index(torch.linspace(0, len(tasks) - 1, count).round().long())
-    cap = CALIBRATION_MAXITER
+    cap = maxiter
     options = {"rtol": min(CALIBRATION_RTOLS), "maxiter": cap}
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -560,7 +563,12 @@ def _fall_back(solver, tasks, learned: Solution, failed: torch.Tensor, classical
     # residuals and gap, not the fixed-point residual it monitors.
     mine, theirs = learned.converged[idx], again.converged.to(learned.converged.device)
     lower = again.residual.to(learned.residual) < learned.residual[idx]
-    take = failed[idx] | (theirs & ~mine) | ((theirs == mine) & lower)
+    # A failed instance takes the classical result, unless that one ends non-finite where the
+    # learned one does not (van der Pol at steps beyond the training range, where RK-3 blows
+    # up: a diverged but finite learned trajectory is kept rather than traded for NaN).
+    blown = torch.isfinite(learned.residual[idx]) & ~torch.isfinite(
+        again.residual.to(learned.residual))
+    take = (failed[idx] & ~blown) | (theirs & ~mine) | ((theirs == mine) & lower)
     pos = torch.nonzero(take).flatten()  # the rerun instances that take the classical result
     idx = idx[pos]
     replaced = torch.zeros_like(failed)

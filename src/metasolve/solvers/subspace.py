@@ -102,6 +102,11 @@ class FilteredSubspaceIteration(IterativeMethod):
     def step(self, problem: EigenProblem, state: State, params: Mapping) -> State:
         theta = self.filter_rule(filter_features(state["ritz"], state["residuals"],
                                                  problem.upper))
+        return self.filter_step(problem, state, theta)
+
+    def filter_step(self, problem: EigenProblem, state: State,
+                    theta: Mapping[str, torch.Tensor]) -> State:
+        """One iteration with the filter ``theta`` (``{"coefficients", "lower", "upper"}``)."""
         batch, size, width = state["x"].shape
         rows = state["x"].transpose(1, 2).reshape(batch * width, size)
 
