@@ -95,7 +95,8 @@ class Settings:
     n_validation: int = 256
     n_test: int = 256
     training: TrainingConfig = field(default_factory=lambda: TrainingConfig(
-        epochs=20, batch_size=64, lr=3e-4, plateau_patience=5, grad_clip=1.0))
+        epochs=20, batch_size=64, lr=3e-4, plateau_patience=5, grad_clip=1.0,
+        betas=(0.999, 0.999)))
     transfer: tuple = EIGEN_TRANSFER
     starts: int = 2
     rtol: float = 1e-8

@@ -80,7 +80,8 @@ class Settings:
     n_validation: int = 512
     n_test: int = 512
     training: TrainingConfig = field(default_factory=lambda: TrainingConfig(
-        epochs=40, batch_size=128, lr=1e-3, plateau_patience=5, grad_clip=1.0))
+        epochs=40, batch_size=128, lr=1e-3, plateau_patience=5, grad_clip=1.0,
+        betas=(0.999, 0.999)))
     transfer: tuple = TRANSFER
     rhs_per_operator: int = 8
     lower_range: float = math.log(1e6)

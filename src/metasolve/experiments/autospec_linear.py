@@ -105,7 +105,8 @@ class PreconditionerTraining:
     n_train: int = 8192
     n_validation: int = 512
     training: TrainingConfig = field(default_factory=lambda: TrainingConfig(
-        epochs=40, batch_size=128, lr=1e-3, plateau_patience=5, grad_clip=1.0))
+        epochs=40, batch_size=128, lr=1e-3, plateau_patience=5, grad_clip=1.0,
+        betas=(0.999, 0.999)))
 
 
 @dataclass(frozen=True)
@@ -125,7 +126,8 @@ class Settings:
     # Batches of 64: the unrolled degree-150 solve on 4,096 eigenvalues keeps up to about 80 MB of
     # autograd state per spectrum (basis paradigm), and two engines train side by side.
     training: TrainingConfig = field(default_factory=lambda: TrainingConfig(
-        epochs=12, batch_size=64, lr=1e-3, plateau_patience=5, grad_clip=1.0))
+        epochs=12, batch_size=64, lr=1e-3, plateau_patience=5, grad_clip=1.0,
+        betas=(0.999, 0.999)))
     transfer: tuple = TRANSFER
     rhs_per_operator: int = 8
     cg_rtol: float = 1e-8
