@@ -26,11 +26,11 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..problems import DiagonalSystem, EigenProblem
+from ..problems import EigenProblem
 from ..solvers.registry import register_method
 from ..solvers.subspace import FilteredSubspaceIteration, chebyshev_filter_rule, filter_features
 from ..tasks.base import TaskBatch
-from ..tasks.spectra import FilterStateFamily
+from ..tasks.spectra import FilterStateFamily, diagonal_eigen_start
 from .autospec import AutoSpecEngine
 from .heads import IdentityHead
 from .metasolver import ConstantMetaSolver
@@ -114,13 +114,8 @@ def spectrum_eigen_tasks(family: FilterStateFamily, count: int, wanted: int, see
         config["kappa_max"] = kappa_max
     spectra_family = type(family.spectra)(**config)
     generator = torch.Generator().manual_seed(seed)
-    tasks = spectra_family.sample_with(count, generator)
-    spectra = tasks.problem.eigenvalues.sort(dim=1).values
-    probe = tasks.features.shape[1] // 2
-    upper = tasks.features[:, probe - 1] + tasks.features[:, -1]
-    operator = DiagonalSystem(spectra, torch.ones_like(spectra), torch.zeros_like(spectra))
-    start = torch.randn(count, spectra.shape[1], family.block, generator=generator,
-                        dtype=torch.float64)
+    operator, start, upper = diagonal_eigen_start(spectra_family.sample_with(count, generator),
+                                                  family.block, generator)
     return eigen_tasks(EigenProblem(operator, start, upper, wanted))
 
 

@@ -164,6 +164,21 @@ def probe_features(matvec, size: int, steps: int, batch: int, seed: int) -> torc
     return torch.cat([probe.ritz_values, probe.residual_norms], dim=1)
 
 
+def diagonal_eigen_start(tasks: TaskBatch, block: int, generator: torch.Generator
+                         ) -> tuple[DiagonalSystem, torch.Tensor, torch.Tensor]:
+    """From sampled spectra (:class:`SpectrumFamily` tasks): the diagonal operator of each
+    spectrum in ascending order, a random starting block ``(n, N, block)`` drawn from
+    ``generator``, and the probe's bound on the top of each spectrum (its largest Ritz value
+    plus that value's residual norm)."""
+    spectra = tasks.problem.eigenvalues.sort(dim=1).values
+    probe = tasks.features.shape[1] // 2
+    upper = tasks.features[:, probe - 1] + tasks.features[:, -1]
+    operator = DiagonalSystem(spectra, torch.ones_like(spectra), torch.zeros_like(spectra))
+    start = torch.randn(len(tasks), spectra.shape[1], block, generator=generator,
+                        dtype=torch.float64)
+    return operator, start, upper
+
+
 @register_family
 class FilterStateFamily(TaskFamily):
     """States of Chebyshev-filtered subspace iteration on synthetic spectra: the training
@@ -210,13 +225,8 @@ class FilterStateFamily(TaskFamily):
         return 2 * self.block + 1
 
     def sample_with(self, n: int, generator: torch.Generator) -> TaskBatch:
-        tasks = self.spectra.sample_with(n, generator)
-        spectra = tasks.problem.eigenvalues.sort(dim=1).values
-        probe = tasks.features.shape[1] // 2
-        upper = tasks.features[:, probe - 1] + tasks.features[:, -1]
-        operator = DiagonalSystem(spectra, torch.ones_like(spectra), torch.zeros_like(spectra))
-        start = torch.randn(n, spectra.shape[1], self.block, generator=generator,
-                            dtype=torch.float64)
+        operator, start, upper = diagonal_eigen_start(self.spectra.sample_with(n, generator),
+                                                      self.block, generator)
         stop = torch.randint(0, self.iterations + 1, (n,), generator=generator)
         problem = EigenProblem(operator, start, upper, self.block)
         method = FilteredSubspaceIteration(self.degree)
