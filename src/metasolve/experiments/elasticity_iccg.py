@@ -26,7 +26,7 @@ Where we depart from Appendix C.3, and why:
   converges on only 78% of the tasks (138.8 mean iterations against the paper's 44.53 and
   1.00), because the thinnest beams reach condition numbers near ``1e9``. A beam whose mesh
   keeps one cross-section, with ``W`` in the load only (the FEniCS linear-elasticity tutorial's
-  set-up, which the paper's follows), is what the rows of Table 2 that do not depend on
+  set-up, which the paper's reads like), is what the rows of Table 2 that do not depend on
   learning fit: ``benchmarks/iccg_readings.py`` compares the readings (docs/RESULTS.md, "Which
   beam?"), and a cross-section of 0.1 is the closest (``Psi_base`` 106.3 against 115.26,
   ``Psi_best`` 63.2 against 44.53, both converging on every test task). That is the default

@@ -38,8 +38,8 @@ depend on learning):
 * ``section=None``: the cross-section follows ``W``, as above. Thin beams are stiff across and
   soft along, with condition numbers near ``1e9`` at ``W = 0.003``.
 * ``section=S``: the mesh keeps one cross-section ``S`` for every task, as in the FEniCS
-  linear-elasticity tutorial (length 1, width 0.2) the paper's setting follows, and ``W`` enters
-  through the load only, as the tutorial's gravity scaled by ``(W / L)^2``:
+  linear-elasticity tutorial (length 1, width 0.2), which the paper's setting reads like, and
+  ``W`` enters through the load only, as the tutorial's gravity scaled by ``(W / L)^2``:
   ``f = (0, 0, -rho g W^2)``. The matrix then depends on ``lambda, mu`` only; with a relative
   stopping test ``W`` and ``rho`` do not change the iterations at all.
 
