@@ -145,11 +145,8 @@ def main(argv=None) -> None:
     else:
         def counts(alpha):
             params = constant_params("alpha", alpha, args.tasks)
-            if args.absolute:
-                with torch.no_grad():
-                    solution = run(ICCG(), test, params=params, rtol=0.0, atol=TOL, maxiter=n)
-                return torch.where(solution.converged, solution.iterations, -1)
-            return iterations_in_chunks(ICCG(), test, params, TOL, n, 250)
+            rtol, atol = (0.0, TOL) if args.absolute else (TOL, 0.0)
+            return iterations_in_chunks(ICCG(), test, params, rtol, n, 250, atol=atol)
 
         base = counts(alpha_base)[None]
         per_alpha = torch.stack([counts(a) for a in grid])[None]

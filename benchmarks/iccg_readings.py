@@ -32,8 +32,12 @@ import time
 
 import torch
 
-from metasolve.evaluation.protocols import constant_params, per_task_oracle
-from metasolve.solvers import ICCG, run
+from metasolve.evaluation.protocols import (
+    constant_params,
+    iterations_in_chunks,
+    per_task_oracle,
+)
+from metasolve.solvers import ICCG
 from metasolve.solvers.iccg import smallest_safe_shift
 from metasolve.tasks import ElasticBeamFamily, make_splits
 
@@ -46,17 +50,12 @@ READINGS = (("section follows W", None, False), ("section 0.05", 0.05, False),
 GRID = tuple(10.0 ** (k / 4) for k in range(-20, 1))
 
 
-def counts(problem, alpha: float, n: int, absolute: bool, chunk: int = 128) -> torch.Tensor:
+def counts(problem, alpha: float, n: int, absolute: bool) -> torch.Tensor:
     """``(B,)`` ICCG iterations to the tolerance, -1 where not reached or IC(0) failed."""
-    out = []
-    with torch.no_grad():
-        for start in range(0, problem.batch_size, chunk):
-            part = problem.index(slice(start, start + chunk))
-            tol = {"rtol": 0.0, "atol": TOL} if absolute else {"rtol": TOL}
-            solution = run(ICCG(), part, params=constant_params("alpha", alpha, part.batch_size),
-                           maxiter=n, **tol)
-            out.append(torch.where(solution.converged, solution.iterations, -1))
-    return torch.cat(out)
+    tol = (0.0, TOL) if absolute else (TOL, 0.0)
+    return iterations_in_chunks(ICCG(), problem, constant_params("alpha", alpha,
+                                                                 problem.batch_size),
+                                tol[0], n, 128, atol=tol[1])
 
 
 def reading_rows(section, absolute: bool, n_train: int, n_test: int, seed: int) -> dict:

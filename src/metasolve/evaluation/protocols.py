@@ -60,12 +60,14 @@ def _counts_in_chunks(solve: Callable[[slice], object], batch: int, chunk: int) 
 
 
 def iterations_in_chunks(method: IterativeMethod, problem, params: Mapping[str, torch.Tensor],
-                         rtol: float, maxiter: int, chunk: int) -> torch.Tensor:
-    """``(B,)`` iterations to ``rtol`` of ``method`` on ``problem`` (-1: not reached), solved
-    ``chunk`` instances at a time to bound memory; ``params`` are per instance."""
+                         rtol: float, maxiter: int, chunk: int, atol: float = 0.0
+                         ) -> torch.Tensor:
+    """``(B,)`` iterations to ``max(rtol * reference, atol)`` of ``method`` on ``problem`` (-1:
+    not reached), solved ``chunk`` instances at a time to bound memory; ``params`` are per
+    instance."""
     return _counts_in_chunks(
         lambda idx: run(method, problem.index(idx), params={k: v[idx] for k, v in params.items()},
-                        rtol=rtol, maxiter=maxiter), problem.batch_size, chunk)
+                        rtol=rtol, atol=atol, maxiter=maxiter), problem.batch_size, chunk)
 
 
 def learned_iterations_in_chunks(solver, tasks, rtol: float, maxiter: int, chunk: int,
