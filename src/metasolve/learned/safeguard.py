@@ -53,6 +53,10 @@ residual falls); everything it decides is reported in the :class:`~metasolve.Sol
   ``Solution.fallback`` marks the instances with a refused step (some of their iterations were
   the classical method's) besides those that restarted. The classical method of the fallback
   below is then the plain method (``LearnedSolver.classical_method``: SCS).
+  The learned filter of subspace iteration (:mod:`metasolve.learned.autospec_filter`) tests its
+  pace the same way: an instance whose learned steps fall well behind what Chebyshev's filter
+  is projected to gain from its Ritz values continues with Chebyshev's filter
+  (``info["rejected_steps"]``, ``Solution.fallback``).
 * **A convergence certificate** (an R2N2 on a linear system, :mod:`metasolve.learned.r2n2`,
   "Safeguarded mode"): before the learned run, the safeguarded view of the method computes per
   instance the spectral radius of the residual iteration its weights define; an instance where
