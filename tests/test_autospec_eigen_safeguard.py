@@ -10,8 +10,12 @@ import torch
 import metasolve as ms
 from metasolve.evaluation.shifts import measure, shift_records
 from metasolve.experiments import autospec_eigen
-from metasolve.learned import AutoSpecEngine, LearnedFilterSubspaceIteration, filter_eigen_solver
-from metasolve.learned import autospec_filter
+from metasolve.learned import (
+    AutoSpecEngine,
+    LearnedFilterSubspaceIteration,
+    autospec_filter,
+    filter_eigen_solver,
+)
 from metasolve.learned.autospec_filter import spectrum_eigen_tasks
 from metasolve.solvers import FilteredSubspaceIteration
 from metasolve.tasks import FilterStateFamily
