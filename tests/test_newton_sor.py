@@ -223,16 +223,40 @@ def test_a_shared_entry_in_per_instance_state_is_refused(tasks):
         ms.run(SharedEntryNewtonSOR(), tasks.problem, rtol=1e-9)
 
 
-def test_a_nonlinear_system_without_its_jacobian_cannot_be_built():
-    class NoJacobian(ms.NonlinearSystem):
-        def __init__(self):
-            self.start = torch.zeros(1, 2, dtype=DTYPE)
+class CubicSystem(ms.NonlinearSystem):
+    """``g(y) = A y + c y^3 - 1`` per instance, without a ``jacobian``: the default computes it
+    (``A + 3 c diag(y^2)``)."""
 
-        def function(self, y):
-            return y
+    def __init__(self, matrices, c):
+        self.matrices, self.c = matrices, c
+        self.start = torch.zeros(matrices.shape[0], matrices.shape[1], dtype=DTYPE)
 
-        def index(self, idx):
-            return self
+    def function(self, y):
+        return (self.matrices @ y.unsqueeze(-1)).squeeze(-1) + self.c.unsqueeze(1) * y ** 3 - 1.0
 
-    with pytest.raises(TypeError, match="jacobian"):
-        NoJacobian()
+    def index(self, idx):
+        return CubicSystem(self.matrices[idx], self.c[idx])
+
+
+def _cubic(batch=3, size=4):
+    generator = torch.Generator().manual_seed(0)
+    noise = 0.1 * torch.randn(batch, size, size, dtype=DTYPE, generator=generator)
+    matrices = 4.0 * torch.eye(size, dtype=DTYPE) + noise
+    c = torch.rand(batch, dtype=DTYPE, generator=generator) + 0.5
+    return matrices, c
+
+
+def test_a_system_without_a_jacobian_gets_one_by_automatic_differentiation():
+    matrices, c = _cubic()
+    system = CubicSystem(matrices, c)
+    y = torch.randn(3, 4, dtype=DTYPE, generator=torch.Generator().manual_seed(1))
+    expected = matrices + torch.diag_embed(3 * c.unsqueeze(1) * y ** 2)
+    torch.testing.assert_close(system.jacobian(y), expected, rtol=0, atol=1e-14)
+    # Differentiable in y and in the data the function reads.
+    assert torch.autograd.gradcheck(
+        lambda yy, cc: CubicSystem(matrices, cc).jacobian(yy),
+        (y.clone().requires_grad_(), c.clone().requires_grad_()))
+    # Newton-SOR runs on it and reaches the root.
+    sol = ms.run(ms.NewtonSOR(1.0), system, atol=1e-12, rtol=0.0, maxiter=500)
+    assert bool(sol.converged.all())
+    assert float(system.function(sol.x).abs().max()) <= 1e-12

@@ -341,8 +341,11 @@ class NonlinearSystem(_StartedBatch):
 
     Subclasses hold their per-instance data (batch-leading tensors), set :attr:`start` (the
     default initial guess, ``(B, N)``) and implement :meth:`function` (``g``, batched) and
-    :meth:`jacobian` (``dg/dy``, ``(B, N, N)``) and :meth:`index`. Both must be differentiable in
-    ``y`` and in the data, so a meta-solver can be trained through them.
+    :meth:`index`; :meth:`jacobian` (``dg/dy``, ``(B, N, N)``) is optional: only the methods that
+    read it (Newton-SOR) call it, and without an override it is computed from :meth:`function`
+    by forward-mode automatic differentiation (``N`` Jacobian-vector products; write it out for
+    speed where it is known). Both must be differentiable in ``y`` and in the data, so a
+    meta-solver can be trained through them.
 
     A nonlinear system has no right-hand side to measure ``g`` against, so the stopping test is
     absolute unless the subclass overrides :meth:`reference_norm`: ``rtol`` then multiplies 1.
@@ -356,9 +359,18 @@ class NonlinearSystem(_StartedBatch):
     def function(self, y: torch.Tensor) -> torch.Tensor:
         """``g(y)`` for a batch ``y`` of shape ``(B, N)``."""
 
-    @abc.abstractmethod
     def jacobian(self, y: torch.Tensor) -> torch.Tensor:
-        """``dg/dy`` at ``y``, ``(B, N, N)``."""
+        """``dg/dy`` at ``y``, ``(B, N, N)`` (row ``i``, column ``j``: ``dg_i / dy_j``). By
+        default, column ``j`` of every instance from one Jacobian-vector product of
+        :meth:`function` along the ``j``-th unit vector (forward mode, ``N`` products); it stays
+        differentiable in the data ``function`` reads."""
+        batch, size = y.shape
+        columns = []
+        for j in range(size):
+            direction = torch.zeros_like(y)
+            direction[:, j] = 1.0
+            columns.append(torch.func.jvp(self.function, (y,), (direction,))[1])
+        return torch.stack(columns, dim=2)
 
     @abc.abstractmethod
     def index(self, idx) -> NonlinearSystem:
