@@ -17,7 +17,7 @@ def readme_examples() -> dict[str, str]:
 def test_readme_declares_its_example_files():
     assert set(readme_examples()) == {"quickstart.py", "add_method.py", "my_family.py",
                                       "train.py", "solve.py", "newton_sor.py", "autospec.py",
-                                      "r2n2.py"}
+                                      "r2n2.py", "grid_sor.py"}
 
 
 def test_readme_user_family_trains_saves_loads_and_solves(tmp_path):
@@ -25,7 +25,7 @@ def test_readme_user_family_trains_saves_loads_and_solves(tmp_path):
         (tmp_path / name).write_text(code)
     # Separate processes: loading must not depend on objects of the training run.
     for script in ("quickstart.py", "add_method.py", "newton_sor.py", "autospec.py", "r2n2.py",
-                   "train.py", "solve.py"):
+                   "grid_sor.py", "train.py", "solve.py"):
         result = subprocess.run([sys.executable, script], cwd=tmp_path, capture_output=True,
                                 text=True, timeout=300)
         assert result.returncode == 0, result.stderr
