@@ -19,6 +19,7 @@ import metasolve as ms
 import metasolve.sparse as sparse_module
 from metasolve.polynomials import chebyshev_recurrence_coefficients, chebyshev_solve_expansion
 from metasolve.solvers import METHODS
+from metasolve.tasks.operators import to_torch_csr
 
 B, N = 3, 9
 LAYOUTS = ("shared", "blocks")
@@ -433,3 +434,18 @@ def test_runs_on_the_device_of_its_tensors():
             assert sol.x.device.type == "cuda" and bool(sol.converged.all())
             torch.testing.assert_close(sol.x.cpu(), torch.linalg.solve(dense, rhs), rtol=0,
                                        atol=1e-8)
+
+
+def test_a_shared_sparse_matrix_multiplies_rows_like_the_dense_one():
+    """``LinearSystem.matvec`` with one torch CSR matrix for the batch: a contiguous ``(B, N)``
+    product equal to the dense one, nonsymmetric too, with the gradient ``A^T g`` in ``x``."""
+    dense = instances(seed=4, symmetric=False)[0]
+    system = ms.LinearSystem(to_torch_csr(scipy.sparse.csr_matrix(dense.numpy())),
+                             randn(B, N, seed=5))
+    x = randn(B, N, seed=6).requires_grad_()
+    product = system.matvec(x)
+    assert product.is_contiguous()
+    torch.testing.assert_close(product, x.detach() @ dense.T, rtol=1e-14, atol=1e-14)
+    weights = randn(B, N, seed=7)
+    (product * weights).sum().backward()
+    torch.testing.assert_close(x.grad, weights @ dense, rtol=1e-14, atol=1e-14)
