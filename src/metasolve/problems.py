@@ -157,8 +157,8 @@ class LinearSystem(Problem):
             if self.matrix.requires_grad or self.matrix.device.type != "cpu":
                 return (self.matrix @ x.T).T
             # Rows in, rows out: a contiguous (B, N) product, which the vector updates that
-            # follow read about twice as fast as the transposed view of A @ x^T (a dot product
-            # of 8 rows of 102,400: 0.41 ms against 0.96 ms, one thread).
+            # follow read faster than the transposed view of A @ x^T
+            # (benchmarks/cg_per_iteration.py).
             return torch.mm(x, self.matrix.t())
         if self.shared_matrix:
             return x @ self.matrix.T
