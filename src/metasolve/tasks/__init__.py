@@ -12,6 +12,7 @@ from .base import (
 from .chandrasekhar import ChandrasekharFamily, ChandrasekharSystem
 from .conic import PAPER_SIZES, CanonicalConeProgram, DynamicLassoFamily, KalmanFamily, LassoFamily
 from .elasticity import ElasticBeamFamily
+from .fem import FiniteElementFamily
 from .grid_diffusion import GridDiffusionFamily
 from .matrix_set import MatrixSetFamily, r2n2_matrices
 from .poisson1d import Poisson1DFamily, poisson1d_matrix, sine_basis
@@ -21,7 +22,8 @@ from .van_der_pol import VanDerPolFamily, VanDerPolSteps
 
 __all__ = [
     "CanonicalConeProgram", "ChandrasekharFamily", "ChandrasekharSystem", "DynamicLassoFamily",
-    "ElasticBeamFamily", "FAMILIES", "FilterStateFamily", "GridDiffusionFamily", "KalmanFamily",
+    "ElasticBeamFamily", "FAMILIES", "FilterStateFamily", "FiniteElementFamily",
+    "GridDiffusionFamily", "KalmanFamily",
     "LassoFamily",
     "MatrixSetFamily", "PAPER_SIZES", "Poisson1DFamily", "RobertsonFamily", "RobertsonStep",
     "SPECTRUM_KINDS", "SpectrumFamily", "Splits", "TaskBatch", "TaskFamily", "VanDerPolFamily",
