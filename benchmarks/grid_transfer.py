@@ -17,6 +17,11 @@ Commands (the table in docs/RESULTS.md comes from them; one torch thread)::
     python benchmarks/grid_transfer.py train --out grid_sor.safetensors
     python benchmarks/grid_transfer.py measure --model grid_sor.safetensors \\
         --sizes 32 64 128 --batch 8
+    # the 3D family (7-point stencil), trained at n = 8, 12, 16
+    python benchmarks/grid_transfer.py train --dim 3 --train-sizes 8 12 16 \\
+        --out grid_sor_3d.safetensors
+    python benchmarks/grid_transfer.py measure --model grid_sor_3d.safetensors \\
+        --sizes 16 24 32 --batch 8
 
 ``measure`` reports, per grid size and coefficient distribution (``sincos``, trained on, and
 ``fourier``, a random smooth field of 3 x 3 modes never seen in training), the mean iterations
@@ -63,34 +68,35 @@ def reduction_loss(solver, tasks, m):
 
 
 def train(args) -> dict:
-    families = {n: GridDiffusionFamily(n=n) for n in TRAIN_SIZES}
-    tasks = {n: families[n].sample(args.tasks, seed=100 + n) for n in TRAIN_SIZES}
-    settings = {"training_sizes": list(TRAIN_SIZES),
+    sizes = tuple(args.train_sizes)
+    families = {n: GridDiffusionFamily(n=n, dim=args.dim) for n in sizes}
+    tasks = {n: families[n].sample(args.tasks, seed=100 + n) for n in sizes}
+    settings = {"training_sizes": list(sizes),
                 "loss": "log residual reduction after m = factor * n iterations",
                 "steps": args.steps, "lr": args.lr, "tasks_per_size": args.tasks}
     settings["init"] = args.init
     settings["iterations_factor"] = args.factor
-    solver = learned_solver(families[TRAIN_SIZES[-1]], settings, args.init)
+    solver = learned_solver(families[sizes[-1]], settings, args.init)
     optimizer = torch.optim.Adam(solver.model.parameters(), lr=args.lr)
     start = time.perf_counter()
     for step in range(args.steps):
         optimizer.zero_grad()
-        losses = [reduction_loss(solver, tasks[n], args.factor * n) for n in TRAIN_SIZES]
+        losses = [reduction_loss(solver, tasks[n], args.factor * n) for n in sizes]
         loss = sum(losses) / len(losses)
         loss.backward()
         optimizer.step()
         print(json.dumps({"step": step, "loss": round(loss.item(), 4),
                           "per_size": [round(v.item(), 4) for v in losses],
                           "seconds": round(time.perf_counter() - start, 1)}), flush=True)
-    best = best_constant(tasks[TRAIN_SIZES[-1]], args.rtol, args.maxiter)
+    best = best_constant(tasks[sizes[-1]], args.rtol, args.maxiter)
     solver.settings["best_constant_omega"] = best["omega"]
     solver.settings["best_constant_grid"] = best["grid"]
     # The safeguard's out-of-distribution test reads the training features' envelope: a larger
     # grid than trained lies outside it in its last feature, log(n + 1).
-    solver.record_training_features(torch.cat([tasks[n].features for n in TRAIN_SIZES]))
+    solver.record_training_features(torch.cat([tasks[n].features for n in sizes]))
     solver.save(args.out)
     with torch.no_grad():
-        for n in TRAIN_SIZES:
+        for n in sizes:
             omega = solver.params(tasks[n].features)["omega"]
             print(json.dumps({"n": n, "learned_omega_mean": round(float(omega.mean()), 4),
                               "textbook": round(textbook(n), 4)}), flush=True)
@@ -122,7 +128,7 @@ def measure(args) -> list[dict]:
     rows = []
     for coefficient in args.coefficients:
         for n in args.sizes:
-            family = GridDiffusionFamily(n=n, coefficient=coefficient)
+            family = GridDiffusionFamily(n=n, dim=solver.family.dim, coefficient=coefficient)
             generator = torch.Generator().manual_seed(7)
             params = family.sample_parameters(args.batch, generator)
             tasks = family.tasks_for(params)
@@ -166,6 +172,8 @@ def main(argv=None):
     p.add_argument("--init", choices=("young", "zero"), default="young")
     p.add_argument("--factor", type=int, default=3, help="m = factor * n iterations")
     p.add_argument("--tasks", type=int, default=4, help="training tasks per size")
+    p.add_argument("--train-sizes", type=int, nargs="+", default=list(TRAIN_SIZES))
+    p.add_argument("--dim", type=int, choices=(2, 3), default=2)
     p.add_argument("--rtol", type=float, default=1e-6)
     p.add_argument("--maxiter", type=int, default=3000)
     q = sub.add_parser("measure")
