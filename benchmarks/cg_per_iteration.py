@@ -30,13 +30,7 @@ import scipy.sparse.linalg
 import torch
 
 import metasolve as ms
-from metasolve.tasks.operators import to_torch_csr
-
-
-def poisson2d(m: int) -> scipy.sparse.csr_matrix:
-    t = scipy.sparse.diags([-1.0, 2.0, -1.0], [-1, 0, 1], shape=(m, m))
-    eye = scipy.sparse.eye(m)
-    return (scipy.sparse.kron(eye, t) + scipy.sparse.kron(t, eye)).tocsr()
+from metasolve.tasks.operators import poisson2d, to_torch_csr
 
 
 def bare_cg(matrix: torch.Tensor, rhs: torch.Tensor, iterations: int) -> torch.Tensor:
@@ -46,7 +40,7 @@ def bare_cg(matrix: torch.Tensor, rhs: torch.Tensor, iterations: int) -> torch.T
     p = r.clone()
     rr = (r * r).sum(dim=1)
     for _ in range(iterations):
-        ap = (matrix @ p.T).T
+        ap = torch.mm(p, matrix.t())  # the product as LinearSystem.matvec forms it
         step = (rr / (p * ap).sum(dim=1)).unsqueeze(1)
         x.addcmul_(step, p)
         r.addcmul_(step, ap, value=-1)

@@ -68,7 +68,7 @@ def reduction_loss(solver, tasks, m):
 
 
 def train(args) -> dict:
-    sizes = tuple(args.train_sizes)
+    sizes = tuple(sorted(set(args.train_sizes)))  # the last one is the largest
     families = {n: GridDiffusionFamily(n=n, dim=args.dim) for n in sizes}
     tasks = {n: families[n].sample(args.tasks, seed=100 + n) for n in sizes}
     settings = {"training_sizes": list(sizes),

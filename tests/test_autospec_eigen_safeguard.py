@@ -133,9 +133,18 @@ def test_the_pace_test_on_a_chebyshev_filter_changes_nothing(solver):
     tasks = spectrum_eigen_tasks(solver.family, 8, SMOKE.wanted, seed=8)
     guarded = solver.solve(tasks, rtol=RTOL, maxiter=2000)
     classical = solver.solve_baseline(tasks, rtol=RTOL, maxiter=2000)
+    assert bool((guarded.info["rejected_steps"] > 0).any())  # the switch happened
     assert torch.equal(guarded.iterations, classical.iterations)
     assert torch.allclose(guarded.x, classical.x)
     assert bool(guarded.converged.all())
+
+
+def test_a_good_filter_does_not_fall_back(solver):
+    tasks = spectrum_eigen_tasks(solver.family, 8, SMOKE.wanted, seed=5)
+    guarded = solver.solve(tasks, rtol=RTOL, maxiter=2000)
+    assert bool(guarded.converged.all())
+    assert not bool(guarded.fallback.any())
+    assert not bool(guarded.info["rejected_steps"].any())
 
 
 def test_the_eigen_solver_round_trips_through_an_artifact(solver, tmp_path):

@@ -72,7 +72,7 @@ def test_every_task_is_scikit_fem_s_own_assembly():
     tasks = family.sample(4, seed=0)
     problem = tasks.problem
     assert isinstance(problem.matrix, ms.SparseBatch)
-    assert problem.matrix.values.shape == (4, family._assembly["indices"].size)
+    assert problem.matrix.values.shape == (4, family._assembly["nnz"])
     assert tasks.features.shape == (4, family.feature_dim) == (4, 3)
     dense = problem.matrix.to_dense()
     for i in range(4):
@@ -123,7 +123,7 @@ def test_bad_subclasses_and_input_fail_clearly():
 
     with pytest.raises(ValueError, match=r"coefficient\(\) returned a non-finite value"):
         NotFinite().sample(2, seed=0)
-    with pytest.raises(ValueError, match="params must be"):
+    with pytest.raises(ValueError, match=r"params must be a \(B, P\) tensor, got \(3,\)"):
         SquareDiffusion().tasks_for(torch.zeros(3))
     with pytest.raises(ValueError, match="x must have shape"):
         SquareDiffusion().expand(torch.zeros(2, 5))
@@ -133,3 +133,17 @@ def test_without_scikit_fem_the_error_names_the_extra(monkeypatch):
     monkeypatch.setitem(sys.modules, "skfem", None)  # import skfem now raises ImportError
     with pytest.raises(ImportError, match=r"metasolve\[fem\]"):
         SquareDiffusion().sample(2, seed=0)
+
+
+def test_a_coefficient_that_vanishes_on_elements_keeps_the_shared_pattern():
+    class HalfZero(SquareDiffusion):
+        def coefficient(self, params, x):
+            return np.where(x[0] < 0.5, super().coefficient(params, x), 0.0)
+
+    family = HalfZero(refine=2)
+    tasks = family.sample(2, seed=4)
+    assert tasks.problem.matrix.values.shape == (2, SquareDiffusion(refine=2)._assembly["nnz"])
+    dense = tasks.problem.matrix.to_dense()
+    for i in range(2):
+        a, _ = _reference(family, tasks.features[i])
+        np.testing.assert_allclose(dense[i].numpy(), a.toarray(), rtol=1e-13, atol=1e-12)

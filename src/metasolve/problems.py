@@ -350,7 +350,9 @@ class NonlinearSystem(_StartedBatch):
     read it (Newton-SOR) call it, and without an override it is computed from :meth:`function`
     by forward-mode automatic differentiation (``N`` Jacobian-vector products; write it out for
     speed where it is known). Both must be differentiable in ``y`` and in the data, so a
-    meta-solver can be trained through them.
+    meta-solver can be trained through them. A safeguarded solve runs without autograd
+    (``torch.no_grad``): a ``jacobian`` written with reverse-mode ``torch.autograd`` calls fails
+    there; forward mode (the default) works.
 
     A nonlinear system has no right-hand side to measure ``g`` against, so the stopping test is
     absolute unless the subclass overrides :meth:`reference_norm`: ``rtol`` then multiplies 1.
