@@ -26,20 +26,20 @@ unwanted eigenvalues lie in ``[theta_p, b]`` (once the Ritz values settle, Cheby
 gains at least the projection less a tenth of a decade on the smoke-scale spectra of the tests;
 before they settle the projection can be far off, hence the margin and the slack). An
 instance whose learned steps gain less than ``1 - PACE_MARGIN`` of that projection, and at
-least ``PACE_SLACK`` decades less, runs
-Chebyshev's filter for the rest of the solve from its current block: no iteration is lost to a
-restart (but the learned steps may have left a block from which Chebyshev's filter converges
-more slowly than from the start; docs/RESULTS.md shows one). The calibrated rate test cannot see this: on spectra much better conditioned than the
+least ``PACE_SLACK`` decades less, runs Chebyshev's filter for the rest of the solve from its
+current block: no iteration is lost to a restart (but the learned steps may have left a block
+from which Chebyshev's filter converges more slowly than from the start; docs/RESULTS.md shows
+one). The calibrated rate test cannot see this: on spectra much better conditioned than the
 training ones (condition numbers 2 to 10), the two filters' calibrated mean counts are equal,
 and a few instances stall under the learned filter where Chebyshev's keeps converging.
-``Solution.info["rejected_steps"]`` counts the steps run with
-Chebyshev's filter in place of the learned one, and ``Solution.fallback`` marks the instances
-with any. On the quick model's shifted set of condition numbers 2 to 10 (``metasolve reproduce
-autospec-eigen --quick --shift ood``) the test brings the safeguarded mean from 1.288 times
-Chebyshev's iterations to 1.062, and on its held-out spectra it costs nothing (1.002 against
-1.003 unguarded). Run on Chebyshev's filter itself (an engine with zero weights), it refuses
-the filter on 16% and 17% of those instances (``benchmarks/safeguard_pace_test.py``), at no
-cost: the switch is to the same filter.
+``Solution.info["rejected_steps"]`` counts the steps run with Chebyshev's filter in place of
+the learned one, and ``Solution.fallback`` marks the instances with any. On the quick model's
+shifted set of condition numbers 2 to 10 (``metasolve reproduce autospec-eigen --quick
+--shift ood``) the test brings the safeguarded mean from 1.288 times Chebyshev's iterations to
+1.062, and on its held-out spectra it costs nothing (1.002 against 1.003 unguarded). Run on
+Chebyshev's filter itself (an engine with zero weights), it refuses the filter on 16% and 17%
+of those instances (``benchmarks/safeguard_pace_test.py``), at no cost: the switch is to the
+same filter.
 
 The tasks' features are the filter features (Ritz values, residual norms, upper bound) of the
 starting block's Rayleigh-Ritz step, the engine's training states after 0 iterations
