@@ -110,6 +110,22 @@ def test_bad_subclasses_and_input_fail_clearly():
     with pytest.raises(TypeError, match="bilinear_form"):
         NoForm().sample(2, seed=0)
 
+    class NoCoefficient(ms.FiniteElementFamily):
+        name = "test-no-coefficient"
+        bilinear_form = diffusion
+
+        def config(self):
+            return {}
+
+        def basis(self):
+            return SquareDiffusion().basis()
+
+        def sample_parameters(self, count, generator):
+            return torch.zeros(count, 1, dtype=torch.float64)
+
+    with pytest.raises(TypeError, match="coefficient"):
+        NoCoefficient()
+
     class WrongShape(SquareDiffusion):
         def coefficient(self, params, x):
             return np.ones(x.shape[1:])

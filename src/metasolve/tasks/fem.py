@@ -28,6 +28,7 @@ solves then run batched.
 
 from __future__ import annotations
 
+import abc
 from functools import cached_property
 
 import numpy as np
@@ -52,7 +53,7 @@ def _unit_load_form():
     return load
 
 
-class FiniteElementFamily(TaskFamily):
+class FiniteElementFamily(TaskFamily, abc.ABC):
     """Base class of a family of linear PDEs assembled with scikit-fem, one sparse matrix per
     task (module docstring). Subclasses implement :meth:`basis`, :meth:`sample_parameters` and
     :meth:`coefficient`, and set ``bilinear_form``.
@@ -88,18 +89,20 @@ class FiniteElementFamily(TaskFamily):
 
     # --- what a subclass gives ---------------------------------------------------------------
 
+    # Abstract: a subclass without one of these cannot be instantiated (a TypeError naming it).
+
+    @abc.abstractmethod
     def basis(self):
         """The scikit-fem basis (mesh and element) of this family's configuration."""
-        raise NotImplementedError(f"{type(self).__name__} must implement basis()")
 
+    @abc.abstractmethod
     def sample_parameters(self, count: int, generator: torch.Generator) -> torch.Tensor:
         """``(count, P)`` float64 numbers that describe each task."""
-        raise NotImplementedError(f"{type(self).__name__} must implement sample_parameters()")
 
+    @abc.abstractmethod
     def coefficient(self, params: torch.Tensor, x: np.ndarray) -> np.ndarray:
         """Every task's coefficient at the points ``x`` (``(dim, ...)``, the quadrature points
         of every element): ``(B, ...)``."""
-        raise NotImplementedError(f"{type(self).__name__} must implement coefficient()")
 
     def load(self, params: torch.Tensor, x: np.ndarray) -> np.ndarray:
         """Every task's load at the points ``x``, ``(B, ...)``. Default: ``f = 1``."""
