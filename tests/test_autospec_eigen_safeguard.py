@@ -30,13 +30,37 @@ def _family():
 
 
 @pytest.fixture(scope="module")
-def solver():
+def untrained():
+    """The eigensolver of an untrained engine, whose filter is Chebyshev's (its zero last
+    layer), calibrated on the smoke spectra, where it ties Chebyshev's filter."""
     family = _family()
     torch.manual_seed(0)
     engine = AutoSpecEngine(SMOKE.block, SMOKE.degree, "filter", hidden=SMOKE.hidden, modes=0,
                             lower_range=20.0)
     return filter_eigen_solver(engine, family, SMOKE.wanted,
                                training_features=family.sample(16, seed=0).features)
+
+
+@pytest.fixture(scope="module")
+def solver(untrained):
+    """The same engine with a calibration in which its filter paid on the training spectra
+    (learned means set here to nine tenths of Chebyshev's), so that the safeguard runs it and
+    its mechanisms (the pace test, the budget) act."""
+    calibration = dict(untrained.calibration)
+    calibration["learned_mean_iterations"] = [0.9 * m for m in calibration["mean_iterations"]]
+    return ms.LearnedSolver(untrained.method, untrained.metasolver, family=untrained.family,
+                            settings=untrained.settings,
+                            feature_envelope=untrained.feature_envelope,
+                            calibration=calibration, classical_method=untrained.classical_method)
+
+
+def test_a_filter_that_ties_chebyshev_s_on_its_training_spectra_is_not_used(untrained):
+    tasks = spectrum_eigen_tasks(untrained.family, 6, SMOKE.wanted, seed=3)
+    with pytest.warns(UserWarning, match="do not pay"):
+        guarded = untrained.solve(tasks, rtol=RTOL, maxiter=500)
+    classical = untrained.solve_baseline(tasks, rtol=RTOL, maxiter=500)
+    assert guarded.info["learned_skipped"] and bool(guarded.fallback.all())
+    assert torch.equal(guarded.iterations, classical.iterations)
 
 
 def _spoiled(solver):
