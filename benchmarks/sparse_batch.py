@@ -24,11 +24,8 @@ relative difference and the largest true relative residual of each method's answ
 from __future__ import annotations
 
 import argparse
-import ctypes
-import gc
 import json
 import math
-import re
 import subprocess
 import sys
 import time
@@ -37,6 +34,7 @@ import numpy as np
 import scipy.sparse
 import scipy.sparse.linalg
 import torch
+from _memory import lean_allocator, reset_peak, resident_mib, settle
 
 import metasolve as ms
 
@@ -103,22 +101,14 @@ def method_for(name: str, matrices: ms.SparseBatch, coeffs: torch.Tensor, n: int
     raise ValueError(f"unknown method {name!r}; one of {METHODS}")
 
 
-def _status_mib() -> tuple[float, float]:
-    text = open("/proc/self/status").read()
-    read = {key: int(re.search(rf"{key}:\s+(\d+)", text).group(1)) / 1024
-            for key in ("VmRSS", "VmHWM")}
-    return read["VmRSS"], read["VmHWM"]
-
-
 def measure_one(name: str, n: int, batch: int, iterations: int, part: str) -> dict:
     """One method in this process, from a fresh batch: ``part="memory"``, the peak memory of
     ``iterations`` iterations (the level schedules of SOR/SSOR are built inside them), with
     glibc returning every freed block of 1 MiB or more at once (``mallopt``), so that the
     resident size follows the live tensors; ``part="time"``, the time per iteration of a second
     run, with the allocator as it comes."""
-    libc = ctypes.CDLL("libc.so.6")
     if part == "memory":
-        libc.mallopt(-3, 2 ** 20)  # M_MMAP_THRESHOLD: large blocks mapped, unmapped when freed
+        lean_allocator()
     matrices, rhs, coeffs = diffusion_batch(n, batch)
     method, params = method_for(name, matrices, coeffs, n)
     problem = ms.LinearSystem(matrices, rhs)
@@ -132,14 +122,12 @@ def measure_one(name: str, n: int, batch: int, iterations: int, part: str) -> di
         return {**row, "seconds_per_iteration": round(seconds / iterations, 4),
                 "finite": bool(torch.isfinite(sol.x).all()),
                 "levels": matrices.pattern.levels() if name in ("sor", "ssor") else None}
-    gc.collect()
-    libc.malloc_trim(0)
-    before, _ = _status_mib()
-    with open("/proc/self/clear_refs", "w") as handle:
-        handle.write("5")  # reset the peak resident size
+    settle()
+    before, _ = resident_mib()
+    reset_peak()
     with torch.no_grad():
         ms.run(method, problem, params=params, fixed_iterations=iterations)
-    _, peak = _status_mib()
+    _, peak = resident_mib()
     csr = matrices.storage_bytes() / 2 ** 20
     data = rhs.numel() * rhs.element_size() / 2 ** 20
     working = peak - before

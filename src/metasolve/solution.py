@@ -84,6 +84,8 @@ class Solution:
         iterations: ``(B,)`` int64 tensor, iterations each instance took before it stopped.
         residual_history: ``(K + 1, B)`` monitored norm before iteration 0..K, where K is the
             number of driver iterations. A stopped instance is frozen, so its entries repeat.
+            A solve with ``history=False`` (``info["history"]``) keeps ``(2, B)``: the first
+            and the last.
             Which norm it is: ``info["history_norm"]``, one of ``"residual"`` (the method's
             residual computed from the iterate, e.g. ``||b - A x||``), ``"recurrence"`` (a
             residual the method updates by a recurrence, ``r_{k+1} = r_k - alpha A p_k``: equal
@@ -140,8 +142,12 @@ class Solution:
         """Iterations each instance needed to reach ``||.|| <= rtol * reference_norm``.
 
         Read off the recorded history, so one solve to the smallest tolerance answers every
-        larger one. Instances that never reached it get -1.
+        larger one. Instances that never reached it get -1. A solve that kept no history
+        (``history=False``) cannot answer: ``ValueError``.
         """
+        if self.info.get("history", True) is False:
+            raise ValueError("iterations_to needs the residual history, and this solve kept "
+                             "none (history=False): solve with history=True")
         reached = self.relative_history.detach() <= rtol
         first = torch.argmax(reached.to(torch.int8), dim=0)
         return torch.where(reached.any(dim=0), first, torch.full_like(first, -1))
@@ -161,3 +167,70 @@ class Solution:
                 f"mean_iterations={self.iterations.double().mean().item():.2f}{flags})")
 
     __repr__ = summary
+
+    @classmethod
+    def concatenate(cls, parts: list[Solution]) -> Solution:
+        """One solution of the instances of ``parts`` in order (solves of consecutive slices of
+        one batch, ``run(..., chunk_size=...)``). Histories of different lengths are extended
+        by repeating their last row, as the driver freezes a stopped instance; wall times and
+        the ``info`` entries ending in ``_time`` add up; an ``info`` entry with the batch as
+        leading dimension (per instance) is joined, one that is the same in every part is kept,
+        and one that differs otherwise becomes the list of the parts' values."""
+        if not parts:
+            raise ValueError("parts must hold at least one Solution")
+        for part in parts:
+            if not isinstance(part, Solution):
+                raise TypeError(f"parts must be Solutions, got {type(part).__name__}")
+        if len(parts) == 1:
+            return parts[0]
+        sizes = [part.batch_size for part in parts]
+        length = max(part.residual_history.shape[0] for part in parts)
+        history = torch.cat([torch.cat([h, h[-1:].expand(length - h.shape[0], -1)])
+                             for h in (part.residual_history for part in parts)], dim=1)
+
+        def joined(name):
+            values = [getattr(part, name) for part in parts]
+            if all(v is None for v in values):
+                return None
+            if any(v is None for v in values):
+                raise ValueError(f"parts disagree on whether they have {name}")
+            return torch.cat(values)
+
+        return cls(x=torch.cat([part.x for part in parts]), status=joined("status"),
+                   iterations=joined("iterations"), residual_history=history,
+                   reference_norm=joined("reference_norm"), threshold=joined("threshold"),
+                   wall_time=sum(part.wall_time for part in parts),
+                   info=_joined_info([part.info for part in parts], sizes),
+                   fallback=joined("fallback"),
+                   out_of_distribution=joined("out_of_distribution"))
+
+
+def _joined_info(infos: list[dict], sizes: list[int]):
+    """The ``info`` of :meth:`Solution.concatenate` (its docstring gives the rules)."""
+    out = {}
+    for key in dict.fromkeys(k for info in infos for k in info):
+        values = [info.get(key) for info in infos]
+        out[key] = _joined_value(key, values, sizes)
+    return out
+
+
+def _joined_value(key: str, values: list, sizes: list[int]):
+    if all(isinstance(v, torch.Tensor) and v.ndim and v.shape[0] == n
+           for v, n in zip(values, sizes, strict=True)):
+        return torch.cat(values)
+    if all(isinstance(v, dict) for v in values):
+        return _joined_info(values, sizes)
+    if key.endswith("_time") and all(isinstance(v, (int, float)) for v in values):
+        return sum(values)
+    first = values[0]
+    return first if all(_same(v, first) for v in values) else values
+
+
+def _same(a, b) -> bool:
+    if isinstance(a, torch.Tensor) or isinstance(b, torch.Tensor):
+        return (isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor)
+                and a.shape == b.shape and bool(torch.equal(a, b)))
+    try:
+        return bool(a == b)
+    except (TypeError, ValueError, RuntimeError):  # a comparison without one answer
+        return False

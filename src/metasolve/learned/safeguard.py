@@ -611,6 +611,11 @@ def _fall_back(solver, tasks, learned: Solution, failed: torch.Tensor, classical
             length - again_history.shape[0], 1)])
         history[:, idx] = again_history
         iterations[idx] = again.iterations[pos]
+    elif learned.info.get("history", True) is False:
+        # No history kept (run(..., history=False)): the first row and the last.
+        history = history.clone()
+        history[-1, idx] = again.residual_history[-1, pos].to(history)
+        iterations[idx] = iterations[idx] + again.iterations[pos]
     else:
         # Each instance that fell back continues its own history where its learned run
         # stopped, with the classical run's rows; every row after an instance's last one

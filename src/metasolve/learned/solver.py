@@ -22,11 +22,11 @@ from torch import nn
 
 from .._version import __version__
 from ..artifact import ArtifactError, json_type, json_type_name, read_tensors, write_tensors
-from ..solution import Solution
+from ..solution import ConvergenceError, Solution
 from ..solvers.base import MONITORS, IterativeMethod, run
 from ..solvers.registry import METHODS, method_from_config
 from ..tasks.base import FAMILIES, TaskBatch, TaskFamily, family_from_config
-from ..validation import check_choice, check_device
+from ..validation import check_choice, check_count, check_device
 from .metasolver import METASOLVERS, MetaSolver, heads_sizes, metasolver_from_config
 from .safeguard import BUDGET_CHECKS, GUESS_CHECKS, calibrate, feature_envelope, safeguarded_solve
 
@@ -465,6 +465,12 @@ class LearnedSolver:
         back afterwards; :meth:`to` moves them for good) and the solution's tensors lie there.
         ``None`` (default) solves where the tasks and weights lie. A malformed or unavailable
         device is a ``ValueError`` naming ``device``.
+
+        ``chunk_size`` (one of the options): solve ``chunk_size`` tasks at a time, features,
+        inference and safeguard included, and join the results (:meth:`Solution.concatenate`);
+        with ``history=False`` a million small instances then fit in the memory of their
+        problems and iterates (``benchmarks/million_instances.py``). Warnings are given once
+        per kind, after the last chunk, saying in how many chunks they arose.
         """
         if device is not None:
             with self._placed(device, tasks, run_options) as placed:
@@ -473,6 +479,12 @@ class LearnedSolver:
                 return self.solve(placed, params=params, safeguard=safeguard,
                                   check_guess=check_guess, check_budget=check_budget,
                                   **run_options)
+        chunked = self._in_chunks(tasks, run_options, params, lambda part, given, options:
+                                  self.solve(part, params=given, safeguard=safeguard,
+                                             check_guess=check_guess,
+                                             check_budget=check_budget, **options))
+        if chunked is not None:
+            return chunked
         if params is not None:
             return self._run(tasks, None, run_options, params=params)
         if safeguard and (not self.method_is_trainable or hasattr(self.method, "safeguarded")):
@@ -495,11 +507,59 @@ class LearnedSolver:
         if device is not None:
             with self._placed(device, tasks, run_options) as placed:
                 return self.solve_baseline(placed, **run_options)
+        chunked = self._in_chunks(tasks, run_options, None, lambda part, _, options:
+                                  self.solve_baseline(part, **options))
+        if chunked is not None:
+            return chunked
         if not isinstance(tasks, TaskBatch):
             raise TypeError(f"tasks must be a TaskBatch, got {type(tasks).__name__}")
         with torch.no_grad():
             return self._run(tasks, self.classical_params, run_options,
                              method=self.classical_method_for(tasks.problem))
+
+    @staticmethod
+    def _in_chunks(tasks: TaskBatch, run_options: dict, params, solve) -> Solution | None:
+        """``solve(part, params, options)`` on consecutive slices of ``run_options``'s
+        ``chunk_size`` tasks, joined; ``None`` (and ``chunk_size`` taken out of
+        ``run_options``) where the batch fits in one chunk. Per-task options and parameters
+        (the batch as leading dimension: ``x0``, a per-instance ``maxiter``) are sliced;
+        ``throw`` asks about the whole batch at the end; each kind of warning (category and
+        place) is given once, after the last chunk."""
+        chunk_size = check_count("chunk_size", run_options.pop("chunk_size", None), minimum=1,
+                                 allow_none=True)
+        if chunk_size is None or not isinstance(tasks, TaskBatch) or len(tasks) <= chunk_size:
+            return None
+        batch = len(tasks)
+
+        def rows(value, part: slice):
+            if isinstance(value, torch.Tensor) and value.ndim and value.shape[0] == batch:
+                return value[part]
+            return value
+
+        options = dict(run_options)
+        throw = options.pop("throw", False)
+        parts, seen = [], {}
+        for begin in range(0, batch, chunk_size):
+            part = slice(begin, min(begin + chunk_size, batch))
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                parts.append(solve(tasks.index(part), None if params is None else {
+                    k: rows(v, part) for k, v in params.items()},
+                    {k: rows(v, part) for k, v in options.items()}))
+            for warning in caught:
+                key = (warning.category, warning.filename, warning.lineno)
+                first, count = seen.get(key, (warning, 0))
+                seen[key] = (first, count + 1)
+        for first, count in seen.values():
+            text = str(first.message) if count == 1 else (
+                f"{first.message} (the first of {count} chunks of {chunk_size} tasks that "
+                f"warned so, of {len(parts)})")
+            warnings.warn_explicit(text, first.category, first.filename, first.lineno)
+        solution = Solution.concatenate(parts)
+        if throw and not bool(solution.converged.all()):
+            raise ConvergenceError(f"{solution.info.get('method', 'solve')}: "
+                                   f"{solution.summary()}", solution)
+        return solution
 
     def _run(self, tasks: TaskBatch, params_of, run_options: dict,
              params: dict[str, torch.Tensor] | None = None,

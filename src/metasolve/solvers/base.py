@@ -196,7 +196,7 @@ def run(method: IterativeMethod, problem, *, params: Mapping[str, torch.Tensor] 
         monitor: str = "residual", callback: Callable | None = None,
         give_up: Callable | None = None, truncate: int | None = None,
         divergence_factor: float = 1e8, stagnation_window: int | None = None, throw: bool = False,
-        device=None) -> Solution:
+        device=None, history: bool = True, chunk_size: int | None = None) -> Solution:
     """Run ``method`` on a batch of problems; the one driver loop of metasolve.
 
     Stopping (SciPy's vocabulary, docs/architecture.md, convention 4): instance ``i`` converges
@@ -257,6 +257,17 @@ def run(method: IterativeMethod, problem, *, params: Mapping[str, torch.Tensor] 
             lie. A method with weights of its own must be there already
             (``method.to(device)``; :meth:`~metasolve.LearnedSolver.solve` moves it). A
             malformed or unavailable device is a ``ValueError`` naming ``device``.
+        history: keep the monitored norm of every iteration (``Solution.residual_history``,
+            ``(K + 1, B)``, default). ``False`` keeps the first and the last only (``(2, B)``;
+            ``Solution.iterations_to`` then refuses): a long solve of many instances otherwise
+            holds ``K B`` norms.
+        chunk_size: solve the batch ``chunk_size`` instances at a time and join the results
+            (:meth:`Solution.concatenate`), so that the iteration's temporaries stay those of
+            one chunk; with ``history=False`` the memory of a large batch is then its problems,
+            iterates and a few numbers per instance. Each instance follows the same iteration
+            as in one batch, to round-off (a product over a chunk may round differently from
+            one over the whole batch); ``callback`` and ``give_up`` are called per chunk, with
+            that chunk's instances.
 
     Returns:
         A :class:`~metasolve.solution.Solution`; ``info["params"]`` holds the ``params`` it ran
@@ -265,6 +276,16 @@ def run(method: IterativeMethod, problem, *, params: Mapping[str, torch.Tensor] 
         tensor of its own, never the caller's ``x0``.
     """
     check_instance("method", method, IterativeMethod)
+    if not isinstance(history, bool):
+        raise TypeError(f"history must be True or False, got {type(history).__name__}")
+    check_count("chunk_size", chunk_size, minimum=1, allow_none=True)
+    if chunk_size is not None and problem.batch_size > chunk_size:
+        return _run_in_chunks(method, problem, chunk_size, params=params, x0=x0, rtol=rtol,
+                              atol=atol, maxiter=maxiter, fixed_iterations=fixed_iterations,
+                              monitor=monitor, callback=callback, give_up=give_up,
+                              truncate=truncate, divergence_factor=divergence_factor,
+                              stagnation_window=stagnation_window, throw=throw, device=device,
+                              history=history)
     if device is not None:
         problem, params, x0 = _on_device(check_device("device", device), method, problem,
                                          params, x0)
@@ -344,7 +365,9 @@ def run(method: IterativeMethod, problem, *, params: Mapping[str, torch.Tensor] 
         torch.finfo(initial.dtype).tiny)
     device = initial.device
     iterations = torch.zeros(batch, dtype=torch.int64, device=device)
-    history = [norms]
+    recorded = [norms]  # the monitored norms before each iteration (the first only, without
+    # history)
+    steps = 0
     no_breakdown = torch.zeros(batch, dtype=torch.bool, device=device)
     testing = fixed_iterations is None  # Phi_m runs all m iterations; only a breakdown stops it
     checks = _StopChecks(method, problem, params, threshold, batch, device,
@@ -353,21 +376,31 @@ def run(method: IterativeMethod, problem, *, params: Mapping[str, torch.Tensor] 
                          window=stagnation_window if testing else None)
 
     def still_running(k, state, norms, active):
-        running = ~state.get("breakdown", no_breakdown)
+        # The instances that may go on (None: all of them), in as few tensor operations as
+        # the options allow: at a batch of one the loop's bookkeeping costs as much as a
+        # small problem's iteration (benchmarks/driver_overhead.py).
+        broken = state.get("breakdown")
+        running = None if broken is None else ~broken
         if testing:
-            value = norms.detach()
+            value = norms.detach() if norms.requires_grad else norms
             passed = method.converged(problem, state, value, threshold)
-            state, norms, passed = checks.update(k, state, norms, passed, active & running)
-            stop = passed | ~(value <= limit) | checks.stopped
-            running = running & ~stop
+            if checks.needed:
+                state, norms, passed = checks.update(
+                    k, state, norms, passed, active if running is None else active & running)
+                passed = passed | checks.stopped
+            # Inside the divergence bound (NaN compares false) and not passed.
+            going = (value <= limit) & ~passed
+            running = going if running is None else running & going
         return state, norms, running
 
     active = torch.ones(batch, dtype=torch.bool, device=device)
-    state, norms, active = still_running(0, state, norms, active)
+    state, norms, running = still_running(0, state, norms, active)
+    if running is not None:
+        active = running
     if caps is not None:
         caps = caps.to(device)
         active = active & (caps > 0)
-    history[0] = norms
+    recorded[0] = norms
     start_norms = norms.detach()
     given_up = torch.zeros(batch, dtype=torch.bool, device=device)
     for k in range(maxiter):
@@ -379,12 +412,15 @@ def run(method: IterativeMethod, problem, *, params: Mapping[str, torch.Tensor] 
         if method.per_instance_state and n_active <= SUBSET_FRACTION * batch:
             state, norms = _subset_step(method, problem, state, params, active, norms, monitor)
         else:
+            every = n_active == batch
             stepped = method.step(problem, state, params)
-            state = _masked_update(active, stepped, state, batch, every=n_active == batch)
-            norms = torch.where(active, _monitor(method, problem, state, monitor), norms)
+            state = _masked_update(active, stepped, state, batch, every=every)
+            stepped_norms = _monitor(method, problem, state, monitor)
+            norms = stepped_norms if every else torch.where(active, stepped_norms, norms)
         iterations += active
         state, norms, running = still_running(k + 1, state, norms, active)
-        active = active & running
+        if running is not None:
+            active = active & running
         if caps is not None:
             active = active & (iterations < caps)
         if give_up is not None:
@@ -392,7 +428,9 @@ def run(method: IterativeMethod, problem, *, params: Mapping[str, torch.Tensor] 
                 device) & active
             given_up |= stop
             active = active & ~stop
-        history.append(norms)
+        steps += 1
+        if history:
+            recorded.append(norms)
         if callback is not None:
             callback(k, state, norms)
 
@@ -410,7 +448,6 @@ def run(method: IterativeMethod, problem, *, params: Mapping[str, torch.Tensor] 
     x = state["x"]
     if _storage(x) == x0_storage if x0 is None else _shares_memory(x, x0):
         x = x.clone()  # no step was taken: never hand the caller's own x0 back
-    steps = len(history) - 1
     if (torch.is_grad_enabled() and x.requires_grad and fixed_iterations is None
             and truncate is None
             and steps * x.numel() * x.element_size() > GRAPH_WARNING_BYTES):
@@ -423,16 +460,49 @@ def run(method: IterativeMethod, problem, *, params: Mapping[str, torch.Tensor] 
         history_norm = "error"
     else:
         history_norm = "recurrence" if method.recurrence_residual else "residual"
+    if not history:
+        recorded.append(norms)
     solution = Solution(x=x, status=status, iterations=iterations,
-                        residual_history=torch.stack(history), reference_norm=reference,
+                        residual_history=torch.stack(recorded), reference_norm=reference,
                         threshold=threshold, wall_time=time.perf_counter() - start,
                         info={"method": method.name, "monitor": monitor, "rtol": rtol,
                               "atol": atol, "maxiter": maxiter if caps is None else caps,
                               "params": theta,
-                              "history_norm": history_norm,
+                              "history_norm": history_norm, "history": history,
                               "confirmations": checks.confirmations,
                               **({} if give_up is None else {"given_up": given_up}),
                               **method.report(problem, state)})
+    if throw and not bool(solution.converged.all()):
+        raise ConvergenceError(f"{method.name}: {solution.summary()}", solution)
+    return solution
+
+
+def _run_in_chunks(method: IterativeMethod, problem, chunk_size: int, *, params, x0, maxiter,
+                   **options) -> Solution:
+    """:func:`run` on consecutive slices of ``chunk_size`` instances of ``problem`` (with the
+    matching rows of ``params``, ``x0`` and a per-instance ``maxiter``), joined into one
+    :class:`Solution`. ``throw`` asks about the whole batch, after the last chunk."""
+    throw = options.pop("throw")
+    batch = problem.batch_size
+    if params is not None and not isinstance(params, Mapping):
+        raise TypeError(f"params must be a mapping of parameter names to tensors, got "
+                        f"{type(params).__name__}")
+
+    def rows(value, part: slice):
+        # Per-instance values (the batch as leading dimension) are sliced; anything else (a
+        # parameter shared by the batch, an integer cap) goes to every chunk as it is.
+        if isinstance(value, torch.Tensor) and value.ndim and value.shape[0] == batch:
+            return value[part]
+        return value
+
+    parts = []
+    for begin in range(0, batch, chunk_size):
+        part = slice(begin, min(begin + chunk_size, batch))
+        parts.append(run(method, problem.index(part),
+                         params=None if params is None else {
+                             k: rows(v, part) for k, v in params.items()},
+                         x0=rows(x0, part), maxiter=rows(maxiter, part), **options))
+    solution = Solution.concatenate(parts)
     if throw and not bool(solution.converged.all()):
         raise ConvergenceError(f"{method.name}: {solution.summary()}", solution)
     return solution
@@ -498,6 +568,11 @@ class _StopChecks:
         self.since = zeros - 1  # iterations since a failed confirmation; -1: none yet
         self.best = None
         self.best_at = zeros.clone()
+
+    @property
+    def needed(self) -> bool:
+        """Whether any check is on (otherwise :meth:`update` changes nothing)."""
+        return self.confirm or self.window is not None
 
     @property
     def stopped(self) -> torch.Tensor:
