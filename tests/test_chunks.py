@@ -139,3 +139,16 @@ def test_a_safeguarded_learned_solve_in_chunks_gives_the_results_of_one_batch():
     assert lean.residual_history.shape == (2, 20)
     torch.testing.assert_close(lean.residual, whole.residual)
     _same_results(baseline, solver.solve_baseline(tasks, **OPTIONS))
+
+
+def test_concatenate_marks_entries_a_part_lacks_and_keeps_empty_ones(problem):
+    a = ms.run(ms.Jacobi(), problem.index(slice(0, 2)), rtol=1e-6, maxiter=5000)
+    b = ms.run(ms.Jacobi(), problem.index(slice(2, 4)), rtol=1e-6, maxiter=5000)
+    a.info["rejected"] = torch.tensor([1, 2])
+    b.info["budget"] = 7
+    joined = ms.Solution.concatenate([a, b])
+    assert joined.info["params"] == {}
+    assert joined.info["budget"] == [None, 7]
+    rejected = joined.info["rejected"]
+    assert isinstance(rejected, list) and rejected[1] is None
+    assert torch.equal(rejected[0], torch.tensor([1, 2]))

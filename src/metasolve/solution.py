@@ -176,51 +176,126 @@ class Solution:
         the ``info`` entries ending in ``_time`` add up; an ``info`` entry with the batch as
         leading dimension (per instance) is joined, one that is the same in every part is kept,
         and one that differs otherwise becomes the list of the parts' values."""
-        if not parts:
-            raise ValueError("parts must hold at least one Solution")
+        if not isinstance(parts, (list, tuple)) or not parts:
+            raise ValueError("parts must be a non-empty list of Solutions")
+        join = SolutionJoin(sum(_check_part(part).batch_size for part in parts))
         for part in parts:
-            if not isinstance(part, Solution):
-                raise TypeError(f"parts must be Solutions, got {type(part).__name__}")
-        if len(parts) == 1:
-            return parts[0]
-        sizes = [part.batch_size for part in parts]
-        length = max(part.residual_history.shape[0] for part in parts)
-        history = torch.cat([torch.cat([h, h[-1:].expand(length - h.shape[0], -1)])
-                             for h in (part.residual_history for part in parts)], dim=1)
+            join.add(part)
+        return join.result()
 
-        def joined(name):
-            values = [getattr(part, name) for part in parts]
-            if all(v is None for v in values):
-                return None
-            if any(v is None for v in values):
+
+def _check_part(part) -> Solution:
+    if not isinstance(part, Solution):
+        raise TypeError(f"parts must be Solutions, got {type(part).__name__}")
+    return part
+
+
+#: The per-instance fields of a Solution besides ``x`` (``None`` in a solve without them).
+_PER_INSTANCE = ("status", "iterations", "reference_norm", "threshold", "fallback",
+                 "out_of_distribution")
+
+
+class SolutionJoin:
+    """:meth:`Solution.concatenate` one part at a time, for the chunked solves: each part's
+    per-instance tensors are copied into the joined ones, allocated for all ``total``
+    instances when the first part arrives, so that a chunked solve holds its result and one
+    chunk, never every chunk and their join besides. Rules: :meth:`Solution.concatenate`."""
+
+    def __init__(self, total: int):
+        self.total, self.offset = total, 0
+        self.fields: dict[str, torch.Tensor | None] = {}
+        self.histories: list[torch.Tensor] = []
+        self.info: dict = {}  # path -> tensor (per instance, joined) or list of part values
+        self.sizes: list[int] = []
+        self.wall_time = 0.0
+
+    def _buffer(self, value: torch.Tensor) -> torch.Tensor:
+        return torch.empty((self.total, *value.shape[1:]), dtype=value.dtype,
+                           device=value.device)
+
+    def add(self, part: Solution) -> None:
+        size = _check_part(part).batch_size
+        if self.offset + size > self.total:
+            raise ValueError(f"the parts hold more than the {self.total} instances announced")
+        rows = slice(self.offset, self.offset + size)
+        for name in ("x", *_PER_INSTANCE):
+            value = getattr(part, name)
+            if not self.sizes:
+                self.fields[name] = None if value is None else self._buffer(value)
+            if (value is None) != (self.fields[name] is None):
                 raise ValueError(f"parts disagree on whether they have {name}")
-            return torch.cat(values)
+            if value is not None:
+                self.fields[name][rows] = value
+        self.histories.append(part.residual_history)
+        seen: set = set()
+        self._add_info((), part.info, size, rows, seen)
+        for path, held in self.info.items():  # entries this part does not have
+            if path not in seen:
+                if isinstance(held, torch.Tensor):
+                    held = self.info[path] = list(self._pieces(held))
+                held.append(None)
+        self.sizes.append(size)
+        self.offset += size
+        self.wall_time += part.wall_time
 
-        return cls(x=torch.cat([part.x for part in parts]), status=joined("status"),
-                   iterations=joined("iterations"), residual_history=history,
-                   reference_norm=joined("reference_norm"), threshold=joined("threshold"),
-                   wall_time=sum(part.wall_time for part in parts),
-                   info=_joined_info([part.info for part in parts], sizes),
-                   fallback=joined("fallback"),
-                   out_of_distribution=joined("out_of_distribution"))
+    def _add_info(self, path: tuple, info: dict, size: int, rows: slice, seen: set) -> None:
+        for key, value in info.items():
+            here = (*path, key)
+            if isinstance(value, dict) and value:
+                self._add_info(here, value, size, rows, seen)
+                continue
+            seen.add(here)
+            per_instance = isinstance(value, torch.Tensor) and value.ndim > 0 \
+                and value.shape[0] == size
+            if here not in self.info:
+                if not self.sizes and per_instance:
+                    self.info[here] = self._buffer(value)
+                    self.info[here][rows] = value
+                else:
+                    self.info[here] = [None] * len(self.sizes) + [value]
+                continue
+            held = self.info[here]
+            if isinstance(held, torch.Tensor):
+                if per_instance and value.shape[1:] == held.shape[1:]:
+                    held[rows] = value
+                    continue
+                # Not per instance after all: the earlier parts' rows become their values.
+                held = self.info[here] = list(self._pieces(held))
+            held.append(value)
+
+    def _pieces(self, joined: torch.Tensor):
+        begin = 0
+        for size in self.sizes:
+            yield joined[begin:begin + size]
+            begin += size
+
+    def result(self) -> Solution:
+        if self.offset != self.total:
+            raise ValueError(f"the parts hold {self.offset} instances, {self.total} announced")
+        length = max(h.shape[0] for h in self.histories)
+        history = torch.cat([torch.cat([h, h[-1:].expand(length - h.shape[0], -1)])
+                             for h in self.histories], dim=1)
+        info: dict = {}
+        for path, held in self.info.items():
+            target = info
+            for key in path[:-1]:
+                target = target.setdefault(key, {})
+            target[path[-1]] = held if isinstance(held, torch.Tensor) else \
+                _joined_value(path[-1], held)
+        fields = self.fields
+        return Solution(x=fields["x"], status=fields["status"],
+                        iterations=fields["iterations"], residual_history=history,
+                        reference_norm=fields["reference_norm"],
+                        threshold=fields["threshold"], wall_time=self.wall_time, info=info,
+                        fallback=fields["fallback"],
+                        out_of_distribution=fields["out_of_distribution"])
 
 
-def _joined_info(infos: list[dict], sizes: list[int]):
-    """The ``info`` of :meth:`Solution.concatenate` (its docstring gives the rules)."""
-    out = {}
-    for key in dict.fromkeys(k for info in infos for k in info):
-        values = [info.get(key) for info in infos]
-        out[key] = _joined_value(key, values, sizes)
-    return out
-
-
-def _joined_value(key: str, values: list, sizes: list[int]):
-    if all(isinstance(v, torch.Tensor) and v.ndim and v.shape[0] == n
-           for v, n in zip(values, sizes, strict=True)):
-        return torch.cat(values)
-    if all(isinstance(v, dict) for v in values):
-        return _joined_info(values, sizes)
-    if key.endswith("_time") and all(isinstance(v, (int, float)) for v in values):
+def _joined_value(key: str, values: list):
+    """The joined value of an ``info`` entry that is not per instance (rules:
+    :meth:`Solution.concatenate`)."""
+    if key.endswith("_time") and all(isinstance(v, (int, float)) and not isinstance(v, bool)
+                                     for v in values):
         return sum(values)
     first = values[0]
     return first if all(_same(v, first) for v in values) else values

@@ -22,7 +22,7 @@ from torch import nn
 
 from .._version import __version__
 from ..artifact import ArtifactError, json_type, json_type_name, read_tensors, write_tensors
-from ..solution import ConvergenceError, Solution
+from ..solution import ConvergenceError, Solution, SolutionJoin
 from ..solvers.base import MONITORS, IterativeMethod, run
 from ..solvers.registry import METHODS, method_from_config
 from ..tasks.base import FAMILIES, TaskBatch, TaskFamily, family_from_config
@@ -520,9 +520,10 @@ class LearnedSolver:
     @staticmethod
     def _in_chunks(tasks: TaskBatch, run_options: dict, params, solve) -> Solution | None:
         """``solve(part, params, options)`` on consecutive slices of ``run_options``'s
-        ``chunk_size`` tasks, joined; ``None`` (and ``chunk_size`` taken out of
-        ``run_options``) where the batch fits in one chunk. Per-task options and parameters
-        (the batch as leading dimension: ``x0``, a per-instance ``maxiter``) are sliced;
+        ``chunk_size`` tasks, each written into the joined solution as it finishes; ``None``
+        (and ``chunk_size`` taken out of ``run_options``) where the batch fits in one chunk.
+        Per-task options and parameters (the batch as leading dimension: ``x0``, a
+        per-instance ``maxiter``) are sliced;
         ``throw`` asks about the whole batch at the end; each kind of warning (category and
         place) is given once, after the last chunk."""
         chunk_size = check_count("chunk_size", run_options.pop("chunk_size", None), minimum=1,
@@ -538,14 +539,15 @@ class LearnedSolver:
 
         options = dict(run_options)
         throw = options.pop("throw", False)
-        parts, seen = [], {}
+        join, seen, chunks = SolutionJoin(batch), {}, 0
         for begin in range(0, batch, chunk_size):
             part = slice(begin, min(begin + chunk_size, batch))
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always")
-                parts.append(solve(tasks.index(part), None if params is None else {
+                join.add(solve(tasks.index(part), None if params is None else {
                     k: rows(v, part) for k, v in params.items()},
                     {k: rows(v, part) for k, v in options.items()}))
+            chunks += 1
             for warning in caught:
                 key = (warning.category, warning.filename, warning.lineno)
                 first, count = seen.get(key, (warning, 0))
@@ -553,9 +555,9 @@ class LearnedSolver:
         for first, count in seen.values():
             text = str(first.message) if count == 1 else (
                 f"{first.message} (the first of {count} chunks of {chunk_size} tasks that "
-                f"warned so, of {len(parts)})")
+                f"warned so, of {chunks})")
             warnings.warn_explicit(text, first.category, first.filename, first.lineno)
-        solution = Solution.concatenate(parts)
+        solution = join.result()
         if throw and not bool(solution.converged.all()):
             raise ConvergenceError(f"{solution.info.get('method', 'solve')}: "
                                    f"{solution.summary()}", solution)

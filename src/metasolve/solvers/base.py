@@ -36,7 +36,7 @@ from typing import Any, ClassVar
 
 import torch
 
-from ..solution import ConvergenceError, Solution, Status
+from ..solution import ConvergenceError, Solution, SolutionJoin, Status
 from ..validation import (
     check_choice,
     check_count,
@@ -480,8 +480,9 @@ def run(method: IterativeMethod, problem, *, params: Mapping[str, torch.Tensor] 
 def _run_in_chunks(method: IterativeMethod, problem, chunk_size: int, *, params, x0, maxiter,
                    **options) -> Solution:
     """:func:`run` on consecutive slices of ``chunk_size`` instances of ``problem`` (with the
-    matching rows of ``params``, ``x0`` and a per-instance ``maxiter``), joined into one
-    :class:`Solution`. ``throw`` asks about the whole batch, after the last chunk."""
+    matching rows of ``params``, ``x0`` and a per-instance ``maxiter``), each written into one
+    :class:`Solution` as it finishes (:class:`~metasolve.solution.SolutionJoin`). ``throw``
+    asks about the whole batch, after the last chunk."""
     throw = options.pop("throw")
     batch = problem.batch_size
     if params is not None and not isinstance(params, Mapping):
@@ -495,14 +496,14 @@ def _run_in_chunks(method: IterativeMethod, problem, chunk_size: int, *, params,
             return value[part]
         return value
 
-    parts = []
+    join = SolutionJoin(batch)
     for begin in range(0, batch, chunk_size):
         part = slice(begin, min(begin + chunk_size, batch))
-        parts.append(run(method, problem.index(part),
-                         params=None if params is None else {
-                             k: rows(v, part) for k, v in params.items()},
-                         x0=rows(x0, part), maxiter=rows(maxiter, part), **options))
-    solution = Solution.concatenate(parts)
+        join.add(run(method, problem.index(part),
+                     params=None if params is None else {
+                         k: rows(v, part) for k, v in params.items()},
+                     x0=rows(x0, part), maxiter=rows(maxiter, part), **options))
+    solution = join.result()
     if throw and not bool(solution.converged.all()):
         raise ConvergenceError(f"{method.name}: {solution.summary()}", solution)
     return solution
