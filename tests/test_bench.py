@@ -294,3 +294,20 @@ def test_bench_command_end_to_end_on_a_smoke_model(tmp_path):
     assert mine.exit_code == 0, mine.output
     saved = json.loads((model.with_name("r2n2-bench.json")).read_text())
     assert {r["experiment"] for r in saved} == {"model"}
+
+
+@pytest.mark.parametrize("name", ["neural-scs-lasso", "neural-scs-lasso-variants"])
+def test_the_lasso_experiments_have_bench_cases(tmp_path, name):
+    trained = cli.invoke(app, ["reproduce", name, "--smoke", "--workers", "1", "--out",
+                               str(tmp_path), "--no-progress"])
+    assert trained.exit_code == 0, trained.output
+    records_path = tmp_path / "bench.json"
+    result = cli.invoke(app, ["bench", name, "--scale", "smoke", "--out", str(tmp_path),
+                              "--repeats", "1", "--count", "3", "--json", str(records_path),
+                              "--format", "markdown", "--no-progress"])
+    assert result.exit_code == 0, result.output
+    records = json.loads(records_path.read_text())
+    assert {r["role"] for r in records} >= {"learned", "classical", "strong", "deployed"}
+    converged = [r for r in records if r["metric"] == "converged_fraction"]
+    assert converged and all(r["value"] == 1.0 for r in converged)
+    assert "lasso" in result.output.lower()

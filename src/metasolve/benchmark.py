@@ -89,9 +89,6 @@ UNSUPPORTED = {
     "r2n2-linear": "5 x 5 linear systems: the case would be a dense direct solve against "
                    "R2N2; not written yet",
     "r2n2-vanderpol": "a learned integrator has no case against scipy.integrate.solve_ivp yet",
-    "neural-scs-lasso": "not benched yet; the neural-scs-kalman case shows the scs warm start",
-    "neural-scs-lasso-variants": "not benched yet; the neural-scs-kalman case shows the scs "
-                                 "warm start",
 }
 
 
@@ -515,9 +512,15 @@ def _build_iccg(module, settings, solver, count):
 def _build_scs(module, settings, solver, count):
     tasks, _ = _test_set(module, settings, solver, count)
     options = {"maxiter": 20_000}
+    if hasattr(module, "label_of"):
+        label = module.label_of(settings)
+    else:  # one model per family variant: say which family the model file holds
+        config = solver.family.config()
+        label = " ".join([solver.family.name, *(f"{k}={config[k]}" for k in ("p", "q", "steps")
+                                                if k in config)])
     return tasks, options, scs_contenders(solver, tasks, options,
                                           settings.deploy_iterations[0]), \
-        f"{module.label_of(settings)}, {len(tasks)} programs"
+        f"{label}, {len(tasks)} programs"
 
 
 def _build_nonlinear(module, settings, solver, count):
@@ -547,6 +550,8 @@ SUPPORTED: dict[str, ExperimentCase] = {
                                       "p0.01-L_m-5", "*"), None, _build_guess),
     "elasticity-iccg": ExperimentCase(("L_eps-1e-06", "*"), None, _build_iccg),
     "neural-scs-kalman": ExperimentCase(("*neural_mlp", "*"), 32, _build_scs),
+    "neural-scs-lasso": ExperimentCase(("*neural_mlp", "*"), 32, _build_scs),
+    "neural-scs-lasso-variants": ExperimentCase(("original-neural_mlp", "*"), 32, _build_scs),
     "r2n2-chandrasekhar": ExperimentCase(("r2n2", "*"), 100, _build_nonlinear),
     "autospec-linear": ExperimentCase(("preconditioner",), 2, _build_polynomial),
 }
