@@ -208,6 +208,26 @@ def test_nonlinear_start_feeds_newton_krylov_and_newton():
     np.testing.assert_array_equal(kept.value, problem.start.numpy())
 
 
+def test_linear_start_feeds_gmres_and_keeps_the_zero_start_where_worse():
+    family = ms.tasks.MatrixSetFamily(torch.eye(5, dtype=torch.float64).unsqueeze(0)
+                                      + 0.1 * torch.ones(1, 5, 5, dtype=torch.float64), [1.0] * 5)
+    tasks = family.sample(4, seed=3)
+    solver = ms.r2n2_solver(family, 3, seed=1)
+    problem = tasks.problem
+    deployed = deploy.linear_starts(solver, tasks, 2)
+    exact = strong.dense_direct(problem)
+    matrices = strong.scipy_matrices(problem)
+    rhs = problem.rhs.numpy()
+    for x0 in (None, deployed.value):
+        result = strong.scipy_gmres(matrices, rhs, 1e-10, x0=x0)
+        assert result.converged.all()
+        np.testing.assert_allclose(result.x, exact.x, atol=1e-8)
+    solver.solve = lambda *a, **k: type("S", (), {"x": torch.full_like(problem.rhs, 50.0)})()
+    kept = deploy.linear_starts(solver, tasks, 2)
+    assert kept.replaced == 4
+    np.testing.assert_array_equal(kept.value, np.zeros_like(rhs))
+
+
 def test_timing_records_ratios_and_break_even():
     calls = []
 
@@ -296,8 +316,10 @@ def test_bench_command_end_to_end_on_a_smoke_model(tmp_path):
     assert {r["experiment"] for r in saved} == {"model"}
 
 
-@pytest.mark.parametrize("name", ["neural-scs-lasso", "neural-scs-lasso-variants"])
-def test_the_lasso_experiments_have_bench_cases(tmp_path, name):
+@pytest.mark.parametrize(("name", "word"), [("neural-scs-lasso", "lasso"),
+                                          ("neural-scs-lasso-variants", "lasso"),
+                                          ("r2n2-linear", "gmres")])
+def test_the_lasso_and_linear_r2n2_experiments_have_bench_cases(tmp_path, name, word):
     trained = cli.invoke(app, ["reproduce", name, "--smoke", "--workers", "1", "--out",
                                str(tmp_path), "--no-progress"])
     assert trained.exit_code == 0, trained.output
@@ -310,4 +332,4 @@ def test_the_lasso_experiments_have_bench_cases(tmp_path, name):
     assert {r["role"] for r in records} >= {"learned", "classical", "strong", "deployed"}
     converged = [r for r in records if r["metric"] == "converged_fraction"]
     assert converged and all(r["value"] == 1.0 for r in converged)
-    assert "lasso" in result.output.lower()
+    assert word in result.output.lower()

@@ -86,8 +86,6 @@ UNSUPPORTED = {
                       "scipy.sparse.linalg.eigsh / lobpcg yet",
     "autospec-invsqrt": "a learned series for A^(-1/2) b has no case against a "
                         "Lanczos or rational approximation yet",
-    "r2n2-linear": "5 x 5 linear systems: the case would be a dense direct solve against "
-                   "R2N2; not written yet",
     "r2n2-vanderpol": "a learned integrator has no case against scipy.integrate.solve_ivp yet",
 }
 
@@ -321,6 +319,32 @@ def _starts(problem, x: np.ndarray) -> list[np.ndarray]:
     return [np.array(x[i, :int(m)]) for i, m in enumerate(sizes)]
 
 
+def linear_r2n2_contenders(solver: LearnedSolver, tasks: TaskBatch, options: dict,
+                           deploy_iterations: int = 2) -> list[Contender]:
+    """An R2N2 on small linear systems: a batched dense LU, and SciPy's ``gmres`` from zero
+    and from the R2N2 iterate after ``deploy_iterations`` outer iterations."""
+    problem = tasks.problem
+    matrices = strong.scipy_matrices(problem)
+    rhs = problem.rhs.detach().double().numpy()
+    rtol = _rtol_of(options)
+    out = _metasolve(solver, tasks, options, "metasolve R2N2 (safeguarded)",
+                     f"metasolve {solver.classical_method_for(problem).name}")
+
+    def gmres_from_learned():
+        starts = deploy.linear_starts(solver, tasks, deploy_iterations)
+        return _result(strong.scipy_gmres(matrices, rhs, rtol, x0=starts.value),
+                       starts.learned)
+
+    out += [Contender("torch-solve", "strong", "torch.linalg.solve (batched dense LU)",
+                      lambda: _result(strong.dense_direct(problem))),
+            Contender("scipy-gmres", "strong", "scipy gmres",
+                      lambda: _result(strong.scipy_gmres(matrices, rhs, rtol))),
+            Contender("scipy-gmres+r2n2-start", "deployed",
+                      f"scipy gmres from {deploy_iterations} R2N2 iterations",
+                      gmres_from_learned)]
+    return out
+
+
 def nonlinear_contenders(solver: LearnedSolver, tasks: TaskBatch, options: dict,
                          deploy_iterations: int = TRAIN_OUTER) -> list[Contender]:
     """R2N2 on nonlinear systems: SciPy's ``newton_krylov`` and a batched Newton method with
@@ -398,6 +422,8 @@ def model_cases(solver: LearnedSolver, tasks: TaskBatch, options: dict, *,
     if isinstance(problem, LinearSystem) and type(problem) is LinearSystem:
         if solver.method.name == "iccg":
             return iccg_contenders(solver, tasks, options)
+        if solver.method.name == "r2n2":
+            return linear_r2n2_contenders(solver, tasks, options, deploy_iterations or 2)
         if isinstance(solver.metasolver, AutoSpecEngine) and \
                 solver.metasolver.paradigm == "basis":
             features = tasks.features
@@ -407,8 +433,8 @@ def model_cases(solver: LearnedSolver, tasks: TaskBatch, options: dict, *,
     raise BenchUnsupported(f"no bench case for a {solver.method.name} solver with a "
                            f"{type(solver.metasolver).__name__} on {type(problem).__name__} "
                            "tasks; cases exist for learned x0 / ICCG shifts / AutoSpec "
-                           "preconditioners on linear systems with a matrix, neural SCS on cone "
-                           "programs and R2N2 on nonlinear systems")
+                           "preconditioners / R2N2 on linear systems with a matrix, neural SCS "
+                           "on cone programs and R2N2 on nonlinear systems")
 
 
 def _train_seconds(solver: LearnedSolver, run_folder: Path | None = None,
@@ -529,6 +555,13 @@ def _build_nonlinear(module, settings, solver, count):
         f"H-equation (training distribution), {len(tasks)} tasks"
 
 
+def _build_linear_r2n2(module, settings, solver, count):
+    tasks, options = _test_set(module, settings, solver, count)
+    return tasks, options, linear_r2n2_contenders(solver, tasks, options), \
+        f"the R2N2 paper's matrices (training distribution), {len(tasks)} systems of " \
+        f"{tasks.problem.size} unknowns"
+
+
 def _build_polynomial(module, settings, solver, count):
     operator = settings.transfer[0]
     matrix = operator.matrix()
@@ -554,6 +587,7 @@ SUPPORTED: dict[str, ExperimentCase] = {
     "neural-scs-lasso-variants": ExperimentCase(("original-neural_mlp", "*"), 32, _build_scs),
     "r2n2-chandrasekhar": ExperimentCase(("r2n2", "*"), 100, _build_nonlinear),
     "autospec-linear": ExperimentCase(("preconditioner",), 2, _build_polynomial),
+    "r2n2-linear": ExperimentCase(("multi", "a123", "a1", "*"), None, _build_linear_r2n2),
 }
 
 

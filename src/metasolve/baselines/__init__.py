@@ -7,6 +7,7 @@ from .deploy import (
     chebyshev_polynomial_operator,
     ic_preconditioners,
     learned_guess,
+    linear_starts,
     nonlinear_starts,
     polynomial_preconditioners,
     scs_warm_starts,
@@ -15,6 +16,6 @@ from .scipy_krylov import gmres_history, newton_krylov_history
 from .scs_reference import scs_problem_data, solve_batch_with_scs, solve_with_scs
 
 __all__ = ["Deployment", "chebyshev_polynomial_operator", "gmres_history", "ic_preconditioners",
-           "learned_guess", "newton_krylov_history", "nonlinear_starts",
+           "learned_guess", "linear_starts", "newton_krylov_history", "nonlinear_starts",
            "polynomial_preconditioners", "scs_problem_data", "scs_warm_starts",
            "solve_batch_with_scs", "solve_with_scs"]

@@ -264,6 +264,24 @@ def nonlinear_starts(solver: LearnedSolver, tasks: TaskBatch, iterations: int,
     ``iterations`` outer iterations of the learned method (e.g. an R2N2) from each instance's
     own start. With ``check="always"`` an instance where ``||f||`` grew keeps its own start."""
     problem = _problem(_tasks(tasks), NonlinearSystem, "nonlinear_starts")
+    return _iterate_starts(solver, tasks, iterations, check, problem.function,
+                           problem.start.double())
+
+
+def linear_starts(solver: LearnedSolver, tasks: TaskBatch, iterations: int,
+                  check: str = "always") -> Deployment:
+    """Starts ``(B, N)`` for a Krylov solver of linear systems (SciPy's ``gmres``): the iterate
+    after ``iterations`` outer iterations of the learned method (an R2N2 on linear systems)
+    from its zero start. With ``check="always"`` an instance whose residual ``||b - A x||``
+    grew past ``||b||`` keeps the zero start."""
+    problem = _problem(_tasks(tasks), LinearSystem, "linear_starts")
+    return _iterate_starts(solver, tasks, iterations, check, problem.residual,
+                           torch.zeros_like(problem.rhs, dtype=torch.float64))
+
+
+def _iterate_starts(solver, tasks, iterations, check, residual, start) -> Deployment:
+    """The learned method's iterate after ``iterations`` unguarded iterations, kept where it is
+    finite and (``check="always"``) its ``residual`` is no larger than at ``start``."""
     iterations = check_count("iterations", iterations, minimum=1)
     check_choice("check", check, CHECKS)
     with torch.no_grad():
@@ -271,8 +289,8 @@ def nonlinear_starts(solver: LearnedSolver, tasks: TaskBatch, iterations: int,
         x = solution.x.detach().double()
         keep = torch.isfinite(x).all(dim=1)
         if check == "always":
-            after = torch.linalg.vector_norm(problem.function(torch.nan_to_num(x)), dim=1)
-            before = torch.linalg.vector_norm(problem.function(problem.start), dim=1)
+            after = torch.linalg.vector_norm(residual(torch.nan_to_num(x)), dim=1)
+            before = torch.linalg.vector_norm(residual(start), dim=1)
             keep &= after <= before
-        x = torch.where(keep.unsqueeze(1), x, problem.start.double())
+        x = torch.where(keep.unsqueeze(1), x, start)
     return Deployment(x.numpy(), keep.numpy())

@@ -116,6 +116,24 @@ def scipy_cg(matrices: Sequence[sp.spmatrix], rhs: np.ndarray, rtol: float, *,
     Convergence is judged on the true residual of the answer."""
     from scipy.sparse.linalg import cg
 
+    return _per_instance(cg, {}, matrices, rhs, rtol, atol, maxiter, x0, preconditioners)
+
+
+def scipy_gmres(matrices: Sequence[sp.spmatrix], rhs: np.ndarray, rtol: float, *,
+                atol: float = 0.0, restart: int | None = None, maxiter: int | None = None,
+                x0: np.ndarray | None = None) -> BatchResult:
+    """SciPy's ``gmres`` (restarted after ``restart`` inner iterations; SciPy's default 20
+    when ``None``) on each instance, as :func:`scipy_cg`; the iterations are the inner ones
+    (one product each)."""
+    from scipy.sparse.linalg import gmres
+
+    return _per_instance(gmres, {"restart": restart, "callback_type": "pr_norm"}, matrices,
+                         rhs, rtol, atol, maxiter, x0, None)
+
+
+def _per_instance(krylov, settings: dict, matrices, rhs, rtol, atol, maxiter, x0,
+                  preconditioners) -> BatchResult:
+    """``krylov(A_i, b_i, ...)`` (a SciPy solver) on each instance, counting its callbacks."""
     rhs = np.asarray(rhs, dtype=np.float64)
     xs, iterations, converged = np.zeros_like(rhs), [], []
     for i, b in enumerate(rhs):
@@ -127,8 +145,8 @@ def scipy_cg(matrices: Sequence[sp.spmatrix], rhs: np.ndarray, rtol: float, *,
 
         m = None if preconditioners is None else _matrix_of(preconditioners, i)
         start = None if x0 is None else x0[i]
-        x, _ = cg(a, b, x0=start, rtol=rtol, atol=atol, maxiter=maxiter, M=m,
-                  callback=counted)
+        x, _ = krylov(a, b, x0=start, rtol=rtol, atol=atol, maxiter=maxiter, M=m,
+                      callback=counted, **settings)
         xs[i] = x
         iterations.append(count[0])
         converged.append(np.linalg.norm(b - a @ x) <= 1.0001 * _threshold(b, rtol, atol))
