@@ -20,6 +20,7 @@ from metasolve.evaluation.bench import (
     BenchCase,
     Contender,
     Outcome,
+    Timed,
     break_even,
     case_records,
     check_threads,
@@ -228,6 +229,19 @@ def test_linear_start_feeds_gmres_and_keeps_the_zero_start_where_worse():
     np.testing.assert_array_equal(kept.value, np.zeros_like(rhs))
 
 
+def test_eigensolvers_find_the_smallest_eigenvalues_of_a_dense_eigh():
+    matrix = poisson2d(12)
+    exact = np.linalg.eigvalsh(matrix.toarray())[:4]
+    threshold = np.full(2, 1e-8 * 8 * 13 ** 2)
+    starts = np.random.default_rng(0).standard_normal((2, 144, 6))
+    for result in (strong.scipy_eigsh_shift_invert([matrix], 4, threshold),
+                   strong.lobpcg_amg([matrix], starts, 4, threshold)):
+        assert result.converged.all()
+        np.testing.assert_allclose(result.x, np.stack([exact, exact]), rtol=1e-9)
+    # A threshold no solver meets is reported as not converged.
+    assert not strong.lobpcg_amg([matrix], starts, 4, np.zeros(2), maxiter=3).converged.any()
+
+
 def test_timing_records_ratios_and_break_even():
     calls = []
 
@@ -259,6 +273,13 @@ def test_timing_records_ratios_and_break_even():
     assert {r["method"]: r["value"] for r in errors}["b"] == pytest.approx(1.0)
     assert all(r["strongest"] == best.contender.method for r in records)
     assert break_even(10.0, 1.0, 3.0) == 5.0 and break_even(10.0, 2.0, 1.0) == float("inf")
+    # A learned solve that used its learned part nowhere pays nothing back, however fast.
+    unused = Timed(Contender("learned", "learned", "learned", lambda: None),
+                   Outcome(np.array([[1.0]]), np.array([True]), np.array([3]),
+                           learned=np.array([False])), [1e-9])
+    paid = {r["metric"]: r["value"] for r in case_records(case, [unused, *timed[1:]], 3, "1")
+            if r["method"] == "learned" and r["metric"].startswith("break_even")}
+    assert paid and all(v == float("inf") for v in paid.values())
     assert check_threads(" Default ") == "default" and check_threads(2) == "2"
     with pytest.raises(ValueError, match="threads"):
         check_threads("zero")
@@ -318,8 +339,9 @@ def test_bench_command_end_to_end_on_a_smoke_model(tmp_path):
 
 @pytest.mark.parametrize(("name", "word"), [("neural-scs-lasso", "lasso"),
                                           ("neural-scs-lasso-variants", "lasso"),
-                                          ("r2n2-linear", "gmres")])
-def test_the_lasso_and_linear_r2n2_experiments_have_bench_cases(tmp_path, name, word):
+                                          ("r2n2-linear", "gmres"),
+                                          ("autospec-eigen", "eigsh")])
+def test_the_newer_bench_cases_run_end_to_end(tmp_path, name, word):
     trained = cli.invoke(app, ["reproduce", name, "--smoke", "--workers", "1", "--out",
                                str(tmp_path), "--no-progress"])
     assert trained.exit_code == 0, trained.output

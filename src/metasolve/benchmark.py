@@ -58,8 +58,8 @@ from .learned import LearnedSolver
 from .learned.autospec import AutoSpecEngine
 from .learned.solver import load
 from .outputs import check_file_target
-from .problems import ConeProgram, LinearSystem, NonlinearSystem
-from .solvers import ConjugateGradient
+from .problems import ConeProgram, DiagonalSystem, EigenProblem, LinearSystem, NonlinearSystem
+from .solvers import ConjugateGradient, FilteredSubspaceIteration
 from .solvers.scs import primal_dual
 from .tasks import TaskBatch
 from .tasks.operators import sparse_system
@@ -82,8 +82,6 @@ class MissingModel(FileNotFoundError):
 UNSUPPORTED = {
     "robertson-newton-sor": "its strong classical counterpart (a stiff integrator's Newton "
                             "solve with a sparse direct linear solver) has no case yet",
-    "autospec-eigen": "a learned filter for subspace iteration has no case against "
-                      "scipy.sparse.linalg.eigsh / lobpcg yet",
     "autospec-invsqrt": "a learned series for A^(-1/2) b has no case against a "
                         "Lanczos or rational approximation yet",
     "r2n2-vanderpol": "a learned integrator has no case against scipy.integrate.solve_ivp yet",
@@ -109,12 +107,14 @@ def _learned_used(solution) -> np.ndarray:
 
 
 def _metasolve(solver: LearnedSolver, tasks: TaskBatch, options: dict,
-               label: str, baseline_label: str) -> list[Contender]:
-    """(1) and (2): the learned method safeguarded, and ``solve_baseline``."""
+               label: str, baseline_label: str,
+               outcome: Callable = _solution_outcome) -> list[Contender]:
+    """(1) and (2): the learned method safeguarded, and ``solve_baseline``; ``outcome(solution,
+    learned)`` makes their :class:`Outcome`."""
     return [Contender("learned", "learned", label,
-                      lambda: _solution_outcome(solver.solve(tasks, **options), _learned_used)),
+                      lambda: outcome(solver.solve(tasks, **options), _learned_used)),
             Contender("classical", "classical", baseline_label,
-                      lambda: _solution_outcome(solver.solve_baseline(tasks, **options)))]
+                      lambda: outcome(solver.solve_baseline(tasks, **options)))]
 
 
 def _result(result: strong.BatchResult, learned=None) -> Outcome:
@@ -345,6 +345,51 @@ def linear_r2n2_contenders(solver: LearnedSolver, tasks: TaskBatch, options: dic
     return out
 
 
+def _ritz_values(problem: EigenProblem, block: torch.Tensor) -> np.ndarray:
+    """``(B, wanted)``: the smallest Ritz values of each instance's block (the answers the
+    eigenproblem columns are checked by)."""
+    with torch.no_grad():
+        ritz = FilteredSubspaceIteration._rayleigh_ritz(problem, block.detach())["ritz"]
+    return ritz[:, :problem.wanted].double().numpy()
+
+
+def eigen_contenders(solver: LearnedSolver, tasks: TaskBatch, options: dict,
+                     deploy_iterations: int = 10) -> list[Contender]:
+    """A learned filter for subspace iteration, on the smallest eigenpairs of a sparse matrix:
+    ARPACK in shift-invert mode, and ``lobpcg`` with a multigrid preconditioner from the
+    starting block and from the learned block after ``deploy_iterations`` iterations. Every
+    column's answers are the ``wanted`` smallest eigenvalues; an instance converged where each
+    wanted residual ``||A v - lambda v||`` is within ``rtol`` times the probe's bound on
+    ``||A||``, the test of metasolve's subspace iteration."""
+    problem = tasks.problem
+    matrices = strong.scipy_matrices(problem.operator)
+    threshold = _rtol_of(options) * problem.upper.detach().double().numpy()
+    wanted = problem.wanted
+
+    def ritz_outcome(solution, learned=None):
+        return Outcome(_ritz_values(problem, solution.x), solution.converged.numpy(),
+                       solution.iterations.numpy(), None if learned is None else learned(solution))
+
+    def lobpcg_from_learned():
+        blocks = deploy.eigen_blocks(solver, tasks, deploy_iterations)
+        return _result(strong.lobpcg_amg(matrices, blocks.value, wanted, threshold),
+                       blocks.learned)
+
+    starts = problem.start.detach().double().numpy()
+    out = _metasolve(solver, tasks, options, "metasolve learned-filter subspace iteration "
+                     "(safeguarded)", "metasolve Chebyshev-filtered subspace iteration",
+                     outcome=ritz_outcome)
+    out += [Contender("eigsh-shift-invert", "strong", "scipy eigsh, shift-invert about 0",
+                      lambda: _result(strong.scipy_eigsh_shift_invert(matrices, wanted,
+                                                                      threshold))),
+            Contender("lobpcg-amg", "strong", "scipy lobpcg + pyamg preconditioner",
+                      lambda: _result(strong.lobpcg_amg(matrices, starts, wanted, threshold))),
+            Contender("lobpcg-amg+learned-block", "deployed",
+                      f"scipy lobpcg + pyamg from {deploy_iterations} learned-filter iterations",
+                      lobpcg_from_learned)]
+    return out
+
+
 def nonlinear_contenders(solver: LearnedSolver, tasks: TaskBatch, options: dict,
                          deploy_iterations: int = TRAIN_OUTER) -> list[Contender]:
     """R2N2 on nonlinear systems: SciPy's ``newton_krylov`` and a batched Newton method with
@@ -398,6 +443,10 @@ def _reference(problem) -> np.ndarray | None:
                 return problem.solution.detach().double().numpy()
             return strong.sparse_direct(strong.scipy_matrices(problem),
                                         problem.rhs.detach().double().numpy()).x
+        if isinstance(problem, EigenProblem):
+            matrices = strong.scipy_matrices(problem.operator)
+            return strong.scipy_eigsh_shift_invert(
+                matrices, problem.wanted, np.full(problem.batch_size, np.inf)).x
         if isinstance(problem, NonlinearSystem) and hasattr(problem, "jacobian"):
             try:
                 return strong.batched_newton(problem.function, _padded_jacobian(problem),
@@ -419,6 +468,8 @@ def model_cases(solver: LearnedSolver, tasks: TaskBatch, options: dict, *,
         return scs_contenders(solver, tasks, options, deploy_iterations or 10)
     if isinstance(problem, NonlinearSystem):
         return nonlinear_contenders(solver, tasks, options, deploy_iterations or TRAIN_OUTER)
+    if isinstance(problem, EigenProblem) and not isinstance(problem.operator, DiagonalSystem):
+        return eigen_contenders(solver, tasks, options, deploy_iterations or 10)
     if isinstance(problem, LinearSystem) and type(problem) is LinearSystem:
         if solver.method.name == "iccg":
             return iccg_contenders(solver, tasks, options)
@@ -562,6 +613,20 @@ def _build_linear_r2n2(module, settings, solver, count):
         f"{tasks.problem.size} unknowns"
 
 
+def _build_eigen(module, settings, solver, count):
+    # The transfer operator (2D Poisson): the spectra sets are diagonal matrices, whose
+    # eigenpairs a practitioner reads off.
+    shifted = next(s for s in module.shifted_sets(settings, solver)
+                   if not isinstance(s.tasks.problem.operator, DiagonalSystem))
+    tasks = shifted.tasks
+    if count is not None and count < len(tasks):
+        tasks = tasks.index(torch.arange(count))
+    problem = tasks.problem
+    return tasks, dict(shifted.options), eigen_contenders(solver, tasks, shifted.options), \
+        f"{shifted.shift} ({problem.size} unknowns), the {problem.wanted} smallest " \
+        f"eigenpairs from {len(tasks)} starting blocks"
+
+
 def _build_polynomial(module, settings, solver, count):
     operator = settings.transfer[0]
     matrix = operator.matrix()
@@ -588,6 +653,7 @@ SUPPORTED: dict[str, ExperimentCase] = {
     "r2n2-chandrasekhar": ExperimentCase(("r2n2", "*"), 100, _build_nonlinear),
     "autospec-linear": ExperimentCase(("preconditioner",), 2, _build_polynomial),
     "r2n2-linear": ExperimentCase(("multi", "a123", "a1", "*"), None, _build_linear_r2n2),
+    "autospec-eigen": ExperimentCase(("eigen",), None, _build_eigen),
 }
 
 

@@ -5,6 +5,7 @@ deployment of learned parts into them (:mod:`.deploy`)."""
 from .deploy import (
     Deployment,
     chebyshev_polynomial_operator,
+    eigen_blocks,
     ic_preconditioners,
     learned_guess,
     linear_starts,
@@ -15,7 +16,7 @@ from .deploy import (
 from .scipy_krylov import gmres_history, newton_krylov_history
 from .scs_reference import scs_problem_data, solve_batch_with_scs, solve_with_scs
 
-__all__ = ["Deployment", "chebyshev_polynomial_operator", "gmres_history", "ic_preconditioners",
-           "learned_guess", "linear_starts", "newton_krylov_history", "nonlinear_starts",
-           "polynomial_preconditioners", "scs_problem_data", "scs_warm_starts",
-           "solve_batch_with_scs", "solve_with_scs"]
+__all__ = ["Deployment", "chebyshev_polynomial_operator", "eigen_blocks", "gmres_history",
+           "ic_preconditioners", "learned_guess", "linear_starts", "newton_krylov_history",
+           "nonlinear_starts", "polynomial_preconditioners", "scs_problem_data",
+           "scs_warm_starts", "solve_batch_with_scs", "solve_with_scs"]

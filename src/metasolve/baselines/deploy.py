@@ -32,7 +32,7 @@ from scipy.sparse.linalg import LinearOperator
 
 from ..learned import LearnedSolver
 from ..polynomials import chebyshev_basis_apply
-from ..problems import ConeProgram, LinearSystem, NonlinearSystem
+from ..problems import ConeProgram, EigenProblem, LinearSystem, NonlinearSystem
 from ..solvers.iccg import incomplete_cholesky
 from ..solvers.scs import primal_dual
 from ..tasks import TaskBatch
@@ -294,3 +294,22 @@ def _iterate_starts(solver, tasks, iterations, check, residual, start) -> Deploy
             keep &= after <= before
         x = torch.where(keep.unsqueeze(1), x, start)
     return Deployment(x.numpy(), keep.numpy())
+
+
+def eigen_blocks(solver: LearnedSolver, tasks: TaskBatch, iterations: int,
+                 check: str = "always") -> Deployment:
+    """Starting blocks ``(B, N, p)`` for an eigensolver (SciPy's ``lobpcg``): the Ritz block
+    after ``iterations`` iterations of the learned method (a learned filter for subspace
+    iteration). With ``check="always"`` an instance whose largest wanted residual grew keeps
+    its own starting block."""
+    problem = _problem(_tasks(tasks), EigenProblem, "eigen_blocks")
+    iterations = check_count("iterations", iterations, minimum=1)
+    check_choice("check", check, CHECKS)
+    with torch.no_grad():
+        solution = solver.solve(tasks, fixed_iterations=iterations, rtol=0.0, safeguard=False)
+        block = solution.x.detach().double()
+        keep = torch.isfinite(block).flatten(1).all(dim=1)
+        if check == "always":
+            keep &= solution.residual <= solution.residual_history[0]
+        block = torch.where(keep.reshape(-1, 1, 1), block, problem.start.double())
+    return Deployment(block.numpy(), keep.numpy())

@@ -242,7 +242,11 @@ def case_records(case: BenchCase, timed: Sequence[Timed], repeats: int,
             records.append(record(case.experiment, c.method, f"ratio_to_{name}",
                                   t.median / other.median, **keys))
             if c.role in ("learned", "deployed") and case.train_seconds is not None:
-                solves = break_even(case.train_seconds, per, other.median / case.count)
+                # A solve that used no learned part cannot pay its training back, whatever the
+                # noise of its time says.
+                unused = o.learned is not None and not np.any(o.learned)
+                solves = float("inf") if unused else break_even(
+                    case.train_seconds, per, other.median / case.count)
                 records.append(record(case.experiment, c.method, f"break_even_solves_vs_{name}",
                                       solves, pays_back=bool(np.isfinite(solves)), **keys))
     return records
