@@ -299,9 +299,9 @@ def test_bench_model_covers_all_four_roles(poisson16):
 
 
 def test_bench_refuses_unsupported_experiments_and_missing_models(tmp_path):
-    result = cli.invoke(app, ["bench", "robertson-newton-sor", "--out", str(tmp_path)])
+    result = cli.invoke(app, ["bench", "autospec-invsqrt", "--out", str(tmp_path)])
     assert result.exit_code == 2
-    assert "does not cover robertson-newton-sor" in result.output
+    assert "does not cover autospec-invsqrt" in result.output
     missing = cli.invoke(app, ["bench", "poisson-jacobi", "--out", str(tmp_path)])
     assert missing.exit_code == 2
     assert "metasolve reproduce poisson-jacobi --quick" in missing.output
@@ -340,7 +340,8 @@ def test_bench_command_end_to_end_on_a_smoke_model(tmp_path):
 @pytest.mark.parametrize(("name", "word"), [("neural-scs-lasso", "lasso"),
                                           ("neural-scs-lasso-variants", "lasso"),
                                           ("r2n2-linear", "gmres"),
-                                          ("autospec-eigen", "eigsh")])
+                                          ("autospec-eigen", "eigsh"),
+                                          ("robertson-newton-sor", "batched newton")])
 def test_the_newer_bench_cases_run_end_to_end(tmp_path, name, word):
     trained = cli.invoke(app, ["reproduce", name, "--smoke", "--workers", "1", "--out",
                                str(tmp_path), "--no-progress"])

@@ -80,8 +80,6 @@ class MissingModel(FileNotFoundError):
 
 #: Experiments ``metasolve bench`` does not cover, and why.
 UNSUPPORTED = {
-    "robertson-newton-sor": "its strong classical counterpart (a stiff integrator's Newton "
-                            "solve with a sparse direct linear solver) has no case yet",
     "autospec-invsqrt": "a learned series for A^(-1/2) b has no case against a "
                         "Lanczos or rational approximation yet",
     "r2n2-vanderpol": "a learned integrator has no case against scipy.integrate.solve_ivp yet",
@@ -392,28 +390,37 @@ def eigen_contenders(solver: LearnedSolver, tasks: TaskBatch, options: dict,
 
 def nonlinear_contenders(solver: LearnedSolver, tasks: TaskBatch, options: dict,
                          deploy_iterations: int = TRAIN_OUTER) -> list[Contender]:
-    """R2N2 on nonlinear systems: SciPy's ``newton_krylov`` and a batched Newton method with
-    the exact Jacobian, from each instance's start and from the R2N2 iterate after
-    ``deploy_iterations`` outer iterations."""
+    """A learned method on nonlinear systems (an R2N2; Newton-SOR with learned factors and
+    guesses): SciPy's ``newton_krylov`` and a batched Newton method with the exact Jacobian,
+    from each instance's start and from the learned start, the model's initial guess where it
+    predicts one, else its iterate after ``deploy_iterations`` outer iterations."""
     problem = tasks.problem
     atol = float(options.get("atol") or options.get("rtol") or 1e-8)
     functions = _numpy_functions(problem)
     jacobian = _padded_jacobian(problem)
     start = problem.start.detach().double()
-    out = _metasolve(solver, tasks, options, "metasolve R2N2 (safeguarded)",
+    name = "R2N2" if solver.method.name == "r2n2" else solver.method.name
+    out = _metasolve(solver, tasks, options, f"metasolve {name} (safeguarded)",
                      f"metasolve {solver.classical_method_for(problem).name}")
+    if set(getattr(solver.metasolver, "outputs", ()) or ()) & set(solver.guess_parameters):
+        learned_starts, where = (lambda: deploy.nonlinear_guess(solver, tasks),
+                                 "the learned initial guess")
+    else:
+        learned_starts, where = (lambda: deploy.nonlinear_starts(solver, tasks,
+                                                                 deploy_iterations),
+                                 f"{deploy_iterations} {name} iterations")
 
     def nk(x0: np.ndarray, learned=None):
         return _result(strong.scipy_newton_krylov(functions, _starts(problem, x0), atol),
                        learned)
 
     def newton_from_learned():
-        s = deploy.nonlinear_starts(solver, tasks, deploy_iterations)
+        s = learned_starts()
         return _result(strong.batched_newton(problem.function, jacobian,
                                              torch.from_numpy(s.value), atol), s.learned)
 
     def nk_from_learned():
-        s = deploy.nonlinear_starts(solver, tasks, deploy_iterations)
+        s = learned_starts()
         return nk(s.value, s.learned)
 
     out += [Contender("newton-krylov", "strong", "scipy newton_krylov (defaults)",
@@ -421,12 +428,10 @@ def nonlinear_contenders(solver: LearnedSolver, tasks: TaskBatch, options: dict,
             Contender("newton", "strong", "batched Newton, exact Jacobian (torch)",
                       lambda: _result(strong.batched_newton(problem.function, jacobian, start,
                                                             atol))),
-            Contender("newton-krylov+r2n2-start", "deployed",
-                      f"scipy newton_krylov from {deploy_iterations} R2N2 iterations",
-                      nk_from_learned),
-            Contender("newton+r2n2-start", "deployed",
-                      f"batched Newton from {deploy_iterations} R2N2 iterations",
-                      newton_from_learned)]
+            Contender("newton-krylov+learned-start", "deployed",
+                      f"scipy newton_krylov from {where}", nk_from_learned),
+            Contender("newton+learned-start", "deployed",
+                      f"batched Newton from {where}", newton_from_learned)]
     return out
 
 
@@ -606,6 +611,16 @@ def _build_nonlinear(module, settings, solver, count):
         f"H-equation (training distribution), {len(tasks)} tasks"
 
 
+def _build_robertson(module, settings, solver, count):
+    tasks, options = _test_set(module, settings, solver, None)
+    if count is not None and count < len(tasks):
+        # Evenly spread: the test set runs through each trajectory's steps in time order, and
+        # its first steps are the easy ones.
+        tasks = tasks.index(torch.linspace(0, len(tasks) - 1, count).round().long())
+    return tasks, options, nonlinear_contenders(solver, tasks, options), \
+        f"Robertson's kinetics, one backward-Euler step each, {len(tasks)} steps"
+
+
 def _build_linear_r2n2(module, settings, solver, count):
     tasks, options = _test_set(module, settings, solver, count)
     return tasks, options, linear_r2n2_contenders(solver, tasks, options), \
@@ -654,6 +669,8 @@ SUPPORTED: dict[str, ExperimentCase] = {
     "autospec-linear": ExperimentCase(("preconditioner",), 2, _build_polynomial),
     "r2n2-linear": ExperimentCase(("multi", "a123", "a1", "*"), None, _build_linear_r2n2),
     "autospec-eigen": ExperimentCase(("eigen",), None, _build_eigen),
+    "robertson-newton-sor": ExperimentCase(("both-L_eps-1e-09", "*L_eps*", "*"), 200,
+                                           _build_robertson),
 }
 
 

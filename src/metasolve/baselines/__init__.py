@@ -9,6 +9,7 @@ from .deploy import (
     ic_preconditioners,
     learned_guess,
     linear_starts,
+    nonlinear_guess,
     nonlinear_starts,
     polynomial_preconditioners,
     scs_warm_starts,
@@ -18,5 +19,5 @@ from .scs_reference import scs_problem_data, solve_batch_with_scs, solve_with_sc
 
 __all__ = ["Deployment", "chebyshev_polynomial_operator", "eigen_blocks", "gmres_history",
            "ic_preconditioners", "learned_guess", "linear_starts", "newton_krylov_history",
-           "nonlinear_starts", "polynomial_preconditioners", "scs_problem_data",
+           "nonlinear_guess", "nonlinear_starts", "polynomial_preconditioners", "scs_problem_data",
            "scs_warm_starts", "solve_batch_with_scs", "solve_with_scs"]

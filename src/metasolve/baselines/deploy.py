@@ -268,6 +268,31 @@ def nonlinear_starts(solver: LearnedSolver, tasks: TaskBatch, iterations: int,
                            problem.start.double())
 
 
+def nonlinear_guess(solver: LearnedSolver, tasks: TaskBatch,
+                    check: str = "always") -> Deployment:
+    """The learned initial guesses ``(B, N)`` of ``solver`` for ``tasks`` (nonlinear systems),
+    as starts for a nonlinear solver: the method's first iterate from the predicted guess
+    parameters (``x0``, or a correction of the start such as Newton-SOR's
+    ``log_guess_shift``). With ``check="always"`` an instance whose guess has a larger ``||f||``
+    than its own start keeps the start."""
+    problem = _problem(_tasks(tasks), NonlinearSystem, "nonlinear_guess")
+    check_choice("check", check, CHECKS)
+    predicted = set(getattr(solver.metasolver, "outputs", ()) or ())
+    if not predicted & set(solver.guess_parameters):
+        raise ValueError(f"the solver's meta-solver predicts {sorted(predicted)}, no initial "
+                         "guess to deploy")
+    with torch.no_grad():
+        x0 = solver.solve(tasks, fixed_iterations=0, rtol=0.0, safeguard=False).x
+        x0 = x0.detach().double()
+        start = problem.start.double()
+        keep = torch.isfinite(x0).all(dim=1)
+        if check == "always":
+            after = torch.linalg.vector_norm(problem.function(torch.nan_to_num(x0)), dim=1)
+            keep &= after <= torch.linalg.vector_norm(problem.function(start), dim=1)
+        x0 = torch.where(keep.unsqueeze(1), x0, start)
+    return Deployment(x0.numpy(), keep.numpy())
+
+
 def linear_starts(solver: LearnedSolver, tasks: TaskBatch, iterations: int,
                   check: str = "always") -> Deployment:
     """Starts ``(B, N)`` for a Krylov solver of linear systems (SciPy's ``gmres``): the iterate
