@@ -58,11 +58,19 @@ from .learned import LearnedSolver
 from .learned.autospec import AutoSpecEngine
 from .learned.solver import load
 from .outputs import check_file_target
-from .problems import ConeProgram, DiagonalSystem, EigenProblem, LinearSystem, NonlinearSystem
+from .problems import (
+    ConeProgram,
+    DiagonalSystem,
+    EigenProblem,
+    InitialValueProblem,
+    LinearSystem,
+    NonlinearSystem,
+)
 from .solvers import ConjugateGradient, FilteredSubspaceIteration
 from .solvers.scs import primal_dual
 from .tasks import TaskBatch
 from .tasks.operators import sparse_system
+from .tasks.van_der_pol import VanDerPolSteps
 from .validation import check_count, check_positive
 
 __all__ = ["SUPPORTED", "UNSUPPORTED", "BenchUnsupported", "MissingModel", "bench",
@@ -82,7 +90,6 @@ class MissingModel(FileNotFoundError):
 UNSUPPORTED = {
     "autospec-invsqrt": "a learned series for A^(-1/2) b has no case against a "
                         "Lanczos or rational approximation yet",
-    "r2n2-vanderpol": "a learned integrator has no case against scipy.integrate.solve_ivp yet",
 }
 
 
@@ -388,6 +395,49 @@ def eigen_contenders(solver: LearnedSolver, tasks: TaskBatch, options: dict,
     return out
 
 
+def _ivp_functions(problem: InitialValueProblem) -> list:
+    """Per-instance right-hand sides ``f(t, y)`` for SciPy's ``solve_ivp``: NumPy code for the
+    van der Pol oscillator (what a practitioner writes), else the problem's own ``function``
+    on one instance."""
+    if isinstance(problem, VanDerPolSteps):
+        def oscillator(a):
+            return lambda t, y: np.array([y[1], a * (1.0 - y[0] ** 2) * y[1] - y[0]])
+        return [oscillator(float(a)) for a in problem.a]
+
+    def one(i):
+        single = problem.index(slice(i, i + 1))
+
+        def f(t, y):
+            with torch.no_grad():
+                return single.function(torch.as_tensor(y)[None])[0].numpy()
+        return f
+    return [one(i) for i in range(problem.batch_size)]
+
+
+def ivp_contenders(solver: LearnedSolver, tasks: TaskBatch, options: dict) -> list[Contender]:
+    """A learned integrator (an R2N2 as a Runge-Kutta method) over the tasks' fixed steps,
+    against SciPy's adaptive ``solve_ivp`` over the same interval: RK45 with its default
+    tolerances and DOP853 at 1e-8. The answers are the states at the last step, measured
+    against the reference trajectory; there is nothing to deploy a learned integrator into."""
+    problem = tasks.problem
+    steps = options["fixed_iterations"]
+    starts = problem.start.detach().double().numpy()
+    ends = steps * problem.step_size.detach().double().numpy()
+    functions = _ivp_functions(problem)
+    classical = solver.classical_method_for(problem)
+    stages = getattr(classical, "layers", None)
+    out = _metasolve(solver, tasks, options, f"metasolve R2N2 integrator, {steps} steps "
+                     "(safeguarded)", f"metasolve RK-{stages} (Kutta's weights), {steps} steps"
+                     if classical.name == "r2n2" and stages else
+                     f"metasolve {classical.name}, {steps} steps")
+    out += [Contender("rk45", "strong", "scipy solve_ivp RK45 (its default tolerances)",
+                      lambda: _result(strong.scipy_ivp(functions, starts, ends))),
+            Contender("dop853", "strong", "scipy solve_ivp DOP853, rtol = atol = 1e-8",
+                      lambda: _result(strong.scipy_ivp(functions, starts, ends, "DOP853",
+                                                       1e-8, 1e-8)))]
+    return out
+
+
 def nonlinear_contenders(solver: LearnedSolver, tasks: TaskBatch, options: dict,
                          deploy_iterations: int = TRAIN_OUTER) -> list[Contender]:
     """A learned method on nonlinear systems (an R2N2; Newton-SOR with learned factors and
@@ -448,6 +498,8 @@ def _reference(problem) -> np.ndarray | None:
                 return problem.solution.detach().double().numpy()
             return strong.sparse_direct(strong.scipy_matrices(problem),
                                         problem.rhs.detach().double().numpy()).x
+        if isinstance(problem, InitialValueProblem) and problem.reference is not None:
+            return problem.reference[:, -1].detach().double().numpy()
         if isinstance(problem, EigenProblem):
             matrices = strong.scipy_matrices(problem.operator)
             return strong.scipy_eigsh_shift_invert(
@@ -473,6 +525,9 @@ def model_cases(solver: LearnedSolver, tasks: TaskBatch, options: dict, *,
         return scs_contenders(solver, tasks, options, deploy_iterations or 10)
     if isinstance(problem, NonlinearSystem):
         return nonlinear_contenders(solver, tasks, options, deploy_iterations or TRAIN_OUTER)
+    if isinstance(problem, InitialValueProblem) and problem.reference is not None and \
+            options.get("fixed_iterations") == problem.steps:
+        return ivp_contenders(solver, tasks, options)
     if isinstance(problem, EigenProblem) and not isinstance(problem.operator, DiagonalSystem):
         return eigen_contenders(solver, tasks, options, deploy_iterations or 10)
     if isinstance(problem, LinearSystem) and type(problem) is LinearSystem:
@@ -611,6 +666,17 @@ def _build_nonlinear(module, settings, solver, count):
         f"H-equation (training distribution), {len(tasks)} tasks"
 
 
+def _build_ivp(module, settings, solver, count):
+    tasks, options = _test_set(module, settings, solver, count)
+    if options.get("fixed_iterations") != tasks.problem.steps:
+        raise BenchUnsupported(f"{module.NAME}: its test set integrates "
+                               f"{options.get('fixed_iterations')} steps of a reference of "
+                               f"{tasks.problem.steps}; the bench checks the last state")
+    return tasks, options, ivp_contenders(solver, tasks, options), \
+        f"van der Pol, {options['fixed_iterations']} steps of h in [0.01, 0.1], {len(tasks)} " \
+        "trajectories"
+
+
 def _build_robertson(module, settings, solver, count):
     tasks, options = _test_set(module, settings, solver, None)
     if count is not None and count < len(tasks):
@@ -669,6 +735,7 @@ SUPPORTED: dict[str, ExperimentCase] = {
     "autospec-linear": ExperimentCase(("preconditioner",), 2, _build_polynomial),
     "r2n2-linear": ExperimentCase(("multi", "a123", "a1", "*"), None, _build_linear_r2n2),
     "autospec-eigen": ExperimentCase(("eigen",), None, _build_eigen),
+    "r2n2-vanderpol": ExperimentCase(("p3", "*"), None, _build_ivp),
     "robertson-newton-sor": ExperimentCase(("both-L_eps-1e-09", "*L_eps*", "*"), 200,
                                            _build_robertson),
 }
@@ -737,6 +804,10 @@ def bench(name: str, scale: str = "quick", out_dir="metasolve-out", *, repeats: 
                           if k in ("rtol", "atol") and v) or "the method's tolerance"
     if isinstance(tasks.problem, ConeProgram):
         tolerance = f"eps_abs = eps_rel = {solver.classical_method.eps_abs:g} (scs's test)"
+    elif options.get("fixed_iterations") is not None:
+        tolerance = (f"a fixed budget of {options['fixed_iterations']} steps for the "
+                     "fixed-step integrators (errors against the reference trajectory's last "
+                     "point)")
     elif solver.monitor == "error":
         tolerance += " (metasolve: relative error; scipy/pyamg: relative residual)"
     reference = None if isinstance(tasks.problem, ConeProgram) else _reference(tasks.problem)

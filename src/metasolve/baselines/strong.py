@@ -1,8 +1,9 @@
 """The classical solvers a practitioner runs, as batch baselines for ``metasolve bench``: batched
 dense direct solves, SciPy's sparse direct solver and conjugate gradients, pyamg's
 smoothed-aggregation multigrid as a CG preconditioner, SciPy's ``newton_krylov`` and a batched
-Newton method with the exact Jacobian, and for the smallest eigenpairs of a sparse matrix
-ARPACK in shift-invert mode and ``lobpcg`` with a multigrid preconditioner.
+Newton method with the exact Jacobian, for the smallest eigenpairs of a sparse matrix ARPACK in
+shift-invert mode and ``lobpcg`` with a multigrid preconditioner, and SciPy's ``solve_ivp`` for
+initial-value problems.
 
 Every function solves a batch and returns a :class:`BatchResult` (answers, per-instance
 iterations where the solver counts them, and whether each instance met its tolerance), so the
@@ -234,6 +235,25 @@ def lobpcg_amg(matrices: Sequence[sp.spmatrix], starts: np.ndarray, wanted: int,
         pairs.append((vals, vecs))
         iterations.append(max(len(history) - 1, 0))
     return _eigen_result(pairs, matrices, wanted, threshold, iterations)
+
+
+def scipy_ivp(functions: Sequence[Callable[[float, np.ndarray], np.ndarray]],
+              starts: np.ndarray, ends: np.ndarray, method: str = "RK45",
+              rtol: float = 1e-3, atol: float = 1e-6) -> BatchResult:
+    """SciPy's ``solve_ivp`` on each instance, ``y' = functions[i](t, y)`` from ``starts[i]``
+    at ``t = 0`` to ``ends[i]``, with ``method`` and its tolerances (SciPy's defaults unless
+    given): the answers are the final states, the iterations the integrator's steps, and an
+    instance converged where the integration succeeded."""
+    from scipy.integrate import solve_ivp
+
+    xs, steps, ok = [], [], []
+    for f, start, end in zip(functions, np.asarray(starts, dtype=np.float64), ends,
+                             strict=True):
+        result = solve_ivp(f, (0.0, float(end)), start, method=method, rtol=rtol, atol=atol)
+        xs.append(result.y[:, -1])
+        steps.append(result.t.size - 1)
+        ok.append(bool(result.success))
+    return BatchResult(np.array(xs), np.array(steps), np.array(ok))
 
 
 def scipy_newton_krylov(functions: Sequence[Callable[[np.ndarray], np.ndarray]],
