@@ -96,8 +96,9 @@ def _lanczos(matvec, start: torch.Tensor, steps: int):
 
     The basis is written into one tensor allocated at the start and the reorthogonalization
     reads its filled rows in place with two batched products, instead of stacking the basis
-    anew at every step (the same arithmetic: on 2D Poisson with 102,400 unknowns, 10 steps took
-    108 ms stacked and take 64 ms, the products alone 14 ms). Being filled in place, the basis
+    anew at every step (the same arithmetic: on 2D Poisson with 102,400 unknowns and 2
+    operators, 10 steps took 106 ms stacked and take 74 ms, 32 steps 776 and 492 ms;
+    ``benchmarks/probe_cost.py``). Being filled in place, the basis
     cannot carry a gradient: a backward pass through a probe fails in autograd's in-place
     check (the probes compute features, which need none)."""
     batch, size = start.shape
