@@ -4,6 +4,7 @@ random sources), one thread, to a relative residual of ``--rtol``.
 
     python benchmarks/driver_overhead.py                      # batches 1, 100 and 10,000
     python benchmarks/driver_overhead.py --batch 1 --repeats 31
+    python benchmarks/driver_overhead.py --count-ops          # tensor operations per iteration
 
 The minimal loop is what a hand-written batched Jacobi with per-instance stopping needs: the
 update, the residual and its norm, the mask of running instances, two masked copies and the
@@ -49,16 +50,52 @@ def minimal_jacobi(matrix: torch.Tensor, rhs: torch.Tensor, rtol: float,
     return x, iterations
 
 
+def count_ops(matrix: torch.Tensor, rtol: float, maxiter: int) -> None:
+    """Print the tensor operations (ATen calls) per iteration of both loops at a batch of
+    one, counted by a dispatch mode."""
+    from collections import Counter
+
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class Counting(TorchDispatchMode):
+        def __init__(self):
+            super().__init__()
+            self.calls = Counter()
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            self.calls[str(func)] += 1
+            return func(*args, **(kwargs or {}))
+
+    rhs = torch.randn(1, matrix.shape[0], generator=torch.Generator().manual_seed(1),
+                      dtype=torch.float64)
+    problem = ms.LinearSystem(matrix, rhs)
+    with torch.no_grad():
+        for name, solve in (("minimal loop", lambda: minimal_jacobi(matrix, rhs, rtol,
+                                                                      maxiter)[1]),
+                            ("metasolve.run", lambda: ms.run(ms.Jacobi(), problem, rtol=rtol,
+                                                             maxiter=maxiter).iterations)):
+            steps = int(solve().max())
+            with Counting() as counting:
+                solve()
+            print(f"{name}: {sum(counting.calls.values()) / steps:.1f} operations per iteration "
+                  f"({steps} iterations)")
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--batch", type=int, nargs="+", default=[1, 100, 10_000])
     parser.add_argument("--n", type=int, default=16, help="unknowns per instance")
     parser.add_argument("--rtol", type=float, default=1e-6)
     parser.add_argument("--repeats", type=int, default=15)
+    parser.add_argument("--count-ops", action="store_true",
+                        help="count the tensor operations per iteration instead of timing")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     matrix = poisson1d_matrix(args.n)
     maxiter = 100 * args.n * args.n
+    if args.count_ops:
+        count_ops(matrix, args.rtol, maxiter)
+        return
     print("| batch | iterations | minimal loop, us per iteration | metasolve.run, us per iteration "
           "| run / minimal |")
     print("|---|---|---|---|---|")

@@ -152,3 +152,66 @@ def test_concatenate_marks_entries_a_part_lacks_and_keeps_empty_ones(problem):
     rejected = joined.info["rejected"]
     assert isinstance(rejected, list) and rejected[1] is None
     assert torch.equal(rejected[0], torch.tensor([1, 2]))
+
+
+def _damping_solver(family, omega: float) -> ms.LearnedSolver:
+    psi = ms.ConstantMetaSolver({"omega": ms.IdentityHead(1)}, init={"omega": omega},
+                                in_features=family.feature_dim)
+    return ms.LearnedSolver(ms.Jacobi(), psi, family=family)
+
+
+def test_chunks_share_the_whole_batch_s_budget():
+    """A slow damping factor under a calibrated budget (learned counts set by hand to three
+    times the classical ones, means nine tenths), with half the tasks outside the training
+    features: the budget is the outside one for every chunk, as in one batch, also for the
+    chunks whose tasks all lie inside."""
+    family = ms.Poisson1DFamily(n=16, p=0.0)
+    tasks = family.sample(12, seed=3)
+    solver = _damping_solver(family, 0.2)
+    solver.record_training(family.sample(32, seed=5))
+    calibration = solver.calibration
+    calibration["learned_mean_iterations"] = [0.9 * m for m in calibration["mean_iterations"]]
+    calibration["learned_iterations"] = [None if c is None else 3 * c
+                                         for c in calibration["iterations"]]
+    solver.record_training_features(tasks.features[:6])
+    options = {"rtol": 1e-6, "maxiter": 20000}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        whole = solver.solve(tasks, **options)
+        chunked = solver.solve(tasks, chunk_size=6, **options)
+    assert bool(whole.out_of_distribution[6:].any()) and not whole.out_of_distribution[:6].any()
+    _same_results(chunked, whole)
+    assert chunked.info["learned_budget"] == whole.info["learned_budget"]
+
+
+def test_each_kind_of_warning_of_a_chunked_solve_is_given_once():
+    """A learned factor that only ties the classical one (the safeguard says so) on tasks half
+    of which lie outside the training features (the safeguard says that too): both kinds are
+    given once each, the second saying in how many chunks it arose."""
+    family = ms.Poisson1DFamily(n=16, p=0.0)
+    tasks = family.sample(12, seed=3)
+    solver = _damping_solver(family, 1.0)
+    solver.record_training(family.sample(32, seed=5))
+    solver.record_training_features(tasks.features[:2])
+    with pytest.warns(UserWarning) as caught:
+        solver.solve(tasks, chunk_size=4, **OPTIONS)
+    texts = [str(w.message) for w in caught]
+    assert sum("do not pay" in t for t in texts) == 1
+    outside = [t for t in texts if "outside the envelope" in t]
+    assert len(outside) == 1 and "in 3 of the 3 chunks of 4 tasks" in outside[0]
+    assert all(w.filename == __file__ for w in caught)  # at the caller's line
+
+
+@pytest.mark.parametrize("method", [ms.GMRES(restart=4), ms.Jacobi()])
+def test_chunks_of_a_fixed_budget_and_of_a_per_instance_state_method(problem, method):
+    for options in ({"fixed_iterations": 7, "rtol": 0.0}, OPTIONS):
+        whole = ms.run(method, problem, **options)
+        chunked = ms.run(method, problem, chunk_size=5, **options)
+        _same_results(chunked, whole)
+
+
+def test_parts_that_disagree_on_history_are_refused(problem):
+    a = ms.run(ms.Jacobi(), problem.index(slice(0, 2)), history=False, **OPTIONS)
+    b = ms.run(ms.Jacobi(), problem.index(slice(2, 4)), **OPTIONS)
+    with pytest.raises(ValueError, match="history"):
+        ms.Solution.concatenate([a, b])

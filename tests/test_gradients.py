@@ -112,3 +112,17 @@ def test_truncated_backprop_changes_the_gradient_only_through_early_iterates():
     # Cut after 3 of 6 iterations: no gradient reaches x0 at all.
     assert torch.count_nonzero(grad(3)) == 0
     assert torch.count_nonzero(full) > 0
+
+
+def test_gradients_flow_through_the_lanczos_function_and_minimal_residual():
+    """The probes fill their basis in place; under autograd they copy what they read, so the
+    gradient with respect to the vector is right (finite differences)."""
+    from metasolve.probes import lanczos_function, minimal_residual
+
+    a = torch.randn(6, 6, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    a = a @ a.T + 6 * torch.eye(6, dtype=torch.float64)
+    b = torch.randn(2, 6, dtype=torch.float64, generator=torch.Generator().manual_seed(1),
+                    requires_grad=True)
+    assert torch.autograd.gradcheck(
+        lambda v: lanczos_function(lambda x: x @ a.T, v, 4, torch.rsqrt), (b,))
+    assert torch.autograd.gradcheck(lambda v: minimal_residual(lambda x: x @ a.T, v, 3), (b,))

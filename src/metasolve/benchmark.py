@@ -452,7 +452,7 @@ def nonlinear_contenders(solver: LearnedSolver, tasks: TaskBatch, options: dict,
     name = "R2N2" if solver.method.name == "r2n2" else solver.method.name
     out = _metasolve(solver, tasks, options, f"metasolve {name} (safeguarded)",
                      f"metasolve {solver.classical_method_for(problem).name}")
-    if set(getattr(solver.metasolver, "outputs", ()) or ()) & set(solver.guess_parameters):
+    if solver.learned_guess:
         learned_starts, where = (lambda: deploy.nonlinear_guess(solver, tasks),
                                  "the learned initial guess")
     else:
@@ -697,8 +697,11 @@ def _build_linear_r2n2(module, settings, solver, count):
 def _build_eigen(module, settings, solver, count):
     # The transfer operator (2D Poisson): the spectra sets are diagonal matrices, whose
     # eigenpairs a practitioner reads off.
-    shifted = next(s for s in module.shifted_sets(settings, solver)
-                   if not isinstance(s.tasks.problem.operator, DiagonalSystem))
+    shifted = next((s for s in module.shifted_sets(settings, solver)
+                    if not isinstance(s.tasks.problem.operator, DiagonalSystem)), None)
+    if shifted is None:
+        raise BenchUnsupported(f"{module.NAME} at this scale has no sparse operator to bench "
+                               "(its spectra sets are diagonal matrices)")
     tasks = shifted.tasks
     if count is not None and count < len(tasks):
         tasks = tasks.index(torch.arange(count))

@@ -98,22 +98,24 @@ def _lanczos(matvec, start: torch.Tensor, steps: int):
     reads its filled rows in place with two batched products, instead of stacking the basis
     anew at every step (the same arithmetic: on 2D Poisson with 102,400 unknowns and 2
     operators, 10 steps took 106 ms stacked and take 74 ms, 32 steps 776 and 492 ms;
-    ``benchmarks/probe_cost.py``). Being filled in place, the basis
-    cannot carry a gradient: a backward pass through a probe fails in autograd's in-place
-    check (the probes compute features, which need none)."""
+    ``benchmarks/probe_cost.py``). Under autograd the rows it reads are copied first, since a
+    view saved for the backward pass must not be overwritten by the rows written later."""
     batch, size = start.shape
     basis = start.new_empty(batch, steps, size)
     basis[:, 0] = start / torch.linalg.vector_norm(start, dim=1, keepdim=True)
     alphas, betas = start.new_empty(batch, steps), start.new_empty(batch, steps)
     tiny = torch.finfo(start.dtype).tiny
+    track = torch.is_grad_enabled()
     for j in range(steps):
-        v = basis[:, j]
+        v = basis[:, j].clone() if track else basis[:, j]
         w = matvec(v)
         if tuple(w.shape) != (batch, size):
             raise ValueError(f"matvec must return shape ({batch}, {size}), got {tuple(w.shape)}")
         alphas[:, j] = (w * v).sum(dim=1)
         # Full reorthogonalization (twice is enough) against every basis vector so far.
         done = basis[:, :j + 1]  # (B, j+1, N), a view
+        if track:
+            done = done.clone()
         for _ in range(2):
             w = w - torch.bmm(torch.bmm(done, w.unsqueeze(2)).mT, done).squeeze(1)
         beta = torch.linalg.vector_norm(w, dim=1)

@@ -173,7 +173,8 @@ class Solution:
         """One solution of the instances of ``parts`` in order (solves of consecutive slices of
         one batch, ``run(..., chunk_size=...)``). Histories of different lengths are extended
         by repeating their last row, as the driver freezes a stopped instance; wall times and
-        the ``info`` entries ending in ``_time`` add up; an ``info`` entry with the batch as
+        the ``info`` entries ending in ``_time`` add up (a part without one adds nothing); the
+        parts must agree on ``history``; an ``info`` entry with the batch as
         leading dimension (per instance) is joined, one that is the same in every part is kept,
         and one that differs otherwise becomes the list of the parts' values."""
         if not isinstance(parts, (list, tuple)) or not parts:
@@ -208,6 +209,7 @@ class SolutionJoin:
         self.info: dict = {}  # path -> tensor (per instance, joined) or list of part values
         self.sizes: list[int] = []
         self.wall_time = 0.0
+        self.kept_history = True
 
     def _buffer(self, value: torch.Tensor) -> torch.Tensor:
         return torch.empty((self.total, *value.shape[1:]), dtype=value.dtype,
@@ -217,6 +219,10 @@ class SolutionJoin:
         size = _check_part(part).batch_size
         if self.offset + size > self.total:
             raise ValueError(f"the parts hold more than the {self.total} instances announced")
+        kept = part.info.get("history", True) is not False
+        if self.sizes and kept != self.kept_history:
+            raise ValueError("parts must all keep their history or all not (history=False)")
+        self.kept_history = kept
         rows = slice(self.offset, self.offset + size)
         for name in ("x", *_PER_INSTANCE):
             value = getattr(part, name)
@@ -294,9 +300,10 @@ class SolutionJoin:
 def _joined_value(key: str, values: list):
     """The joined value of an ``info`` entry that is not per instance (rules:
     :meth:`Solution.concatenate`)."""
-    if key.endswith("_time") and all(isinstance(v, (int, float)) and not isinstance(v, bool)
-                                     for v in values):
-        return sum(values)
+    numbers = [v for v in values if v is not None]
+    if key.endswith("_time") and numbers and all(
+            isinstance(v, (int, float)) and not isinstance(v, bool) for v in numbers):
+        return sum(numbers)  # a part without the entry spent no time on it
     first = values[0]
     return first if all(_same(v, first) for v in values) else values
 

@@ -277,10 +277,10 @@ def nonlinear_guess(solver: LearnedSolver, tasks: TaskBatch,
     than its own start keeps the start."""
     problem = _problem(_tasks(tasks), NonlinearSystem, "nonlinear_guess")
     check_choice("check", check, CHECKS)
-    predicted = set(getattr(solver.metasolver, "outputs", ()) or ())
-    if not predicted & set(solver.guess_parameters):
-        raise ValueError(f"the solver's meta-solver predicts {sorted(predicted)}, no initial "
-                         "guess to deploy")
+    if not solver.learned_guess:
+        raise ValueError(f"the solver's meta-solver predicts "
+                         f"{sorted(getattr(solver.metasolver, 'outputs', ()) or ())}, no "
+                         "initial guess to deploy")
     with torch.no_grad():
         x0 = solver.solve(tasks, fixed_iterations=0, rtol=0.0, safeguard=False).x
         x0 = x0.detach().double()

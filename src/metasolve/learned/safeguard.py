@@ -171,10 +171,11 @@ SLOWER_MARGIN = 0.05
 #: method on its own training tasks gains nothing there and can only lose outside them. (The
 #: quick autospec-eigen filter takes 0.996 to 1.151 times Chebyshev's mean counts at the
 #: calibrated tolerances down to 1e-8, and loses on spectra better conditioned than its
-#: training ones; the quick H-equation R2N2, which ties Newton-Krylov at 1e-8 on its 32
+#: training ones; the quick H-equation R2N2, which ties Newton-Krylov at 1e-8 on its 64
 #: calibration tasks but is 8% faster on the test set, takes 0.58 to 1.03 of its counts at
 #: the looser tolerances, below 0.98 at all but one: so the test is the minimum over the
-#: tolerances, not the count at the asked one, which is noisy at a few iterations.)
+#: tolerances, not the count at the asked one, which is noisy at a few iterations;
+#: ``benchmarks/calibration_ratios.py MODEL`` prints them.)
 PAY_MARGIN = 0.02
 #: The rate test (:class:`RateTest`) hands an instance over to the classical method only where
 #: the learned run's projected remaining iterations exceed the classical method's by more than
@@ -392,11 +393,14 @@ def rate_test(calibration: dict | None, options: dict) -> RateTest | None:
 
 
 def safeguarded_solve(solver, tasks, options: dict, check_guess: str = "outside",
-                      check_budget: str = "always") -> Solution:
+                      check_budget: str = "always",
+                      batch_outside: bool | None = None) -> Solution:
     """:meth:`LearnedSolver.solve` with the safeguard on; see the module docstring.
     ``check_guess``: which instances' learned guesses are tested (:data:`GUESS_CHECKS`);
     ``check_budget``: which instances of a fixed-budget solve are compared with the classical
-    method on the same budget (:data:`BUDGET_CHECKS`)."""
+    method on the same budget (:data:`BUDGET_CHECKS`); ``batch_outside``: whether any task of
+    the batch these ``tasks`` are a chunk of lies outside the training features (the budget
+    is the whole batch's; ``None``: these tasks are the batch)."""
     options = dict(options)
     options.setdefault("monitor", solver.monitor)
     # throw=True is the caller's question about the final result, not about the learned attempt.
@@ -455,7 +459,8 @@ def safeguarded_solve(solver, tasks, options: dict, check_guess: str = "outside"
     # training validated the learned parameters, the learned method's own count on its training
     # tasks may set it (the classical count alone cut the learned factors' slow tail and cost
     # the quick Robertson models 5% to 19% of their iterations in distribution).
-    budget = learned_budget(solver.calibration, options, outside=bool(out.any())) \
+    outside = bool(out.any()) if batch_outside is None else batch_outside
+    budget = learned_budget(solver.calibration, options, outside=outside) \
         if learned_other else None
     if budget is not None:
         cap = _cap(problem, options)

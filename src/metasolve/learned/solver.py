@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import re
 import time
 import warnings
 from pathlib import Path
@@ -28,7 +29,14 @@ from ..solvers.registry import METHODS, method_from_config
 from ..tasks.base import FAMILIES, TaskBatch, TaskFamily, family_from_config
 from ..validation import check_choice, check_count, check_device
 from .metasolver import METASOLVERS, MetaSolver, heads_sizes, metasolver_from_config
-from .safeguard import BUDGET_CHECKS, GUESS_CHECKS, calibrate, feature_envelope, safeguarded_solve
+from .safeguard import (
+    BUDGET_CHECKS,
+    GUESS_CHECKS,
+    calibrate,
+    feature_envelope,
+    outside_envelope,
+    safeguarded_solve,
+)
 
 ARTIFACT_KIND = "learned_solver"
 
@@ -220,6 +228,11 @@ def check_document(path, document: dict, *, build_family: bool = True,
     return None if None in counts else total
 
 
+#: A number in a warning's text: warnings of chunked solves that differ only in their numbers
+#: are one kind (:meth:`LearnedSolver._in_chunks`).
+NUMBER = re.compile(r"\d+(?:\.\d+)?(?:e[-+]?\d+)?")
+
+
 class LearnedSolver:
     """``Phi(tau; Psi(tau; omega))``: run ``method`` with the parameters ``metasolver`` predicts.
 
@@ -371,6 +384,11 @@ class LearnedSolver:
         ``guess_parameters`` (the safeguard tests them by the starting norm)."""
         return frozenset({"x0", *getattr(self.method, "guess_parameters", ())})
 
+    @property
+    def learned_guess(self) -> bool:
+        """Whether the meta-solver predicts a starting point (one of :attr:`guess_parameters`)."""
+        return bool(set(getattr(self.metasolver, "outputs", ()) or ()) & self.guess_parameters)
+
     def classical_params(self, features: torch.Tensor) -> dict[str, torch.Tensor]:
         """``theta`` of the classical method this solver falls back to and compares with: the
         meta-solver's :meth:`~MetaSolver.baseline_params` where it defines them (AutoSpec:
@@ -472,19 +490,26 @@ class LearnedSolver:
         problems and iterates (``benchmarks/million_instances.py``). Warnings are given once
         per kind, after the last chunk, saying in how many chunks they arose.
         """
+        # The safeguard's budget depends on whether any task of the whole batch lies outside
+        # the training features: each chunk is told, so that chunks give one batch's results.
+        batch_outside = run_options.pop("_batch_outside", None)
+        if run_options.get("chunk_size") is not None and isinstance(tasks, TaskBatch) \
+                and self.feature_envelope is not None and batch_outside is None:
+            batch_outside = bool(outside_envelope(tasks.features, self.feature_envelope).any())
+        chunked = self._in_chunks(tasks, run_options, params, lambda part, given, options:
+                                  self.solve(part, params=given, safeguard=safeguard,
+                                             check_guess=check_guess, check_budget=check_budget,
+                                             device=device, _batch_outside=batch_outside,
+                                             **options))
+        if chunked is not None:
+            return chunked
         if device is not None:
             with self._placed(device, tasks, run_options) as placed:
                 if params is not None:
                     params = {k: v.to(placed.device) for k, v in params.items()}
                 return self.solve(placed, params=params, safeguard=safeguard,
                                   check_guess=check_guess, check_budget=check_budget,
-                                  **run_options)
-        chunked = self._in_chunks(tasks, run_options, params, lambda part, given, options:
-                                  self.solve(part, params=given, safeguard=safeguard,
-                                             check_guess=check_guess,
-                                             check_budget=check_budget, **options))
-        if chunked is not None:
-            return chunked
+                                  _batch_outside=batch_outside, **run_options)
         if params is not None:
             return self._run(tasks, None, run_options, params=params)
         if safeguard and (not self.method_is_trainable or hasattr(self.method, "safeguarded")):
@@ -496,7 +521,8 @@ class LearnedSolver:
             # weights of its own would otherwise keep every iteration's graph (a learned
             # eigensolver's 300 iterations at a batch of 64 held more than 16 GB).
             with torch.no_grad():
-                return safeguarded_solve(self, tasks, run_options, check_guess, check_budget)
+                return safeguarded_solve(self, tasks, run_options, check_guess, check_budget,
+                                         batch_outside=batch_outside)
         return self._run(tasks, self.params, run_options)
 
     def solve_baseline(self, tasks: TaskBatch, device=None, **run_options) -> Solution:
@@ -504,13 +530,13 @@ class LearnedSolver:
         :meth:`classical_params`) on ``tasks``; no gradient. For neural SCS: plain SCS with the
         model's settings from the cold start; for an R2N2: GMRES, Newton-Krylov or Runge-Kutta
         (:meth:`~metasolve.learned.R2N2.classical`). ``device``: as in :meth:`solve`."""
+        chunked = self._in_chunks(tasks, run_options, None, lambda part, _, options:
+                                  self.solve_baseline(part, device=device, **options))
+        if chunked is not None:
+            return chunked
         if device is not None:
             with self._placed(device, tasks, run_options) as placed:
                 return self.solve_baseline(placed, **run_options)
-        chunked = self._in_chunks(tasks, run_options, None, lambda part, _, options:
-                                  self.solve_baseline(part, **options))
-        if chunked is not None:
-            return chunked
         if not isinstance(tasks, TaskBatch):
             raise TypeError(f"tasks must be a TaskBatch, got {type(tasks).__name__}")
         with torch.no_grad():
@@ -523,9 +549,10 @@ class LearnedSolver:
         ``chunk_size`` tasks, each written into the joined solution as it finishes; ``None``
         (and ``chunk_size`` taken out of ``run_options``) where the batch fits in one chunk.
         Per-task options and parameters (the batch as leading dimension: ``x0``, a
-        per-instance ``maxiter``) are sliced;
-        ``throw`` asks about the whole batch at the end; each kind of warning (category and
-        place) is given once, after the last chunk."""
+        per-instance ``maxiter``) are sliced; ``throw`` asks about the whole batch at the end;
+        each kind of warning (its category and its text without the numbers in it) is given
+        once, after the last chunk, at the caller's line, saying in how many chunks it
+        arose."""
         chunk_size = check_count("chunk_size", run_options.pop("chunk_size", None), minimum=1,
                                  allow_none=True)
         if chunk_size is None or not isinstance(tasks, TaskBatch) or len(tasks) <= chunk_size:
@@ -548,15 +575,18 @@ class LearnedSolver:
                     k: rows(v, part) for k, v in params.items()},
                     {k: rows(v, part) for k, v in options.items()}))
             chunks += 1
+            kinds: dict = {}  # this chunk's warnings by kind, the first text of each
             for warning in caught:
-                key = (warning.category, warning.filename, warning.lineno)
-                first, count = seen.get(key, (warning, 0))
-                seen[key] = (first, count + 1)
-        for first, count in seen.values():
-            text = str(first.message) if count == 1 else (
-                f"{first.message} (the first of {count} chunks of {chunk_size} tasks that "
-                f"warned so, of {chunks})")
-            warnings.warn_explicit(text, first.category, first.filename, first.lineno)
+                text = str(warning.message)
+                kinds.setdefault((warning.category, NUMBER.sub("#", text)), text)
+            for kind, text in kinds.items():
+                first, count = seen.get(kind, (text, 0))
+                seen[kind] = (first, count + 1)
+        for (category, _), (text, count) in seen.items():
+            if count > 1:
+                text = (f"{text} (in {count} of the {chunks} chunks of {chunk_size} tasks; "
+                        "this is the first)")
+            warnings.warn(text, category, stacklevel=3)
         solution = join.result()
         if throw and not bool(solution.converged.all()):
             raise ConvergenceError(f"{solution.info.get('method', 'solve')}: "
