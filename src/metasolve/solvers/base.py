@@ -265,9 +265,10 @@ def run(method: IterativeMethod, problem, *, params: Mapping[str, torch.Tensor] 
             (:meth:`Solution.concatenate`), so that the iteration's temporaries stay those of
             one chunk; with ``history=False`` the memory of a large batch is then its problems,
             iterates and a few numbers per instance. Each instance follows the same iteration
-            as in one batch, to round-off (a product over a chunk may round differently from
-            one over the whole batch); ``callback`` and ``give_up`` are called per chunk, with
-            that chunk's instances.
+            as in one batch, to round-off: a product over a chunk may round differently from
+            one over the whole batch, which near a method's attainable accuracy (in float32)
+            can change an instance's count. ``callback`` and ``give_up`` are called per chunk,
+            with that chunk's instances.
 
     Returns:
         A :class:`~metasolve.solution.Solution`; ``info["params"]`` holds the ``params`` it ran
