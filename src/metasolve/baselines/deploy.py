@@ -264,6 +264,7 @@ def nonlinear_starts(solver: LearnedSolver, tasks: TaskBatch, iterations: int,
     ``iterations`` outer iterations of the learned method (e.g. an R2N2) from each instance's
     own start. With ``check="always"`` an instance where ``||f||`` grew keeps its own start."""
     problem = _problem(_tasks(tasks), NonlinearSystem, "nonlinear_starts")
+    iterations = check_count("iterations", iterations, minimum=1)
     return _iterate_starts(solver, tasks, iterations, check, problem.function,
                            problem.start.double())
 
@@ -276,21 +277,12 @@ def nonlinear_guess(solver: LearnedSolver, tasks: TaskBatch,
     ``log_guess_shift``). With ``check="always"`` an instance whose guess has a larger ``||f||``
     than its own start keeps the start."""
     problem = _problem(_tasks(tasks), NonlinearSystem, "nonlinear_guess")
-    check_choice("check", check, CHECKS)
     if not solver.learned_guess:
         raise ValueError(f"the solver's meta-solver predicts "
                          f"{sorted(getattr(solver.metasolver, 'outputs', ()) or ())}, no "
                          "initial guess to deploy")
-    with torch.no_grad():
-        x0 = solver.solve(tasks, fixed_iterations=0, rtol=0.0, safeguard=False).x
-        x0 = x0.detach().double()
-        start = problem.start.double()
-        keep = torch.isfinite(x0).all(dim=1)
-        if check == "always":
-            after = torch.linalg.vector_norm(problem.function(torch.nan_to_num(x0)), dim=1)
-            keep &= after <= torch.linalg.vector_norm(problem.function(start), dim=1)
-        x0 = torch.where(keep.unsqueeze(1), x0, start)
-    return Deployment(x0.numpy(), keep.numpy())
+    # The iterate after no iteration: the start the predicted guess parameters make.
+    return _iterate_starts(solver, tasks, 0, check, problem.function, problem.start.double())
 
 
 def linear_starts(solver: LearnedSolver, tasks: TaskBatch, iterations: int,
@@ -300,14 +292,15 @@ def linear_starts(solver: LearnedSolver, tasks: TaskBatch, iterations: int,
     from its zero start. With ``check="always"`` an instance whose residual ``||b - A x||``
     grew past ``||b||`` keeps the zero start."""
     problem = _problem(_tasks(tasks), LinearSystem, "linear_starts")
+    iterations = check_count("iterations", iterations, minimum=1)
     return _iterate_starts(solver, tasks, iterations, check, problem.residual,
                            torch.zeros_like(problem.rhs, dtype=torch.float64))
 
 
 def _iterate_starts(solver, tasks, iterations, check, residual, start) -> Deployment:
-    """The learned method's iterate after ``iterations`` unguarded iterations, kept where it is
-    finite and (``check="always"``) its ``residual`` is no larger than at ``start``."""
-    iterations = check_count("iterations", iterations, minimum=1)
+    """The learned method's iterate after ``iterations`` (0: its start) unguarded iterations,
+    kept where it is finite and (``check="always"``) its ``residual`` is no larger than at
+    ``start``."""
     check_choice("check", check, CHECKS)
     with torch.no_grad():
         solution = solver.solve(tasks, fixed_iterations=iterations, rtol=0.0, safeguard=False)

@@ -24,7 +24,7 @@ from torch import nn
 from .._version import __version__
 from ..artifact import ArtifactError, json_type, json_type_name, read_tensors, write_tensors
 from ..solution import ConvergenceError, Solution, SolutionJoin
-from ..solvers.base import MONITORS, IterativeMethod, run
+from ..solvers.base import MONITORS, IterativeMethod, chunk_rows, run
 from ..solvers.registry import METHODS, method_from_config
 from ..tasks.base import FAMILIES, TaskBatch, TaskFamily, family_from_config
 from ..validation import check_choice, check_count, check_device
@@ -558,12 +558,6 @@ class LearnedSolver:
         if chunk_size is None or not isinstance(tasks, TaskBatch) or len(tasks) <= chunk_size:
             return None
         batch = len(tasks)
-
-        def rows(value, part: slice):
-            if isinstance(value, torch.Tensor) and value.ndim and value.shape[0] == batch:
-                return value[part]
-            return value
-
         options = dict(run_options)
         throw = options.pop("throw", False)
         join, seen, chunks = SolutionJoin(batch), {}, 0
@@ -572,8 +566,8 @@ class LearnedSolver:
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always")
                 join.add(solve(tasks.index(part), None if params is None else {
-                    k: rows(v, part) for k, v in params.items()},
-                    {k: rows(v, part) for k, v in options.items()}))
+                    k: chunk_rows(v, batch, part) for k, v in params.items()},
+                    {k: chunk_rows(v, batch, part) for k, v in options.items()}))
             chunks += 1
             kinds: dict = {}  # this chunk's warnings by kind, the first text of each
             for warning in caught:

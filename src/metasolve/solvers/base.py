@@ -478,6 +478,15 @@ def run(method: IterativeMethod, problem, *, params: Mapping[str, torch.Tensor] 
     return solution
 
 
+def chunk_rows(value, batch: int, part: slice):
+    """The rows ``part`` of a per-instance ``value`` (a tensor with the ``batch`` as leading
+    dimension) for one chunk of a chunked solve; anything else (a parameter shared by the
+    batch, an integer cap) goes to every chunk as it is."""
+    if isinstance(value, torch.Tensor) and value.ndim and value.shape[0] == batch:
+        return value[part]
+    return value
+
+
 def _run_in_chunks(method: IterativeMethod, problem, chunk_size: int, *, params, x0, maxiter,
                    **options) -> Solution:
     """:func:`run` on consecutive slices of ``chunk_size`` instances of ``problem`` (with the
@@ -490,20 +499,14 @@ def _run_in_chunks(method: IterativeMethod, problem, chunk_size: int, *, params,
         raise TypeError(f"params must be a mapping of parameter names to tensors, got "
                         f"{type(params).__name__}")
 
-    def rows(value, part: slice):
-        # Per-instance values (the batch as leading dimension) are sliced; anything else (a
-        # parameter shared by the batch, an integer cap) goes to every chunk as it is.
-        if isinstance(value, torch.Tensor) and value.ndim and value.shape[0] == batch:
-            return value[part]
-        return value
-
     join = SolutionJoin(batch)
     for begin in range(0, batch, chunk_size):
         part = slice(begin, min(begin + chunk_size, batch))
         join.add(run(method, problem.index(part),
                      params=None if params is None else {
-                         k: rows(v, part) for k, v in params.items()},
-                     x0=rows(x0, part), maxiter=rows(maxiter, part), **options))
+                         k: chunk_rows(v, batch, part) for k, v in params.items()},
+                     x0=chunk_rows(x0, batch, part), maxiter=chunk_rows(maxiter, batch, part),
+                     **options))
     solution = join.result()
     if throw and not bool(solution.converged.all()):
         raise ConvergenceError(f"{method.name}: {solution.summary()}", solution)
