@@ -35,7 +35,7 @@ __all__ = [
     "WeightedResidualLoss", "__version__", "bench", "bench_model", "chebyshev_filter_rule",
     "compare_wall_clock", "constant_weights", "frozen_r2n2", "load", "make_splits",
     "newton_krylov_history", "r2n2_solver", "register_family", "register_method", "run", "save",
-    "sine_basis", "sparse_system", "split_probe"
+    "set_compile", "sine_basis", "sparse_system", "split_probe"
 ]
 
 

@@ -10,6 +10,7 @@ from .artifact import ArtifactError
 from .baselines.scipy_krylov import newton_krylov_history
 from .benchmark import bench, bench_model
 from .evaluation.metrics import compare_wall_clock
+from .kernels import set_compile
 from .learned import (
     EULER,
     HEUN,
@@ -119,6 +120,6 @@ __all__ = [
     "compare_wall_clock",
     "constant_weights",
     "frozen_r2n2", "load", "make_splits", "newton_krylov_history", "r2n2_solver",
-    "register_family", "register_method", "run", "save", "sine_basis", "sparse_system",
-    "split_probe"
+    "register_family", "register_method", "run", "save", "set_compile", "sine_basis",
+    "sparse_system", "split_probe"
 ]

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .sparse import SparseBatch
+from .sparse import SharedSparseMatrix, SparseBatch, shared_sparse
 from .validation import check_batch, check_tensor
 
 
@@ -482,6 +482,20 @@ class ConeSpec:
         return {"zero": self.zero, "nonneg": self.nonneg, "soc": list(self.soc)}
 
 
+def apply_matrix(operator: torch.Tensor | SharedSparseMatrix, x: torch.Tensor, *,
+                 adjoint: bool = False) -> torch.Tensor:
+    """``A x`` (or ``A^T x`` with ``adjoint``) for a batch of *columns* ``x`` ``(n, B)``, with
+    ``A`` an ``(m, n)`` matrix shared by the batch (dense or :class:`SharedSparseMatrix`) or a
+    dense ``(B, m, n)`` batch (:attr:`ConeProgram.operator`). Rows ``(B, n)`` go in as
+    ``x.T`` (a view)."""
+    if isinstance(operator, SharedSparseMatrix):
+        return operator.apply(x, adjoint)
+    if operator.ndim == 2:
+        return operator.T @ x if adjoint else operator @ x
+    matrices = operator.mT if adjoint else operator
+    return torch.bmm(matrices, x.T.unsqueeze(-1)).squeeze(-1).T
+
+
 @dataclass(frozen=True)
 class ConeProgram(Problem):
     """A batch of cone programs in SCS's standard form (neural SCS paper, eq. 1)::
@@ -551,26 +565,55 @@ class ConeProgram(Problem):
     def shared_matrix(self) -> bool:
         return self.matrix.ndim == 2
 
+    @property
+    def operator(self) -> torch.Tensor | SharedSparseMatrix:
+        """``A`` as its products apply it: :attr:`sparse` where it is not ``None``, else the
+        dense matrix (:func:`apply_matrix`)."""
+        sparse = self.sparse
+        return self.matrix if sparse is None else sparse
+
+    @property
+    def sparse(self) -> SharedSparseMatrix | None:
+        """The shared matrix in SciPy's sparse form when the products and the solves of SCS's
+        linear step are cheaper that way (a sparse ``A`` shared by the batch on the CPU, as in
+        Kalman filtering: :func:`~metasolve.sparse.shared_sparse`), else ``None``."""
+        return shared_sparse(self.matrix) if self.shared_matrix else None
+
     def matvec(self, x: torch.Tensor) -> torch.Tensor:
         """``A x`` for ``x`` ``(B, n)``."""
-        if self.shared_matrix:
-            return x @ self.matrix.T
-        return torch.bmm(self.matrix, x.unsqueeze(-1)).squeeze(-1)
+        return apply_matrix(self.operator, x.T).T
 
     def rmatvec(self, y: torch.Tensor) -> torch.Tensor:
         """``A^T y`` for ``y`` ``(B, m)``."""
-        if self.shared_matrix:
-            return y @ self.matrix
-        return torch.bmm(self.matrix.mT, y.unsqueeze(-1)).squeeze(-1)
+        return apply_matrix(self.operator, y.T, adjoint=True).T
 
     def data_scales(self) -> tuple[torch.Tensor, torch.Tensor]:
         """``(||b||, ||c||)`` per instance (1 where a vector is zero): SCS's normalisation
         divides ``b`` and ``c`` by them, which rescales ``x, s`` by ``1/||b||`` and ``y`` by
         ``1/||c||`` and leaves the cones unchanged."""
-        beta = torch.linalg.vector_norm(self.rhs, dim=1)
-        gamma = torch.linalg.vector_norm(self.cost, dim=1)
-        return (torch.where(beta > 0, beta, torch.ones_like(beta)),
-                torch.where(gamma > 0, gamma, torch.ones_like(gamma)))
+        def build():
+            beta = torch.linalg.vector_norm(self.rhs, dim=1)
+            gamma = torch.linalg.vector_norm(self.cost, dim=1)
+            return (torch.where(beta > 0, beta, torch.ones_like(beta)),
+                    torch.where(gamma > 0, gamma, torch.ones_like(gamma)))
+
+        return self._of_data("_data_scales", build)
+
+    def data_norms(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(||b||_inf, ||c||_inf)`` per instance, the data's part of SCS's relative
+        stopping tolerances."""
+        return self._of_data("_data_norms", lambda: (
+            self.rhs.abs().amax(dim=1), self.cost.abs().amax(dim=1)))
+
+    def _of_data(self, name: str, build):
+        # Kept on the program (read at every stopping test), unless b or c carry a gradient:
+        # a cached graph would be shared by every backward pass through this program.
+        cached = self.__dict__.get(name)
+        if cached is None:
+            cached = build()
+            if not (self.rhs.requires_grad or self.cost.requires_grad):
+                object.__setattr__(self, name, cached)
+        return cached
 
     def index(self, idx) -> ConeProgram:
         matrix = self.matrix if self.shared_matrix else self.matrix[idx]

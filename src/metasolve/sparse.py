@@ -36,6 +36,7 @@ import weakref
 import numpy as np
 import torch
 
+from .kernels import compiling
 from .validation import check_count, check_tensor
 
 #: Entries times vectors handled at once by a product outside autograd (the size of its two
@@ -424,15 +425,11 @@ class SparseBatch:
     def from_shared(cls, matrix: torch.Tensor, batch_size: int) -> SparseBatch:
         """A torch sparse ``(N, N)`` matrix shared by ``batch_size`` instances, as a batch whose
         values are an expanded view (no copy). The pattern is computed once per matrix."""
-        key = id(matrix)
-        cached = _SHARED_PATTERNS.get(key)
-        if cached is None or cached[0]() is not matrix or cached[1] != matrix._version:
+        def build():
             crow, col, values, _ = _csr_parts("matrix", matrix)
-            if cached is None or cached[0]() is not matrix:
-                weakref.finalize(matrix, _SHARED_PATTERNS.pop, key, None)
-            cached = (weakref.ref(matrix), matrix._version, SparsePattern(crow, col), values)
-            _SHARED_PATTERNS[key] = cached
-        _, _, pattern, values = cached
+            return SparsePattern(crow, col), values
+
+        pattern, values = per_matrix(matrix, "pattern", build)
         return cls(pattern, values.unsqueeze(0).expand(batch_size, -1))
 
     # --- the batch ----------------------------------------------------------------------------
@@ -615,9 +612,154 @@ class SparseBatch:
         return self._unflat(y, shape)
 
 
-#: Patterns of torch sparse matrices shared by a batch, computed once per matrix (and version):
-#: ``id(matrix) -> (weak reference, version, pattern, values)``, dropped with the matrix.
-_SHARED_PATTERNS: dict = {}
+#: What is derived from a matrix shared by a batch (its pattern, a SciPy copy and factor),
+#: computed once per matrix and version: ``(id(matrix), kind) -> (weak reference, version,
+#: value)``, dropped with the matrix.
+_PER_MATRIX: dict = {}
+
+
+def _version(matrix: torch.Tensor) -> int | None:
+    try:
+        return matrix._version
+    except RuntimeError:  # an inference tensor has no version counter (and stays as it is)
+        return None
+
+
+def per_matrix(matrix: torch.Tensor, kind: str, build):
+    """``build()``, computed once per ``matrix`` (its identity and in-place version) and
+    ``kind``, and dropped when the matrix is."""
+    key = (id(matrix), kind)
+    cached = _PER_MATRIX.get(key)
+    if cached is None or cached[0]() is not matrix or cached[1] != _version(matrix):
+        if cached is None or cached[0]() is not matrix:
+            weakref.finalize(matrix, _PER_MATRIX.pop, key, None)
+        cached = (weakref.ref(matrix), _version(matrix), build())
+        _PER_MATRIX[key] = cached
+    return cached[2]
+
+
+#: A shared matrix with at most this fraction of nonzero entries is applied through SciPy's
+#: sparse kernels on the CPU (:func:`shared_sparse`); a denser one stays a dense product.
+SPARSE_DENSITY = 0.1
+
+
+class _ScipyProduct(torch.autograd.Function):
+    """``M x`` for a batch of columns ``x`` ``(n, B)`` and a SciPy sparse ``M`` ``(m, n)``;
+    the adjoint ``N = M^T`` gives the backward ``N g``."""
+
+    @staticmethod
+    def forward(ctx, x, matrix, adjoint):
+        ctx.adjoint = adjoint
+        return torch.from_numpy(matrix @ x.detach().numpy())
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad):
+        return torch.from_numpy(ctx.adjoint @ grad.numpy()), None, None
+
+
+class _ScipySymmetricSolve(torch.autograd.Function):
+    """``R^{-1} r`` for a batch of columns ``r`` ``(n, B)`` with a factor of a symmetric ``R``;
+    the backward is the same solve (``R^{-T} = R^{-1}``)."""
+
+    @staticmethod
+    def forward(ctx, rhs, factor):
+        ctx.factor = factor
+        return _factor_solve(factor, rhs.detach())
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad):
+        return _factor_solve(ctx.factor, grad), None
+
+
+def _factor_solve(factor, columns: torch.Tensor) -> torch.Tensor:
+    # SuperLU reads each right-hand side contiguous (Fortran order): a batch held with the
+    # batch fastest (as the products read it) is copied over and back.
+    out = factor.solve(np.asfortranarray(columns.numpy()))
+    return torch.from_numpy(np.ascontiguousarray(out))
+
+
+class SharedSparseMatrix:
+    """A sparse ``(m, n)`` matrix ``A`` shared by a batch, applied on the CPU with SciPy's
+    compressed sparse kernels: ``A x`` and ``A^T y`` for a batch of columns ``x`` ``(n, B)``
+    (held best with the batch fastest, ``x.T`` of a row-major ``(B, n)``: no copy), and solves
+    with ``I + A^T A`` from one sparse factorisation (SuperLU with a minimum-degree ordering of
+    ``R + R^T`` and no pivoting, which is stable for this symmetric positive definite ``R``),
+    made on first use. Each is differentiable in the vectors (its backward is the adjoint
+    product, or the same solve); the matrix itself is data, not differentiated.
+
+    Obtain one with :func:`shared_sparse`, which builds it once per matrix.
+    """
+
+    def __init__(self, matrix: torch.Tensor):
+        from scipy import sparse as sp
+
+        dense = matrix.detach().numpy()
+        self.matrix = sp.csr_matrix(dense)
+        self.adjoint = sp.csr_matrix(dense.T)
+        self.shape = tuple(matrix.shape)
+        self._gram = None
+        # The same products as gathers of whole rows of the batch, over the rows of A padded
+        # to the longest one: the form compiled kernels fuse (kernels.py), where a SciPy call
+        # would break the fused loop.
+        self.padded = _padded_rows(self.matrix)
+        self.padded_adjoint = _padded_rows(self.adjoint)
+
+    @property
+    def nnz(self) -> int:
+        return int(self.matrix.nnz)
+
+    def apply(self, columns: torch.Tensor, adjoint: bool = False) -> torch.Tensor:
+        """``A x`` for ``x`` ``(n, B)`` (``A^T y`` for ``y`` ``(m, B)`` with ``adjoint``)."""
+        if compiling():
+            index, values = self.padded_adjoint if adjoint else self.padded
+            return (columns[index] * values.unsqueeze(-1)).sum(dim=1)
+        matrices = (self.adjoint, self.matrix) if adjoint else (self.matrix, self.adjoint)
+        return _ScipyProduct.apply(columns, *matrices)
+
+    def solve_gram(self, columns: torch.Tensor) -> torch.Tensor:
+        """``(I + A^T A)^{-1} r`` for ``r`` ``(n, B)``."""
+        if self._gram is None:
+            from scipy import sparse as sp
+            from scipy.sparse.linalg import splu
+
+            gram = (sp.identity(self.shape[1], dtype=self.matrix.dtype, format="csc")
+                    + (self.adjoint @ self.matrix).tocsc())
+            self._gram = splu(gram, permc_spec="MMD_AT_PLUS_A", diag_pivot_thresh=0.0,
+                              options={"SymmetricMode": True})
+        return _ScipySymmetricSolve.apply(columns, self._gram)
+
+
+def _padded_rows(csr) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(columns, values)``, each ``(rows, width)``: row ``i``'s entries padded with zeros
+    (at column 0) to the longest row's ``width``."""
+    counts = np.diff(csr.indptr)
+    width = max(int(counts.max(initial=0)), 1)
+    slot = np.arange(csr.nnz) - np.repeat(csr.indptr[:-1], counts)
+    rows = np.repeat(np.arange(csr.shape[0]), counts)
+    columns = np.zeros((csr.shape[0], width), dtype=np.int64)
+    values = np.zeros((csr.shape[0], width), dtype=csr.dtype)
+    columns[rows, slot] = csr.indices
+    values[rows, slot] = csr.data
+    return torch.from_numpy(columns), torch.from_numpy(values)
+
+
+def shared_sparse(matrix: torch.Tensor) -> SharedSparseMatrix | None:
+    """The :class:`SharedSparseMatrix` of a dense ``(m, n)`` matrix shared by a batch, or
+    ``None`` where the dense products are the right ones: a matrix off the CPU, one that
+    requires a gradient, one of another dtype than float32/float64, or one with more than
+    :data:`SPARSE_DENSITY` of its entries nonzero. Built once per matrix (and in-place
+    version)."""
+    if (matrix.ndim != 2 or matrix.layout != torch.strided or matrix.device.type != "cpu"
+            or matrix.requires_grad or matrix.dtype not in (torch.float32, torch.float64)):
+        return None
+
+    def build():
+        nnz = int(torch.count_nonzero(matrix))
+        return SharedSparseMatrix(matrix) if nnz <= SPARSE_DENSITY * matrix.numel() else None
+
+    return per_matrix(matrix, "scipy", build)
 
 
 def _csr_parts(name: str, matrix) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, int]:

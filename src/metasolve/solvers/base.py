@@ -449,6 +449,9 @@ def run(method: IterativeMethod, problem, *, params: Mapping[str, torch.Tensor] 
     x = state["x"]
     if _storage(x) == x0_storage if x0 is None else _shares_memory(x, x0):
         x = x.clone()  # no step was taken: never hand the caller's own x0 back
+    # A method may iterate in another memory layout (SCS holds the batch fastest); the
+    # caller gets rows, as the problem's vectors are.
+    x = x.contiguous()
     if (torch.is_grad_enabled() and x.requires_grad and fixed_iterations is None
             and truncate is None
             and steps * x.numel() * x.element_size() > GRAPH_WARNING_BYTES):

@@ -16,7 +16,19 @@ The linear step never forms ``I + Q``: writing ``M = [[I, A^T], [-A, I]]`` and `
 distinct matrix (once per batch when ``A`` is shared, as in Kalman filtering), and
 ``g = M^{-1} h`` one solve per instance, both in :meth:`SCS.init`. Autograd differentiates the
 triangular solves analytically (implicit differentiation of the linear system, sec. 4.3.2), not
-by unrolling anything.
+by unrolling anything. A sparse ``A`` shared by the batch on the CPU (Kalman filtering:
+662 nonzeros of 90,630 at 20 time steps) is applied with SciPy's sparse products and one sparse
+factorisation of ``I + A^T A`` (SuperLU), solved against the whole batch at once
+(:class:`~metasolve.sparse.SharedSparseMatrix`).
+
+Each iteration is two kernels around that solve (:func:`_plain_step_start`,
+:func:`_plain_step_end`): the second computes ``f(z)``, the fixed-point residual of ``z`` and
+SCS's stopping test at ``z`` in one pass over the batch, so the driver's ``residual`` and
+``converged`` only read them from the state. The kernels take the batch as columns (the
+transpose of the driver's rows) and the iterates are held that way in memory (``z.T``
+contiguous): the sparse products then gather whole rows of the batch, and every reduction runs
+across rows. With compiled kernels on (:mod:`metasolve.kernels`) each kernel is one fused loop;
+``python benchmarks/scs_per_iteration.py`` measures both against the ``scs`` package.
 
 The driver's iterate ``state["x"]`` is ``(u, v)`` ``(B, 2 (n + m + 1))``: an initial guess or a
 learned prediction is given in that layout (:func:`pack`, :func:`unpack`). The monitored norm is
@@ -37,7 +49,8 @@ from collections.abc import Mapping
 import torch
 
 from ..cones import project_dual_cone
-from ..problems import ConeProgram
+from ..kernels import compiled
+from ..problems import ConeProgram, apply_matrix
 from ..validation import check_positive
 from .base import IterativeMethod, State
 from .registry import register_method
@@ -63,6 +76,12 @@ def cold_start(problem: ConeProgram) -> torch.Tensor:
     return pack(u, torch.zeros_like(u))
 
 
+def batch_fastest(t: torch.Tensor) -> torch.Tensor:
+    """``t`` ``(B, L)`` held with the batch as the fastest-varying dimension (``t.T`` is a
+    contiguous ``(L, B)``): a copy unless it is held so already."""
+    return t if t.T.is_contiguous() else t.T.contiguous().T
+
+
 def embedding_vector(problem: ConeProgram, normalize: bool) -> torch.Tensor:
     """``h = (c, b)``, or ``(c / ||c||, b / ||b||)`` when the data are normalised."""
     if not normalize:
@@ -72,7 +91,12 @@ def embedding_vector(problem: ConeProgram, normalize: bool) -> torch.Tensor:
 
 
 class LinearStep:
-    """``(I + Q)^{-1}`` for a batch of cone programs, factorised once (see the module doc)."""
+    """``(I + Q)^{-1}`` for a batch of cone programs, factorised once (see the module doc).
+
+    A sparse ``A`` shared by the batch on the CPU (:attr:`ConeProgram.sparse`) is factorised
+    sparse, once per matrix, and the state holds no factor; otherwise the state holds the
+    dense Cholesky factor of ``I + A^T A`` (one, or one per instance). ``h`` and ``g`` are
+    ``(B, n + m)``, held with the batch fastest like the iterates."""
 
     #: The tensors that define the step, kept in the solver state between iterations.
     PARTS = ("factor", "h", "g", "denominator")
@@ -80,39 +104,95 @@ class LinearStep:
     def __init__(self, problem: ConeProgram, normalize: bool = True,
                  parts: Mapping[str, torch.Tensor] | None = None):
         self.problem = problem
+        self.operator = problem.operator
         if parts is not None:  # rebuilt from the state: nothing to factorise again
             for key in self.PARTS:
-                setattr(self, key, parts[key])
+                setattr(self, key, parts.get(key))
             return
-        a = problem.matrix
-        n = problem.variables
-        eye = torch.eye(n, dtype=a.dtype, device=a.device)
-        gram = a.mT @ a if problem.shared_matrix else torch.bmm(a.mT, a)
-        self.factor = torch.linalg.cholesky(eye + gram)
-        self.h = embedding_vector(problem, normalize)
-        self.g = self._solve_m(self.h)
-        self.denominator = 1.0 + (self.h * self.g).sum(dim=1)
+        self.factor = None
+        if isinstance(self.operator, torch.Tensor):
+            a = problem.matrix
+            eye = torch.eye(problem.variables, dtype=a.dtype, device=a.device)
+            gram = a.mT @ a if problem.shared_matrix else torch.bmm(a.mT, a)
+            self.factor = torch.linalg.cholesky(eye + gram)
+        self.h = batch_fastest(embedding_vector(problem, normalize))
+        h = self.h.T
+        x = self.solve_gram(_gram_rhs(self.operator, h))
+        self.g = torch.cat([x, h[problem.variables:] + apply_matrix(self.operator, x)]).T
+        self.denominator = 1.0 + torch.linalg.vecdot(self.h, self.g)
 
     def parts(self) -> dict[str, torch.Tensor]:
-        return {key: getattr(self, key) for key in self.PARTS}
+        return {key: getattr(self, key) for key in self.PARTS
+                if getattr(self, key) is not None}
 
-    def _solve_m(self, w: torch.Tensor) -> torch.Tensor:
-        """``M^{-1} w`` for ``w = (w_x, w_y)``: ``(I + A^T A) x = w_x - A^T w_y``,
-        ``y = w_y + A x``."""
-        n = self.problem.variables
-        wx, wy = w[:, :n], w[:, n:]
-        rhs = wx - self.problem.rmatvec(wy)
+    def solve_gram(self, rhs: torch.Tensor) -> torch.Tensor:
+        """``(I + A^T A)^{-1} r`` for a batch of columns ``r`` ``(n, B)``."""
+        if self.factor is None:
+            return self.operator.solve_gram(rhs)
         if self.problem.shared_matrix:
-            x = torch.cholesky_solve(rhs.T, self.factor).T
-        else:
-            x = torch.cholesky_solve(rhs.unsqueeze(-1), self.factor).squeeze(-1)
-        return torch.cat([x, wy + self.problem.matvec(x)], dim=1)
+            return torch.cholesky_solve(rhs, self.factor)
+        return torch.cholesky_solve(rhs.T.unsqueeze(-1), self.factor).squeeze(-1).T
 
     def __call__(self, w: torch.Tensor) -> torch.Tensor:
-        wz, wt = w[:, :-1], w[:, -1]
-        mz = self._solve_m(wz)
-        tau = (wt + (self.h * mz).sum(dim=1)) / self.denominator
-        return torch.cat([mz - self.g * tau.unsqueeze(1), tau.unsqueeze(1)], dim=1)
+        """``(I + Q)^{-1} w`` for ``w`` ``(B, n + m + 1)``."""
+        x = self.solve_gram(_gram_rhs(self.operator, w.T))
+        return _embedding_solution(self.operator, self.h.T, self.g.T, self.denominator, w.T,
+                                   x).T
+
+
+# The kernels below take every per-instance vector as a batch of columns ((length, B), the
+# transpose of the driver's rows): the sparse products then gather whole rows of the batch,
+# and the cones' and the stopping test's reductions run across rows (kernels.py).
+
+
+def _gram_rhs(operator, w: torch.Tensor) -> torch.Tensor:
+    """``w_x - A^T w_y``, the right-hand side of ``(I + A^T A) x`` in ``M^{-1} w``."""
+    n, m = operator.shape[-1], operator.shape[-2]
+    return w[:n] - apply_matrix(operator, w[n:n + m], adjoint=True)
+
+
+def _embedding_solution(operator, h, g, denominator, w, x) -> torch.Tensor:
+    """``(I + Q)^{-1} w`` from ``x``, the solution of ``(I + A^T A) x = w_x - A^T w_y``:
+    ``M^{-1} w_z = (x, w_y + A x)``, ``tau = (w_tau + h.M^{-1} w_z) / (1 + h.g)`` and
+    ``z = M^{-1} w_z - g tau``."""
+    n, m = operator.shape[-1], operator.shape[-2]
+    y = w[n:n + m] + apply_matrix(operator, x)
+    tau = (w[-1] + (h[:n] * x).sum(dim=0) + (h[n:] * y).sum(dim=0)) / denominator
+    return torch.cat([x - g[:n] * tau, y - g[n:] * tau, tau.unsqueeze(0)])
+
+
+@compiled
+def _plain_step_start(operator, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``w = u + v`` and the right-hand side of its Gram solve (eq. 4, before the solve)."""
+    half = z.shape[0] // 2
+    w = z[:half] + z[half:]
+    return w, _gram_rhs(operator, w)
+
+
+@compiled
+def _plain_step_end(operator, cones, h, g, denominator, alpha: float, z: torch.Tensor,
+                    w: torch.Tensor, x: torch.Tensor, tests) -> tuple[torch.Tensor, ...]:
+    """The rest of one SCS iteration from the Gram solve's ``x`` (eq. 4-6): ``f(z)``, and, in
+    the same pass over ``z``, the fixed-point residual of ``z`` and whether ``z`` passes SCS's
+    stopping test (``tests``: the arguments of :func:`_passes` after ``z``)."""
+    half = z.shape[0] // 2
+    u, v = z[:half], z[half:]
+    n, m = operator.shape[-1], operator.shape[-2]
+    tilde = _embedding_solution(operator, h, g, denominator, w, x)
+    relaxed = torch.lerp(u, tilde, alpha)  # alpha tilde + (1 - alpha) u
+    shifted = relaxed - v
+    projected = torch.cat([shifted[:n], project_dual_cone(shifted[n:n + m], cones, dim=0),
+                           shifted[-1:].clamp_min(0)])
+    fz = torch.cat([projected, projected - shifted])  # v+ = v - u^ + u+
+    return fz, _fixed_point_residual.uncompiled(z, fz), _passes.uncompiled(z, *tests)
+
+
+@compiled
+def _fixed_point_residual(z: torch.Tensor, fz: torch.Tensor) -> torch.Tensor:
+    half = z.shape[0] // 2
+    inverse = 1 / z[half - 1].clamp_min(TAU_FLOOR)
+    inverse_f = 1 / fz[half - 1].clamp_min(TAU_FLOOR)
+    return torch.linalg.vector_norm(z * inverse - fz * inverse_f, dim=0)
 
 
 #: ``tau`` below this is measured as this: an iterate whose ``tau`` was projected to zero (the
@@ -188,19 +268,29 @@ class SCS(IterativeMethod):
     def fixed_point_map(self, problem: ConeProgram, linear: LinearStep,
                         z: torch.Tensor) -> torch.Tensor:
         """``f(z)``: one SCS iteration from ``z = (u, v)``."""
-        u, v = unpack(z)
-        n, m = problem.variables, problem.constraints
-        tilde = linear(u + v)
-        relaxed = self.alpha * tilde + (1 - self.alpha) * u
-        w = relaxed - v
-        projected = torch.cat([w[:, :n], project_dual_cone(w[:, n:n + m], problem.cones),
-                               w[:, -1:].clamp_min(0)], dim=1)
-        return pack(projected, v - relaxed + projected)
+        return self._evaluate(problem, linear, z)["fx"]
+
+    def _evaluate(self, problem: ConeProgram, linear: LinearStep, z: torch.Tensor) -> State:
+        """``f(z)`` (``fx``), the fixed-point residual of ``z`` (``residual``) and SCS's
+        stopping test at ``z`` (``passed``): two kernels around the Gram solve, which read the
+        batch once each (kernels.py: fused when compiled)."""
+        w, rhs = _plain_step_start(linear.operator, z.T)
+        x = linear.solve_gram(rhs)
+        fz, residual, passed = _plain_step_end(
+            linear.operator, problem.cones, linear.h.T, linear.g.T, linear.denominator,
+            self.alpha, z.T, w, x, self._tests(problem, linear))
+        return {"fx": fz.T, "residual": residual, "passed": passed}
+
+    def _tests(self, problem: ConeProgram, linear: LinearStep) -> tuple:
+        """The arguments of the stopping test after the iterate (:func:`_passes`)."""
+        scales = problem.data_scales() if self.normalize else None
+        return (linear.operator, linear.h.T, scales, problem.data_norms(), self.eps_abs,
+                self.eps_rel)
 
     @staticmethod
     def residual_of(z: torch.Tensor, fz: torch.Tensor) -> torch.Tensor:
         """``||z / tau - f(z) / tau_f||``, the fixed-point residual of sec. 4.3.2."""
-        return torch.linalg.vector_norm(tau_normalized(z) - tau_normalized(fz), dim=1)
+        return _fixed_point_residual(z.T, fz.T)
 
     def accelerate(self, problem: ConeProgram, state: State, z: torch.Tensor, fz: torch.Tensor,
                    fixed_point_map) -> tuple[torch.Tensor, State, torch.Tensor | None]:
@@ -212,11 +302,11 @@ class SCS(IterativeMethod):
     def init(self, problem: ConeProgram, x0: torch.Tensor,
              params: Mapping[str, torch.Tensor]) -> State:
         linear = LinearStep(problem, self.normalize)
-        fz = self.fixed_point_map(problem, linear, x0)
-        state = {"x": x0, "fx": fz, **linear.parts(),
+        x0 = batch_fastest(x0)
+        state = {"x": x0, **self._evaluate(problem, linear, x0), **linear.parts(),
                  "k": torch.zeros(problem.batch_size, dtype=torch.int64,
                                   device=x0.device)}
-        state.update(self.init_extra(problem, x0, fz, params))
+        state.update(self.init_extra(problem, x0, state["fx"], params))
         return state
 
     def init_extra(self, problem, x0, fz, params) -> State:
@@ -231,22 +321,21 @@ class SCS(IterativeMethod):
 
         z_next, extra, fz_next = self.accelerate(problem, state, state["x"], state["fx"], f)
         if fz_next is None:
-            fz_next = f(z_next)
+            evaluated = self._evaluate(problem, linear, z_next)
+        else:  # the rule evaluated f already: the residual and the test on their own
+            evaluated = {"fx": fz_next, "residual": self.residual_of(z_next, fz_next),
+                         "passed": _passes(z_next.T, *self._tests(problem, linear))}
         new = dict(state)
         new.update(extra)
-        new.update({"x": z_next, "fx": fz_next, "k": state["k"] + 1})
+        new.update({"x": z_next, **evaluated, "k": state["k"] + 1})
         return new
 
     def residual(self, problem: ConeProgram, state: State) -> torch.Tensor:
-        return self.residual_of(state["x"], state["fx"])
+        return state["residual"]
 
     def converged(self, problem: ConeProgram, state: State, norms: torch.Tensor,
                   threshold: torch.Tensor) -> torch.Tensor:
-        res = primal_dual(problem, state["x"], self.normalize)
-        ok = torch.ones_like(norms, dtype=torch.bool)
-        for name in ("primal", "dual", "gap"):
-            ok &= res[name] <= self.eps_abs + self.eps_rel * res[f"{name}_scale"]
-        return ok & (res["tau"] > 0)
+        return state["passed"]
 
 
 def primal_dual(problem: ConeProgram, z: torch.Tensor,
@@ -255,25 +344,58 @@ def primal_dual(problem: ConeProgram, z: torch.Tensor,
     normalised program when ``normalize``, mapped back: ``x, s`` times ``||b||``, ``y`` times
     ``||c||``) and its residuals as SCS 3 reports them (infinity norms):
     ``primal = ||A x + s - b||``, ``dual = ||A^T y + c||``, ``gap = |c^T x + b^T y|``, with the
-    scales their relative tolerances multiply (``primal_scale`` etc.)."""
-    n, m = problem.variables, problem.constraints
-    normalized = tau_normalized(z)
-    u, v = unpack(normalized)
-    x, y, s = u[:, :n], u[:, n:n + m], v[:, n:n + m]
-    if normalize:
-        beta, gamma = problem.data_scales()
-        x, s, y = x * beta.unsqueeze(1), s * beta.unsqueeze(1), y * gamma.unsqueeze(1)
-    ax, aty = problem.matvec(x), problem.rmatvec(y)
-    inf = torch.inf
-    cx, by = (problem.cost * x).sum(dim=1), (problem.rhs * y).sum(dim=1)
+    scales their relative tolerances multiply (``primal_scale`` etc.). ``x``, ``y`` and ``s``
+    are ``(B, n)``, ``(B, m)``, ``(B, m)``; the rest ``(B,)``."""
+    scales = problem.data_scales() if normalize else None
+    out = _primal_dual(problem.operator, problem.rhs.T, problem.cost.T, scales,
+                       problem.data_norms(), z.T)
+    return {key: value.T if value.ndim == 2 else value for key, value in out.items()}
+
+
+@compiled
+def _primal_dual(operator, b, c, scales, data_norms, z):
+    n, m = operator.shape[-1], operator.shape[-2]
+    k = n + m + 1
+    tau = z[k - 1]
+    # (x, y, s) = (u_x, u_y, v_s) / tau, times (||b||, ||c||, ||b||) when normalised: one
+    # scale per instance and vector.
+    inverse = 1 / tau.clamp_min(TAU_FLOOR)
+    if scales is None:
+        primal_scale = dual_scale = inverse
+    else:
+        primal_scale, dual_scale = (scale * inverse for scale in scales)
+    x = z[:n] * primal_scale
+    y = z[n:n + m] * dual_scale
+    s = z[k + n:k + n + m] * primal_scale
+    ax, aty = apply_matrix(operator, x), apply_matrix(operator, y, adjoint=True)
+    cx, by = (c * x).sum(dim=0), (b * y).sum(dim=0)
     return {
-        "x": x, "y": y, "s": s, "tau": unpack(z)[0][:, -1],
-        "primal": torch.linalg.vector_norm(ax + s - problem.rhs, ord=inf, dim=1),
-        "primal_scale": torch.stack([torch.linalg.vector_norm(t, ord=inf, dim=1)
-                                     for t in (ax, s, problem.rhs)]).amax(dim=0),
-        "dual": torch.linalg.vector_norm(aty + problem.cost, ord=inf, dim=1),
-        "dual_scale": torch.stack([torch.linalg.vector_norm(t, ord=inf, dim=1)
-                                   for t in (aty, problem.cost)]).amax(dim=0),
+        "x": x, "y": y, "s": s, "tau": tau,
+        "primal": _max_abs(ax + s - b),
+        "primal_scale": torch.maximum(torch.maximum(_max_abs(ax), _max_abs(s)), data_norms[0]),
+        "dual": _max_abs(aty + c),
+        "dual_scale": torch.maximum(_max_abs(aty), data_norms[1]),
         "gap": (cx + by).abs(), "gap_scale": torch.maximum(cx.abs(), by.abs()),
         "objective": cx,
     }
+
+
+@compiled
+def _passes(z, operator, h, scales, data_norms, eps_abs: float,
+            eps_rel: float) -> torch.Tensor:
+    """SCS's stopping test at ``z`` (see the module doc): primal, dual and gap residuals within
+    ``eps_abs + eps_rel`` times their scales, and ``tau > 0``. ``b`` and ``c`` are read back
+    from ``h = (c, b)``, or ``(c / ||c||, b / ||b||)`` with the ``scales`` of normalised data,
+    so that the test reads no other per-instance vector."""
+    n = operator.shape[-1]
+    b, c = (h[n:], h[:n]) if scales is None else (h[n:] * scales[0], h[:n] * scales[1])
+    res = _primal_dual.uncompiled(operator, b, c, scales, data_norms, z)
+    passed = res["tau"] > 0
+    for name in ("primal", "dual", "gap"):
+        passed = passed & (res[name] <= eps_abs + eps_rel * res[f"{name}_scale"])
+    return passed
+
+
+def _max_abs(t: torch.Tensor) -> torch.Tensor:
+    """The infinity norm of each column (``vector_norm(ord=inf)`` is several times slower)."""
+    return t.abs().amax(dim=0)
