@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import torch
 
+from .kernels import euclidean_norm
 from .problems import ConeSpec
 
 
@@ -26,10 +27,9 @@ def project_soc(block: torch.Tensor, dim: int = -1) -> torch.Tensor:
     cone ``a = 0``), which costs a few passes over the block and no masked selects."""
     size = block.shape[dim]
     t, z = block.narrow(dim, 0, 1), block.narrow(dim, 1, size - 1)
-    norm = torch.linalg.vector_norm(z, dim=dim, keepdim=True)
+    norm = euclidean_norm(z, dim, keepdim=True)  # floored above 0: no 0 / 0 below
     a = ((t + norm) / 2).clamp_min(0)
-    # ||z|| = 0 leaves z = 0 unchanged whatever the factor; the floor avoids 0 / 0.
-    factor = (a / norm.clamp_min(torch.finfo(block.dtype).tiny)).clamp_max(1)
+    factor = (a / norm).clamp_max(1)
     return torch.cat([torch.maximum(t, a), z * factor], dim=dim)
 
 

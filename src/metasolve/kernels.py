@@ -77,3 +77,14 @@ def compiled(function):
 
     kernel.uncompiled = function
     return kernel
+
+
+def euclidean_norm(t: torch.Tensor, dim: int, keepdim: bool = False) -> torch.Tensor:
+    """The Euclidean norm along ``dim``, as the square root of a sum of squares: PyTorch's CPU
+    reduces that several times faster than ``vector_norm`` across a dimension that is not the
+    last (the batch-as-columns layout of the SCS kernels). The sum is floored at the smallest
+    normal number, so a zero vector has a norm of about 1e-154 (float64) and a gradient of
+    zero, not NaN."""
+    squares = (t * t).sum(dim=dim, keepdim=keepdim)
+    return squares.clamp_min(torch.finfo(t.dtype).tiny).sqrt()
+

@@ -49,7 +49,7 @@ from collections.abc import Mapping
 import torch
 
 from ..cones import project_dual_cone
-from ..kernels import compiled
+from ..kernels import compiled, euclidean_norm
 from ..problems import ConeProgram, apply_matrix
 from ..validation import check_positive
 from .base import IterativeMethod, State
@@ -192,7 +192,9 @@ def _fixed_point_residual(z: torch.Tensor, fz: torch.Tensor) -> torch.Tensor:
     half = z.shape[0] // 2
     inverse = 1 / z[half - 1].clamp_min(TAU_FLOOR)
     inverse_f = 1 / fz[half - 1].clamp_min(TAU_FLOOR)
-    return torch.linalg.vector_norm(z * inverse - fz * inverse_f, dim=0)
+    # z / tau - f(z) / tau_f in two passes over the batch; the product is a fresh tensor,
+    # so updating it in place keeps every tensor autograd saved.
+    return euclidean_norm((z * inverse).addcmul_(fz, inverse_f, value=-1), dim=0)
 
 
 #: ``tau`` below this is measured as this: an iterate whose ``tau`` was projected to zero (the
@@ -260,7 +262,7 @@ class SCS(IterativeMethod):
         (eq. 7), so a learned initializer cannot shrink it. It differs from the history's row
         0 (which is tau-normalised) by a factor of order 1."""
         with torch.no_grad():
-            start = cold_start(problem)
+            start = batch_fastest(cold_start(problem))
             image = SCS.fixed_point_map(self, problem, LinearStep(problem, self.normalize),
                                         start)
             return torch.linalg.vector_norm(start - image, dim=1)
