@@ -84,6 +84,12 @@ class Problem(abc.ABC):
         return copy
 
 
+#: A shared torch sparse matrix with at least this many rows is applied through SciPy
+#: (:attr:`LinearSystem.scipy_operator`); below it, a product's fixed cost decides and
+#: PyTorch's is lower.
+SCIPY_MIN_ROWS = 2048
+
+
 @dataclass(frozen=True)
 class LinearSystem(Problem):
     """A batch of linear systems ``A x = b``.
@@ -149,11 +155,34 @@ class LinearSystem(Problem):
     def shared_matrix(self) -> bool:
         return not isinstance(self.matrix, SparseBatch) and self.matrix.ndim == 2
 
-    def matvec(self, x: torch.Tensor) -> torch.Tensor:
-        """``A x`` for a batch ``x`` of shape ``(B, N)``."""
+    @property
+    def scipy_operator(self) -> SharedSparseMatrix | None:
+        """The shared sparse matrix as SciPy applies it, where that is faster than PyTorch's
+        CSR product: a torch sparse matrix on the CPU, not differentiated, with at least
+        :data:`SCIPY_MIN_ROWS` rows. :meth:`matvec` uses it for a batch held with the batch
+        fastest (``x.T`` contiguous), which SciPy multiplies without a copy and hands back held
+        that way; :class:`~metasolve.solvers.ConjugateGradient` holds its vectors so on such a
+        system (``python benchmarks/cg_per_iteration.py``)."""
+        if (isinstance(self.matrix, SparseBatch) or self.matrix.layout == torch.strided
+                or self.matrix.ndim != 2 or self.matrix.shape[0] < SCIPY_MIN_ROWS):
+            return None
+        return shared_sparse(self.matrix)
+
+    def matvec(self, x: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+        """``A x`` for a batch ``x`` of shape ``(B, N)``. ``out``, a ``(B, N)`` buffer held
+        like ``x``, may receive the product (through SciPy, with the batch held fastest,
+        outside autograd: :meth:`SharedSparseMatrix.apply_into`); use the returned tensor,
+        which is ``out`` only where it was written."""
         if isinstance(self.matrix, SparseBatch):
             return self.matrix.matvec(x)
         if self.sparse:
+            scipy_operator = self.scipy_operator
+            if scipy_operator is not None and x.T.is_contiguous():
+                # The batch held fastest, as SciPy reads it (a method that holds its vectors
+                # by rows keeps PyTorch's product: a copy each way would cost more).
+                if out is not None:
+                    return scipy_operator.apply_into(x.T, out.T).T
+                return scipy_operator.apply(x.T).T
             if self.matrix.requires_grad or self.matrix.device.type != "cpu":
                 return (self.matrix @ x.T).T
             # Rows in, rows out: a contiguous (B, N) product, which the vector updates that

@@ -638,6 +638,11 @@ def per_matrix(matrix: torch.Tensor, kind: str, build):
     return cached[2]
 
 
+try:  # SciPy's compressed-row product of several vectors, into a given output
+    from scipy.sparse._sparsetools import csr_matvecs as _csr_matvecs
+except ImportError:  # a private name that may move: the products then allocate their output
+    _csr_matvecs = None
+
 #: A shared matrix with at most this fraction of nonzero entries is applied through SciPy's
 #: sparse kernels on the CPU (:func:`shared_sparse`); a denser one stays a dense product.
 SPARSE_DENSITY = 0.1
@@ -695,9 +700,14 @@ class SharedSparseMatrix:
     def __init__(self, matrix: torch.Tensor):
         from scipy import sparse as sp
 
-        dense = matrix.detach().numpy()
-        self.matrix = sp.csr_matrix(dense)
-        self.adjoint = sp.csr_matrix(dense.T)
+        if matrix.layout == torch.strided:
+            self.matrix = sp.csr_matrix(matrix.detach().numpy())
+        else:
+            csr = matrix.detach().to_sparse_csr()
+            self.matrix = sp.csr_matrix((csr.values().numpy(), csr.col_indices().numpy(),
+                                         csr.crow_indices().numpy()), shape=tuple(matrix.shape))
+            self.matrix.sum_duplicates()
+        self.adjoint = self.matrix.T.tocsr()
         self.shape = tuple(matrix.shape)
         self._gram = None
         # The same products as gathers of whole rows of the batch, over the rows of A padded
@@ -717,6 +727,21 @@ class SharedSparseMatrix:
             return (columns[index] * values.unsqueeze(-1)).sum(dim=1)
         matrices = (self.adjoint, self.matrix) if adjoint else (self.matrix, self.adjoint)
         return _ScipyProduct.apply(columns, *matrices)
+
+    def apply_into(self, columns: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+        """``A x`` for ``x`` ``(n, B)`` written into ``out`` ``(m, B)`` (both contiguous, of
+        the matrix's dtype; outside autograd), which saves the fresh buffer of every product,
+        whose first touch costs page faults at a large batch; elsewhere, or without SciPy's
+        kernel, a new tensor (what :meth:`apply` returns)."""
+        matrix = self.matrix
+        if (_csr_matvecs is None or not columns.is_contiguous() or not out.is_contiguous()
+                or columns.dtype != out.dtype or out.numpy().dtype != matrix.dtype
+                or torch.is_grad_enabled() and columns.requires_grad):
+            return self.apply(columns)
+        out.zero_()  # the kernel adds A x to what out holds
+        _csr_matvecs(matrix.shape[0], matrix.shape[1], columns.shape[1], matrix.indptr,
+                     matrix.indices, matrix.data, columns.numpy().ravel(), out.numpy().ravel())
+        return out
 
     def solve_gram(self, columns: torch.Tensor) -> torch.Tensor:
         """``(I + A^T A)^{-1} r`` for ``r`` ``(n, B)``."""
@@ -746,16 +771,20 @@ def _padded_rows(csr) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def shared_sparse(matrix: torch.Tensor) -> SharedSparseMatrix | None:
-    """The :class:`SharedSparseMatrix` of a dense ``(m, n)`` matrix shared by a batch, or
-    ``None`` where the dense products are the right ones: a matrix off the CPU, one that
-    requires a gradient, one of another dtype than float32/float64, or one with more than
-    :data:`SPARSE_DENSITY` of its entries nonzero. Built once per matrix (and in-place
-    version)."""
-    if (matrix.ndim != 2 or matrix.layout != torch.strided or matrix.device.type != "cpu"
-            or matrix.requires_grad or matrix.dtype not in (torch.float32, torch.float64)):
+    """The :class:`SharedSparseMatrix` of an ``(m, n)`` matrix shared by a batch (a torch
+    sparse COO or CSR matrix, or a dense one with at most :data:`SPARSE_DENSITY` of its
+    entries nonzero), or ``None`` where PyTorch's own products are the right ones: a matrix off
+    the CPU, one that requires a gradient, or one of another dtype than float32/float64. Built
+    once per matrix (and in-place version)."""
+    if (matrix.ndim != 2 or matrix.layout not in (torch.strided, torch.sparse_coo,
+                                                  torch.sparse_csr)
+            or matrix.device.type != "cpu" or matrix.requires_grad
+            or matrix.dtype not in (torch.float32, torch.float64)):
         return None
 
     def build():
+        if matrix.layout != torch.strided:
+            return SharedSparseMatrix(matrix)
         nnz = int(torch.count_nonzero(matrix))
         return SharedSparseMatrix(matrix) if nnz <= SPARSE_DENSITY * matrix.numel() else None
 

@@ -50,6 +50,14 @@ from ..validation import (
 State = dict[str, torch.Tensor]
 
 
+def batch_fastest(t: torch.Tensor) -> torch.Tensor:
+    """``t`` ``(B, L)`` held with the batch as the fastest-varying dimension (``t.T`` is a
+    contiguous ``(L, B)``): a copy unless it is held so already. Methods whose products read
+    the batch as columns hold their vectors so (SCS; CG on a matrix SciPy applies); the driver
+    hands ``solution.x`` back contiguous."""
+    return t if t.T.is_contiguous() else t.T.contiguous().T
+
+
 def batched_dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """Inner products of matching rows: ``(B, N), (B, N) -> (B,)``."""
     return (a * b).sum(dim=1)
@@ -105,6 +113,15 @@ class IterativeMethod:
 
     def step(self, problem, state: State, params: Mapping[str, torch.Tensor]) -> State:
         raise NotImplementedError(f"{type(self).__name__} must implement step()")
+
+    def step_in_place(self, problem, state: State,
+                      params: Mapping[str, torch.Tensor]) -> State:
+        """:meth:`step`, allowed to overwrite the state's tensors (fused in-place vector
+        updates: no fresh batch-sized buffers, whose first touch costs page faults). The
+        driver calls it instead of ``step`` only while every instance is running and nothing
+        needs a gradient, and never hands it the caller's ``x0`` as the iterate. The default
+        is :meth:`step`."""
+        return self.step(problem, state, params)
 
     def residual(self, problem, state: State) -> torch.Tensor:
         raise NotImplementedError(f"{type(self).__name__} must implement residual()")
@@ -339,6 +356,14 @@ def run(method: IterativeMethod, problem, *, params: Mapping[str, torch.Tensor] 
     x0_storage = _storage(x0)
     if x0_storage is not None:
         x0 = None
+    # In-place steps (IterativeMethod.step_in_place) while nothing needs a gradient; they
+    # never overwrite the caller's x0.
+    in_place = not (torch.is_grad_enabled() and any(
+        isinstance(value, torch.Tensor) and value.requires_grad
+        for value in (*state.values(), *params.values())))
+    if in_place and (_storage(state["x"]) == x0_storage if x0 is None
+                     else _shares_memory(state["x"], x0)):
+        state["x"] = state["x"].clone()
     if method.per_instance_state:
         shared = sorted(key for key, value in state.items()
                         if not isinstance(value, torch.Tensor)
@@ -414,7 +439,10 @@ def run(method: IterativeMethod, problem, *, params: Mapping[str, torch.Tensor] 
             state, norms = _subset_step(method, problem, state, params, active, norms, monitor)
         else:
             every = n_active == batch
-            stepped = method.step(problem, state, params)
+            if every and in_place:
+                stepped = method.step_in_place(problem, state, params)
+            else:
+                stepped = method.step(problem, state, params)
             state = _masked_update(active, stepped, state, batch, every=every)
             stepped_norms = _monitor(method, problem, state, monitor)
             norms = stepped_norms if every else torch.where(active, stepped_norms, norms)

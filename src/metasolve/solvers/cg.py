@@ -34,7 +34,8 @@ import torch
 from ..polynomials import chebyshev_basis_apply
 from ..problems import LinearSystem
 from ..validation import check_choice
-from .base import IterativeMethod, State, batched_dot, safe_ratio
+from ..kernels import euclidean_norm
+from .base import IterativeMethod, State, batch_fastest, batched_dot, safe_ratio
 from .registry import register_method
 
 PRECONDITIONER = ("coefficients", "lower", "upper")
@@ -90,9 +91,14 @@ class ConjugateGradient(IterativeMethod):
         extra = {} if self.preconditioner is None else {"dinv": 1.0 / problem.diagonal()}
         precondition = self._preconditioner(problem, params, extra)
         r = problem.residual(x0)
+        if problem.scipy_operator is not None:
+            # SciPy's products read and write the batch as columns: every vector is held so,
+            # and no product copies (docs/architecture.md, section 3).
+            x0, r = batch_fastest(x0), batch_fastest(r)
         z = precondition(r)
         rz = batched_dot(r, z)
-        return {"x": x0, "r": r, "p": z, "rz": rz, "breakdown": ~(rz >= 0), **extra}
+        return {"x": x0, "r": r, "p": z, "rz": rz, "norm": _norm(r, z, rz),
+                "breakdown": ~(rz >= 0), "product": torch.empty_like(r), **extra}
 
     def step(self, problem: LinearSystem, state: State, params: Mapping) -> State:
         p = state["p"]
@@ -106,10 +112,29 @@ class ConjugateGradient(IterativeMethod):
         rz = batched_dot(r, z)
         p = torch.addcmul(z, safe_ratio(rz, state["rz"]).unsqueeze(1), p)
         breakdown = state["breakdown"] | ~(pap >= 0) | ~(rz >= 0)
-        return {**state, "x": x, "r": r, "p": p, "rz": rz, "breakdown": breakdown}
+        return {**state, "x": x, "r": r, "p": p, "rz": rz, "norm": _norm(r, z, rz),
+                "breakdown": breakdown}
+
+    def step_in_place(self, problem: LinearSystem, state: State, params: Mapping) -> State:
+        """:meth:`step` with ``x``, ``r`` and ``p`` updated in place (the same arithmetic)."""
+        p, r = state["p"], state["r"]
+        if p is r:  # the first step without a preconditioner: p = z = r
+            p = p.clone()
+        ap = problem.matvec(p, out=state["product"])
+        pap = batched_dot(p, ap)
+        step = safe_ratio(state["rz"], pap).unsqueeze(1)
+        x = state["x"].addcmul_(step, p)
+        r = r.addcmul_(step, ap, value=-1)
+        del ap
+        z = self._preconditioner(problem, params, state)(r)
+        rz = batched_dot(r, z)
+        p = torch.addcmul(z, safe_ratio(rz, state["rz"]).unsqueeze(1), p, out=p)
+        breakdown = state["breakdown"] | ~(pap >= 0) | ~(rz >= 0)
+        return {**state, "x": x, "r": r, "p": p, "rz": rz, "norm": _norm(r, z, rz),
+                "breakdown": breakdown}
 
     def residual(self, problem: LinearSystem, state: State) -> torch.Tensor:
-        return torch.linalg.vector_norm(state["r"], dim=1)
+        return state["norm"]
 
     def replace_residual(self, problem: LinearSystem, state: State, params: Mapping,
                          residual: torch.Tensor) -> State:
@@ -120,5 +145,12 @@ class ConjugateGradient(IterativeMethod):
         ones than keeping ``p``, so the simplest rule is used."""
         z = self._preconditioner(problem, params, state)(residual)
         rz = batched_dot(residual, z)
-        return {**state, "r": residual, "p": z, "rz": rz,
+        return {**state, "r": residual, "p": z, "rz": rz, "norm": _norm(residual, z, rz),
                 "breakdown": state["breakdown"] | ~(rz >= 0)}
+
+
+def _norm(r: torch.Tensor, z: torch.Tensor, rz: torch.Tensor) -> torch.Tensor:
+    """``||r||``: ``sqrt(r^T z)`` without a preconditioner (``z`` is ``r``), which saves a pass
+    over the batch."""
+    return rz.clamp_min(torch.finfo(rz.dtype).tiny).sqrt() if z is r else \
+        euclidean_norm(r, dim=1)

@@ -52,7 +52,7 @@ from ..cones import project_dual_cone
 from ..kernels import compiled, euclidean_norm
 from ..problems import ConeProgram, apply_matrix
 from ..validation import check_positive
-from .base import IterativeMethod, State
+from .base import IterativeMethod, State, batch_fastest
 from .registry import register_method
 
 
@@ -74,12 +74,6 @@ def cold_start(problem: ConeProgram) -> torch.Tensor:
     u = torch.zeros(problem.batch_size, k, dtype=problem.dtype, device=problem.rhs.device)
     u[:, -1] = 1.0
     return pack(u, torch.zeros_like(u))
-
-
-def batch_fastest(t: torch.Tensor) -> torch.Tensor:
-    """``t`` ``(B, L)`` held with the batch as the fastest-varying dimension (``t.T`` is a
-    contiguous ``(L, B)``): a copy unless it is held so already."""
-    return t if t.T.is_contiguous() else t.T.contiguous().T
 
 
 def embedding_vector(problem: ConeProgram, normalize: bool) -> torch.Tensor:
