@@ -31,10 +31,10 @@ from collections.abc import Mapping
 
 import torch
 
+from ..kernels import euclidean_norm
 from ..polynomials import chebyshev_basis_apply
 from ..problems import LinearSystem
 from ..validation import check_choice
-from ..kernels import euclidean_norm
 from .base import IterativeMethod, State, batch_fastest, batched_dot, safe_ratio
 from .registry import register_method
 
