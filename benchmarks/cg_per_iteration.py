@@ -9,8 +9,10 @@
 Each contender runs ``--iterations`` iterations (a tolerance of zero, so none stops early) on the
 same system; the three are interleaved ``--repeats`` times and the medians reported, per
 iteration and right-hand side (SciPy solves the right-hand sides one after another). The bare
-loop is the lower bound of what a PyTorch implementation of the recurrence costs: the product,
-two dot products and three fused vector updates, no stopping test, no masks, no history.
+loop is the recurrence written plainly in PyTorch (rows, PyTorch's CSR product, two dot products
+and three fused vector updates; no stopping test, masks or history); metasolve's CG on this
+system holds the batch as columns, multiplies with SciPy's several-vector kernel into a kept
+buffer and updates in place (docs/RESULTS.md, "One CG iteration against SciPy's").
 
 ``--kernels`` times the pieces instead, for all ``B`` vectors at once (medians of 40 calls):
 PyTorch's CSR product as metasolve calls it (``torch.mm(X, A.t())``) and as the transposed view

@@ -120,7 +120,9 @@ class ConjugateGradient(IterativeMethod):
         p, r = state["p"], state["r"]
         if p is r:  # the first step without a preconditioner: p = z = r
             p = p.clone()
-        ap = problem.matvec(p, out=state["product"])
+        # SciPy's product can write into the kept buffer (other operators take no out=).
+        ap = problem.matvec(p, out=state["product"]) if problem.scipy_operator is not None \
+            else problem.matvec(p)
         pap = batched_dot(p, ap)
         step = safe_ratio(state["rz"], pap).unsqueeze(1)
         x = state["x"].addcmul_(step, p)
