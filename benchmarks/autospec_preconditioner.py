@@ -8,9 +8,14 @@ what the solver engines train with), then count CG iterations to ``--rtol`` on e
 matrix (8 right-hand sides each) for plain CG, CG with the Chebyshev polynomial on the probe's
 interval (the untrained engine) and CG with the learned polynomial:
 
-    python benchmarks/autospec_preconditioner.py train --size 256 --sharpness 0 --out pre-plain.safetensors
-    python benchmarks/autospec_preconditioner.py train --size 4096 --sharpness 4 --out pre-relative.safetensors
-    python benchmarks/autospec_preconditioner.py measure pre-plain.safetensors pre-relative.safetensors
+    python benchmarks/autospec_preconditioner.py train --size 256 --sharpness 0 --out plain.st
+    python benchmarks/autospec_preconditioner.py train --size 4096 --sharpness 4 --out rel.st
+    python benchmarks/autospec_preconditioner.py train --size 4096 --through-cg 40 --out cg.st
+    python benchmarks/autospec_preconditioner.py measure plain.st rel.st cg.st
+
+``--through-cg M`` trains the polynomial inside CG instead: ``M`` unrolled CG iterations with
+``q(A)`` as the preconditioner, the loss relative to CG with the Chebyshev polynomial (the
+classical preconditioner, what the bar compares with).
 
 ``measure`` prints, per matrix, the median iterations of each and how many instances the
 learned polynomial needs fewer / as many / more iterations than Chebyshev's on.
@@ -28,19 +33,34 @@ import torch
 import metasolve as ms
 from metasolve.evaluation.spectral import TRANSFER, evaluation_sets
 from metasolve.experiments import autospec_linear
-from metasolve.experiments.autospec_common import train_engine
+from metasolve.experiments.autospec_common import make_engine_solver, train_engine
+from metasolve.tasks import make_splits
 
 
 def train(args) -> None:
     settings = autospec_linear.FULL
     plan = settings.preconditioner
-    training = replace(plan.training, epochs=args.epochs, batch_size=args.batch_size)
+    training = replace(plan.training, epochs=args.epochs, batch_size=args.batch_size,
+                       lr=args.lr)
     family = autospec_linear._family(settings, args.size)
+    checkpoint = Path(args.out).with_suffix(".checkpoint")
     start = time.perf_counter()
-    solver, info = train_engine(family, settings.preconditioner_degree, "basis",
-                                settings.hidden, args.n_train, args.n_validation, training,
-                                settings.seed, Path(args.out).with_suffix(".checkpoint"),
-                                progress=True, sharpness=args.sharpness or None)
+    if args.through_cg:
+        splits = make_splits(family, args.n_train, args.n_validation, 1, seed=settings.seed)
+        torch.manual_seed(settings.seed)
+        engine = make_engine_solver(family, settings.preconditioner_degree, "basis",
+                                    settings.hidden)
+        solver = engine.deployed(ms.ConjugateGradient())
+        loss = ms.RelativeLogResidualLoss(args.through_cg, args.sharpness or 4.0)
+        history = ms.Trainer(solver, loss, training, checkpoint=checkpoint,
+                             progress=True).fit(splits.train, splits.validation)
+        info = {"best_epoch": history.best_epoch,
+                "best_validation_loss": history.best_validation_loss}
+    else:
+        solver, info = train_engine(family, settings.preconditioner_degree, "basis",
+                                    settings.hidden, args.n_train, args.n_validation, training,
+                                    settings.seed, checkpoint, progress=True,
+                                    sharpness=args.sharpness or None)
     solver.save(args.out)
     print(f"trained in {time.perf_counter() - start:.0f} s: {info}; saved {args.out}")
 
@@ -85,6 +105,9 @@ def main() -> None:
     fit.add_argument("--n-validation", type=int, default=256)
     fit.add_argument("--epochs", type=int, default=8)
     fit.add_argument("--batch-size", type=int, default=128)
+    fit.add_argument("--lr", type=float, default=1e-3)
+    fit.add_argument("--through-cg", type=int, default=0, metavar="M",
+                     help="train inside M unrolled CG iterations (0: as a solver)")
     fit.add_argument("--out", required=True)
     check = commands.add_parser("measure")
     check.add_argument("models", nargs="+")
