@@ -22,6 +22,8 @@ cone programs (neural  real ``scs`` (its defaults; with ``qdldl``)      learned 
 SCS)                                                                     ``scs`` warm start
 nonlinear (R2N2)       SciPy ``newton_krylov``, batched Newton with the   R2N2 iterate as the start
                        exact Jacobian                                    of both
+``A^{-1/2} b``         Lanczos ``f(A) b`` (the same products, and the     nothing takes a learned
+(AutoSpec series)      probe's too); sine transforms (grid Laplacians)   series
 =====================  ================================================  ========================
 
 Experiments without a case (:data:`UNSUPPORTED` says why) raise :class:`BenchUnsupported`; a
@@ -52,12 +54,14 @@ from .evaluation.bench import (
 )
 from .evaluation.records import read_records, write_records
 from .evaluation.render import save_figure
+from .evaluation.spectral import exact_inverse_sqrt, grid_eigenvalues
 from .experiments import get
 from .experiments.r2n2_chandrasekhar import TRAIN_OUTER
 from .learned import LearnedSolver
 from .learned.autospec import AutoSpecEngine
 from .learned.solver import load
 from .outputs import check_file_target
+from .probes import lanczos_function
 from .problems import (
     ConeProgram,
     DiagonalSystem,
@@ -87,10 +91,7 @@ class MissingModel(FileNotFoundError):
 
 
 #: Experiments ``metasolve bench`` does not cover, and why.
-UNSUPPORTED = {
-    "autospec-invsqrt": "a learned series for A^(-1/2) b has no case against a "
-                        "Lanczos or rational approximation yet",
-}
+UNSUPPORTED: dict[str, str] = {}
 
 
 # --- contenders by kind of problem -------------------------------------------------------------
@@ -235,6 +236,53 @@ def polynomial_contenders(solver: LearnedSolver, problem: LinearSystem,
                       "scipy cg + Chebyshev polynomial (probe)", scipy_poly(True)),
             Contender("scipy-cg+learned-poly", "deployed",
                       "scipy cg + learned polynomial", scipy_poly(False))]
+
+
+def invsqrt_contenders(solver: LearnedSolver, problem: LinearSystem, operator,
+                       features: Callable[[], torch.Tensor], options: dict,
+                       probe_matvecs: int) -> list[Contender]:
+    """A learned series for ``A^{-1/2} b`` (AutoSpec task (c)) at its fixed degree ``d``,
+    against the Chebyshev interpolant of the same degree on the probe's interval, the Lanczos
+    approximation (the practitioner's Krylov method for a matrix function) with ``d`` products
+    and with as many as the probe and the series together, and, for a grid Laplacian, the
+    exact answer by sine transforms. Each answer is complete at its budget ("converged");
+    the table's error column is what tells them apart. Nothing takes a learned series in."""
+    degree = options["fixed_iterations"]
+    rhs = problem.rhs.detach()
+    matrix = operator.matrix()
+    everywhere = np.ones(problem.batch_size, dtype=bool)
+
+    def budget(solution, learned=None) -> Outcome:
+        return Outcome(solution.x.detach().double().numpy(), everywhere,
+                       solution.iterations.numpy(), None if learned is None else learned(solution))
+
+    def tasks():
+        return TaskBatch(problem, features())
+
+    def lanczos(steps: int):
+        def solve():
+            with torch.no_grad():
+                x = lanczos_function(problem.matvec, rhs, steps, torch.rsqrt)
+            return Outcome(x.double().numpy(), everywhere,
+                           np.full(problem.batch_size, steps))
+        return solve
+
+    out = [Contender("learned", "learned", f"metasolve learned series, degree {degree - 1} "
+                     "(safeguarded)",
+                     lambda: budget(solver.solve(tasks(), **options), _learned_used)),
+           Contender("classical", "classical", "metasolve Chebyshev interpolant on the probe's "
+                     "interval", lambda: budget(solver.solve_baseline(tasks(), **options))),
+           Contender("lanczos", "strong", f"Lanczos f(A) b, {degree} products",
+                     lanczos(degree)),
+           Contender("lanczos-equal", "strong",
+                     f"Lanczos f(A) b, {degree + probe_matvecs} products (the probe's and the "
+                     "series' together)", lanczos(degree + probe_matvecs))]
+    if grid_eigenvalues(operator) is not None:
+        out.append(Contender("sine-transform", "strong",
+                             "exact, by sine transforms (scipy.fft; grid Laplacians only)",
+                             lambda: Outcome(exact_inverse_sqrt(operator, matrix, rhs).numpy(),
+                                             everywhere)))
+    return out
 
 
 #: scs settings of the strong columns: its own defaults (Anderson acceleration with lookback
@@ -726,6 +774,25 @@ def _build_polynomial(module, settings, solver, count):
         f"{operator.name} ({system.size} unknowns), {system.batch_size} right-hand sides"
 
 
+def _build_invsqrt(module, settings, solver, count):
+    operator = settings.transfer[0]
+    matrix = operator.matrix()
+    system = sparse_system(matrix, count or 2, seed=settings.seed + 1)
+    system = LinearSystem(system.matrix, system.rhs,
+                          exact_inverse_sqrt(operator, matrix, system.rhs))
+    family = solver.family
+
+    def features():
+        return family.features_of(system.matvec, system.size, system.batch_size, settings.seed)
+
+    options = {"fixed_iterations": solver.metasolver.degree, "rtol": 0.0,
+               "divergence_factor": 1e300}
+    return TaskBatch(system, features()), options, \
+        invsqrt_contenders(solver, system, operator, features, options, family.probe_matvecs), \
+        f"A^(-1/2) b on {operator.name} ({system.size} unknowns), {system.batch_size} " \
+        "right-hand sides"
+
+
 #: The experiments ``metasolve bench`` covers: their models (first found is used) and cases.
 SUPPORTED: dict[str, ExperimentCase] = {
     "poisson-jacobi": ExperimentCase(("p0-L_eps-1e-06", "p0.01-L_eps-1e-06", "p0-L_m-25",
@@ -741,6 +808,7 @@ SUPPORTED: dict[str, ExperimentCase] = {
     "r2n2-vanderpol": ExperimentCase(("p3", "*"), None, _build_ivp),
     "robertson-newton-sor": ExperimentCase(("both-L_eps-1e-09", "*L_eps*", "*"), 200,
                                            _build_robertson),
+    "autospec-invsqrt": ExperimentCase(("invsqrt",), 2, _build_invsqrt),
 }
 
 
@@ -807,10 +875,14 @@ def bench(name: str, scale: str = "quick", out_dir="metasolve-out", *, repeats: 
                           if k in ("rtol", "atol") and v) or "the method's tolerance"
     if isinstance(tasks.problem, ConeProgram):
         tolerance = f"eps_abs = eps_rel = {solver.classical_method.eps_abs:g} (scs's test)"
-    elif options.get("fixed_iterations") is not None:
+    elif options.get("fixed_iterations") is not None and \
+            isinstance(tasks.problem, InitialValueProblem):
         tolerance = (f"a fixed budget of {options['fixed_iterations']} steps for the "
                      "fixed-step integrators (errors against the reference trajectory's last "
                      "point)")
+    elif options.get("fixed_iterations") is not None:
+        tolerance = (f"a fixed budget of {options['fixed_iterations']} terms or products "
+                     "(errors against the exact answer)")
     elif solver.monitor == "error":
         tolerance += " (metasolve: relative error; scipy/pyamg: relative residual)"
     reference = None if isinstance(tasks.problem, ConeProgram) else _reference(tasks.problem)
