@@ -160,3 +160,15 @@ def test_compiled_kernels_iterate_like_the_plain_ones(kalman, monkeypatch):
     torch.testing.assert_close(fast.residual_history, plain.residual_history, rtol=1e-10,
                                atol=1e-14)
     assert torch.equal(fast.status, plain.status)
+
+
+def test_data_scales_are_kept_per_program_and_not_moved_stale(kalman):
+    first = kalman.data_scales()
+    assert kalman.data_scales() is first  # computed once
+    norms = kalman.data_norms()
+    torch.testing.assert_close(norms[0], kalman.rhs.abs().amax(dim=1))
+    moved = kalman.to("meta")
+    assert moved.data_scales()[0].device.type == "meta"
+    graded = ms.ConeProgram(kalman.matrix, kalman.rhs.clone().requires_grad_(), kalman.cost,
+                            kalman.cones)
+    assert graded.data_scales() is not graded.data_scales()  # a fresh graph each time

@@ -80,9 +80,13 @@ class Problem(abc.ABC):
             return self
         copy = object.__new__(type(self))
         for key, value in {**vars(self), **moved}.items():
-            object.__setattr__(copy, key, value)  # frozen dataclasses too
+            if key != DERIVED:  # what was computed from the data is computed again there
+                object.__setattr__(copy, key, value)  # frozen dataclasses too
         return copy
 
+
+#: The attribute where a problem keeps what it computed from its data (dropped by ``to``).
+DERIVED = "_derived"
 
 #: A shared torch sparse matrix with at least this many rows is applied through SciPy
 #: (:attr:`LinearSystem.scipy_operator`); below it, a product's fixed cost decides and
@@ -626,22 +630,26 @@ class ConeProgram(Problem):
             return (torch.where(beta > 0, beta, torch.ones_like(beta)),
                     torch.where(gamma > 0, gamma, torch.ones_like(gamma)))
 
-        return self._of_data("_data_scales", build)
+        return self._of_data("data_scales", build)
 
     def data_norms(self) -> tuple[torch.Tensor, torch.Tensor]:
         """``(||b||_inf, ||c||_inf)`` per instance, the data's part of SCS's relative
         stopping tolerances."""
-        return self._of_data("_data_norms", lambda: (
+        return self._of_data("data_norms", lambda: (
             self.rhs.abs().amax(dim=1), self.cost.abs().amax(dim=1)))
 
     def _of_data(self, name: str, build):
         # Kept on the program (read at every stopping test), unless b or c carry a gradient:
         # a cached graph would be shared by every backward pass through this program.
-        cached = self.__dict__.get(name)
+        derived = self.__dict__.get(DERIVED)
+        if derived is None:
+            derived = {}
+            object.__setattr__(self, DERIVED, derived)
+        cached = derived.get(name)
         if cached is None:
             cached = build()
             if not (self.rhs.requires_grad or self.cost.requires_grad):
-                object.__setattr__(self, name, cached)
+                derived[name] = cached
         return cached
 
     def index(self, idx) -> ConeProgram:

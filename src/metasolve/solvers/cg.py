@@ -93,12 +93,14 @@ class ConjugateGradient(IterativeMethod):
         r = problem.residual(x0)
         if problem.scipy_operator is not None:
             # SciPy's products read and write the batch as columns: every vector is held so,
-            # and no product copies (docs/architecture.md, section 3).
+            # no product copies, and in-place steps keep one buffer for the products
+            # (docs/architecture.md, section 3).
             x0, r = batch_fastest(x0), batch_fastest(r)
+            extra["product"] = torch.empty_like(r)
         z = precondition(r)
         rz = batched_dot(r, z)
         return {"x": x0, "r": r, "p": z, "rz": rz, "norm": _norm(r, z, rz),
-                "breakdown": ~(rz >= 0), "product": torch.empty_like(r), **extra}
+                "breakdown": ~(rz >= 0), **extra}
 
     def step(self, problem: LinearSystem, state: State, params: Mapping) -> State:
         p = state["p"]
@@ -120,8 +122,8 @@ class ConjugateGradient(IterativeMethod):
         p, r = state["p"], state["r"]
         if p is r:  # the first step without a preconditioner: p = z = r
             p = p.clone()
-        # SciPy's product can write into the kept buffer (other operators take no out=).
-        ap = problem.matvec(p, out=state["product"]) if problem.scipy_operator is not None \
+        # SciPy's product writes into the kept buffer (other operators take no out=).
+        ap = problem.matvec(p, out=state["product"]) if "product" in state \
             else problem.matvec(p)
         pap = batched_dot(p, ap)
         step = safe_ratio(state["rz"], pap).unsqueeze(1)
