@@ -73,13 +73,14 @@ def gmres_cycle(apply: Callable[[torch.Tensor], torch.Tensor], residual: torch.T
         column = []
         for v in basis:  # modified Gram-Schmidt
             h = batched_dot(v, w)
-            w = w - h.unsqueeze(1) * v
+            w = torch.addcmul(w, h.unsqueeze(1), v, value=-1)  # no temporary vector
             column.append(h)
         after = torch.linalg.vector_norm(w, dim=1)
         exact = after <= eps * before  # the space holds the exact solution (or w is 0)
         after = torch.where(exact, torch.zeros_like(after), after)
-        basis.append(torch.where(exact.unsqueeze(1), torch.zeros_like(w),
-                                 safe_ratio(w, after.unsqueeze(1))))
+        # One scale per instance (0 where the space is exhausted): the new basis vector is the
+        # only batch-sized allocation.
+        basis.append(w * safe_ratio(torch.ones_like(after), after).unsqueeze(1))
         for i in range(j):  # the earlier rotations, on the new column of H
             upper, lower = column[i], column[i + 1]
             column[i] = cosines[i] * upper + sines[i] * lower
@@ -102,7 +103,10 @@ def gmres_cycle(apply: Callable[[torch.Tensor], torch.Tensor], residual: torch.T
         for k in range(i + 1, steps):
             value = value - triangle[k][i] * coefficients[k]
         coefficients[i] = safe_ratio(value, triangle[i][i])
-    return sum(c.unsqueeze(1) * v for c, v in zip(coefficients, basis[:steps], strict=True))
+    correction = coefficients[0].unsqueeze(1) * basis[0]
+    for c, v in zip(coefficients[1:], basis[1:steps], strict=True):
+        correction = torch.addcmul(correction, c.unsqueeze(1), v)
+    return correction
 
 
 @register_method
