@@ -40,11 +40,6 @@ def set_compile(enabled: bool) -> None:
     _ENABLED = enabled
 
 
-def compile_enabled() -> bool:
-    """Whether compiled kernels are on."""
-    return _ENABLED
-
-
 def compiling() -> bool:
     """Whether the calling code is being traced by ``torch.compile`` (a kernel may then take
     a form that compiles well, such as a gathered sparse product, instead of a library call
@@ -70,9 +65,10 @@ def compiled(function):
             # An error of the arguments raises again, uncompiled, as it would without compile.
             result = function(*args, **kwargs)
             holder["failed"] = True
+            reason = (str(error).splitlines() or [""])[0][:200]
             warnings.warn(f"torch.compile could not compile {function.__qualname__} "
-                          f"({type(error).__name__}: {str(error).splitlines()[0][:200]}); it "
-                          f"runs uncompiled from now on", CompileFallbackWarning, stacklevel=2)
+                          f"({type(error).__name__}: {reason}); it runs uncompiled from now on",
+                          CompileFallbackWarning, stacklevel=2)
             return result
 
     kernel.uncompiled = function
