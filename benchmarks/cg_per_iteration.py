@@ -5,6 +5,7 @@
     python benchmarks/cg_per_iteration.py                       # m = 320 (102,400 unknowns), B = 8
     python benchmarks/cg_per_iteration.py --batch 1 --m 64      # the driver at batch 1
     python benchmarks/cg_per_iteration.py --kernels             # the product and a dot product
+    python benchmarks/cg_per_iteration.py --crossover           # PyTorch's product or SciPy's
 
 Each contender runs ``--iterations`` iterations (a tolerance of zero, so none stops early) on the
 same system; the three are interleaved ``--repeats`` times and the medians reported, per
@@ -86,6 +87,35 @@ def kernels(matrix, rows: torch.Tensor) -> None:
         print(f"| {name} | {statistics.median(times) * 1e3:.2f} ms |")
 
 
+def _median_us(piece, calls: int = 200) -> float:
+    """Median microseconds of ``calls`` calls, after one."""
+    piece()
+    times = []
+    for _ in range(calls):
+        start = time.perf_counter()
+        piece()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times) * 1e6
+
+
+def crossover() -> None:
+    """The ``--crossover`` table: PyTorch's CSR product against SciPy's on the batch held as
+    columns (what CG uses from ``metasolve.problems.SCIPY_MIN_ROWS`` rows), by size."""
+    from metasolve.sparse import shared_sparse
+
+    print("| rows | vectors | PyTorch torch.mm(X, A.t()) | SciPy, batch as columns |")
+    print("|---|---|---|---|")
+    for m in (8, 16, 32, 64, 128):
+        matrix = to_torch_csr(poisson2d(m))
+        operator = shared_sparse(matrix)
+        for batch in (1, 8):
+            rows = torch.randn(batch, matrix.shape[0], dtype=torch.float64)
+            columns = rows.T.contiguous().T
+            timings = [_median_us(lambda: torch.mm(rows, matrix.t())),  # noqa: B023
+                       _median_us(lambda: operator.apply(columns.T))]  # noqa: B023
+            print(f"| {matrix.shape[0]:,} | {batch} | {timings[0]:.1f} us | {timings[1]:.1f} us |")
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--m", type=int, default=320, help="interior grid points per side")
@@ -94,8 +124,13 @@ def main(argv=None) -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--kernels", action="store_true",
                         help="time the product and a dot product instead (module docstring)")
+    parser.add_argument("--crossover", action="store_true",
+                        help="PyTorch's product against SciPy's by size (SCIPY_MIN_ROWS)")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
+    if args.crossover:
+        crossover()
+        return
 
     matrix = poisson2d(args.m)
     system = ms.LinearSystem(to_torch_csr(matrix), torch.randn(

@@ -89,9 +89,11 @@ class Problem(abc.ABC):
 DERIVED = "_derived"
 
 #: A shared torch sparse matrix with at least this many rows is applied through SciPy
-#: (:attr:`LinearSystem.scipy_operator`); below it, a product's fixed cost decides and
-#: PyTorch's is lower.
-SCIPY_MIN_ROWS = 2048
+#: (:attr:`LinearSystem.scipy_operator`). On 2D Poisson, one thread, 1 and 8 vectors
+#: (``python benchmarks/cg_per_iteration.py --crossover``): up to 256 rows the two products
+#: cost the same 12 to 16 us; at 1,024 rows SciPy's takes 25 us against PyTorch's 32 us for 8
+#: vectors, at 16,384 rows 239 us against 1,456 us.
+SCIPY_MIN_ROWS = 1024
 
 
 @dataclass(frozen=True)
