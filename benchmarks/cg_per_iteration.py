@@ -31,6 +31,7 @@ import numpy as np
 import scipy.sparse
 import scipy.sparse.linalg
 import torch
+from _timing import median_seconds
 
 import metasolve as ms
 from metasolve.tasks.operators import poisson2d, to_torch_csr
@@ -78,24 +79,7 @@ def kernels(matrix, rows: torch.Tensor) -> None:
     print("| piece | all vectors |")
     print("|---|---|")
     for name, piece in pieces.items():
-        piece()
-        times = []
-        for _ in range(40):
-            start = time.perf_counter()
-            piece()
-            times.append(time.perf_counter() - start)
-        print(f"| {name} | {statistics.median(times) * 1e3:.2f} ms |")
-
-
-def _median_us(piece, calls: int = 200) -> float:
-    """Median microseconds of ``calls`` calls, after one."""
-    piece()
-    times = []
-    for _ in range(calls):
-        start = time.perf_counter()
-        piece()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times) * 1e6
+        print(f"| {name} | {median_seconds(piece, 40) * 1e3:.2f} ms |")
 
 
 def crossover() -> None:
@@ -111,8 +95,8 @@ def crossover() -> None:
         for batch in (1, 8):
             rows = torch.randn(batch, matrix.shape[0], dtype=torch.float64)
             columns = rows.T.contiguous().T
-            timings = [_median_us(lambda: torch.mm(rows, matrix.t())),  # noqa: B023
-                       _median_us(lambda: operator.apply(columns.T))]  # noqa: B023
+            timings = [median_seconds(lambda: torch.mm(rows, matrix.t()), 200) * 1e6,  # noqa: B023
+                       median_seconds(lambda: operator.apply(columns.T), 200) * 1e6]  # noqa: B023
             print(f"| {matrix.shape[0]:,} | {batch} | {timings[0]:.1f} us | {timings[1]:.1f} us |")
 
 

@@ -11,23 +11,16 @@ Run on an earlier commit (``git stash; git checkout REV``) to compare implementa
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
 
 import torch
+from _timing import median_seconds
 
 from metasolve.probes import lanczos_probe
 from metasolve.tasks.operators import poisson2d, to_torch_csr
 
 
 def _median_ms(call, repeats: int) -> float:
-    call()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        call()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times) * 1e3
+    return median_seconds(call, repeats) * 1e3
 
 
 def main(argv=None) -> None:
