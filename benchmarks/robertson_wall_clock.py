@@ -13,25 +13,14 @@ included), of its inference alone, and of Psi_base, and the ratio learned / base
 
 from __future__ import annotations
 
-import statistics
 import sys
-import time
 from pathlib import Path
 
 import torch
+from _timing import median_seconds
 
 import metasolve as ms
 from metasolve.experiments import robertson_newton_sor as experiment
-
-
-def median_seconds(fn, repeats: int) -> float:
-    fn()  # warm-up
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def main(out_dir: str, repeats: int = 5) -> None:
