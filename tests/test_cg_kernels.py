@@ -75,3 +75,10 @@ def test_in_place_steps_equal_the_plain_ones(grid):
                                rtol=1e-10, atol=1e-14)
     exact = torch.linalg.solve(system.matrix.to_dense(), system.rhs.T).T
     torch.testing.assert_close(fast.x, exact, rtol=1e-7, atol=1e-8)
+
+
+def test_a_product_buffer_of_the_wrong_shape_is_named(grid):
+    _, system = grid
+    x = system.rhs.T.contiguous().T
+    with pytest.raises(ValueError, match="out must have shape"):
+        system.matvec(x, out=torch.empty(x.shape[0], 7, dtype=F64).T.contiguous().T)

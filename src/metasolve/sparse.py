@@ -734,6 +734,12 @@ class SharedSparseMatrix:
         whose first touch costs page faults at a large batch; elsewhere, or without SciPy's
         kernel, a new tensor (what :meth:`apply` returns)."""
         matrix = self.matrix
+        if columns.ndim != 2 or columns.shape[0] != self.shape[1]:
+            raise ValueError(f"columns must have shape ({self.shape[1]}, B), got "
+                             f"{tuple(columns.shape)}")
+        if tuple(out.shape) != (self.shape[0], columns.shape[1]):
+            raise ValueError(f"out must have shape {(self.shape[0], columns.shape[1])} for A x "
+                             f"with x of shape {tuple(columns.shape)}, got {tuple(out.shape)}")
         if (_csr_matvecs is None or not columns.is_contiguous() or not out.is_contiguous()
                 or columns.dtype != out.dtype or out.numpy().dtype != matrix.dtype
                 or torch.is_grad_enabled() and columns.requires_grad):

@@ -103,36 +103,30 @@ class ConjugateGradient(IterativeMethod):
                 "breakdown": ~(rz >= 0), **extra}
 
     def step(self, problem: LinearSystem, state: State, params: Mapping) -> State:
-        p = state["p"]
-        ap = problem.matvec(p)
-        pap = batched_dot(p, ap)
-        step = safe_ratio(state["rz"], pap).unsqueeze(1)
-        x = torch.addcmul(state["x"], step, p)  # fused: no temporary vector
-        r = torch.addcmul(state["r"], step, ap, value=-1)
-        del ap
-        z = self._preconditioner(problem, params, state)(r)
-        rz = batched_dot(r, z)
-        p = torch.addcmul(z, safe_ratio(rz, state["rz"]).unsqueeze(1), p)
-        breakdown = state["breakdown"] | ~(pap >= 0) | ~(rz >= 0)
-        return {**state, "x": x, "r": r, "p": p, "rz": rz, "norm": _norm(r, z, rz),
-                "breakdown": breakdown}
+        return self._advance(problem, state, params, in_place=False)
 
     def step_in_place(self, problem: LinearSystem, state: State, params: Mapping) -> State:
         """:meth:`step` with ``x``, ``r`` and ``p`` updated in place (the same arithmetic)."""
-        p, r = state["p"], state["r"]
-        if p is r:  # the first step without a preconditioner: p = z = r
+        return self._advance(problem, state, params, in_place=True)
+
+    def _advance(self, problem: LinearSystem, state: State, params: Mapping,
+                 in_place: bool) -> State:
+        p, r, x = state["p"], state["r"], state["x"]
+        if in_place and p is r:  # the first step without a preconditioner: p = z = r
             p = p.clone()
         # SciPy's product writes into the kept buffer (other operators take no out=).
-        ap = problem.matvec(p, out=state["product"]) if "product" in state \
+        ap = problem.matvec(p, out=state["product"]) if in_place and "product" in state \
             else problem.matvec(p)
         pap = batched_dot(p, ap)
         step = safe_ratio(state["rz"], pap).unsqueeze(1)
-        x = state["x"].addcmul_(step, p)
-        r = r.addcmul_(step, ap, value=-1)
+        # Fused updates: no temporary vector (and no new one at all in place).
+        x = x.addcmul_(step, p) if in_place else torch.addcmul(x, step, p)
+        r = r.addcmul_(step, ap, value=-1) if in_place else torch.addcmul(r, step, ap, value=-1)
         del ap
         z = self._preconditioner(problem, params, state)(r)
         rz = batched_dot(r, z)
-        p = torch.addcmul(z, safe_ratio(rz, state["rz"]).unsqueeze(1), p, out=p)
+        p = torch.addcmul(z, safe_ratio(rz, state["rz"]).unsqueeze(1), p,
+                          **({"out": p} if in_place else {}))
         breakdown = state["breakdown"] | ~(pap >= 0) | ~(rz >= 0)
         return {**state, "x": x, "r": r, "p": p, "rz": rz, "norm": _norm(r, z, rz),
                 "breakdown": breakdown}

@@ -168,7 +168,8 @@ def _plain_step_end(operator, cones, h, g, denominator, alpha: float, z: torch.T
                     w: torch.Tensor, x: torch.Tensor, tests) -> tuple[torch.Tensor, ...]:
     """The rest of one SCS iteration from the Gram solve's ``x`` (eq. 4-6): ``f(z)``, and, in
     the same pass over ``z``, the fixed-point residual of ``z`` and whether ``z`` passes SCS's
-    stopping test (``tests``: the arguments of :func:`_passes` after ``z``)."""
+    stopping test (``tests``: the arguments of :func:`_passes` after ``z``; ``None``: ``f(z)``
+    alone, for a candidate an acceleration rule evaluates)."""
     half = z.shape[0] // 2
     u, v = z[:half], z[half:]
     n, m = operator.shape[-1], operator.shape[-2]
@@ -178,6 +179,8 @@ def _plain_step_end(operator, cones, h, g, denominator, alpha: float, z: torch.T
     projected = torch.cat([shifted[:n], project_dual_cone(shifted[n:n + m], cones, dim=0),
                            shifted[-1:].clamp_min(0)])
     fz = torch.cat([projected, projected - shifted])  # v+ = v - u^ + u+
+    if tests is None:
+        return fz, None, None
     return fz, _fixed_point_residual.uncompiled(z, fz), _passes.uncompiled(z, *tests)
 
 
@@ -264,17 +267,20 @@ class SCS(IterativeMethod):
     def fixed_point_map(self, problem: ConeProgram, linear: LinearStep,
                         z: torch.Tensor) -> torch.Tensor:
         """``f(z)``: one SCS iteration from ``z = (u, v)``."""
-        return self._evaluate(problem, linear, z)["fx"]
+        return self._evaluate(problem, linear, z, checks=False)["fx"]
 
-    def _evaluate(self, problem: ConeProgram, linear: LinearStep, z: torch.Tensor) -> State:
-        """``f(z)`` (``fx``), the fixed-point residual of ``z`` (``residual``) and SCS's
-        stopping test at ``z`` (``passed``): two kernels around the Gram solve, which read the
-        batch once each (kernels.py: fused when compiled)."""
+    def _evaluate(self, problem: ConeProgram, linear: LinearStep, z: torch.Tensor,
+                  checks: bool = True) -> State:
+        """``f(z)`` (``fx``), and with ``checks`` the fixed-point residual of ``z``
+        (``residual``) and SCS's stopping test at ``z`` (``passed``): two kernels around the
+        Gram solve, which read the batch once each (kernels.py: fused when compiled)."""
         w, rhs = _plain_step_start(linear.operator, z.T)
         x = linear.solve_gram(rhs)
         fz, residual, passed = _plain_step_end(
             linear.operator, problem.cones, linear.h.T, linear.g.T, linear.denominator,
-            self.alpha, z.T, w, x, self._tests(problem, linear))
+            self.alpha, z.T, w, x, self._tests(problem, linear) if checks else None)
+        if not checks:
+            return {"fx": fz.T}
         return {"fx": fz.T, "residual": residual, "passed": passed}
 
     def _tests(self, problem: ConeProgram, linear: LinearStep) -> tuple:
