@@ -132,3 +132,14 @@ def test_head_bias_sets_the_initial_output_of_one_head():
         ms.NetworkMetaSolver(7, heads, head_bias={"omega": 1.0})
     with pytest.raises(ValueError, match="head_bias"):
         ms.NetworkMetaSolver(7, heads, head_bias={"relaxation": float("nan")})
+
+
+def test_gauss_newton_refuses_a_head_placed_on_each_problem():
+    family = ms.GridDiffusionFamily(n=6, features="field", exact=True)
+    psi = ms.NetworkMetaSolver(family.feature_dim, {"x0": ms.GridSineHead(2)}, hidden=(4,))
+    solver = ms.LearnedSolver(ms.Jacobi(), psi, family=family, monitor="error")
+    splits = ms.make_splits(family, n_train=4, n_validation=2, n_test=1, seed=0)
+    trainer = ms.Trainer(solver, ms.FixedIterationLoss(m=0), ms.TrainingConfig(epochs=1),
+                         progress=False)
+    with pytest.raises(ValueError, match="evaluated on each problem"):
+        trainer.refine_gauss_newton(splits.train, splits.validation, ms.GaussNewtonConfig())

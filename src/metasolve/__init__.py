@@ -23,7 +23,7 @@ __all__ = [
     "EULER", "EigenProblem", "ElasticBeamFamily", "FailurePenaltyLoss", "FilterGapLoss",
     "FilterStateFamily", "FilteredSubspaceIteration", "FiniteElementFamily", "FixedIterationLoss",
     "GaussNewtonConfig",
-    "GMRES", "GridDiffusionFamily", "HEUN", "ICCG", "IdentityHead",
+    "GMRES", "GridDiffusionFamily", "GridSineHead", "HEUN", "ICCG", "IdentityHead",
     "InitialValueProblem", "IntervalHead", "IterationSurrogateLoss", "IterativeMethod", "Jacobi",
     "LearnedSolver", "LinearSystem", "LogResidualLoss", "MatrixSetFamily", "MetaSolver",
     "NetworkMetaSolver", "NewtonKrylov", "NewtonSOR", "NonlinearSystem", "Poisson1DFamily",

@@ -78,7 +78,7 @@ def learned_guess(solver: LearnedSolver, tasks: TaskBatch, check: str = "always"
     problem = _problem(_tasks(tasks), LinearSystem, "learned_guess")
     check_choice("check", check, CHECKS)
     with torch.no_grad():
-        params = solver.params(tasks.features)
+        params = solver.params(tasks.features, tasks.problem)
         if "x0" not in params:
             raise ValueError(f"the solver's meta-solver predicts {sorted(params)}, no initial "
                              "guess 'x0' to deploy")
@@ -153,7 +153,7 @@ def polynomial_preconditioners(solver: LearnedSolver, tasks: TaskBatch, matrix: 
         if not all(k in base for k in ("coefficients", "lower", "upper")):
             raise ValueError("the solver's meta-solver gives no classical polynomial "
                              "(coefficients, lower, upper) to compare with or fall back to")
-        learned = base if classical else solver.params(tasks.features)
+        learned = base if classical else solver.params(tasks.features, tasks.problem)
         if not all(k in learned for k in ("coefficients", "lower", "upper")):
             raise ValueError(f"the solver's meta-solver predicts {sorted(learned)}, not a "
                              "polynomial (coefficients, lower, upper) to deploy")
@@ -199,7 +199,7 @@ def ic_preconditioners(solver: LearnedSolver, tasks: TaskBatch, check: bool = Tr
         if classical:
             alpha = torch.full((batch,), classical_alpha, dtype=torch.float64)
         else:
-            params = solver.params(tasks.features)
+            params = solver.params(tasks.features, tasks.problem)
             if "alpha" not in params:
                 raise ValueError(f"the solver's meta-solver predicts {sorted(params)}, no shift "
                                  "'alpha' to deploy")

@@ -2,7 +2,15 @@
 
 from .autospec import AutoSpecEngine, probe_inputs, split_probe
 from .autospec_filter import LearnedFilterSubspaceIteration, filter_eigen_solver
-from .heads import BasisHead, BoundedHead, Head, IdentityHead, IntervalHead, PositiveHead
+from .heads import (
+    BasisHead,
+    BoundedHead,
+    GridSineHead,
+    Head,
+    IdentityHead,
+    IntervalHead,
+    PositiveHead,
+)
 from .metasolver import (
     METASOLVERS,
     ConstantMetaSolver,
@@ -30,7 +38,7 @@ from .solver import LearnedSolver
 __all__ = [
     "CLASSICAL_TABLEAUS", "EULER", "HEUN", "METASOLVERS", "AutoSpecEngine", "BasisHead",
     "BoundedHead", "ButcherTableau", "Certificate",
-    "ConstantMetaSolver", "Head", "IdentityHead", "IntermittentSCS", "IntervalHead",
+    "ConstantMetaSolver", "GridSineHead", "Head", "IdentityHead", "IntermittentSCS", "IntervalHead",
     "LearnedFilterSubspaceIteration", "LearnedSolver", "MetaSolver", "NetworkMetaSolver",
     "PositiveHead", "R2N2", "RK3", "RK4", "RecurrentSCS", "constant_weights",
     "filter_eigen_solver", "frozen_r2n2", "metasolver_from_config", "probe_inputs",

@@ -7,6 +7,7 @@ per instance. Heads are data: ``config()`` rebuilds them from an artifact's JSON
 
 from __future__ import annotations
 
+import math
 from typing import ClassVar
 
 import torch
@@ -22,9 +23,18 @@ _register = HEADS.register
 class Head(nn.Module):
     kind: ClassVar[str] = ""
     n_outputs: int
+    #: Whether the head's output is mapped onto each problem (:meth:`place`) before it reaches
+    #: the method: a parameter whose size the problem sets, not the network (a guess on a grid
+    #: of any size).
+    needs_problem: ClassVar[bool] = False
 
     def config(self) -> dict:
         return {}
+
+    def place(self, theta: torch.Tensor, problem) -> torch.Tensor:
+        """``theta`` as the method reads it on ``problem``; only heads with
+        :attr:`needs_problem` change it."""
+        return theta
 
     @classmethod
     def sizes(cls, config: dict) -> tuple[int, int] | None:
@@ -175,6 +185,77 @@ class BasisHead(Head):
 
     def forward(self, z):
         return z @ self.basis.T
+
+
+@_register
+class GridSineHead(Head):
+    """A guess on a structured grid of any size: the network outputs the first ``modes`` sine
+    coefficients per axis of a function on the unit square (cube), and the head evaluates that
+    function at the interior points of the problem's grid.
+
+    ``theta`` (the head's output, ``(B, modes^dim)``, the first axis's wavenumber fastest) holds
+    the coefficients ``c_p`` of ``u(x) = sum_p c_p prod_i sin(pi p_i x_i)``; :meth:`place`
+    evaluates ``u`` at ``x_i = j / (n + 1)``, ``j = 1..n``, on a problem with ``n^dim`` unknowns
+    in natural order (the first axis fastest: :class:`~metasolve.GridDiffusionFamily`'s). The
+    network's outputs ``z`` are scaled by the Laplacian's inverse on each mode,
+    ``c_p = z_p / (pi^2 |p|^2)``, so outputs of order one give the solution of a load of order
+    one, and the small high modes need no small weights. The same model thus gives a guess at
+    every grid size: a continuous form of the GBMS paper's sine-basis guess (Appendix C.1,
+    :class:`BasisHead`), whose basis is tied to one ``n``.
+
+    Args:
+        modes: sine modes per axis.
+        dim: 2 (unit square) or 3 (unit cube).
+    """
+
+    kind = "grid-sine"
+    needs_problem = True
+
+    def __init__(self, modes: int, dim: int = 2):
+        super().__init__()
+        self.modes = check_count("modes", modes, minimum=1)
+        self.dim = check_count("dim", dim, minimum=1)
+        self.n_outputs = self.modes ** self.dim
+        wavenumbers = torch.arange(1, self.modes + 1, dtype=torch.float64)
+        squares = torch.zeros(())
+        for axis in range(self.dim):  # |p|^2 with the first axis fastest
+            shape = [1] * self.dim
+            shape[self.dim - 1 - axis] = self.modes
+            squares = squares + (wavenumbers ** 2).reshape(shape)
+        self.register_buffer("inverse_eigenvalues",
+                             (1.0 / (math.pi ** 2 * squares)).reshape(-1).to(torch.float64))
+
+    def config(self):
+        return {"modes": self.modes, "dim": self.dim}
+
+    @classmethod
+    def sizes(cls, config):
+        modes = check_count("modes", config.get("modes"), minimum=1)
+        dim = check_count("dim", config.get("dim", 2), minimum=1)
+        return modes ** dim, modes ** dim
+
+    def forward(self, z):
+        return z * self.inverse_eigenvalues.to(z)
+
+    def grid_size(self, unknowns: int) -> int:
+        """``n`` of a grid with ``unknowns = n^dim`` points (``ValueError`` otherwise)."""
+        n = round(unknowns ** (1.0 / self.dim))
+        if n < 1 or n ** self.dim != unknowns:
+            raise ValueError(f"a GridSineHead of dim {self.dim} needs a problem with n^{self.dim} "
+                             f"unknowns (an n x ... x n grid), got {unknowns}")
+        return n
+
+    def place(self, theta, problem):
+        n = self.grid_size(int(problem.size))
+        points = torch.arange(1, n + 1, dtype=theta.dtype, device=theta.device) / (n + 1)
+        wavenumbers = torch.arange(1, self.modes + 1, dtype=theta.dtype, device=theta.device)
+        sines = torch.sin(math.pi * points[:, None] * wavenumbers[None, :])  # (n, modes)
+        values = theta.reshape(theta.shape[0], *([self.modes] * self.dim))
+        for _ in range(self.dim):
+            # Contract the leading mode axis; the grid axis comes out last, so after dim
+            # contractions the axes are back in their order (the first axis fastest).
+            values = torch.tensordot(values, sines, dims=([1], [1]))
+        return values.reshape(theta.shape[0], n ** self.dim)
 
 
 def head_from_config(kind: str, config: dict) -> Head:

@@ -413,7 +413,7 @@ def safeguarded_solve(solver, tasks, options: dict, check_guess: str = "outside"
         solution.out_of_distribution = torch.zeros(0, dtype=torch.bool)
         return solution
     start = time.perf_counter()
-    learned = dict(solver.params(features))
+    learned = dict(solver.params(features, problem))
     classical = solver.classical_params(features)
     inference = time.perf_counter() - start
 

@@ -389,19 +389,25 @@ class LearnedSolver:
         """Whether the meta-solver predicts a starting point (one of :attr:`guess_parameters`)."""
         return bool(set(getattr(self.metasolver, "outputs", ()) or ()) & self.guess_parameters)
 
-    def classical_params(self, features: torch.Tensor) -> dict[str, torch.Tensor]:
+    def classical_params(self, features: torch.Tensor,
+                         problem=None) -> dict[str, torch.Tensor]:
         """``theta`` of the classical method this solver falls back to and compares with: the
         meta-solver's :meth:`~MetaSolver.baseline_params` where it defines them (AutoSpec:
         Chebyshev on the probe's interval), else none, so that the method runs with its own
-        classical defaults (its constructor's parameters, the zero initial guess)."""
+        classical defaults (its constructor's parameters, the zero initial guess). ``problem``
+        is accepted for the signature :meth:`params` has; no classical parameter needs it."""
         if type(self.metasolver).baseline_params is MetaSolver.baseline_params:
             return {}
         return self.metasolver.baseline_params(features)
 
-    def params(self, features: torch.Tensor) -> dict[str, torch.Tensor]:
+    def params(self, features: torch.Tensor, problem=None) -> dict[str, torch.Tensor]:
         """``theta = Psi(tau; omega)`` for a batch of task features. Features of another
         width than the meta-solver reads are refused with an error that names the family (and
-        sizes) it was trained on."""
+        sizes) it was trained on.
+
+        A head whose parameter the problem sizes (:attr:`Head.needs_problem`: a
+        :class:`~metasolve.GridSineHead`'s guess, evaluated on each task's grid) needs the
+        tasks' ``problem``; without it such a head is a ``ValueError`` naming ``problem``."""
         expected = getattr(self.metasolver, "in_features", None)
         if expected is not None and isinstance(features, torch.Tensor) and features.ndim == 2 \
                 and features.shape[1] != expected:
@@ -413,7 +419,17 @@ class LearnedSolver:
                              f"{features.shape[1]} features, its meta-solver reads {expected}; "
                              f"it was trained on {trained}"
                              + "".join(f", {k}={v}" for k, v in sizes.items()))
-        return self.metasolver(features)
+        theta = self.metasolver(features)
+        heads = getattr(self.metasolver, "heads", {})
+        for name in theta:
+            head = heads[name] if name in heads else None
+            if head is None or not head.needs_problem:
+                continue
+            if problem is None:
+                raise ValueError(f"problem is needed: the meta-solver's head {name!r} "
+                                 f"({type(head).__name__}) is evaluated on each task's problem")
+            theta[name] = head.place(theta[name], problem)
+        return theta
 
     @property
     def classical_method(self) -> IterativeMethod:
@@ -600,7 +616,7 @@ class LearnedSolver:
         inference = 0.0
         if params is None:
             start = time.perf_counter()
-            params = params_of(tasks.features)
+            params = params_of(tasks.features, tasks.problem)
             inference = time.perf_counter() - start
         solution = run(self.method if method is None else method, tasks.problem, params=params,
                        **run_options)

@@ -22,11 +22,23 @@ Coefficient distributions (``coefficient=``), ``log k`` drawn per task:
 Load (``load=``): ``"ones"`` (``f = 1``) or ``"random"`` (``f = 1 + b1 sin(pi x) +
 b2 sin(pi y)``, ``b_i ~ U(-1/2, 1/2)``).
 
-Features (:meth:`GridDiffusionFamily.features_of`) do not depend on ``n``, so a model trained
-on small grids reads tasks of any size: statistics of ``log k`` on a fixed reference grid of
-``16`` cell centres per axis (mean, standard deviation, minimum, maximum, and the mean absolute
-difference quotient along each axis), then ``log(n + 1)``, the one feature that says the grid
-size. Two tasks with the same coefficients at different ``n`` differ only in the last feature.
+Features (:meth:`GridDiffusionFamily.features_of`) are computed on a fixed reference grid of
+``16`` cell centres per axis, whatever ``n`` is, so a model trained on small grids reads tasks of
+any size. Two sets (``features=``):
+
+* ``"statistics"`` (default): statistics of ``log k`` on the reference grid (mean, standard
+  deviation, minimum, maximum, and the mean absolute difference quotient along each axis), then
+  ``log(n + 1)``, the one feature that says the grid size. Two tasks with the same coefficients
+  at different ``n`` differ only in the last feature. Enough for a relaxation factor.
+* ``"field"``: ``log k`` itself at the reference grid's ``16^dim`` cell centres (the first axis
+  fastest), then the two load parameters for ``load="random"``. Nothing says ``n``: tasks with
+  the same coefficients have the same features on every grid. What a resolution-independent
+  initial guess reads (:class:`~metasolve.GridSineHead`); a model on these features applies at
+  any ``n`` by design, so the safeguard's envelope test does not flag another grid size.
+
+``exact=True`` attaches every task's exact discrete solution (a sparse LU per task, SciPy's
+``splu``) to its problem, for the error monitor and a supervised loss
+(:class:`~metasolve.FixedIterationLoss` with ``m = 0``, GBMS paper sec. 2.2.1).
 """
 
 from __future__ import annotations
@@ -35,15 +47,17 @@ import math
 
 import numpy as np
 import scipy.sparse
+import scipy.sparse.linalg
 import torch
 
 from ..problems import LinearSystem
 from ..sparse import SparseBatch, SparsePattern
-from ..validation import check_choice, check_count, check_finite_number
+from ..validation import check_choice, check_count, check_finite_number, check_tensor
 from .base import TaskBatch, TaskFamily, register_family
 
 COEFFICIENTS = ("sincos", "fourier")
 LOADS = ("ones", "random")
+FEATURE_SETS = ("statistics", "field")
 #: Cell centres per axis of the reference grid the features are computed on.
 REFERENCE_POINTS = 16
 
@@ -112,6 +126,8 @@ class GridDiffusionFamily(TaskFamily):
         amplitude: the scale of ``log k``.
         modes: wavenumbers per axis of the ``"fourier"`` field.
         load: ``"ones"`` or ``"random"``.
+        features: ``"statistics"`` or ``"field"`` (module docstring).
+        exact: attach each task's exact solution (module docstring).
 
     Example:
         >>> fam = GridDiffusionFamily(n=8)
@@ -123,7 +139,8 @@ class GridDiffusionFamily(TaskFamily):
     name = "grid-diffusion"
 
     def __init__(self, n: int = 32, dim: int = 2, coefficient: str = "sincos",
-                 amplitude: float = 1.0, modes: int = 3, load: str = "ones"):
+                 amplitude: float = 1.0, modes: int = 3, load: str = "ones",
+                 features: str = "statistics", exact: bool = False):
         self.n = check_count("n", n, minimum=2)
         self.dim = check_count("dim", dim, minimum=2)
         if self.dim > 3:
@@ -134,11 +151,16 @@ class GridDiffusionFamily(TaskFamily):
             raise ValueError(f"amplitude must be >= 0, got {amplitude}")
         self.modes = check_count("modes", modes, minimum=1)
         self.load = check_choice("load", load, LOADS)
+        self.features = check_choice("features", features, FEATURE_SETS)
+        if not isinstance(exact, bool):
+            raise TypeError(f"exact must be a bool, got {type(exact).__name__}")
+        self.exact = exact
         self.pattern = grid_pattern(self.n, self.dim)
 
     def config(self):
         return {"n": self.n, "dim": self.dim, "coefficient": self.coefficient,
-                "amplitude": self.amplitude, "modes": self.modes, "load": self.load}
+                "amplitude": self.amplitude, "modes": self.modes, "load": self.load,
+                "features": self.features, "exact": self.exact}
 
     @classmethod
     def declared_size(cls, config):
@@ -152,6 +174,8 @@ class GridDiffusionFamily(TaskFamily):
 
     @property
     def feature_dim(self) -> int:
+        if self.features == "field":
+            return REFERENCE_POINTS ** self.dim + (2 if self.load == "random" else 0)
         return 4 + self.dim + 1
 
     @property
@@ -199,10 +223,20 @@ class GridDiffusionFamily(TaskFamily):
         else:
             if loads is None:
                 raise ValueError("load='random' needs the load parameters (B, 2)")
+            loads = check_tensor("loads", loads, shape=(count, 2))
             x, y = _grid_coordinates(torch.arange(self.unknowns), self.n, self.dim)[:2]
             rhs = 1 + loads[:, :1] * torch.sin(math.pi * x) + loads[:, 1:] * torch.sin(
                 math.pi * y)
-        return TaskBatch(LinearSystem(matrices, rhs), self.features_of(params))
+        solution = self.exact_solutions(matrices, rhs) if self.exact else None
+        return TaskBatch(LinearSystem(matrices, rhs, solution), self.features_of(params, loads))
+
+    def exact_solutions(self, matrices: SparseBatch, rhs: torch.Tensor) -> torch.Tensor:
+        """``(B, N)``: each task's discrete solution by a sparse LU (SciPy's ``splu``)."""
+        out = np.empty(tuple(rhs.shape))
+        for b in range(rhs.shape[0]):
+            lu = scipy.sparse.linalg.splu(self.scipy_matrix(matrices.values[b]).tocsc())
+            out[b] = lu.solve(rhs[b].detach().cpu().numpy())
+        return torch.from_numpy(out)
 
     def matrices(self, params: torch.Tensor) -> SparseBatch:
         """The tasks' matrices on the shared pattern (module docstring)."""
@@ -225,17 +259,29 @@ class GridDiffusionFamily(TaskFamily):
         values = torch.where(rows == cols, diagonal[:, rows], off) / h ** 2
         return SparseBatch(pattern, values)
 
-    def features_of(self, params: torch.Tensor) -> torch.Tensor:
-        """``(B, feature_dim)``: statistics of ``log k`` on the reference grid, then
-        ``log(n + 1)`` (module docstring); nothing else depends on ``n``."""
+    def features_of(self, params: torch.Tensor,
+                    loads: torch.Tensor | None = None) -> torch.Tensor:
+        """``(B, feature_dim)``: the feature set ``features`` names (module docstring),
+        computed on the reference grid; only the statistics' last feature, ``log(n + 1)``,
+        depends on ``n``. ``loads``: the load parameters ``(B, 2)`` of ``load="random"`` (the
+        field features end with them)."""
         m = REFERENCE_POINTS
         axis_points = (torch.arange(m, dtype=torch.float64) + 0.5) / m
+        # The mesh reversed: the first axis runs fastest, as in the unknowns' order (the
+        # field features are then a small picture of the grid's own layout).
         mesh = torch.meshgrid(*([axis_points] * self.dim), indexing="ij")
-        coords = [c.reshape(-1) for c in mesh]
+        coords = [c.reshape(-1) for c in reversed(mesh)]
         field = log_coefficient(self.coefficient, params, coords, self.modes)
         count = params.shape[0]
+        if self.features == "field":
+            if self.load == "ones":
+                return field
+            if loads is None:
+                raise ValueError("features='field' with load='random' needs the load "
+                                 "parameters (B, 2)")
+            return torch.cat([field, loads.to(field)], dim=1)
         grid = field.reshape(count, *([m] * self.dim))
-        slopes = [grid.diff(dim=1 + axis).abs().mean(dim=tuple(range(1, self.dim + 1))) * m
+        slopes = [grid.diff(dim=self.dim - axis).abs().mean(dim=tuple(range(1, self.dim + 1))) * m
                   for axis in range(self.dim)]
         size = torch.full((count,), math.log(self.n + 1), dtype=torch.float64)
         return torch.stack([field.mean(dim=1), field.std(dim=1), field.amin(dim=1),

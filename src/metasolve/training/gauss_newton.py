@@ -127,6 +127,13 @@ class GaussNewtonRefiner(CheckpointedFit):
         if loss.needs_baseline:
             raise ValueError(f"Gauss-Newton refinement does not support loss {loss.kind!r}, "
                              f"which compares with a baseline solve")
+        placed = [name for name, head in getattr(solver.metasolver, "heads", {}).items()
+                  if head.needs_problem]
+        if placed:
+            # The refinement linearises theta = Psi(omega) as the network gives it; a head that
+            # maps theta onto each problem would need that map in the linearisation too.
+            raise ValueError(f"Gauss-Newton refinement does not support heads evaluated on "
+                             f"each problem ({placed}); train with the first-order trainer")
         super().__init__(checkpoint, same_start, parallel)
         self.solver, self.loss, self.config = solver, loss, config
         self.metasolver = solver.metasolver
