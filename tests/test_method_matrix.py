@@ -487,6 +487,14 @@ def cg_jacobi_sparse_case(dtype):
                          "shared", maxiter=50)
 
 
+def cg_ic0_case(layout):
+    """PCG with each instance's IC(0) factor (inexact: the patterns have holes)."""
+    def case(dtype):
+        return _per_instance(ms.ConjugateGradient(preconditioner="ic0"),
+                             sparse_instances(seed=15), dtype, layout, maxiter=50)
+    return case
+
+
 def jacobi_sparse_blocks_case(dtype):
     omega = torch.tensor([1.0, 0.9, 0.8], dtype=dtype)
     return _per_instance(ms.Jacobi(), sparse_instances(seed=11), dtype, "blocks",
@@ -610,6 +618,8 @@ CASES = [
     Case("bicgstab-nonsymmetric-scipy", "bicgstab", bicgstab_case),
     Case("bicgstab-sparse-different-patterns-scipy", "bicgstab", bicgstab_sparse_batch_case),
     Case("cg-jacobi-preconditioner-sparse-batch", "cg", cg_jacobi_sparse_case),
+    Case("cg-ic0-preconditioner-sparse-batch", "cg", cg_ic0_case("shared")),
+    Case("cg-ic0-preconditioner-different-patterns", "cg", cg_ic0_case("blocks")),
     Case("chebyshev-exact-bounds", "chebyshev", chebyshev_case, at_degree=chebyshev_at_degree),
     Case("chebyshev-per-instance-bounds", "chebyshev", chebyshev_per_instance_case),
     Case("cg-spd", "cg", cg_case),

@@ -449,3 +449,80 @@ def test_a_shared_sparse_matrix_multiplies_rows_like_the_dense_one():
     weights = randn(B, N, seed=7)
     (product * weights).sum().backward()
     torch.testing.assert_close(x.grad, weights @ dense, rtol=1e-14, atol=1e-14)
+
+
+def _nine_point(n: int, seed: int, margin: float) -> scipy.sparse.csr_matrix:
+    """SPD on a 9-point pattern (IC(0) then meets products ``L_ij L_kj`` inside a row); with
+    ``margin < 1`` not diagonally dominant, where IC(0) can break down."""
+    t = scipy.sparse.diags([1.0, 1.0, 1.0], [-1, 0, 1], shape=(n, n))
+    pattern = scipy.sparse.kron(t, t).tocsr()
+    rand = scipy.sparse.random(n * n, n * n, density=1.0, random_state=seed).multiply(pattern)
+    off = -(rand + rand.T)
+    dominance = np.asarray(abs(off).sum(axis=1)).ravel()
+    matrix = scipy.sparse.csr_matrix(off + scipy.sparse.diags(dominance * margin + 1e-3))
+    matrix.sort_indices()
+    return matrix
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_incomplete_cholesky_is_the_reference_factor_and_fails_where_it_fails(layout):
+    from metasolve.solvers.iccg import incomplete_cholesky_reference
+
+    scipy_matrices = [_nine_point(5, 0, 1.05), _nine_point(5, 1, 1.05), _nine_point(5, 2, 0.6)]
+    if layout == "blocks":  # a different pattern for the second instance (5-point)
+        five = scipy.sparse.csr_matrix(scipy_matrices[1].multiply(
+            scipy.sparse.kron(scipy.sparse.diags([1.0, 1.0, 1.0], [-1, 0, 1], shape=(5, 5)),
+                              scipy.sparse.identity(5)) + scipy.sparse.kron(
+                scipy.sparse.identity(5),
+                scipy.sparse.diags([1.0, 1.0, 1.0], [-1, 0, 1], shape=(5, 5)))))
+        five.setdiag(scipy_matrices[1].diagonal())
+        five.sort_indices()
+        scipy_matrices[1] = five
+    matrices = ms.SparseBatch.stack(scipy_matrices)
+    assert matrices.shared_pattern == (layout == "shared")
+    factor, failed = matrices.incomplete_cholesky()
+    dense = matrices.to_dense()
+    for b in range(3):
+        expected, expected_failed = incomplete_cholesky_reference(dense[b:b + 1],
+                                                                  pattern=dense[b] != 0)
+        assert bool(failed[b]) == bool(expected_failed[0])
+        if not bool(failed[b]):
+            torch.testing.assert_close(factor.to_dense()[b], expected[0], rtol=0, atol=1e-13)
+    assert failed.tolist() == [False, False, True]
+    # The two sweeps apply (L L^T)^-1.
+    r = randn(3, 25, seed=4)
+    z = factor.solve_triangular(factor.solve_triangular(r), transpose=True)
+    lower = factor.to_dense()[:2]
+    expected = torch.linalg.solve(lower @ lower.transpose(1, 2), r[:2].unsqueeze(2)).squeeze(2)
+    torch.testing.assert_close(z[:2], expected, rtol=1e-12, atol=1e-12)
+
+
+def test_ic0_preconditioned_cg_solves_and_reports_breakdown():
+    matrices = ms.SparseBatch.stack([_nine_point(6, 3, 1.05), _nine_point(6, 4, 0.6),
+                                     _nine_point(6, 5, 1.05)])
+    rhs = randn(3, 36, seed=2)
+    problem = ms.LinearSystem(matrices, rhs)
+    sol = ms.run(ms.ConjugateGradient(preconditioner="ic0"), problem, rtol=1e-10, maxiter=100)
+    assert sol.status.tolist() == [int(ms.Status.CONVERGED), int(ms.Status.BREAKDOWN),
+                                   int(ms.Status.CONVERGED)]
+    assert int(sol.iterations[1]) == 0
+    plain = ms.run(ms.ConjugateGradient(), problem, rtol=1e-10, maxiter=100)
+    assert bool((sol.iterations[[0, 2]] < plain.iterations[[0, 2]]).all())
+    expected = torch.linalg.solve(matrices.to_dense(), rhs.unsqueeze(2)).squeeze(2)
+    torch.testing.assert_close(sol.x[[0, 2]], expected[[0, 2]], rtol=1e-8, atol=1e-9)
+    with pytest.raises(ValueError, match="SparseBatch.*ICCG"):
+        ms.run(ms.ConjugateGradient(preconditioner="ic0"),
+               ms.LinearSystem(matrices.to_dense(), rhs), rtol=1e-8)
+    with pytest.raises(ValueError, match="no polynomial preconditioner"):
+        ms.run(ms.ConjugateGradient(preconditioner="ic0"), problem,
+               params={"coefficients": torch.ones(3, 2, dtype=DTYPE),
+                       "lower": torch.ones(3, dtype=DTYPE), "upper": torch.ones(3, dtype=DTYPE)})
+
+
+def test_incomplete_cholesky_names_what_its_pattern_lacks():
+    lower_only = ms.SparsePattern(torch.tensor([0, 1, 3]), torch.tensor([0, 0, 1]))
+    with pytest.raises(ValueError, match="structurally symmetric"):
+        ms.SparseBatch(lower_only, torch.ones(1, 3, dtype=DTYPE)).incomplete_cholesky()
+    no_diagonal = ms.SparsePattern(torch.tensor([0, 1, 2]), torch.tensor([1, 0]))
+    with pytest.raises(ValueError, match="diagonal"):
+        ms.SparseBatch(no_diagonal, torch.ones(1, 2, dtype=DTYPE)).incomplete_cholesky()

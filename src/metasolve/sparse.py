@@ -208,14 +208,19 @@ class SparsePattern:
         """The number of levels of the forward (``upper=False``) or backward sweep."""
         return self.schedule(upper).levels
 
-    def schedule(self, upper: bool = False) -> _Schedule:
+    def schedule(self, upper: bool = False, transpose: bool = False) -> _Schedule:
         """The level schedule of the solve with the strictly lower (``upper=False``) or strictly
-        upper part (module docstring), computed once on the host and kept on the device."""
-        return self._cached(("schedule", upper), lambda: self._build_schedule(upper))
+        upper part (module docstring), or with that part's transpose (``transpose=True``),
+        computed once on the host and kept on the device."""
+        return self._cached(("schedule", upper, transpose),
+                            lambda: self._build_schedule(upper, transpose))
 
-    def _build_schedule(self, upper: bool) -> _Schedule:
+    def _build_schedule(self, upper: bool, transpose: bool = False) -> _Schedule:
         positions, cols, rows = (t.cpu().numpy() for t in self.entries(
             "upper" if upper else "lower")[:3] if t is not None)
+        if transpose:  # entry (i, j) of the part is entry (j, i) of its transpose
+            order = np.lexsort((rows, cols))  # the transpose's row order
+            positions, cols, rows = positions[order], rows[order], cols[order]
         total = self.rows_total
         level = _longest_chains(rows, cols, total)
         count = int(level.max()) + 1 if total else 0
@@ -224,7 +229,7 @@ class SparsePattern:
         rank = np.empty(total, dtype=np.int64)
         rank[order] = np.arange(total)
         entry_level = level[rows]
-        by_level = np.argsort(entry_level, kind="stable")  # CSR order is row order already
+        by_level = np.argsort(entry_level, kind="stable")  # entries are in row order already
         entry_bounds = np.concatenate([[0], np.cumsum(np.bincount(entry_level,
                                                                   minlength=count))])
         local = rank[rows[by_level]] - row_bounds[entry_level[by_level]]
@@ -236,6 +241,23 @@ class SparsePattern:
 
         return _Schedule(dev(order), dev(positions[by_level]), dev(cols[by_level]), dev(local),
                          dev(rows[by_level]), bounds)
+
+    def lower_triangle(self) -> tuple[SparsePattern, torch.Tensor]:
+        """``(pattern, positions)``: the pattern of the lower triangle with the diagonal (the
+        pattern of an incomplete Cholesky factor) and the positions of its entries among this
+        pattern's values; computed once."""
+        def build():
+            keep = (self.col_indices <= self.rows).nonzero().squeeze(1)
+            counts = torch.bincount(self.rows[keep], minlength=self.rows_total)
+            crow = torch.cat([counts.new_zeros(1), counts.cumsum(0)])
+            return SparsePattern(crow, self.col_indices[keep], blocks=self.blocks,
+                                 _checked=True), keep
+        return self._cached("lower-triangle", build)
+
+    def incomplete_cholesky_plan(self) -> _CholeskyPlan:
+        """The level-by-level plan of :meth:`SparseBatch.incomplete_cholesky` on this
+        (structurally symmetric) pattern; computed once on the host, kept on the device."""
+        return self._cached("incomplete-cholesky", lambda: _CholeskyPlan(self))
 
     def select_blocks(self, blocks: torch.Tensor) -> tuple[SparsePattern, torch.Tensor]:
         """The block-diagonal pattern of the blocks ``blocks`` (int64 indices, in that order)
@@ -282,6 +304,99 @@ def _longest_chains(rows: np.ndarray, cols: np.ndarray, total: int) -> np.ndarra
         frontier = np.unique(reached[waiting[reached] == 0])
         depth += 1
     return level
+
+
+class _CholeskyPlan:
+    """IC(0) on a structurally symmetric pattern, as a sequence of vectorised steps.
+
+    The factor ``L`` has the pattern of the lower triangle (with the diagonal). Row ``i`` of
+    ``L`` needs the rows ``k < i`` of its pattern, so the rows go in the levels of the forward
+    sweep; within a row, entry ``L_ik`` needs the row's earlier entries ``L_ij`` (``j < k``):
+
+        ``L_ik = (a_ik - sum_j L_ij L_kj) / L_kk``,  ``L_ii = sqrt(a_ii - sum_{k<i} L_ik^2)``,
+
+    the sums over the ``j`` where both entries are in the pattern (Saad, "Iterative Methods
+    for Sparse Linear Systems", sec. 10.3.2, row by row). A step computes the ``s``-th entry
+    of every row of one level (``s = 0, 1, ...``), then the level's diagonals. Positions are
+    into the factor's values (``L``) or the matrix's (``A``).
+    """
+
+    def __init__(self, pattern: SparsePattern):
+        lower, keep = pattern.lower_triangle()
+        positions, cols, rows = (t.cpu().numpy() for t in pattern.entries("lower"))
+        upper_rows, upper_cols = (t.cpu().numpy() for t in pattern.entries("upper")[1:][::-1])
+        mirrored = np.lexsort((upper_rows, upper_cols))  # (col, row) of the upper entries
+        if not (np.array_equal(rows, upper_cols[mirrored])
+                and np.array_equal(cols, upper_rows[mirrored])):
+            raise ValueError("incomplete Cholesky needs a structurally symmetric pattern "
+                             "(entry (i, j) present exactly where (j, i) is)")
+        total = pattern.rows_total
+        lower_crow = lower.crow_indices.cpu().numpy()
+        lower_cols = lower.col_indices.cpu().numpy()
+        lower_rows = np.repeat(np.arange(total), np.diff(lower_crow))
+        diagonal = lower_crow[1:] - 1  # the diagonal closes each row of the lower triangle
+        if not np.array_equal(lower_cols[diagonal], np.arange(total)):
+            raise ValueError("incomplete Cholesky needs every diagonal entry in the pattern")
+        strict = np.nonzero(lower_cols < lower_rows)[0]  # L's strictly lower entries
+        s_rows, s_cols = lower_rows[strict], lower_cols[strict]
+        rank = strict - lower_crow[s_rows]  # the entry's place within its row
+        # The products L_ij L_kj of entry (i, k): pairs of strictly lower entries sharing the
+        # column j, the later row first; only those whose (i, k) is in the pattern count.
+        by_col = np.lexsort((s_rows, s_cols))
+        group = np.concatenate([[0], np.cumsum(np.bincount(s_cols, minlength=total))])
+        within = np.arange(len(by_col)) - group[s_cols[by_col]]
+        offsets = np.cumsum(within)
+        first = np.repeat(np.arange(len(by_col)), within)
+        second = np.repeat(group[s_cols[by_col]], within) + (
+            np.arange(offsets[-1] if len(offsets) else 0) - np.repeat(offsets - within, within))
+        row_i, row_k = s_rows[by_col[first]], s_rows[by_col[second]]
+        keys = s_rows * total + s_cols  # increasing: the entries are in CSR order
+        target = np.searchsorted(keys, row_i * total + row_k)
+        found = target < len(keys)
+        found[found] = keys[target[found]] == (row_i * total + row_k)[found]
+        pair_target = target[found]  # index into the strict entries
+        pair_ij, pair_kj = strict[by_col[first[found]]], strict[by_col[second[found]]]
+
+        level = _longest_chains(rows, cols, total)
+        entry_level = level[s_rows]
+        pair_order = np.argsort(pair_target, kind="stable")
+        pair_target, pair_ij, pair_kj = (a[pair_order] for a in (pair_target, pair_ij, pair_kj))
+        pair_bounds = np.searchsorted(pair_target, np.arange(len(strict) + 1))
+
+        def dev(array):
+            return torch.from_numpy(np.ascontiguousarray(array, dtype=np.int64)).to(
+                pattern.device)
+
+        self.lower, self.matrix_positions = lower, keep
+        self.steps = []  # per level: ([entry steps], diagonal step)
+        levels = int(level.max()) + 1 if total else 0
+        by_level = np.argsort(entry_level, kind="stable")
+        entry_bounds = np.searchsorted(entry_level[by_level], np.arange(levels + 1))
+        row_order = np.argsort(level, kind="stable")
+        row_bounds = np.searchsorted(level[row_order], np.arange(levels + 1))
+        matrix_of = keep.cpu().numpy()  # L position -> A position
+        for lv in range(levels):
+            entries = by_level[entry_bounds[lv]:entry_bounds[lv + 1]]
+            entry_steps = []
+            for r in range(int(rank[entries].max()) + 1 if len(entries) else 0):
+                chosen = entries[rank[entries] == r]
+                spans = [np.arange(pair_bounds[e], pair_bounds[e + 1]) for e in chosen]
+                pairs = np.concatenate(spans) if spans else np.zeros(0, dtype=np.int64)
+                local = np.repeat(np.arange(len(chosen)),
+                                  [len(span) for span in spans]) if spans else pairs
+                position = strict[chosen]
+                entry_steps.append((dev(position), dev(matrix_of[position]),
+                                    dev(diagonal[s_cols[chosen]]), dev(pair_ij[pairs]),
+                                    dev(pair_kj[pairs]), dev(local)))
+            rows_here = row_order[row_bounds[lv]:row_bounds[lv + 1]]
+            squares = entries  # every strictly lower entry of the level's rows
+            sorter = np.argsort(rows_here)
+            rows_sorted = rows_here[sorter]
+            local_rows = sorter[np.searchsorted(rows_sorted, s_rows[squares])] \
+                if len(squares) else squares
+            self.steps.append((entry_steps, (dev(rows_here), dev(diagonal[rows_here]),
+                                             dev(matrix_of[diagonal[rows_here]]),
+                                             dev(strict[squares]), dev(local_rows))))
 
 
 class SparseBatch:
@@ -555,17 +670,20 @@ class SparseBatch:
 
     def solve_triangular(self, rhs: torch.Tensor, *, upper: bool = False,
                          scale: float | torch.Tensor = 1.0,
-                         diagonal: torch.Tensor | None = None) -> torch.Tensor:
+                         diagonal: torch.Tensor | None = None,
+                         transpose: bool = False) -> torch.Tensor:
         """``y`` with ``(D + s T) y = rhs``: ``T`` the strictly lower part (``upper=False``,
         forward substitution) or the strictly upper part (backward), ``D`` the diagonal, ``s``
         the number or per-instance ``(B,)`` tensor ``scale`` (``s = 1``: the triangle of ``A``
         itself; ``s = omega``: an SOR sweep). ``rhs`` is ``(B, N)`` or ``(B, K, N)``; the
         diagonal must have no zero (``diagonal``, ``(B, N)``: use it instead of
         :meth:`diagonal`, e.g. one computed once for many solves). Runs over the pattern's
-        level schedule (module docstring).
+        level schedule (module docstring). ``transpose=True`` solves with the transpose of
+        that part instead, ``(D + s T^T) y = rhs``: the backward sweep with ``L^T`` of a
+        factor ``L`` stored as its lower triangle (:meth:`incomplete_cholesky`).
         """
         c3, shape = self._flat(rhs, "rhs")
-        plan = self.pattern.schedule(upper)
+        plan = self.pattern.schedule(upper, transpose)
         values = self._rows_of_values()
         if diagonal is None:
             diagonal = self.diagonal()
@@ -610,6 +728,52 @@ class SparseBatch:
         del c_rows, d_rows
         y = y_rows.T.contiguous().view(c3.shape)
         return self._unflat(y, shape)
+
+
+    def incomplete_cholesky(self) -> tuple[SparseBatch, torch.Tensor]:
+        """``(L, failed)``: the zero-fill incomplete Cholesky factor ``L`` of every instance,
+        ``A ~ L L^T`` with ``L`` on the pattern of the lower triangle (a batch on
+        :meth:`SparsePattern.lower_triangle`), and ``(B,)`` which instances broke down (a pivot
+        ``<= 0`` or not finite; their factor is meaningless). The pattern must be structurally
+        symmetric with every diagonal entry present; only the lower triangle's values are read.
+        Precondition with ``L.solve_triangular(L.solve_triangular(r), transpose=True)``.
+
+        Level by level over the rows (:class:`_CholeskyPlan`), vectorised over the rows of a
+        level and the batch: a 5-point stencil on an ``n x n`` grid takes ``2 n - 1`` levels of
+        three steps. The factor is computed without a graph: it is a constant of the values.
+        """
+        plan = self.pattern.incomplete_cholesky_plan()
+        with torch.no_grad():
+            a = self._rows_of_values().detach()
+            count = a.shape[0]
+            factor = a.new_zeros(count, plan.lower.nnz)
+            broken = torch.zeros(count, self.pattern.rows_total if not self.shared_pattern
+                                 else 1, dtype=torch.bool, device=a.device)
+            for entry_steps, (rows, diagonal, a_diagonal, squares, local) in plan.steps:
+                for position, a_position, pivot, ij, kj, into in entry_steps:
+                    value = a.index_select(1, a_position)
+                    if ij.numel():
+                        value.index_add_(1, into, factor.index_select(1, ij)
+                                         * factor.index_select(1, kj), alpha=-1)
+                    factor.index_copy_(1, position, value / factor.index_select(1, pivot))
+                pivots = a.index_select(1, a_diagonal)
+                if squares.numel():
+                    pivots.index_add_(1, local, factor.index_select(1, squares).square(),
+                                      alpha=-1)
+                bad = ~(pivots > 0) | ~torch.isfinite(pivots)
+                if bool(bad.any()):
+                    if self.shared_pattern:
+                        broken[:, 0] |= bad.any(dim=1)
+                    else:
+                        broken[0, rows[bad[0]]] = True
+                    pivots = torch.where(bad, torch.ones_like(pivots), pivots)
+                factor.index_copy_(1, diagonal, pivots.sqrt())
+            if self.shared_pattern:
+                failed, values = broken[:, 0], factor
+            else:
+                failed = broken[0].view(self.batch_size, self.size).any(dim=1)
+                values = factor[0]
+        return SparseBatch._derived(plan.lower, values), failed
 
 
 #: What is derived from a matrix shared by a batch (its pattern, a SciPy copy and factor),

@@ -12,7 +12,13 @@ Parameters ``theta`` (``params``, all optional): ``coefficients`` (``(B, d)``), 
 ``upper`` (``(B,)``) of the preconditioner; without them this is plain CG. Alternatively
 ``ConjugateGradient(preconditioner="jacobi")`` preconditions with the diagonal,
 ``M^{-1} = D^{-1}`` (PCG with Jacobi scaling; no extra products), which needs a positive
-diagonal. Each iteration costs
+diagonal, and ``ConjugateGradient(preconditioner="ic0")`` with the zero-fill incomplete Cholesky
+factor of each instance, ``M = L L^T`` (:meth:`metasolve.SparseBatch.incomplete_cholesky`,
+computed once in ``init``; two triangular sweeps per iteration), which needs the matrix as a
+:class:`~metasolve.SparseBatch`; an instance whose factorization breaks down (a pivot
+``<= 0``, possible on SPD matrices that are not M-matrices) stops with ``Status.BREAKDOWN``
+before its first step. For IC(0) of dense band matrices with a shift, see
+:class:`~metasolve.ICCG`. Each iteration costs
 one product plus ``d - 1`` for the preconditioner, and ``init`` spends ``d - 1`` on
 ``z_0 = q(A) r_0``: ``Solution.info`` does not count them, so callers report
 ``(d - 1) + iterations * d`` products (plus what the preconditioner's construction took).
@@ -34,13 +40,14 @@ import torch
 from ..kernels import euclidean_norm
 from ..polynomials import chebyshev_basis_apply
 from ..problems import LinearSystem
+from ..sparse import SparseBatch
 from ..validation import check_choice
 from .base import IterativeMethod, State, batch_fastest, batched_dot, safe_ratio
 from .registry import register_method
 
 PRECONDITIONER = ("coefficients", "lower", "upper")
 #: The fixed preconditioners a ``ConjugateGradient`` may be built with.
-PRECONDITIONERS = (None, "jacobi")
+PRECONDITIONERS = (None, "jacobi", "ic0")
 
 
 @register_method
@@ -49,8 +56,9 @@ class ConjugateGradient(IterativeMethod):
     (``params``) or Jacobi preconditioner (``preconditioner="jacobi"``).
 
     Args:
-        preconditioner: ``None`` (plain CG, or the polynomial one given in ``params``) or
-            ``"jacobi"`` (``M^{-1} = D^{-1}``).
+        preconditioner: ``None`` (plain CG, or the polynomial one given in ``params``),
+            ``"jacobi"`` (``M^{-1} = D^{-1}``) or ``"ic0"`` (``M = L L^T``, IC(0) of a
+            :class:`~metasolve.SparseBatch`).
     """
 
     name = "cg"
@@ -70,15 +78,23 @@ class ConjugateGradient(IterativeMethod):
         if self.preconditioner == "jacobi" and not bool((problem.diagonal().detach() > 0).all()):
             raise ValueError("the Jacobi preconditioner needs a positive diagonal (A symmetric "
                              "positive definite)")
+        if self.preconditioner == "ic0" and not isinstance(problem.matrix, SparseBatch):
+            raise ValueError(f"ConjugateGradient(preconditioner='ic0') needs the matrix as a "
+                             f"SparseBatch, got {type(problem.matrix).__name__}; for dense band "
+                             f"matrices use ICCG")
 
     def _preconditioner(self, problem: LinearSystem, params: Mapping, state: Mapping):
         given = [name for name in PRECONDITIONER if name in params]
+        if self.preconditioner is not None and given:
+            raise ValueError(f"ConjugateGradient(preconditioner={self.preconditioner!r}) takes "
+                             f"no polynomial preconditioner, got params {given}")
         if self.preconditioner == "jacobi":
-            if given:
-                raise ValueError(f"ConjugateGradient(preconditioner='jacobi') takes no "
-                                 f"polynomial preconditioner, got params {given}")
             scale = state["dinv"]
             return lambda r: r * scale
+        if self.preconditioner == "ic0":
+            factor, pivots = state["factor"], state["pivots"]
+            return lambda r: factor.solve_triangular(
+                factor.solve_triangular(r, diagonal=pivots), diagonal=pivots, transpose=True)
         if not given:
             return lambda r: r
         if len(given) != len(PRECONDITIONER):
@@ -88,7 +104,12 @@ class ConjugateGradient(IterativeMethod):
         return lambda r: chebyshev_basis_apply(problem.matvec, r, coefficients, lower, upper)
 
     def init(self, problem: LinearSystem, x0, params) -> State:
-        extra = {} if self.preconditioner is None else {"dinv": 1.0 / problem.diagonal()}
+        extra, failed = {}, None
+        if self.preconditioner == "jacobi":
+            extra["dinv"] = 1.0 / problem.diagonal()
+        elif self.preconditioner == "ic0":
+            extra["factor"], failed = problem.matrix.incomplete_cholesky()
+            extra["pivots"] = extra["factor"].diagonal()
         precondition = self._preconditioner(problem, params, extra)
         r = problem.residual(x0)
         if problem.scipy_operator is not None:
@@ -99,8 +120,9 @@ class ConjugateGradient(IterativeMethod):
             extra["product"] = torch.empty_like(r)
         z = precondition(r)
         rz = batched_dot(r, z)
+        breakdown = ~(rz >= 0) if failed is None else ~(rz >= 0) | failed
         return {"x": x0, "r": r, "p": z, "rz": rz, "norm": _norm(r, z, rz),
-                "breakdown": ~(rz >= 0), **extra}
+                "breakdown": breakdown, **extra}
 
     def step(self, problem: LinearSystem, state: State, params: Mapping) -> State:
         return self._advance(problem, state, params, in_place=False)
