@@ -11,7 +11,7 @@ Commands (the numbers in the report of the sparse-operators work come from them)
     python benchmarks/sparse_batch.py memory --n 256 --batch 32 --iterations 20
     # answers against scipy.sparse.linalg.spsolve (each method run to rtol)
     python benchmarks/sparse_batch.py answers --n 256 --batch 32 --rtol 1e-6 \\
-        --methods cg cg-jacobi bicgstab sor chebyshev
+        --methods cg cg-jacobi cg-ic0 bicgstab sor chebyshev
 
 ``memory`` runs every method in a fresh process: it builds the batch, then reads the process's
 peak resident memory over the solve (Linux: ``/proc/self/clear_refs`` resets the peak,
@@ -39,8 +39,8 @@ from _memory import lean_allocator, reset_peak, resident_mib, settle
 import metasolve as ms
 
 #: "gmres" is GMRES(20); "gmres-8" GMRES(8), whose 9 basis vectors fit in twice the CSR storage.
-METHODS = ("jacobi", "sor", "ssor", "cg", "cg-jacobi", "bicgstab", "chebyshev", "gmres",
-           "gmres-8")
+METHODS = ("jacobi", "sor", "ssor", "cg", "cg-jacobi", "cg-ic0", "bicgstab", "chebyshev",
+           "gmres", "gmres-8")
 
 
 def diffusion_batch(n: int, batch: int, seed: int = 0, dtype=torch.float64):
@@ -90,6 +90,8 @@ def method_for(name: str, matrices: ms.SparseBatch, coeffs: torch.Tensor, n: int
         return ms.ConjugateGradient(), {}
     if name == "cg-jacobi":
         return ms.ConjugateGradient(preconditioner="jacobi"), {}
+    if name == "cg-ic0":
+        return ms.ConjugateGradient(preconditioner="ic0"), {}
     if name == "bicgstab":
         return ms.BiCGStab(), {}
     if name == "gmres":
@@ -125,7 +127,8 @@ def measure_one(name: str, n: int, batch: int, iterations: int, part: str) -> di
             seconds = time.perf_counter() - start
         return {**row, "seconds_per_iteration": round(seconds / iterations, 4),
                 "finite": bool(torch.isfinite(sol.x).all()),
-                "levels": matrices.pattern.levels() if name in ("sor", "ssor") else None}
+                "levels": matrices.pattern.levels() if name in ("sor", "ssor", "cg-ic0")
+                else None}
     settle()
     before, _ = resident_mib()
     reset_peak()

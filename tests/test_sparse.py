@@ -492,6 +492,7 @@ def test_incomplete_cholesky_is_the_reference_factor_and_fails_where_it_fails(la
     # The two sweeps apply (L L^T)^-1.
     r = randn(3, 25, seed=4)
     z = factor.solve_triangular(factor.solve_triangular(r), transpose=True)
+    torch.testing.assert_close(factor.solve_factored(r)[:2], z[:2], rtol=1e-14, atol=1e-14)
     lower = factor.to_dense()[:2]
     expected = torch.linalg.solve(lower @ lower.transpose(1, 2), r[:2].unsqueeze(2)).squeeze(2)
     torch.testing.assert_close(z[:2], expected, rtol=1e-12, atol=1e-12)

@@ -216,8 +216,7 @@ class SparsePattern:
                             lambda: self._build_schedule(upper, transpose))
 
     def _build_schedule(self, upper: bool, transpose: bool = False) -> _Schedule:
-        positions, cols, rows = (t.cpu().numpy() for t in self.entries(
-            "upper" if upper else "lower")[:3] if t is not None)
+        positions, cols, rows = self._entries_on_host("upper" if upper else "lower")
         if transpose:  # entry (i, j) of the part is entry (j, i) of its transpose
             order = np.lexsort((rows, cols))  # the transpose's row order
             positions, cols, rows = positions[order], rows[order], cols[order]
@@ -241,6 +240,15 @@ class SparsePattern:
 
         return _Schedule(dev(order), dev(positions[by_level]), dev(cols[by_level]), dev(local),
                          dev(rows[by_level]), bounds)
+
+    def _entries_on_host(self, part: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``(positions, cols, rows)`` of the strictly lower or upper entries as NumPy arrays,
+        for building a plan once (not kept: :meth:`entries` keeps what products need)."""
+        crow = self.crow_indices.cpu().numpy()
+        cols = self.col_indices.cpu().numpy()
+        rows = np.repeat(np.arange(self.rows_total), np.diff(crow))
+        positions = np.nonzero(cols < rows if part == "lower" else cols > rows)[0]
+        return positions, cols[positions], rows[positions]
 
     def lower_triangle(self) -> tuple[SparsePattern, torch.Tensor]:
         """``(pattern, positions)``: the pattern of the lower triangle with the diagonal (the
@@ -323,8 +331,8 @@ class _CholeskyPlan:
 
     def __init__(self, pattern: SparsePattern):
         lower, keep = pattern.lower_triangle()
-        positions, cols, rows = (t.cpu().numpy() for t in pattern.entries("lower"))
-        upper_rows, upper_cols = (t.cpu().numpy() for t in pattern.entries("upper")[1:][::-1])
+        _, cols, rows = pattern._entries_on_host("lower")
+        _, upper_cols, upper_rows = pattern._entries_on_host("upper")
         mirrored = np.lexsort((upper_rows, upper_cols))  # (col, row) of the upper entries
         if not (np.array_equal(rows, upper_cols[mirrored])
                 and np.array_equal(cols, upper_rows[mirrored])):
@@ -363,40 +371,63 @@ class _CholeskyPlan:
         pair_target, pair_ij, pair_kj = (a[pair_order] for a in (pair_target, pair_ij, pair_kj))
         pair_bounds = np.searchsorted(pair_target, np.arange(len(strict) + 1))
 
-        def dev(array):
-            return torch.from_numpy(np.ascontiguousarray(array, dtype=np.int64)).to(
-                pattern.device)
-
         self.lower, self.matrix_positions = lower, keep
-        self.steps = []  # per level: ([entry steps], diagonal step)
         levels = int(level.max()) + 1 if total else 0
         by_level = np.argsort(entry_level, kind="stable")
         entry_bounds = np.searchsorted(entry_level[by_level], np.arange(levels + 1))
         row_order = np.argsort(level, kind="stable")
         row_bounds = np.searchsorted(level[row_order], np.arange(levels + 1))
         matrix_of = keep.cpu().numpy()  # L position -> A position
+        # Each kind of index is one array for the whole plan, and a step holds the bounds of
+        # its slices: thousands of small tensors would cost more than their contents.
+        arrays = {name: [] for name in ("position", "a_position", "pivot", "ij", "kj", "into",
+                                        "rows", "diagonal", "a_diagonal", "squares", "local")}
+        filled = dict.fromkeys(arrays, 0)
+
+        def take(**parts):
+            bounds = []
+            for name, part in parts.items():
+                arrays[name].append(part)
+                bounds.append((filled[name], filled[name] + len(part)))
+                filled[name] += len(part)
+            return bounds
+
+        self.steps = []  # per level: ([entry steps], diagonal step), as slice bounds
         for lv in range(levels):
             entries = by_level[entry_bounds[lv]:entry_bounds[lv + 1]]
             entry_steps = []
             for r in range(int(rank[entries].max()) + 1 if len(entries) else 0):
                 chosen = entries[rank[entries] == r]
                 spans = [np.arange(pair_bounds[e], pair_bounds[e + 1]) for e in chosen]
-                pairs = np.concatenate(spans) if spans else np.zeros(0, dtype=np.int64)
-                local = np.repeat(np.arange(len(chosen)),
-                                  [len(span) for span in spans]) if spans else pairs
+                pairs = np.concatenate(spans)
+                local = np.repeat(np.arange(len(chosen)), [len(span) for span in spans])
                 position = strict[chosen]
-                entry_steps.append((dev(position), dev(matrix_of[position]),
-                                    dev(diagonal[s_cols[chosen]]), dev(pair_ij[pairs]),
-                                    dev(pair_kj[pairs]), dev(local)))
+                entry_steps.append(take(position=position, a_position=matrix_of[position],
+                                        pivot=diagonal[s_cols[chosen]], ij=pair_ij[pairs],
+                                        kj=pair_kj[pairs], into=local))
             rows_here = row_order[row_bounds[lv]:row_bounds[lv + 1]]
-            squares = entries  # every strictly lower entry of the level's rows
             sorter = np.argsort(rows_here)
-            rows_sorted = rows_here[sorter]
-            local_rows = sorter[np.searchsorted(rows_sorted, s_rows[squares])] \
-                if len(squares) else squares
-            self.steps.append((entry_steps, (dev(rows_here), dev(diagonal[rows_here]),
-                                             dev(matrix_of[diagonal[rows_here]]),
-                                             dev(strict[squares]), dev(local_rows))))
+            local_rows = sorter[np.searchsorted(rows_here[sorter], s_rows[entries])]
+            self.steps.append((entry_steps, take(
+                rows=rows_here, diagonal=diagonal[rows_here],
+                a_diagonal=matrix_of[diagonal[rows_here]], squares=strict[entries],
+                local=local_rows)))
+        self.index = {name: torch.from_numpy(np.ascontiguousarray(
+            np.concatenate(parts) if parts else np.zeros(0), dtype=np.int64)).to(pattern.device)
+            for name, parts in arrays.items()}
+
+    def entry_steps(self, level: int):
+        """The level's entry steps: ``(position, a_position, pivot, ij, kj, into)`` each."""
+        names = ("position", "a_position", "pivot", "ij", "kj", "into")
+        for bounds in self.steps[level][0]:
+            yield tuple(self.index[name][lo:hi]
+                        for name, (lo, hi) in zip(names, bounds, strict=True))
+
+    def diagonal_step(self, level: int):
+        """The level's ``(rows, diagonal, a_diagonal, squares, local)``."""
+        names = ("rows", "diagonal", "a_diagonal", "squares", "local")
+        return tuple(self.index[name][lo:hi]
+                     for name, (lo, hi) in zip(names, self.steps[level][1], strict=True))
 
 
 class SparseBatch:
@@ -683,14 +714,10 @@ class SparseBatch:
         factor ``L`` stored as its lower triangle (:meth:`incomplete_cholesky`).
         """
         c3, shape = self._flat(rhs, "rhs")
-        plan = self.pattern.schedule(upper, transpose)
-        values = self._rows_of_values()
-        if diagonal is None:
-            diagonal = self.diagonal()
-        elif tuple(diagonal.shape) not in ((self.size,), (self.batch_size, self.size)):
+        if diagonal is not None and tuple(diagonal.shape) not in ((self.size,),
+                                                                  (self.batch_size, self.size)):
             raise ValueError(f"diagonal must have shape ({self.batch_size}, {self.size}) or "
                              f"({self.size},), got {tuple(diagonal.shape)}")
-        diag = self._flat(diagonal.expand(self.batch_size, self.size), "diagonal")[0]
         count_r, count_k, width = c3.shape
         factor, per_row = 1.0, False  # the scale as alpha of index_add, or with the values
         if isinstance(scale, torch.Tensor):
@@ -704,31 +731,64 @@ class SparseBatch:
                 scale, per_row = scale.repeat_interleave(self.size), True
         else:
             factor, scale = float(scale), None
+        # The sweep works on one row per unknown (rows of the pattern by vectors), in place: a
+        # level reads its rows' right-hand sides and the solved rows it depends on, then
+        # writes its own rows.
+        rows = _fresh_copy(c3.reshape(count_r * count_k, width).T)
+        d_rows = None if diagonal is None else self._flat(
+            diagonal.expand(self.batch_size, self.size), "diagonal")[0].reshape(
+                count_r, width).T.contiguous()
+        self._sweep(rows, self.pattern.schedule(upper, transpose), d_rows, factor, scale,
+                    per_row, count_r, count_k)
+        return self._unflat(rows.T.contiguous().view(c3.shape), shape)
+
+    def _sweep(self, rows: torch.Tensor, plan: _Schedule, d_rows: torch.Tensor | None,
+               factor: float, scale: torch.Tensor | None, per_row: bool, count_r: int,
+               count_k: int) -> None:
+        """One triangular sweep over ``rows`` (``(M, R K)``, one row per unknown), in place.
+        ``d_rows``: the diagonal in the same layout, or ``None`` to read each level's diagonal
+        from the values (every diagonal entry must then be in the pattern)."""
+        values = self._rows_of_values()
         graph = torch.is_grad_enabled() and any(
-            t is not None and t.requires_grad for t in (values, c3, diag, scale))
-        # The sweep works on one row per unknown (rows of the pattern by vectors): a level
-        # gathers and writes whole rows.
-        c_rows = c3.reshape(count_r * count_k, width).T.contiguous()
-        d_rows = diag.reshape(count_r, width).T.contiguous()
-        y_rows = torch.zeros(c_rows.shape, dtype=c_rows.dtype, device=c_rows.device)
+            t is not None and t.requires_grad for t in (values, rows, d_rows, scale))
+        positions, present = self.pattern.diagonal_positions()
+        if d_rows is None and not bool(present.all()):
+            d_rows = self._flat(self.diagonal(), "diagonal")[0].reshape(
+                count_r, -1).T.contiguous()
         for r0, r1, e0, e1 in plan.bounds:
-            rows = plan.rows[r0:r1]
-            acc = c_rows.index_select(0, rows)
+            level_rows = plan.rows[r0:r1]
+            acc = rows.index_select(0, level_rows)
             if e1 > e0:
                 v = values.index_select(1, plan.positions[e0:e1]).T.unsqueeze(2)
                 if scale is not None:
                     v = v * (scale.index_select(0, plan.entry_rows[e0:e1]).reshape(-1, 1, 1)
                              if per_row else scale)
-                gathered = y_rows.index_select(0, plan.cols[e0:e1]).view(-1, count_r, count_k)
+                gathered = rows.index_select(0, plan.cols[e0:e1]).view(-1, count_r, count_k)
                 product = gathered * v if graph else gathered.mul_(v)
                 acc = acc.index_add_(0, plan.local[e0:e1], product.view(e1 - e0, -1),
                                      alpha=-factor)
-            acc = acc.view(-1, count_r, count_k).div_(d_rows.index_select(0, rows).unsqueeze(2))
-            y_rows.index_copy_(0, rows, acc.view(r1 - r0, -1))
-        del c_rows, d_rows
-        y = y_rows.T.contiguous().view(c3.shape)
-        return self._unflat(y, shape)
+            if d_rows is None:  # the level's diagonal, gathered from the values
+                d = values.index_select(1, positions.index_select(0, level_rows)).T
+            else:
+                d = d_rows.index_select(0, level_rows)
+            acc = acc.view(-1, count_r, count_k).div_(d.unsqueeze(2))
+            rows.index_copy_(0, level_rows, acc.view(r1 - r0, -1))
 
+    def solve_factored(self, rhs: torch.Tensor) -> torch.Tensor:
+        """``(L L^T)^-1 rhs`` for this batch holding factors ``L`` as their lower triangles
+        (:meth:`incomplete_cholesky`): the forward and the transposed backward sweep in one
+        buffer. ``rhs`` is ``(B, N)``; the result is ``(B, N)`` with the batch running
+        fastest in memory (the sweeps' layout, returned without a copy)."""
+        c3, shape = self._flat(rhs, "rhs")
+        if c3.shape[1] != 1:
+            raise ValueError(f"rhs must have shape ({self.batch_size}, {self.size}), got "
+                             f"{tuple(rhs.shape)}")
+        count_r, _, width = c3.shape
+        rows = _fresh_copy(c3.reshape(count_r, width).T)
+        self._sweep(rows, self.pattern.schedule(False), None, 1.0, None, False, count_r, 1)
+        self._sweep(rows, self.pattern.schedule(False, True), None, 1.0, None, False,
+                    count_r, 1)
+        return self._unflat(rows.T.view(c3.shape), shape)
 
     def incomplete_cholesky(self) -> tuple[SparseBatch, torch.Tensor]:
         """``(L, failed)``: the zero-fill incomplete Cholesky factor ``L`` of every instance,
@@ -749,13 +809,14 @@ class SparseBatch:
             factor = a.new_zeros(count, plan.lower.nnz)
             broken = torch.zeros(count, self.pattern.rows_total if not self.shared_pattern
                                  else 1, dtype=torch.bool, device=a.device)
-            for entry_steps, (rows, diagonal, a_diagonal, squares, local) in plan.steps:
-                for position, a_position, pivot, ij, kj, into in entry_steps:
+            for level in range(len(plan.steps)):
+                for position, a_position, pivot, ij, kj, into in plan.entry_steps(level):
                     value = a.index_select(1, a_position)
                     if ij.numel():
                         value.index_add_(1, into, factor.index_select(1, ij)
                                          * factor.index_select(1, kj), alpha=-1)
                     factor.index_copy_(1, position, value / factor.index_select(1, pivot))
+                rows, diagonal, a_diagonal, squares, local = plan.diagonal_step(level)
                 pivots = a.index_select(1, a_diagonal)
                 if squares.numel():
                     pivots.index_add_(1, local, factor.index_select(1, squares).square(),
@@ -774,6 +835,13 @@ class SparseBatch:
                 failed = broken[0].view(self.batch_size, self.size).any(dim=1)
                 values = factor[0]
         return SparseBatch._derived(plan.lower, values), failed
+
+
+def _fresh_copy(tensor: torch.Tensor) -> torch.Tensor:
+    """A contiguous copy that never shares memory with ``tensor`` (``contiguous()`` returns
+    ``tensor`` itself where it already is), for work done in place on it."""
+    out = torch.empty(tensor.shape, dtype=tensor.dtype, device=tensor.device)
+    return out.copy_(tensor)
 
 
 #: What is derived from a matrix shared by a batch (its pattern, a SciPy copy and factor),

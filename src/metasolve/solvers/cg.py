@@ -92,9 +92,7 @@ class ConjugateGradient(IterativeMethod):
             scale = state["dinv"]
             return lambda r: r * scale
         if self.preconditioner == "ic0":
-            factor, pivots = state["factor"], state["pivots"]
-            return lambda r: factor.solve_triangular(
-                factor.solve_triangular(r, diagonal=pivots), diagonal=pivots, transpose=True)
+            return state["factor"].solve_factored
         if not given:
             return lambda r: r
         if len(given) != len(PRECONDITIONER):
@@ -109,7 +107,6 @@ class ConjugateGradient(IterativeMethod):
             extra["dinv"] = 1.0 / problem.diagonal()
         elif self.preconditioner == "ic0":
             extra["factor"], failed = problem.matrix.incomplete_cholesky()
-            extra["pivots"] = extra["factor"].diagonal()
         precondition = self._preconditioner(problem, params, extra)
         r = problem.residual(x0)
         if problem.scipy_operator is not None:
