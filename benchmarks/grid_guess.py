@@ -22,12 +22,13 @@ Commands (the tables in docs/RESULTS.md come from them)::
 
     python benchmarks/grid_guess.py train --out grid_guess.safetensors
     python benchmarks/grid_guess.py measure --model grid_guess.safetensors \\
-        --sizes 32 64 128 256
+        --sizes 32 64 128 256 --repeats 3 --json grid-guess-fourier.json
+    python benchmarks/grid_guess.py table grid-guess-fourier.json
     # the same design, unchanged, trained on another coefficient distribution
     python benchmarks/grid_guess.py train --coefficient fourier --modes 5 --amplitude 1.5 \\
         --out grid_guess_rough.safetensors
     python benchmarks/grid_guess.py measure --model grid_guess_rough.safetensors \\
-        --sizes 32 64 128 256
+        --sizes 32 64 128 256 --repeats 3 --json grid-guess-rough.json
 """
 
 from __future__ import annotations
@@ -134,7 +135,38 @@ def measure(args) -> list[dict]:
                 row[name]["omega"] = round(textbook(n), 4)
         rows.append(row)
         print(json.dumps(row), flush=True)
+    if args.json:
+        with open(args.json, "w") as handle:
+            json.dump(rows, handle, indent=1)
+    print(table(rows))
     return rows
+
+
+def table(rows: list[dict]) -> str:
+    """The Markdown table of ``measure``'s records (docs/RESULTS.md)."""
+    lines = ["| n | tasks | guess's relative error | SOR, zero guess | SOR, learned guess | "
+             "saving | SOR wall-clock, learned / zero guess | CG, zero guess | "
+             "CG, learned guess | saving | CG wall-clock, learned / zero guess |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for row in rows:
+        cells = [str(row["n"]), str(row["batch"]), f"{row['guess_relative_error']:.4f}"]
+        for name in ("sor_young", "cg"):
+            part = row[name]
+            seconds = part["end_to_end_s"]
+            cells += [_count(part["zero_guess"], row["batch"]),
+                      _count(part["learned"], row["batch"]),
+                      f"{-100 * part['saving']:+.1f}%",
+                      f"{seconds['learned'] / seconds['classical']:.2f} "
+                      f"({seconds['learned']:.2f} / {seconds['classical']:.2f} s)"]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def _count(summary: dict, batch: int) -> str:
+    """Mean iterations, and how many converged where not all did (their count is the cap)."""
+    converged = summary["converged"]
+    return f"{summary['iterations_mean']}" + (
+        "" if converged == batch else f" ({converged}/{batch} converged)")
 
 
 def summary(sol) -> dict:
@@ -168,14 +200,20 @@ def main(argv=None):
     q.add_argument("--maxiter", type=int, default=5000)
     q.add_argument("--repeats", type=int, default=1)
     q.add_argument("--seed", type=int, default=7)
-    for sp in (p, q):
+    q.add_argument("--json", default=None, help="write the records there")
+    t = sub.add_parser("table", help="the Markdown table of records written by measure --json")
+    t.add_argument("records")
+    for sp in (p, q, t):
         sp.add_argument("--threads", type=int, default=1)
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     if args.mode == "train":
         train(args)
-    else:
+    elif args.mode == "measure":
         measure(args)
+    else:
+        with open(args.records) as handle:
+            print(table(json.load(handle)))
 
 
 if __name__ == "__main__":
