@@ -409,7 +409,7 @@ class ICCG(IterativeMethod):
             raise TypeError("ICCG factorises a dense band of each matrix; it takes a dense "
                             "(B, N, N) or a shared (N, N) matrix, not a SparseBatch (for "
                             "per-instance sparse matrices use ConjugateGradient("
-                            "preconditioner='jacobi') or SSOR)")
+                            "preconditioner='ic0'), IC(0) of each instance's pattern)")
         matrix = _dense_batch(problem).detach()
         asym = (matrix - matrix.mT).abs().amax(dim=(1, 2))
         scale = matrix.abs().amax(dim=(1, 2))
