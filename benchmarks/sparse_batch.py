@@ -14,9 +14,10 @@ Commands (the numbers in the report of the sparse-operators work come from them)
         --methods cg cg-jacobi cg-ic0 bicgstab sor chebyshev
 
 ``memory`` runs every method in a fresh process: it builds the batch, then reads the process's
-peak resident memory over the solve, and over a second solve of the same batch (which reuses
-what the first built from the pattern: level schedules, IC(0)'s plan) (Linux: ``/proc/self/clear_refs`` resets the peak,
-``VmHWM`` reads it; torch's CPU allocations are invisible to ``tracemalloc``), and reports it
+peak resident memory over the solve, and over a second solve of the same batch, which reuses
+the level schedules the first built from the pattern (Linux: ``/proc/self/clear_refs`` resets
+the peak, ``VmHWM`` reads it; torch's CPU allocations are invisible to ``tracemalloc``), and
+reports it
 against the batch's CSR storage (``B nnz`` values and the shared ``nnz + N + 1`` indices).
 ``answers`` solves each instance with SciPy's sparse direct solver and reports the largest
 relative difference and the largest true relative residual of each method's answer.
