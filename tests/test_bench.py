@@ -38,7 +38,7 @@ def _guess_solver(family, guess):
     """A Jacobi solver whose meta-solver's prediction is replaced by ``guess(features)``."""
     psi = ms.NetworkMetaSolver(family.n, {"x0": ms.BasisHead(ms.sine_basis(family.n))})
     solver = ms.LearnedSolver(ms.Jacobi(), psi, family=family, monitor="error")
-    solver.params = lambda features: {"x0": guess(features)}
+    solver.params = lambda features, problem=None: {"x0": guess(features)}
     return solver
 
 
@@ -118,7 +118,7 @@ def test_polynomial_preconditioner_feeds_scipy_cg_and_falls_back_where_not_posit
     params = pcg.params(features)
     negative = {**params, "coefficients": -params["coefficients"]}
     assert not deploy.polynomial_positive(negative).any()
-    pcg.params = lambda f: negative
+    pcg.params = lambda f, problem=None: negative
     refused = deploy.polynomial_preconditioners(pcg, tasks, matrix)
     assert refused.replaced == 3
     again = strong.scipy_cg(matrices, rhs, 1e-10, preconditioners=refused.value)
@@ -141,7 +141,7 @@ def test_ic_preconditioner_feeds_scipy_cg_and_replaces_failed_shifts():
     head = {"alpha": ms.IntervalHead(0.0, 1.0)}
     solver = ms.LearnedSolver(ms.ICCG(alpha=0.05), ms.NetworkMetaSolver(2, head))
     shifts = torch.tensor([0.0, 0.01, -5.0], dtype=torch.float64)  # the last one fails
-    solver.params = lambda features: {"alpha": shifts}
+    solver.params = lambda features, problem=None: {"alpha": shifts}
     deployed = deploy.ic_preconditioners(solver, tasks)
     assert deployed.learned.tolist() == [True, True, False]
     matrices, rhs = strong.scipy_matrices(system), system.rhs.numpy()

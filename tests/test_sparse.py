@@ -429,7 +429,8 @@ def test_runs_on_the_device_of_its_tensors():
         matrices = stored(dense, layout).to("cuda")
         assert matrices.pattern.device.type == "cuda"
         problem = ms.LinearSystem(matrices, rhs.cuda())
-        for method in (ms.SOR(omega=1.2), ms.BiCGStab(), ms.Jacobi()):
+        for method in (ms.SOR(omega=1.2), ms.BiCGStab(), ms.Jacobi(),
+                       ms.ConjugateGradient(preconditioner="ic0")):
             sol = ms.run(method, problem, rtol=1e-10)
             assert sol.x.device.type == "cuda" and bool(sol.converged.all())
             torch.testing.assert_close(sol.x.cpu(), torch.linalg.solve(dense, rhs), rtol=0,
