@@ -39,7 +39,7 @@ import statistics
 import time
 
 import torch
-from grid_transfer import textbook
+from grid_transfer import summary, textbook
 
 import metasolve as ms
 
@@ -167,11 +167,6 @@ def _count(summary: dict, batch: int) -> str:
     converged = summary["converged"]
     return f"{summary['iterations_mean']}" + (
         "" if converged == batch else f" ({converged}/{batch} converged)")
-
-
-def summary(sol) -> dict:
-    return {"iterations_mean": round(float(sol.iterations.double().mean()), 1),
-            "converged": int(sol.converged.sum())}
 
 
 def main(argv=None):
