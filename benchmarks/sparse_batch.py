@@ -40,9 +40,10 @@ from _memory import lean_allocator, reset_peak, resident_mib, settle
 
 import metasolve as ms
 
-#: "gmres" is GMRES(20); "gmres-8" GMRES(8), whose 9 basis vectors fit in twice the CSR storage.
+#: "gmres" is GMRES(20); "gmres-8" and "gmres-4" GMRES(8) and GMRES(4): GMRES(m) keeps m + 1
+#: basis vectors, each a fifth of the CSR storage here.
 METHODS = ("jacobi", "sor", "ssor", "cg", "cg-jacobi", "cg-ic0", "bicgstab", "chebyshev",
-           "gmres", "gmres-8")
+           "gmres", "gmres-8", "gmres-4")
 
 
 def diffusion_batch(n: int, batch: int, seed: int = 0, dtype=torch.float64):
@@ -98,8 +99,8 @@ def method_for(name: str, matrices: ms.SparseBatch, coeffs: torch.Tensor, n: int
         return ms.BiCGStab(), {}
     if name == "gmres":
         return ms.GMRES(restart=20), {}
-    if name == "gmres-8":
-        return ms.GMRES(restart=8), {}
+    if name.startswith("gmres-"):
+        return ms.GMRES(restart=int(name.split("-")[1])), {}
     if name == "chebyshev":
         k_min = torch.exp(torch.clamp(coeffs[:, 0], max=0.0) - coeffs[:, 1].abs())
         lower = k_min * 8.0 / h ** 2 * math.sin(math.pi * h / 2) ** 2

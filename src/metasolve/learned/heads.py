@@ -205,7 +205,7 @@ class GridSineHead(Head):
 
     Args:
         modes: sine modes per axis.
-        dim: 2 (unit square) or 3 (unit cube).
+        dim: the grid's dimension (2: the unit square, 3: the unit cube).
     """
 
     kind = "grid-sine"

@@ -37,7 +37,6 @@ from collections.abc import Mapping
 
 import torch
 
-from ..kernels import euclidean_norm
 from ..polynomials import chebyshev_basis_apply
 from ..problems import LinearSystem
 from ..sparse import SparseBatch
@@ -168,6 +167,6 @@ class ConjugateGradient(IterativeMethod):
 
 def _norm(r: torch.Tensor, z: torch.Tensor, rz: torch.Tensor) -> torch.Tensor:
     """``||r||``: ``sqrt(r^T z)`` without a preconditioner (``z`` is ``r``), which saves a pass
-    over the batch."""
-    return rz.clamp_min(torch.finfo(rz.dtype).tiny).sqrt() if z is r else \
-        euclidean_norm(r, dim=1)
+    over the batch; else ``sqrt(r^T r)`` by :func:`batched_dot` (no temporary vector)."""
+    squares = rz if z is r else batched_dot(r, r)
+    return squares.clamp_min(torch.finfo(squares.dtype).tiny).sqrt()
