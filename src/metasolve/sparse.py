@@ -373,7 +373,7 @@ class _CholeskyPlan:
         pair_target, pair_ij, pair_kj = (a[pair_order] for a in (pair_target, pair_ij, pair_kj))
         pair_bounds = np.searchsorted(pair_target, np.arange(len(strict) + 1))
 
-        self.lower, self.matrix_positions = lower, keep
+        self.lower = lower  # the factor's pattern
         levels = int(level.max()) + 1 if total else 0
         by_level = np.argsort(entry_level, kind="stable")
         entry_bounds = np.searchsorted(entry_level[by_level], np.arange(levels + 1))
