@@ -62,10 +62,13 @@ class _Schedule:
     """A triangular solve's plan: rows in level order, the strict-part entries of each level's
     rows (value positions, columns, row within the level, row) and the level bounds."""
 
-    def __init__(self, rows, positions, cols, local, entry_rows, bounds):
+    def __init__(self, rows, positions, cols, local, entry_rows, bounds, diagonals=None):
         self.rows, self.positions, self.cols, self.local = rows, positions, cols, local
         self.entry_rows = entry_rows  # the (global) row of each entry
         self.bounds = bounds  # [(row start, row end, entry start, entry end)] per level
+        #: The value position of each row's diagonal entry, rows in level order (``None``
+        #: where the pattern lacks one): a level slices it instead of looking them up.
+        self.diagonals = diagonals
 
     @property
     def levels(self) -> int:
@@ -238,8 +241,11 @@ class SparsePattern:
         def dev(array):
             return torch.from_numpy(np.ascontiguousarray(array, dtype=np.int64)).to(self.device)
 
-        return _Schedule(dev(order), dev(positions[by_level]), dev(cols[by_level]), dev(local),
-                         dev(rows[by_level]), bounds)
+        diagonal, present = self.diagonal_positions()
+        rows_in_order = dev(order)
+        diagonals = diagonal.index_select(0, rows_in_order) if bool(present.all()) else None
+        return _Schedule(rows_in_order, dev(positions[by_level]), dev(cols[by_level]),
+                         dev(local), dev(rows[by_level]), bounds, diagonals)
 
     def _entries_on_host(self, part: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """``(positions, cols, rows)`` of the strictly lower or upper entries as NumPy arrays,
@@ -749,12 +755,12 @@ class SparseBatch:
                count_k: int) -> None:
         """One triangular sweep over ``rows`` (``(M, R K)``, one row per unknown), in place.
         ``d_rows``: the diagonal in the same layout, or ``None`` to read each level's diagonal
-        from the values (every diagonal entry must then be in the pattern)."""
+        from the values at the schedule's ``diagonals`` (:meth:`diagonal`'s zeros where the
+        pattern lacks a diagonal entry)."""
         values = self._rows_of_values()
         graph = torch.is_grad_enabled() and any(
             t is not None and t.requires_grad for t in (values, rows, d_rows, scale))
-        positions, present = self.pattern.diagonal_positions()
-        if d_rows is None and not bool(present.all()):
+        if d_rows is None and plan.diagonals is None:  # a diagonal entry is missing: 0
             d_rows = self._flat(self.diagonal(), "diagonal")[0].reshape(
                 count_r, -1).T.contiguous()
         for r0, r1, e0, e1 in plan.bounds:
@@ -770,7 +776,7 @@ class SparseBatch:
                 acc = acc.index_add_(0, plan.local[e0:e1], product.view(e1 - e0, -1),
                                      alpha=-factor)
             if d_rows is None:  # the level's diagonal, gathered from the values
-                d = values.index_select(1, positions.index_select(0, level_rows)).T
+                d = values.index_select(1, plan.diagonals[r0:r1]).T
             else:
                 d = d_rows.index_select(0, level_rows)
             acc = acc.view(-1, count_r, count_k).div_(d.unsqueeze(2))
