@@ -17,13 +17,31 @@ interval (the untrained engine) and CG with the learned polynomial:
 ``q(A)`` as the preconditioner, the loss relative to CG with the Chebyshev polynomial (the
 classical preconditioner, what the bar compares with).
 
+``--modes 0`` makes the engine place only the interval's lower end (within a factor
+``--lower-range`` of the probe's), keeping Chebyshev's polynomial on it.
+
+``calibrate MODEL --out LIMITED`` sets the model's condition limit
+(:func:`metasolve.calibrate_condition_limit`) on operators held out from the transfer set
+(:data:`HELD_OUT`: the same kinds at other sizes, parameters and seeds): above the largest probe
+condition estimate at which the learned polynomial made no held-out instance slower, the engine
+gives Chebyshev's. The recipe that needs no more iterations than Chebyshev's on every transfer
+matrix (docs/RESULTS.md):
+
+    python benchmarks/autospec_preconditioner.py train --size 4096 --through-cg 40 --modes 0 \
+        --lower-range 3 --n-train 1024 --epochs 8 --batch-size 64 --out interval.st
+    python benchmarks/autospec_preconditioner.py calibrate interval.st --out limited.st
+    python benchmarks/autospec_preconditioner.py measure limited.st interval.st
+
 ``measure`` prints, per matrix, the median iterations of each and how many instances the
-learned polynomial needs fewer / as many / more iterations than Chebyshev's on.
+learned polynomial needs fewer / as many / more iterations than Chebyshev's on, and on how many
+instances each model moved the lower end.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import math
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -31,10 +49,12 @@ from pathlib import Path
 import torch
 
 import metasolve as ms
-from metasolve.evaluation.spectral import TRANSFER, evaluation_sets
+from metasolve.evaluation.spectral import TRANSFER, Operator, evaluation_sets
 from metasolve.experiments import autospec_linear
 from metasolve.experiments.autospec_common import make_engine_solver, train_engine
-from metasolve.tasks import make_splits
+from metasolve.learned.autospec import split_probe
+from metasolve.tasks import TaskBatch, make_splits
+from metasolve.tasks.operators import sparse_system
 
 
 def train(args) -> None:
@@ -44,12 +64,13 @@ def train(args) -> None:
                        lr=args.lr)
     family = autospec_linear._family(settings, args.size)
     checkpoint = Path(args.out).with_suffix(".checkpoint")
+    engine_options = {"modes": args.modes, "lower_range": math.log(args.lower_range)}
     start = time.perf_counter()
     if args.through_cg:
         splits = make_splits(family, args.n_train, args.n_validation, 1, seed=settings.seed)
         torch.manual_seed(settings.seed)
         engine = make_engine_solver(family, settings.preconditioner_degree, "basis",
-                                    settings.hidden)
+                                    settings.hidden, **engine_options)
         solver = engine.deployed(ms.ConjugateGradient())
         loss = ms.RelativeLogResidualLoss(args.through_cg, args.sharpness or 4.0)
         history = ms.Trainer(solver, loss, training, checkpoint=checkpoint,
@@ -60,9 +81,75 @@ def train(args) -> None:
         solver, info = train_engine(family, settings.preconditioner_degree, "basis",
                                     settings.hidden, args.n_train, args.n_validation, training,
                                     settings.seed, checkpoint, progress=True,
-                                    sharpness=args.sharpness or None)
+                                    sharpness=args.sharpness or None, **engine_options)
     solver.save(args.out)
     print(f"trained in {time.perf_counter() - start:.0f} s: {info}; saved {args.out}")
+
+
+#: Operators of the transfer set's kinds at other sizes, parameters and seeds: what ``calibrate``
+#: chooses the lower end's range on, so that the transfer set stays a test.
+HELD_OUT = (
+    Operator("poisson2d-100", "poisson2d", {"m": 100}),
+    Operator("poisson2d-200", "poisson2d", {"m": 200}),
+    Operator("poisson3d-20", "poisson3d", {"m": 20}),
+    Operator("poisson3d-30", "poisson3d", {"m": 30}),
+    Operator("anisotropic2d-150-0.1", "anisotropic2d", {"m": 150, "epsilon": 0.1}),
+    Operator("anisotropic2d-150-0.001", "anisotropic2d", {"m": 150, "epsilon": 1e-3}),
+    Operator("elasticity-12x3x3", "elasticity", {"cells": (12, 3, 3)}),
+    Operator("random-spd-2000-seed3", "random_spd", {"n": 2000, "seed": 3}),
+    Operator("random-spd-4000-seed1", "random_spd", {"n": 4000, "seed": 1}),
+    Operator("random-spd-8000-seed4", "random_spd", {"n": 8000, "seed": 4}),
+)
+
+
+def held_out_sets(family, rhs: int) -> list[tuple[str, TaskBatch]]:
+    """The held-out operators, ``rhs`` right-hand sides each, with the family's probe."""
+    sets = []
+    for i, operator in enumerate(HELD_OUT):
+        system = sparse_system(operator.matrix(), rhs, seed=100 + i)
+        features = family.features_of(system.matvec, system.size, rhs, 200 + i)
+        sets.append((operator.name, TaskBatch(system, features)))
+    return sets
+
+
+def lower_end_factors(model, features) -> torch.Tensor:
+    """``(B,)`` the engine's lower end over the probe's (1 where it gives Chebyshev's)."""
+    engine = model.metasolver
+    with torch.no_grad():
+        lower, _, _ = engine.interval(features)
+        probe_lower, _ = split_probe(features.to(torch.float64), engine.probe_steps).interval()
+    return lower / probe_lower
+
+
+def calibrate(args) -> None:
+    """Choose the model's condition limit on the held-out operators and save it with it."""
+    model = ms.load(args.model)
+    sets = held_out_sets(model.family, args.rhs)
+    limit, report = ms.calibrate_condition_limit(model.deployed(ms.ConjugateGradient()), sets,
+                                                 rtol=args.rtol, maxiter=args.maxiter)
+    print(f"CG iterations to rtol {args.rtol:g}, mean over {args.rhs} right-hand sides "
+          f"(unconverged: {args.maxiter}); the learned polynomial everywhere, and only where "
+          f"the probe's condition estimate is at most the limit\n")
+    print("| operator | probe condition estimates | lower end / probe's | Chebyshev q | learned q "
+          "| learned q under the limit (instances) |")
+    print("|---|---|---|---|---|---|")
+    for (name, tasks), row in zip(sets, report, strict=True):
+        probe = split_probe(tasks.features.to(torch.float64), model.metasolver.probe_steps)
+        estimate = probe.ritz_values[:, -1] / probe.ritz_values[:, 0]
+        factors = lower_end_factors(model, tasks.features)
+        print(f"| {name} | {estimate.min():.0f} to {estimate.max():.0f} | "
+              f"{factors.min():.2f} to {factors.max():.2f} | {row['classical']:.2f} | "
+              f"{row['learned']:.2f} | {row['limited']:.2f} ({row['trusted']} / "
+              f"{row['instances']}) |")
+    print(f"\ncondition limit: {limit:.4g}")
+    if args.json:
+        Path(args.json).write_text(json.dumps({"model": Path(args.model).stem, "rtol": args.rtol,
+                                               "rhs": args.rhs, "maxiter": args.maxiter,
+                                               "condition_limit": limit, "operators": report},
+                                              indent=1) + "\n")
+    model.metasolver.condition_limit = limit
+    model.save(args.out)
+    print(f"saved {args.out}")
 
 
 def measure(args) -> None:
@@ -72,9 +159,11 @@ def measure(args) -> None:
     print(f"CG iterations to rtol {args.rtol:g}, median over {args.rhs} right-hand sides; "
           f"learned against Chebyshev per instance: fewer / as many / more iterations")
     header = "| matrix | CG | CG + Chebyshev q |" + "".join(
-        f" CG + learned q ({Path(p).stem}) |" for p in args.models)
+        f" CG + learned q ({Path(p).stem}) |" for p in args.models) + " instances moved |"
     print("\n" + header)
-    print("|---" * (3 + len(models)) + "|")
+    print("|---" * (4 + len(models)) + "|")
+    record = {"rtol": args.rtol, "rhs": args.rhs, "models": [Path(p).stem for p in args.models],
+              "matrices": []}
     for name, tasks, _ in sets:
         cap = 20 * tasks.problem.size
         with torch.no_grad():
@@ -91,7 +180,21 @@ def measure(args) -> None:
             cells.append(f"{its.double().median():.0f} ({fewer} / {same} / "
                          f"{len(its) - fewer - same})"
                          + ("" if bool(solution.converged.all()) else " not all converged"))
-        print(f"| {name} | " + " | ".join(cells) + " |")
+        factors = [lower_end_factors(model, tasks.features) for model in models]
+        cells.append(" / ".join(str(int((f != 1).sum())) for f in factors))
+        print(f"| {name} | " + " | ".join(cells) + " |", flush=True)
+        record["matrices"].append({
+            "name": name, "cg": _outcome(plain), "chebyshev": _outcome(chebyshev),
+            "learned": [{**_outcome(solution), "lower_end_factors": f.tolist()}
+                        for solution, f in zip(learned, factors, strict=True)]})
+    if args.json:
+        Path(args.json).write_text(json.dumps(record, indent=1) + "\n")
+        print(f"\nwrote {args.json}")
+
+
+def _outcome(solution) -> dict:
+    return {"iterations": solution.iterations.tolist(),
+            "converged": solution.converged.tolist()}
 
 
 def main() -> None:
@@ -108,14 +211,26 @@ def main() -> None:
     fit.add_argument("--lr", type=float, default=1e-3)
     fit.add_argument("--through-cg", type=int, default=0, metavar="M",
                      help="train inside M unrolled CG iterations (0: as a solver)")
+    fit.add_argument("--modes", type=int, default=8,
+                     help="smooth modes of the polynomial's correction (0: interval only)")
+    fit.add_argument("--lower-range", type=float, default=1e3, metavar="R",
+                     help="the learned lower end stays within a factor R of the probe's")
     fit.add_argument("--out", required=True)
     check = commands.add_parser("measure")
     check.add_argument("models", nargs="+")
     check.add_argument("--rtol", type=float, default=1e-8)
     check.add_argument("--rhs", type=int, default=8)
+    check.add_argument("--json", help="also write the per-instance results to this file")
+    scan = commands.add_parser("calibrate")
+    scan.add_argument("model")
+    scan.add_argument("--rtol", type=float, default=1e-8)
+    scan.add_argument("--rhs", type=int, default=8)
+    scan.add_argument("--maxiter", type=int, default=5000)
+    scan.add_argument("--out", required=True, help="the model with its limit, saved here")
+    scan.add_argument("--json", help="also write the table and the limit to this file")
     args = parser.parse_args()
     torch.set_num_threads(1)
-    {"train": train, "measure": measure}[args.command](args)
+    {"train": train, "measure": measure, "calibrate": calibrate}[args.command](args)
 
 
 if __name__ == "__main__":

@@ -403,3 +403,100 @@ def test_eigen_problem_checks_dtype_and_wanted_type():
                         torch.ones(1, dtype=F64), 2)
     with pytest.raises(TypeError, match="wanted"):
         ms.EigenProblem(system, torch.ones(1, 16, 3, dtype=F64), torch.ones(1, dtype=F64), 2.0)
+
+
+def _preconditioner_moving_the_lower_end(family, factor, **engine_options):
+    """A basis engine of degree 6 whose network puts the lower end at ``factor`` times the
+    probe's on every operator (its last layer's bias only)."""
+    engine = ms.AutoSpecEngine(family.probe_steps, 6, "basis", hidden=(4,), modes=0,
+                               **engine_options)
+    with torch.no_grad():
+        engine.net[-1].bias[0] = math.atanh(math.log(factor) / engine.lower_range)
+    return ms.LearnedSolver(ms.ChebyshevExpansion(), engine, family=family)
+
+
+def test_above_the_condition_limit_the_engine_gives_the_classical_parameters(tmp_path):
+    family = ms.SpectrumFamily(size=64, probe_steps=6)
+    tasks = family.sample(8, seed=3)
+    probe = split_probe(tasks.features, 6)
+    estimate = probe.ritz_values[:, -1] / probe.ritz_values[:, 0]
+    limit = float(estimate.median())
+    solver = _preconditioner_moving_the_lower_end(family, 2.0, condition_limit=limit)
+    with torch.no_grad():
+        learned = solver.params(tasks.features)
+        classical = solver.classical_params(tasks.features)
+    above = estimate > limit
+    assert 0 < int(above.sum()) < len(above)
+    for name, value in learned.items():
+        torch.testing.assert_close(value[above], classical[name][above], rtol=0, atol=0)
+    # Below the limit the lower end is the network's: twice the probe's.
+    torch.testing.assert_close(learned["lower"][~above], 2 * classical["lower"][~above])
+    path = tmp_path / "limited.safetensors"
+    solver.save(path)
+    loaded = ms.load(path)
+    assert loaded.metasolver.condition_limit == limit
+    with torch.no_grad():
+        torch.testing.assert_close(loaded.params(tasks.features)["lower"], learned["lower"])
+
+
+def test_the_condition_limit_is_checked():
+    with pytest.raises(ValueError, match="condition_limit must be at least 1"):
+        ms.AutoSpecEngine(4, 6, "basis", condition_limit=0.5)
+    with pytest.raises(ValueError, match="condition_limit"):
+        ms.AutoSpecEngine(4, 6, "basis", condition_limit=float("nan"))
+    with pytest.raises(TypeError, match="condition_limit"):
+        ms.AutoSpecEngine(4, 6, "basis", condition_limit="10")
+    with pytest.raises(ValueError, match="'filter' paradigm"):
+        ms.AutoSpecEngine(4, 6, "filter", condition_limit=10.0)
+
+
+def _cg_iterations(solver, tasks, learned):
+    deployed = solver.deployed(ms.ConjugateGradient())
+    with torch.no_grad():
+        solution = deployed.solve(tasks, rtol=1e-8, maxiter=500, safeguard=False) if learned \
+            else deployed.solve_baseline(tasks, rtol=1e-8, maxiter=500)
+    # An instance that does not converge costs the whole cap, as in the calibration.
+    return torch.where(solution.converged, solution.iterations.double(), 500.0)
+
+
+def test_under_the_calibrated_limit_no_instance_needs_more_iterations():
+    family = ms.SpectrumFamily(size=400, probe_steps=6)
+    # Grid Laplacians, where a higher lower end pays at these sizes, and a random sparse SPD
+    # matrix, whose dense bottom makes it cost CG iterations.
+    sets = [(name, ms.TaskBatch(system, family.features_of(system.matvec, system.size, 4, i)))
+            for i, (name, system) in enumerate(
+                (name, operators.sparse_system(matrix, 4, seed=i)) for i, (name, matrix) in
+                enumerate((("poisson3d-8", operators.poisson3d(8)),
+                           ("poisson2d-40", operators.poisson2d(40)),
+                           ("random-spd-600", operators.random_spd(600, seed=1)))))]
+    solver = _preconditioner_moving_the_lower_end(family, 2.0)
+    limit, report = ms.calibrate_condition_limit(solver.deployed(ms.ConjugateGradient()), sets,
+                                                 rtol=1e-8, maxiter=500)
+    assert solver.metasolver.condition_limit is None  # left as it was
+    assert [row["name"] for row in report] == ["poisson3d-8", "poisson2d-40", "random-spd-600"]
+    solver.metasolver.condition_limit = limit
+    losing = 0
+    for (name, tasks), row in zip(sets, report, strict=True):
+        classical = _cg_iterations(solver, tasks, learned=False)
+        limited = _cg_iterations(solver, tasks, learned=True)
+        assert bool((limited <= classical).all()), name
+        assert row["classical"] == pytest.approx(float(classical.mean()))
+        assert row["limited"] == pytest.approx(float(limited.mean()))
+        losing += row["learned"] > row["classical"]
+    # The unlimited engine loses on the random matrix; the limit keeps its gains on the grids.
+    assert losing == 1 and report[2]["learned"] > report[2]["classical"]
+    assert report[2]["trusted"] < report[2]["instances"]
+    assert report[2]["limited"] == report[2]["classical"]
+    for row in report[:2]:
+        assert row["trusted"] == row["instances"] and row["limited"] < row["classical"]
+
+
+def test_calibrating_the_condition_limit_rejects_what_it_cannot_use():
+    family = ms.SpectrumFamily(size=32, probe_steps=4)
+    with pytest.raises(ValueError, match="task_sets"):
+        ms.calibrate_condition_limit(_preconditioner_moving_the_lower_end(family, 2.0), [],
+                                     rtol=1e-8)
+    relaxation = ms.ConstantMetaSolver({"omega": ms.IntervalHead(0.5, 1.5)}, init={"omega": 0.8})
+    other = ms.LearnedSolver(ms.Jacobi(), relaxation)
+    with pytest.raises(TypeError, match="AutoSpecEngine"):
+        ms.calibrate_condition_limit(other, [("x", family.sample(2, seed=0))], rtol=1e-8)

@@ -32,7 +32,8 @@ __all__ = [
     "SOR", "SSOR", "Solution", "SparseBatch", "SparsePattern", "SpectrumFamily",
     "Status", "TaskBatch", "TaskFamily", "Trainer", "TrainingConfig", "TrainingWarning",
     "VanDerPolFamily",
-    "WeightedResidualLoss", "__version__", "bench", "bench_model", "chebyshev_filter_rule",
+    "WeightedResidualLoss", "__version__", "bench", "bench_model", "calibrate_condition_limit",
+    "chebyshev_filter_rule",
     "compare_wall_clock", "constant_weights", "frozen_r2n2", "load", "make_splits",
     "newton_krylov_history", "r2n2_solver", "register_family", "register_method", "run", "save",
     "set_compile", "sine_basis", "sparse_system", "split_probe"

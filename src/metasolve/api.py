@@ -33,7 +33,7 @@ from .learned import (
     frozen_r2n2,
     r2n2_solver,
 )
-from .learned.autospec import split_probe
+from .learned.autospec import calibrate_condition_limit, split_probe
 from .learned.solver import load, save
 from .problems import (
     ConeProgram,
@@ -117,7 +117,8 @@ __all__ = [
     "SOR", "SSOR", "Solution", "SparseBatch", "SparsePattern", "SpectrumFamily",
     "Status", "TaskBatch", "TaskFamily", "Trainer", "TrainingConfig", "TrainingWarning",
     "VanDerPolFamily",
-    "WeightedResidualLoss", "__version__", "bench", "bench_model", "chebyshev_filter_rule",
+    "WeightedResidualLoss", "__version__", "bench", "bench_model", "calibrate_condition_limit",
+    "chebyshev_filter_rule",
     "compare_wall_clock",
     "constant_weights",
     "frozen_r2n2", "load", "make_splits", "newton_krylov_history", "r2n2_solver",

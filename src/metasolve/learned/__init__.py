@@ -1,6 +1,6 @@
 """Meta-solvers (what is learned) and their constrained heads."""
 
-from .autospec import AutoSpecEngine, probe_inputs, split_probe
+from .autospec import AutoSpecEngine, calibrate_condition_limit, probe_inputs, split_probe
 from .autospec_filter import LearnedFilterSubspaceIteration, filter_eigen_solver
 from .heads import (
     BasisHead,
@@ -41,6 +41,7 @@ __all__ = [
     "ConstantMetaSolver", "GridSineHead", "Head", "IdentityHead", "IntermittentSCS", "IntervalHead",
     "LearnedFilterSubspaceIteration", "LearnedSolver", "MetaSolver", "NetworkMetaSolver",
     "PositiveHead", "R2N2", "RK3", "RK4", "RecurrentSCS", "constant_weights",
-    "filter_eigen_solver", "frozen_r2n2", "metasolver_from_config", "probe_inputs",
+    "calibrate_condition_limit", "filter_eigen_solver", "frozen_r2n2", "metasolver_from_config",
+    "probe_inputs",
     "r2n2_solver", "register_metasolver", "split_probe"
 ]

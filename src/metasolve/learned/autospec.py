@@ -54,6 +54,17 @@ of ``K``.
 
 The last layer starts at zero, so an untrained engine *is* Chebyshev iteration on the probe's
 interval (the classical baseline); training moves it only where the loss says so.
+
+**Where the engine is trusted** (``condition_limit``, set by :func:`calibrate_condition_limit`).
+A spectrum outside the training distribution can turn a move that pays on the training spectra
+into a loss. For the degree-8 preconditioner inside CG the lower end is the case in point: raised
+above the probe's estimate it turns the eigenvalues below it into outliers, which CG resolves
+one by one; that pays where the bottom of the spectrum is thin (3D Poisson, elasticity) and costs
+iterations where it is dense (random sparse SPD, large 2D grids), while synthetic training
+spectra of 4,096 eigenvalues reward it everywhere. With a limit, an operator whose probe
+estimates a condition number ``theta_s / theta_1`` above it gets the classical parameters (the
+network's outputs are zero there); :func:`calibrate_condition_limit` chooses the largest limit at
+which the engine costs no iterations on any of a set of held-out operators.
 """
 
 from __future__ import annotations
@@ -98,6 +109,19 @@ def split_probe(features: torch.Tensor, probe_steps: int) -> Probe:
     return Probe(ritz_values=ritz, residual_norms=residuals, matvecs=probe_steps)
 
 
+def _check_condition_limit(limit, paradigm: str) -> float | None:
+    if limit is None:
+        return None
+    if paradigm == "filter":
+        raise ValueError("condition_limit is not available for the 'filter' paradigm: its "
+                         "inputs hold no probe condition estimate")
+    limit = check_positive("condition_limit", limit)
+    if limit < 1:
+        raise ValueError(f"condition_limit must be at least 1 (a ratio of Ritz values), got "
+                         f"{limit}")
+    return limit
+
+
 def probe_inputs(probe: Probe) -> torch.Tensor:
     """Scale-free network inputs ``(B, 2 s + 1)`` of a probe (module doc)."""
     ritz, residuals = probe.ritz_values, probe.residual_norms
@@ -125,13 +149,18 @@ class AutoSpecEngine(MetaSolver):
             interval).
         lower_range: ``r``, the largest log-factor by which the lower end of the interval may
             move from the probe's estimate.
+        condition_limit: the largest probe condition estimate ``theta_s / theta_1`` at which
+            the network's outputs are used; above it the engine gives the classical parameters
+            (module doc). ``None``: no limit. Not for the ``"filter"`` paradigm, whose inputs
+            hold no such estimate.
     """
 
     kind = "autospec"
 
     def __init__(self, probe_steps: int, degree: int, paradigm: str = "recurrence",
                  hidden: Sequence[int] = (64, 64), activation: str = "silu",
-                 correction: float = 0.5, lower_range: float = math.log(1e3), modes: int = 8):
+                 correction: float = 0.5, lower_range: float = math.log(1e3), modes: int = 8,
+                 condition_limit: float | None = None):
         self.probe_steps = check_count("probe_steps", probe_steps, minimum=2)
         self.degree = check_count("degree", degree, minimum=1)
         self.paradigm = check_choice("paradigm", paradigm, tuple(PARADIGMS))
@@ -146,6 +175,7 @@ class AutoSpecEngine(MetaSolver):
         self.activation = check_choice("activation", activation, tuple(ACTIVATIONS))
         self.correction = check_positive("correction", correction)
         self.lower_range = check_positive("lower_range", lower_range)
+        self.condition_limit = _check_condition_limit(condition_limit, self.paradigm)
         layers, width = [], 2 * self.probe_steps + 1
         for w in self.hidden:
             layers += [nn.Linear(width, w, dtype=torch.float64), ACTIVATIONS[activation]()]
@@ -163,7 +193,7 @@ class AutoSpecEngine(MetaSolver):
         return {"kind": self.kind, "probe_steps": self.probe_steps, "degree": self.degree,
                 "paradigm": self.paradigm, "hidden": self.hidden, "activation": self.activation,
                 "correction": self.correction, "lower_range": self.lower_range,
-                "modes": self.modes}
+                "modes": self.modes, "condition_limit": self.condition_limit}
 
     @classmethod
     def from_config(cls, config: dict) -> AutoSpecEngine:
@@ -184,10 +214,16 @@ class AutoSpecEngine(MetaSolver):
         return dense_parameters([2 * probe_steps + 1, *hidden, outputs])
 
     def _raw(self, inputs: torch.Tensor, baseline: bool) -> dict[str, torch.Tensor]:
-        """The network's outputs split by head; all zero for the baseline (the untrained engine)."""
+        """The network's outputs split by head; all zero for the baseline (the untrained engine)
+        and for the operators above the condition limit."""
         if baseline:
             return self._split(inputs.new_zeros(inputs.shape[0], self.n_outputs))
-        return self._split(self.net(inputs))
+        outputs = self.net(inputs)
+        if self.condition_limit is not None:
+            # The last input is log10(theta_s / theta_1) / 3 (probe_inputs).
+            trusted = inputs[:, -1] <= math.log10(self.condition_limit) / 3
+            outputs = outputs * trusted.unsqueeze(1)
+        return self._split(outputs)
 
     def interval(self, features: torch.Tensor, baseline: bool = False
                  ) -> tuple[torch.Tensor, torch.Tensor, dict]:
@@ -283,3 +319,76 @@ class AutoSpecEngine(MetaSolver):
         values = nodes.rsqrt() * factors[:, 0]
         return {"coefficients": chebyshev_coefficients_from_nodes(values), "lower": lower,
                 "upper": upper}
+
+
+def calibrate_condition_limit(solver, task_sets, **run_options) -> tuple[float, list[dict]]:
+    """The largest condition limit at which an AutoSpec engine costs no iterations on any of
+    ``task_sets`` (module doc, "Where the engine is trusted").
+
+    ``solver`` is a :class:`~metasolve.LearnedSolver` around an :class:`AutoSpecEngine`, as it
+    will be used (for a preconditioner, ``model.deployed(ConjugateGradient())``); ``task_sets``
+    is a sequence of ``(name, TaskBatch)``, operators *held out* from the ones it will be judged
+    on; ``run_options`` go to both solves (``rtol``, ``maxiter``). Each set is solved with the
+    engine's outputs everywhere and with the classical parameters; an instance that does not
+    converge counts as its iteration cap. The limit is the largest of the instances' probe
+    estimates ``theta_s / theta_1`` below that of the first instance (in the order of the
+    estimates, over all sets) on which the engine needs more iterations than the classical
+    parameters: under it the engine made no instance slower, not one iteration. It is the
+    largest estimate where the engine made none slower, and 1.0 (the engine never used) where
+    it made the instance of the smallest estimate slower.
+
+    Returns ``(limit, report)``, ``report`` a dict per set: ``name``, ``classical``,
+    ``learned`` and ``limited`` (mean iterations of the classical parameters, of the engine
+    everywhere, and of the engine under the limit) and ``trusted`` (instances under it). The
+    engine's own ``condition_limit`` is left as it was; set it to the result to use it.
+    """
+    engine = solver.metasolver
+    if not isinstance(engine, AutoSpecEngine):
+        raise TypeError(f"solver must be a LearnedSolver around an AutoSpecEngine, got one "
+                        f"around {type(engine).__name__}")
+    if engine.paradigm == "filter":
+        raise ValueError("the 'filter' paradigm has no condition limit")
+    if not task_sets:
+        raise ValueError("task_sets must hold at least one (name, TaskBatch)")
+    cap = run_options.get("maxiter")
+    sets, previous = [], engine.condition_limit
+    try:
+        engine.condition_limit = None
+        for name, tasks in task_sets:
+            probe = split_probe(tasks.features.to(torch.float64), engine.probe_steps)
+            estimate = probe.ritz_values[:, -1] / probe.ritz_values[:, 0]
+            with torch.no_grad():
+                counts = [_cost(solution, cap) for solution in (
+                    solver.solve_baseline(tasks, **run_options),
+                    solver.solve(tasks, safeguard=False, **run_options))]
+            sets.append((name, estimate, *counts))
+    finally:
+        engine.condition_limit = previous
+
+    estimates = torch.cat([estimate for _, estimate, _, _ in sets])
+    losing = torch.cat([learned > classical for _, _, classical, learned in sets])
+    # Below the smallest estimate of an instance that the engine made slower, the largest
+    # estimate; every instance if none.
+    if bool(losing.any()):
+        first = float(estimates[losing].min())
+        below = estimates[estimates < first]
+        limit = float(below.max()) if len(below) else 1.0
+    else:
+        limit = float(estimates.max())
+    report = []
+    for name, estimate, classical, learned in sets:
+        trusted = estimate <= limit
+        report.append({"name": name, "classical": float(classical.mean()),
+                       "learned": float(learned.mean()),
+                       "limited": float(torch.where(trusted, learned, classical).mean()),
+                       "trusted": int(trusted.sum()), "instances": len(estimate)})
+    return max(limit, 1.0), report
+
+
+def _cost(solution, cap) -> torch.Tensor:
+    """Iterations per instance, an unconverged one counted as the cap (its own count without
+    one)."""
+    iterations = solution.iterations.to(torch.float64)
+    if cap is None:
+        return iterations
+    return torch.where(solution.converged, iterations, torch.full_like(iterations, cap))
