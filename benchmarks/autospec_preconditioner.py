@@ -131,8 +131,8 @@ def calibrate(args) -> None:
           f"(unconverged: {args.maxiter}); the learned polynomial everywhere, and only where "
           f"the probe's condition estimate is at most the limit\n")
     print("| operator | probe condition estimates | lower end / probe's | Chebyshev q | learned q "
-          "| learned q under the limit (instances) |")
-    print("|---|---|---|---|---|---|")
+          "| learned q under the limit (instances) | first slower instance's estimate |")
+    print("|---|---|---|---|---|---|---|")
     for (name, tasks), row in zip(sets, report, strict=True):
         probe = split_probe(tasks.features.to(torch.float64), model.metasolver.probe_steps)
         estimate = probe.ritz_values[:, -1] / probe.ritz_values[:, 0]
@@ -140,7 +140,8 @@ def calibrate(args) -> None:
         print(f"| {name} | {estimate.min():.0f} to {estimate.max():.0f} | "
               f"{factors.min():.2f} to {factors.max():.2f} | {row['classical']:.2f} | "
               f"{row['learned']:.2f} | {row['limited']:.2f} ({row['trusted']} / "
-              f"{row['instances']}) |")
+              f"{row['instances']}) | "
+              + ("-" if row["first_slower"] is None else f"{row['first_slower']:.1f}") + " |")
     print(f"\ncondition limit: {limit:.4g}")
     if args.json:
         Path(args.json).write_text(json.dumps({"model": Path(args.model).stem, "rtol": args.rtol,

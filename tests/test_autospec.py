@@ -486,6 +486,8 @@ def test_under_the_calibrated_limit_no_instance_needs_more_iterations():
     # The unlimited engine loses on the random matrix; the limit keeps its gains on the grids.
     assert losing == 1 and report[2]["learned"] > report[2]["classical"]
     assert report[2]["trusted"] < report[2]["instances"]
+    assert report[2]["first_slower"] > limit
+    assert report[0]["first_slower"] is None and report[1]["first_slower"] is None
     assert report[2]["limited"] == report[2]["classical"]
     for row in report[:2]:
         assert row["trusted"] == row["instances"] and row["limited"] < row["classical"]

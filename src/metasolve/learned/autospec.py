@@ -339,8 +339,10 @@ def calibrate_condition_limit(solver, task_sets, **run_options) -> tuple[float, 
 
     Returns ``(limit, report)``, ``report`` a dict per set: ``name``, ``classical``,
     ``learned`` and ``limited`` (mean iterations of the classical parameters, of the engine
-    everywhere, and of the engine under the limit) and ``trusted`` (instances under it). The
-    engine's own ``condition_limit`` is left as it was; set it to the result to use it.
+    everywhere, and of the engine under the limit), ``trusted`` (instances under it) and
+    ``first_slower`` (the smallest estimate of an instance the engine made slower, ``None`` if
+    none). The engine's own ``condition_limit`` is left as it was; set it to the result to use
+    it.
     """
     engine = solver.metasolver
     if not isinstance(engine, AutoSpecEngine):
@@ -377,11 +379,12 @@ def calibrate_condition_limit(solver, task_sets, **run_options) -> tuple[float, 
         limit = float(estimates.max())
     report = []
     for name, estimate, classical, learned in sets:
-        trusted = estimate <= limit
+        trusted, slower = estimate <= limit, estimate[learned > classical]
         report.append({"name": name, "classical": float(classical.mean()),
                        "learned": float(learned.mean()),
                        "limited": float(torch.where(trusted, learned, classical).mean()),
-                       "trusted": int(trusted.sum()), "instances": len(estimate)})
+                       "trusted": int(trusted.sum()), "instances": len(estimate),
+                       "first_slower": float(slower.min()) if len(slower) else None})
     return max(limit, 1.0), report
 
 
