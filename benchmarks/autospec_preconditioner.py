@@ -22,7 +22,8 @@ classical preconditioner, what the bar compares with).
 
 ``calibrate MODEL --out LIMITED`` sets the model's condition limit
 (:func:`metasolve.calibrate_condition_limit`) on operators held out from the transfer set
-(:data:`HELD_OUT`: the same kinds at other sizes, parameters and seeds): above the largest probe
+(``metasolve.evaluation.spectral.HELD_OUT``: the same kinds at other sizes, parameters and
+seeds): above the largest probe
 condition estimate at which the learned polynomial made no held-out instance slower, the engine
 gives Chebyshev's. The recipe that needs no more iterations than Chebyshev's on every transfer
 matrix (docs/RESULTS.md):
@@ -49,12 +50,10 @@ from pathlib import Path
 import torch
 
 import metasolve as ms
-from metasolve.evaluation.spectral import TRANSFER, Operator, evaluation_sets
+from metasolve.evaluation.spectral import HELD_OUT, TRANSFER, evaluation_sets, held_out_sets
 from metasolve.experiments import autospec_linear
-from metasolve.experiments.autospec_common import make_engine_solver, train_engine
+from metasolve.experiments.autospec_common import train_engine, train_inside_cg
 from metasolve.learned.autospec import split_probe
-from metasolve.tasks import TaskBatch, make_splits
-from metasolve.tasks.operators import sparse_system
 
 
 def train(args) -> None:
@@ -67,16 +66,10 @@ def train(args) -> None:
     engine_options = {"modes": args.modes, "lower_range": math.log(args.lower_range)}
     start = time.perf_counter()
     if args.through_cg:
-        splits = make_splits(family, args.n_train, args.n_validation, 1, seed=settings.seed)
-        torch.manual_seed(settings.seed)
-        engine = make_engine_solver(family, settings.preconditioner_degree, "basis",
-                                    settings.hidden, **engine_options)
-        solver = engine.deployed(ms.ConjugateGradient())
-        loss = ms.RelativeLogResidualLoss(args.through_cg, args.sharpness or 4.0)
-        history = ms.Trainer(solver, loss, training, checkpoint=checkpoint,
-                             progress=True).fit(splits.train, splits.validation)
-        info = {"best_epoch": history.best_epoch,
-                "best_validation_loss": history.best_validation_loss}
+        solver, info = train_inside_cg(family, settings.preconditioner_degree, settings.hidden,
+                                       args.n_train, args.n_validation, training,
+                                       settings.seed, checkpoint, True, args.through_cg,
+                                       args.sharpness or 4.0, **engine_options)
     else:
         solver, info = train_engine(family, settings.preconditioner_degree, "basis",
                                     settings.hidden, args.n_train, args.n_validation, training,
@@ -84,32 +77,6 @@ def train(args) -> None:
                                     sharpness=args.sharpness or None, **engine_options)
     solver.save(args.out)
     print(f"trained in {time.perf_counter() - start:.0f} s: {info}; saved {args.out}")
-
-
-#: Operators of the transfer set's kinds at other sizes, parameters and seeds: what ``calibrate``
-#: chooses the lower end's range on, so that the transfer set stays a test.
-HELD_OUT = (
-    Operator("poisson2d-100", "poisson2d", {"m": 100}),
-    Operator("poisson2d-200", "poisson2d", {"m": 200}),
-    Operator("poisson3d-20", "poisson3d", {"m": 20}),
-    Operator("poisson3d-30", "poisson3d", {"m": 30}),
-    Operator("anisotropic2d-150-0.1", "anisotropic2d", {"m": 150, "epsilon": 0.1}),
-    Operator("anisotropic2d-150-0.001", "anisotropic2d", {"m": 150, "epsilon": 1e-3}),
-    Operator("elasticity-12x3x3", "elasticity", {"cells": (12, 3, 3)}),
-    Operator("random-spd-2000-seed3", "random_spd", {"n": 2000, "seed": 3}),
-    Operator("random-spd-4000-seed1", "random_spd", {"n": 4000, "seed": 1}),
-    Operator("random-spd-8000-seed4", "random_spd", {"n": 8000, "seed": 4}),
-)
-
-
-def held_out_sets(family, rhs: int) -> list[tuple[str, TaskBatch]]:
-    """The held-out operators, ``rhs`` right-hand sides each, with the family's probe."""
-    sets = []
-    for i, operator in enumerate(HELD_OUT):
-        system = sparse_system(operator.matrix(), rhs, seed=100 + i)
-        features = family.features_of(system.matvec, system.size, rhs, 200 + i)
-        sets.append((operator.name, TaskBatch(system, features)))
-    return sets
 
 
 def lower_end_factors(model, features) -> torch.Tensor:
@@ -124,7 +91,7 @@ def lower_end_factors(model, features) -> torch.Tensor:
 def calibrate(args) -> None:
     """Choose the model's condition limit on the held-out operators and save it with it."""
     model = ms.load(args.model)
-    sets = held_out_sets(model.family, args.rhs)
+    sets = held_out_sets(model.family, HELD_OUT, args.rhs)
     limit, report = ms.calibrate_condition_limit(model.deployed(ms.ConjugateGradient()), sets,
                                                  rtol=args.rtol, maxiter=args.maxiter)
     print(f"CG iterations to rtol {args.rtol:g}, mean over {args.rhs} right-hand sides "

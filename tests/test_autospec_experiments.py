@@ -131,6 +131,13 @@ def test_autospec_smoke_runs_write_records_plots_and_tables(smoke_runs):
     pcg = [r for r in linear
            if r["method"] == "pcg-learned" and r["metric"] == "converged_fraction"]
     assert pcg and pcg[0]["value"] == 1.0
+    # Against the Chebyshev preconditioner on every transfer matrix, each instance counted once,
+    # under the condition limit the run calibrated on its held-out operators.
+    for operator in ("poisson2d-16", "random-spd-200"):
+        counts = [r["value"] for r in linear if r["method"] == "pcg-learned"
+                  and r.get("operator") == operator and r["metric"].startswith("instances_")]
+        assert len(counts) == 3 and sum(counts) == 2
+    assert all(r["condition_limit"] >= 1 for r in pcg)
     eigen = smoke_runs["autospec-eigen"]["records"]
     converged = {r["method"]: r["value"] for r in eigen if r["metric"] == "converged_fraction"}
     assert converged["chebyshev-filtered"] == 1.0 and converged["learned"] == 1.0

@@ -49,6 +49,25 @@ TRANSFER_SMOKE = (
     Operator("poisson2d-16", "poisson2d", {"m": 16}),
     Operator("random-spd-200", "random_spd", {"n": 200}),
 )
+# Operators of the transfer set's kinds at other sizes, parameters and seeds, held out from it:
+# what a learned preconditioner's condition limit is calibrated on, so that the transfer set
+# stays a test (metasolve.learned.autospec, "Where the engine is trusted").
+HELD_OUT = (
+    Operator("poisson2d-100", "poisson2d", {"m": 100}),
+    Operator("poisson2d-200", "poisson2d", {"m": 200}),
+    Operator("poisson3d-20", "poisson3d", {"m": 20}),
+    Operator("poisson3d-30", "poisson3d", {"m": 30}),
+    Operator("anisotropic2d-150-0.1", "anisotropic2d", {"m": 150, "epsilon": 0.1}),
+    Operator("anisotropic2d-150-0.001", "anisotropic2d", {"m": 150, "epsilon": 1e-3}),
+    Operator("elasticity-12x3x3", "elasticity", {"cells": (12, 3, 3)}),
+    Operator("random-spd-2000-seed3", "random_spd", {"n": 2000, "seed": 3}),
+    Operator("random-spd-4000-seed1", "random_spd", {"n": 4000, "seed": 1}),
+    Operator("random-spd-8000-seed4", "random_spd", {"n": 8000, "seed": 4}),
+)
+HELD_OUT_SMOKE = (
+    Operator("poisson3d-8", "poisson3d", {"m": 8}),
+    Operator("random-spd-300-seed1", "random_spd", {"n": 300, "seed": 1}),
+)
 
 
 def grid_eigenvalues(operator: Operator) -> tuple[list[int], np.ndarray] | None:
@@ -112,6 +131,19 @@ def evaluation_sets(family: SpectrumFamily, transfer, n_test: int, rhs_per_opera
         features = family.features_of(system.matvec, system.size, system.batch_size, seed + i)
         sets.append((operator.name, TaskBatch(system, features),
                      extremes.expand(system.batch_size, 2)))
+    return sets
+
+
+def held_out_sets(family: SpectrumFamily, held_out, rhs_per_operator: int
+                  ) -> list[tuple[str, TaskBatch]]:
+    """``(name, tasks)`` for each held-out operator (:data:`HELD_OUT`), ``rhs_per_operator``
+    random right-hand sides each and ``family``'s probe, on seeds of their own (100 + i for the
+    right-hand sides, 200 + i for the probe)."""
+    sets = []
+    for i, operator in enumerate(held_out):
+        system = sparse_system(operator.matrix(), rhs_per_operator, seed=100 + i)
+        features = family.features_of(system.matvec, system.size, rhs_per_operator, 200 + i)
+        sets.append((operator.name, TaskBatch(system, features)))
     return sets
 
 

@@ -11,7 +11,7 @@ import torch
 from ..evaluation.shifts import ShiftedSet
 from ..evaluation.spectral import evaluation_sets
 from ..learned import AutoSpecEngine, LearnedSolver
-from ..solvers import ChebyshevExpansion, ChebyshevSeries, PolynomialRecurrence
+from ..solvers import ChebyshevExpansion, ChebyshevSeries, ConjugateGradient, PolynomialRecurrence
 from ..tasks import SpectrumFamily, make_splits
 from ..training import LogResidualLoss, RelativeLogResidualLoss, Trainer, TrainingConfig
 
@@ -45,6 +45,27 @@ def train_engine(family: SpectrumFamily, degree: int, paradigm: str, hidden, n_t
     return solver, {"best_epoch": history.best_epoch, "epochs": training.epochs,
                     "n_train": n_train, "best_validation_loss": history.best_validation_loss,
                     "loss": loss.kind, **({} if sharpness is None else {"sharpness": sharpness})}
+
+
+def train_inside_cg(family: SpectrumFamily, degree: int, hidden, n_train: int,
+                    n_validation: int, training: TrainingConfig, seed: int, checkpoint: Path,
+                    progress: bool, cg_iterations: int, sharpness: float,
+                    **engine_options) -> tuple[LearnedSolver, dict]:
+    """Train a basis engine as CG's polynomial preconditioner: ``cg_iterations`` unrolled CG
+    iterations on synthetic spectra, the log residual relative to CG with the Chebyshev
+    polynomial on the probe's interval (the untrained engine's;
+    :class:`~metasolve.training.RelativeLogResidualLoss` of sharpness ``sharpness``). Returns
+    the trained solver, whose method is CG, and what its training reports."""
+    splits = make_splits(family, n_train, n_validation, 1, seed=seed)
+    torch.manual_seed(seed)
+    solver = make_engine_solver(family, degree, "basis", hidden, **engine_options) \
+        .deployed(ConjugateGradient())
+    loss = RelativeLogResidualLoss(cg_iterations, sharpness)
+    history = Trainer(solver, loss, training, checkpoint=checkpoint,
+                      progress=progress).fit(splits.train, splits.validation)
+    return solver, {"best_epoch": history.best_epoch, "epochs": training.epochs,
+                    "n_train": n_train, "best_validation_loss": history.best_validation_loss,
+                    "loss": loss.kind, "sharpness": sharpness, "cg_iterations": cg_iterations}
 
 
 def spectral_shifted_sets(settings, model: LearnedSolver, count: int = 128) -> list[ShiftedSet]:
