@@ -53,7 +53,7 @@ import metasolve as ms
 from metasolve.evaluation.spectral import HELD_OUT, TRANSFER, evaluation_sets, held_out_sets
 from metasolve.experiments import autospec_linear
 from metasolve.experiments.autospec_common import train_engine, train_inside_cg
-from metasolve.learned.autospec import split_probe
+from metasolve.learned.autospec import condition_estimate, split_probe
 
 
 def train(args) -> None:
@@ -101,8 +101,8 @@ def calibrate(args) -> None:
           "| learned q under the limit (instances) | first slower instance's estimate |")
     print("|---|---|---|---|---|---|---|")
     for (name, tasks), row in zip(sets, report, strict=True):
-        probe = split_probe(tasks.features.to(torch.float64), model.metasolver.probe_steps)
-        estimate = probe.ritz_values[:, -1] / probe.ritz_values[:, 0]
+        estimate = condition_estimate(split_probe(tasks.features.to(torch.float64),
+                                                  model.metasolver.probe_steps))
         factors = lower_end_factors(model, tasks.features)
         print(f"| {name} | {estimate.min():.0f} to {estimate.max():.0f} | "
               f"{factors.min():.2f} to {factors.max():.2f} | {row['classical']:.2f} | "

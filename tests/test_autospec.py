@@ -448,6 +448,10 @@ def test_the_condition_limit_is_checked():
         ms.AutoSpecEngine(4, 6, "basis", condition_limit="10")
     with pytest.raises(ValueError, match="'filter' paradigm"):
         ms.AutoSpecEngine(4, 6, "filter", condition_limit=10.0)
+    engine = ms.AutoSpecEngine(4, 6, "basis")
+    with pytest.raises(ValueError, match="condition_limit must be at least 1"):
+        engine.condition_limit = 0.9  # checked when set, too
+    assert engine.condition_limit is None
 
 
 def _cg_iterations(solver, tasks, learned):

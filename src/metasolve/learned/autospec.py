@@ -122,6 +122,11 @@ def _check_condition_limit(limit, paradigm: str) -> float | None:
     return limit
 
 
+def condition_estimate(probe: Probe) -> torch.Tensor:
+    """``(B,)`` the probe's estimate of the condition number, ``theta_s / theta_1``."""
+    return probe.ritz_values[:, -1] / probe.ritz_values[:, 0]
+
+
 def probe_inputs(probe: Probe) -> torch.Tensor:
     """Scale-free network inputs ``(B, 2 s + 1)`` of a probe (module doc)."""
     ritz, residuals = probe.ritz_values, probe.residual_norms
@@ -175,7 +180,7 @@ class AutoSpecEngine(MetaSolver):
         self.activation = check_choice("activation", activation, tuple(ACTIVATIONS))
         self.correction = check_positive("correction", correction)
         self.lower_range = check_positive("lower_range", lower_range)
-        self.condition_limit = _check_condition_limit(condition_limit, self.paradigm)
+        self.condition_limit = condition_limit  # checked by the setter
         layers, width = [], 2 * self.probe_steps + 1
         for w in self.hidden:
             layers += [nn.Linear(width, w, dtype=torch.float64), ACTIVATIONS[activation]()]
@@ -213,16 +218,26 @@ class AutoSpecEngine(MetaSolver):
         outputs = 1 + recurrence + (2 if recurrence else 1) * modes
         return dense_parameters([2 * probe_steps + 1, *hidden, outputs])
 
-    def _raw(self, inputs: torch.Tensor, baseline: bool) -> dict[str, torch.Tensor]:
+    @property
+    def condition_limit(self) -> float | None:
+        """The largest probe condition estimate at which the network's outputs are used
+        (``None``: no limit); checked when set."""
+        return self._condition_limit
+
+    @condition_limit.setter
+    def condition_limit(self, limit: float | None) -> None:
+        self._condition_limit = _check_condition_limit(limit, self.paradigm)
+
+    def _raw(self, inputs: torch.Tensor, baseline: bool,
+             probe: Probe | None = None) -> dict[str, torch.Tensor]:
         """The network's outputs split by head; all zero for the baseline (the untrained engine)
-        and for the operators above the condition limit."""
+        and for the operators whose ``probe`` estimates a condition number above the limit."""
         if baseline:
             return self._split(inputs.new_zeros(inputs.shape[0], self.n_outputs))
         outputs = self.net(inputs)
-        if self.condition_limit is not None:
-            # The last input is log10(theta_s / theta_1) / 3 (probe_inputs).
-            trusted = inputs[:, -1] <= math.log10(self.condition_limit) / 3
-            outputs = outputs * trusted.unsqueeze(1)
+        if self.condition_limit is not None and probe is not None:
+            trusted = condition_estimate(probe) <= self.condition_limit
+            outputs = torch.where(trusted.unsqueeze(1), outputs, torch.zeros_like(outputs))
         return self._split(outputs)
 
     def interval(self, features: torch.Tensor, baseline: bool = False
@@ -230,7 +245,7 @@ class AutoSpecEngine(MetaSolver):
         """``(a, b, parts)``: the learned interval and the network's raw outputs (with
         ``baseline``, the probe's interval and zeros)."""
         probe = split_probe(features.to(torch.float64), self.probe_steps)
-        parts = self._raw(probe_inputs(probe), baseline)
+        parts = self._raw(probe_inputs(probe), baseline, probe)
         lower0, upper0 = probe.interval()
         z = parts["interval"]
         lower = lower0 * torch.exp(self.lower_range * torch.tanh(z[:, 0]))
@@ -357,8 +372,8 @@ def calibrate_condition_limit(solver, task_sets, **run_options) -> tuple[float, 
     try:
         engine.condition_limit = None
         for name, tasks in task_sets:
-            probe = split_probe(tasks.features.to(torch.float64), engine.probe_steps)
-            estimate = probe.ritz_values[:, -1] / probe.ritz_values[:, 0]
+            estimate = condition_estimate(split_probe(tasks.features.to(torch.float64),
+                                                      engine.probe_steps))
             with torch.no_grad():
                 counts = [_cost(solution, cap) for solution in (
                     solver.solve_baseline(tasks, **run_options),
