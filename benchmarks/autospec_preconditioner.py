@@ -3,10 +3,11 @@ same degree from the same probe, inside CG, on every transfer matrix of autospec
 
 Train a degree-8 preconditioner engine (the basis paradigm of the experiment's ``preconditioner``
 cell) on synthetic diagonal spectra, with the plain log residual (``--sharpness 0``, what the
-experiment trains) or the loss relative to Chebyshev on the probe's interval (``--sharpness 4``,
-what the solver engines train with), then count CG iterations to ``--rtol`` on each transfer
-matrix (8 right-hand sides each) for plain CG, CG with the Chebyshev polynomial on the probe's
-interval (the untrained engine) and CG with the learned polynomial:
+experiment trained before it trained inside CG) or the loss relative to Chebyshev on the
+probe's interval (``--sharpness 4``, what the solver engines train with), then count CG
+iterations to ``--rtol`` on each transfer matrix (8 right-hand sides each) for plain CG, CG with
+the Chebyshev polynomial on the probe's interval (the untrained engine) and CG with the learned
+polynomial:
 
     python benchmarks/autospec_preconditioner.py train --size 256 --sharpness 0 --out plain.st
     python benchmarks/autospec_preconditioner.py train --size 4096 --sharpness 4 --out rel.st
@@ -23,13 +24,13 @@ classical preconditioner, what the bar compares with).
 ``calibrate MODEL --out LIMITED`` sets the model's condition limit
 (:func:`metasolve.calibrate_condition_limit`) on operators held out from the transfer set
 (``metasolve.evaluation.spectral.HELD_OUT``: the same kinds at other sizes, parameters and
-seeds): above the largest probe
-condition estimate at which the learned polynomial made no held-out instance slower, the engine
-gives Chebyshev's. The recipe that needs no more iterations than Chebyshev's on every transfer
-matrix (docs/RESULTS.md):
+seeds): above the largest probe condition estimate at which the learned polynomial made no
+held-out instance slower, the engine gives Chebyshev's. The recipe that needs no more iterations
+than Chebyshev's on every transfer matrix, the experiment's preconditioner cell's
+(docs/RESULTS.md):
 
     python benchmarks/autospec_preconditioner.py train --size 4096 --through-cg 40 --modes 0 \
-        --lower-range 3 --n-train 1024 --epochs 8 --batch-size 64 --out interval.st
+        --lower-range 3 --lr 3e-4 --n-train 1024 --epochs 8 --batch-size 64 --out interval.st
     python benchmarks/autospec_preconditioner.py calibrate interval.st --out limited.st
     python benchmarks/autospec_preconditioner.py measure limited.st interval.st
 
