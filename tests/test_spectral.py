@@ -160,6 +160,32 @@ def test_chebyshev_basis_apply_equals_the_dense_polynomial():
         chebyshev_basis_apply(lambda w: w, v, coefficients[:1], lower, upper)
 
 
+@pytest.mark.parametrize("terms", [1, 2, 8])
+@pytest.mark.parametrize("batch_fastest", [False, True])
+def test_chebyshev_basis_apply_in_place_is_the_recorded_result_bitwise(terms, batch_fastest):
+    # Outside autograd the steps are written in place; the arithmetic, and so every bit of the
+    # result, is the recorded version's (which the gradients go through).
+    system = ms.sparse_system(poisson2d(12), 3, seed=2)
+    v = system.rhs.T.contiguous().T if batch_fastest else system.rhs.clone()
+    g = torch.Generator().manual_seed(3)
+    coefficients = torch.randn(3, terms, generator=g, dtype=DTYPE)
+    lower = torch.tensor([0.1, 0.2, 0.05], dtype=DTYPE)
+    upper = torch.tensor([8.0, 8.1, 7.9], dtype=DTYPE)
+    with torch.no_grad():
+        fast = chebyshev_basis_apply(system.matvec, v, coefficients, lower, upper)
+    recorded = chebyshev_basis_apply(system.matvec, v, coefficients.requires_grad_(), lower,
+                                     upper)
+    assert recorded.requires_grad
+    assert torch.equal(fast, recorded.detach())
+    untouched = v.clone()
+    with torch.no_grad():
+        # An operator that hands back its input is not written over.
+        same = chebyshev_basis_apply(lambda w: w, v, coefficients.detach(), lower, upper)
+    assert torch.equal(v, untouched)
+    torch.testing.assert_close(same, chebyshev_basis_apply(lambda w: w.clone(), v,
+                                                           coefficients.detach(), lower, upper))
+
+
 def test_probe_interval_contains_the_top_of_the_spectrum():
     a = poisson2d(20)
     dense = torch.tensor(a.toarray(), dtype=DTYPE)
