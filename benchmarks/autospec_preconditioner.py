@@ -34,6 +34,10 @@ than Chebyshev's on every transfer matrix, the experiment's preconditioner cell'
     python benchmarks/autospec_preconditioner.py calibrate interval.st --out limited.st
     python benchmarks/autospec_preconditioner.py measure limited.st interval.st
 
+``factors`` counts CG iterations with Chebyshev's polynomial on ``[f a_0, u]`` for fixed
+factors ``f`` of the probe's lower end, on the held-out operators or (``--spectra N``) on
+synthetic spectra of each kind: whether a fixed raise could do without a limit.
+
 ``measure`` prints, per matrix, the median iterations of each and how many instances the
 learned polynomial needs fewer / as many / more iterations than Chebyshev's on, and on how many
 instances each model moved the lower end.
@@ -53,8 +57,14 @@ import torch
 import metasolve as ms
 from metasolve.evaluation.spectral import HELD_OUT, TRANSFER, evaluation_sets, held_out_sets
 from metasolve.experiments import autospec_linear
-from metasolve.experiments.autospec_common import train_engine, train_inside_cg
+from metasolve.experiments.autospec_common import (
+    make_engine_solver,
+    train_engine,
+    train_inside_cg,
+)
 from metasolve.learned.autospec import condition_estimate, split_probe
+from metasolve.tasks import SpectrumFamily
+from metasolve.tasks.spectra import SPECTRUM_KINDS
 
 
 def train(args) -> None:
@@ -78,6 +88,35 @@ def train(args) -> None:
                                     sharpness=args.sharpness or None, **engine_options)
     solver.save(args.out)
     print(f"trained in {time.perf_counter() - start:.0f} s: {info}; saved {args.out}")
+
+
+def fixed_factors(args) -> None:
+    """Mean CG iterations with Chebyshev's polynomial on ``[f a_0, u]`` for fixed factors ``f``
+    (no training: the engine's lower end moved by exactly ``f``), on the held-out operators or
+    on synthetic spectra of each kind (``--spectra N`` of ``--size`` eigenvalues); the counts
+    as the solves report them (a breakdown at its own iteration)."""
+    settings = autospec_linear.FULL
+    family = autospec_linear._family(settings, args.size)
+    if args.spectra:
+        sets = [(kind, SpectrumFamily(size=args.size, probe_steps=settings.probe_steps,
+                                      kinds=(kind,)).sample(args.spectra, seed=1))
+                for kind in SPECTRUM_KINDS]
+    else:
+        sets = held_out_sets(family, HELD_OUT, args.rhs)
+    solver = make_engine_solver(family, settings.preconditioner_degree, "basis", (1,), modes=0)
+    engine, factors = solver.metasolver, sorted({1.0, *args.factors})
+    print("| set |" + "".join(f" f = {f:g} |" for f in factors))
+    print("|---" * (1 + len(factors)) + "|")
+    for name, tasks in sets:
+        means = []
+        for factor in factors:
+            with torch.no_grad():
+                engine.net[-1].bias.zero_()
+                engine.net[-1].bias[0] = math.atanh(math.log(factor) / engine.lower_range)
+                solution = solver.deployed(ms.ConjugateGradient()).solve(
+                    tasks, rtol=args.rtol, maxiter=args.maxiter, safeguard=False)
+            means.append(float(solution.iterations.double().mean()))
+        print(f"| {name} |" + "".join(f" {m:.2f} |" for m in means), flush=True)
 
 
 def lower_end_factors(model, features) -> torch.Tensor:
@@ -197,9 +236,18 @@ def main() -> None:
     scan.add_argument("--maxiter", type=int, default=5000)
     scan.add_argument("--out", required=True, help="the model with its limit, saved here")
     scan.add_argument("--json", help="also write the table and the limit to this file")
+    fixed = commands.add_parser("factors")
+    fixed.add_argument("--factors", type=float, nargs="+", default=[1.05, 1.25, 1.5, 2.0, 3.0])
+    fixed.add_argument("--spectra", type=int, default=0,
+                       help="synthetic spectra of each kind instead of the held-out operators")
+    fixed.add_argument("--size", type=int, default=4096)
+    fixed.add_argument("--rtol", type=float, default=1e-8)
+    fixed.add_argument("--rhs", type=int, default=8)
+    fixed.add_argument("--maxiter", type=int, default=5000)
     args = parser.parse_args()
     torch.set_num_threads(1)
-    {"train": train, "measure": measure, "calibrate": calibrate}[args.command](args)
+    {"train": train, "measure": measure, "calibrate": calibrate,
+     "factors": fixed_factors}[args.command](args)
 
 
 if __name__ == "__main__":
