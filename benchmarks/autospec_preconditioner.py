@@ -167,12 +167,13 @@ def measure(args) -> None:
     print(f"CG iterations to rtol {args.rtol:g}, median over {args.rhs} right-hand sides; "
           f"learned against Chebyshev per instance: fewer / as many / more iterations")
     header = "| matrix | CG | CG + Chebyshev q |" + "".join(
-        f" CG + learned q ({Path(p).stem}) |" for p in args.models) + " instances moved |"
+        f" CG + learned q ({Path(p).stem}) |" for p in args.models) + \
+        " instances moved | probe's lower end / lambda_min |"
     print("\n" + header)
-    print("|---" * (4 + len(models)) + "|")
+    print("|---" * (5 + len(models)) + "|")
     record = {"rtol": args.rtol, "rhs": args.rhs, "models": [Path(p).stem for p in args.models],
               "matrices": []}
-    for name, tasks, _ in sets:
+    for name, tasks, extremes in sets:
         cap = 20 * tasks.problem.size
         with torch.no_grad():
             plain = ms.run(ms.ConjugateGradient(), tasks.problem, rtol=args.rtol, maxiter=cap)
@@ -190,6 +191,10 @@ def measure(args) -> None:
                          + ("" if bool(solution.converged.all()) else " not all converged"))
         factors = [lower_end_factors(model, tasks.features) for model in models]
         cells.append(" / ".join(str(int((f != 1).sum())) for f in factors))
+        probe_lower, _ = split_probe(tasks.features.to(torch.float64),
+                                     models[0].metasolver.probe_steps).interval()
+        above = probe_lower / extremes[:, 0]
+        cells.append(f"{above.min():.3g} to {above.max():.3g}")
         print(f"| {name} | " + " | ".join(cells) + " |", flush=True)
         record["matrices"].append({
             "name": name, "cg": _outcome(plain), "chebyshev": _outcome(chebyshev),
